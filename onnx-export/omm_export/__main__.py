@@ -1,0 +1,32 @@
+"""CLI: python -m omm_export <family> --preset tiny --out models/tiny-llama [--checkpoint DIR]."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="omm_export", description="Export an OnnxMultimodal model package.")
+    sub = ap.add_subparsers(dest="family", required=True)
+    p = sub.add_parser("llama", help="Llama-style text decoder")
+    p.add_argument("--preset", default="tiny", help="tiny | 1b | 7b (synthetic weights)")
+    p.add_argument("--checkpoint", help="a local transformers checkpoint folder (real weights)")
+    p.add_argument("--precision", default="fp32", choices=["fp32"], help="weight precision of the graph")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic initialisation")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--no-reference", action="store_true", help="skip PyTorch reference outputs")
+    p.add_argument("--check", action="store_true", help="run the graph on onnxruntime against the references")
+    args = ap.parse_args(argv)
+
+    if args.family == "llama":
+        from .families import llama
+        llama.export(args)
+    if args.check and not args.no_reference:
+        from .reference import check_with_onnxruntime
+        print(json.dumps(check_with_onnxruntime(args.out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

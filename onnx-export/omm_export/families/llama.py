@@ -1,0 +1,199 @@
+"""Llama-style decoder family: presets, loading (synthetic or a local checkpoint), export, references."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..decoder_graph import DecoderSpec, DecoderWeights, LayerWeights, build_decoder
+from ..onnx_utils import save_model
+from ..text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe
+
+
+@dataclass(frozen=True)
+class LlamaPreset:
+    hidden_size: int          # model width
+    intermediate_size: int    # SwiGLU inner width
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int         # < num_heads: grouped-query attention
+    context_length: int
+    vocab_size: int | None    # None: the trained tokenizer's size
+    initializer_range: float = 0.02
+    rope_theta: float = 10000.0
+
+
+PRESETS = {
+    # Committed test model: 4 layers, GQA 4:2, byte-level BPE vocabulary (~1k), 256 context.
+    "tiny": LlamaPreset(64, 192, 4, 4, 2, 256, None, initializer_range=0.1),
+    # Mid-size for GPU measurements (1B class): never committed.
+    "1b": LlamaPreset(2048, 5632, 22, 32, 4, 2048, 32000),
+    # CodeLlama-7B shapes: never committed.
+    "7b": LlamaPreset(4096, 11008, 32, 32, 32, 4096, 32016),
+}
+
+REFERENCE_PROMPTS = [
+    "The quick brown fox",
+    "Once upon a time there was a small robot who",
+    "def fibonacci(n):\n",
+]
+TOKENIZER_PROBES = [
+    "Hello, world!",
+    "The robot counted 1024 ships; the captain said \"thank you\".",
+    "  leading spaces and\ttabs\nnew lines",
+    "naïve café — 日本語 🙂 emoji",
+    "",
+]
+GREEDY_STEPS = 32
+SAMPLING = dict(seed=1234, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.1, steps=24)
+
+
+def _hf_config(preset: LlamaPreset, vocab_size: int, bos: int, eos: int, pad: int):
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=preset.hidden_size,
+                       intermediate_size=preset.intermediate_size, num_hidden_layers=preset.num_layers,
+                       num_attention_heads=preset.num_heads, num_key_value_heads=preset.num_kv_heads,
+                       max_position_embeddings=preset.context_length, rms_norm_eps=1e-5,
+                       initializer_range=preset.initializer_range, tie_word_embeddings=False,
+                       bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
+                       rope_theta=preset.rope_theta)
+
+
+def load_model(args, out_dir: str):
+    """Returns (hf_model, hf_tokenizer, provenance). Synthetic models go through save_pretrained and
+    from_pretrained, the same path a real checkpoint folder takes."""
+    from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
+    if args.checkpoint:
+        src = args.checkpoint
+        provenance = {"source": "checkpoint", "path": os.path.abspath(src)}
+    else:
+        preset = PRESETS[args.preset]
+        tok = train_byte_level_bpe(vocab_size=1024)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>",
+                                       pad_token="<|pad|>", clean_up_tokenization_spaces=False)
+        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        vocab = preset.vocab_size or tok.get_vocab_size()
+        torch.manual_seed(args.seed)
+        model = LlamaForCausalLM(_hf_config(preset, vocab, ids["<|bos|>"], ids["<|eos|>"], ids["<|pad|>"]))
+        src = os.path.join(out_dir, ".hf")
+        model.save_pretrained(src)
+        fast.save_pretrained(src)
+        provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(preset)}
+    model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    return model, tokenizer, provenance
+
+
+def _rope_theta(cfg) -> float:
+    rp = getattr(cfg, "rope_parameters", None) or {}
+    return float(rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+
+
+def spec_from_config(cfg) -> DecoderSpec:
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return DecoderSpec(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                       intermediate_size=cfg.intermediate_size, num_layers=cfg.num_hidden_layers,
+                       num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
+                       head_dim=head_dim, context_length=cfg.max_position_embeddings,
+                       rms_norm_eps=cfg.rms_norm_eps, rope_theta=_rope_theta(cfg))
+
+
+def weights_from_model(model) -> DecoderWeights:
+    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    t = lambda k: np.ascontiguousarray(sd[k].T)  # torch Linear [out,in] -> MatMul [in,out]
+    layers = []
+    for i in range(model.config.num_hidden_layers):
+        p = f"model.layers.{i}"
+        layers.append(LayerWeights(
+            input_norm=sd[f"{p}.input_layernorm.weight"], post_norm=sd[f"{p}.post_attention_layernorm.weight"],
+            q=t(f"{p}.self_attn.q_proj.weight"), k=t(f"{p}.self_attn.k_proj.weight"),
+            v=t(f"{p}.self_attn.v_proj.weight"), o=t(f"{p}.self_attn.o_proj.weight"),
+            gate=t(f"{p}.mlp.gate_proj.weight"), up=t(f"{p}.mlp.up_proj.weight"), down=t(f"{p}.mlp.down_proj.weight")))
+    lm = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    return DecoderWeights(embed=sd["model.embed_tokens.weight"], layers=layers,
+                          final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T))
+
+
+def _first(x):
+    return x[0] if isinstance(x, (list, tuple)) else x
+
+
+def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec, provenance: dict,
+                  precision: str = "fp32", extra: dict | None = None) -> None:
+    cfg = model.config
+    bos, eos, pad = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
+    eos_list = eos if isinstance(eos, list) else [eos]
+    genai = {
+        "model": {
+            "bos_token_id": bos, "eos_token_id": eos_list if len(eos_list) > 1 else eos_list[0],
+            "pad_token_id": pad if pad is not None else eos_list[0],
+            "context_length": spec.context_length, "vocab_size": spec.vocab_size, "type": "llama",
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": "decoder.onnx", "head_size": spec.head_dim, "hidden_size": spec.hidden_size,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+                           "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+                "num_attention_heads": spec.num_heads, "num_hidden_layers": spec.num_layers,
+                "num_key_value_heads": spec.num_kv_heads,
+            },
+        },
+        "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+                   "max_length": spec.context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
+                   "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+                   "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+    }
+    import onnx
+    import transformers
+    manifest = {
+        "format_version": 1,
+        "family": family,
+        "name": os.path.basename(os.path.normpath(out_dir)),
+        "precision": precision,
+        "components": {"decoder": "decoder.onnx", "tokenizer": "tokenizer.json"},
+        "decoder": {
+            "num_layers": spec.num_layers, "num_heads": spec.num_heads, "num_kv_heads": spec.num_kv_heads,
+            "head_dim": spec.head_dim, "hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size,
+            "context_length": spec.context_length, "kv_cache": "concat",
+            "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
+                       "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
+            "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
+        },
+        "tokens": {"bos": bos, "eos": eos_list, "pad": pad, "add_bos": True},
+        "chat_template": {"user": "<|user|>{0}<|end|><|assistant|>"},
+        "provenance": dict(provenance, exporter=f"omm_export {__version__}", torch=torch.__version__,
+                           transformers=transformers.__version__, onnx=onnx.__version__,
+                           date=datetime.date.today().isoformat()),
+    }
+    if extra:
+        manifest.update(extra)
+    with open(os.path.join(out_dir, "genai_config.json"), "w") as f:
+        json.dump(genai, f, indent=2)
+    with open(os.path.join(out_dir, "multimodal.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    tokenizer.save_pretrained(out_dir)
+    for junk in ("special_tokens_map.json", "chat_template.jinja"):
+        if os.path.exists(os.path.join(out_dir, junk)):
+            os.remove(os.path.join(out_dir, junk))
+
+
+def export(args) -> None:
+    from ..reference import write_text_references
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    model, tokenizer, provenance = load_model(args, out)
+    spec = spec_from_config(model.config)
+    onnx_model = build_decoder(spec, weights_from_model(model))
+    save_model(onnx_model, os.path.join(out, "decoder.onnx"))
+    write_package(out, "llama", model, tokenizer, spec, provenance)
+    if not args.no_reference:
+        write_text_references(out, model, tokenizer, REFERENCE_PROMPTS, TOKENIZER_PROBES, GREEDY_STEPS, SAMPLING)
+    if os.path.isdir(os.path.join(out, ".hf")):
+        import shutil
+        shutil.rmtree(os.path.join(out, ".hf"))

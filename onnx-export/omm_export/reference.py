@@ -1,0 +1,104 @@
+"""Golden outputs from the PyTorch model, and a check of the exported graph against them.
+
+reference/reference.json (format_version 1) lists, per prompt: the token ids (bos first), the
+first-step logits file (raw little-endian float32, [S, V]), and the greedy tokens produced with the
+model's own KV cache (end tokens not honoured, so every step is compared). The seeded sampling run
+records each uniform draw; `sampling.py` documents the procedure.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from .sampling import SplitMix64, sample_next
+
+
+def _prompt_ids(tokenizer, text: str) -> list[int]:
+    return [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def _decode(model, ids: list[int], steps: int, choose) -> tuple[np.ndarray, list[int], list[float]]:
+    out = model(input_ids=torch.tensor([ids]), use_cache=True)
+    first = out.logits[0].float().numpy()  # [S, V]
+    past, logits, tokens, extra = out.past_key_values, out.logits[0, -1], [], []
+    for _ in range(steps):
+        tok, info = choose(logits.double().numpy(), ids + tokens)
+        tokens.append(tok)
+        extra.append(info)
+        out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    return first, tokens, extra
+
+
+def _greedy(logits: np.ndarray, _seen) -> tuple[int, float]:
+    order = np.argsort(-logits, kind="stable")
+    return int(order[0]), float(logits[order[0]] - logits[order[1]])
+
+
+def write_text_references(out_dir, model, tokenizer, prompts, probes, greedy_steps, sampling) -> dict:
+    ref_dir = os.path.join(out_dir, "reference")
+    os.makedirs(ref_dir, exist_ok=True)
+    doc = {"format_version": 1, "tolerance_note": "fp32 logits; compare max|a-b| / max|ref| <= 1e-4",
+           "tokenizer": [{"text": t, "ids": tokenizer(t, add_special_tokens=False)["input_ids"]} for t in probes],
+           "prompts": []}
+    for i, text in enumerate(prompts):
+        ids = _prompt_ids(tokenizer, text)
+        first, tokens, margins = _decode(model, ids, greedy_steps, _greedy)
+        name = f"logits_{i}.bin"
+        first.astype("<f4").tofile(os.path.join(ref_dir, name))
+        doc["prompts"].append({"text": text, "ids": ids, "logits_file": name, "logits_shape": list(first.shape),
+                               "greedy": tokens, "greedy_min_margin": min(margins),
+                               "greedy_text": tokenizer.decode(tokens)})
+    s = dict(sampling)
+    rng = SplitMix64(s["seed"])
+    ids = _prompt_ids(tokenizer, prompts[1])
+    choose = lambda lg, seen: sample_next(lg, seen, rng, s["temperature"], s["top_k"], s["top_p"], s["repetition_penalty"])
+    _, tokens, uniforms = _decode(model, ids, s["steps"], choose)
+    doc["sampling"] = dict(s, prompt=prompts[1], ids=ids, tokens=tokens, uniforms=uniforms,
+                           rng="SplitMix64; uniform = (next >> 11) * 2^-53; see omm_export/sampling.py")
+    with open(os.path.join(ref_dir, "reference.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+    return doc
+
+
+def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
+    """Runs decoder.onnx on ORT's CPU provider against reference.json; returns the figures."""
+    import onnxruntime as ort
+    with open(os.path.join(out_dir, "multimodal.json")) as f:
+        dec = json.load(f)["decoder"]
+    with open(os.path.join(out_dir, "reference", "reference.json")) as f:
+        doc = json.load(f)
+    sess = ort.InferenceSession(os.path.join(out_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
+    result = []
+    for p in doc["prompts"]:
+        ref = np.fromfile(os.path.join(out_dir, "reference", p["logits_file"]), dtype="<f4").reshape(p["logits_shape"])
+        past = {}
+        for i in range(dec["num_layers"]):
+            for kv in ("key", "value"):
+                past[f"past_key_values.{i}.{kv}"] = np.zeros((1, dec["num_kv_heads"], 0, dec["head_dim"]), np.float32)
+        ids = list(p["ids"])
+        feed_ids, pos0, tokens = ids, 0, []
+        first = None
+        for _ in range(steps + 1):
+            n = len(feed_ids)
+            total = pos0 + n
+            outs = sess.run(None, dict(past, input_ids=np.array([feed_ids], np.int64),
+                                       attention_mask=np.ones((1, total), np.int64),
+                                       position_ids=np.arange(pos0, total, dtype=np.int64)[None]))
+            if first is None:
+                first = outs[0][0]
+            for j, o in enumerate(sess.get_outputs()[1:]):
+                past[o.name.replace("present", "past_key_values")] = outs[j + 1]
+            if len(tokens) == steps:
+                break
+            tok = int(np.argmax(outs[0][0, -1]))
+            tokens.append(tok)
+            feed_ids, pos0 = [tok], total
+        rel = float(np.abs(first - ref).max() / np.abs(ref).max())
+        agree = sum(a == b for a, b in zip(tokens, p["greedy"]))
+        result.append({"prompt": p["text"], "logits_rel_err": rel, "greedy_agree": agree, "of": steps})
+    return {"onnxruntime": ort.__version__, "prompts": result}

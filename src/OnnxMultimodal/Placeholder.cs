@@ -1,0 +1,1 @@
+namespace OnnxMultimodal; internal static class Placeholder {}
