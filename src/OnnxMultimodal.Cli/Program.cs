@@ -1,1 +1,9 @@
-System.Console.WriteLine("x");
+using System.CommandLine;
+using OnnxMultimodal.Cli;
+
+var root = new RootCommand("omm: multimodal generation from ONNX graphs on ONNX Runtime");
+root.Subcommands.Add(RunCommand.Create());
+root.Subcommands.Add(ChatCommand.Create());
+root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
+return await root.Parse(args).InvokeAsync();

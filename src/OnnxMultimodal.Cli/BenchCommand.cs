@@ -1,0 +1,117 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+using Spectre.Console;
+
+namespace OnnxMultimodal.Cli;
+
+/// <summary>
+/// <c>omm bench</c>: time to first token, per-token latency, tokens/s, end-to-end latency and peak
+/// memory for one or more engines on the same model, the same prompt and the same forced length.
+/// Prints a table and JSON (also written to --json FILE).
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var engines = new Option<string>("--engine") { Description = "ort | genai | both", DefaultValueFactory = _ => "both" };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length in tokens", DefaultValueFactory = _ => 32 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "Generated tokens (forced: end tokens ignored)", DefaultValueFactory = _ => 128 };
+        var runs = new Option<int>("--runs") { Description = "Measured runs per engine", DefaultValueFactory = _ => 5 };
+        var warmup = new Option<int>("--warmup") { Description = "Unmeasured runs first", DefaultValueFactory = _ => 2 };
+        var json = new Option<string?>("--json") { Description = "Also write the JSON result to this file" };
+        var cmd = new Command("bench", "Benchmark decode engines on a model") { engines, promptTokens, newTokens, runs, warmup, json };
+        cmd.Options.Add(CliCommon.Model);
+        cmd.Options.Add(CliCommon.Provider);
+        cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
+        {
+            var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
+            var results = new List<BenchResult>();
+            foreach (var name in list)
+            {
+                var options = CliCommon.PipelineOptions(r) with { Engine = CliCommon.ParseEngine(name) };
+                await using var pipeline = await MultimodalPipeline.LoadAsync(CliCommon.ModelPath(r), options, cancellationToken: ct);
+                results.Add(Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct));
+            }
+            var doc = new
+            {
+                date = DateTime.UtcNow.ToString("yyyy-MM-dd"),
+                machine = new { os = RuntimeInformation.OSDescription, cpu_cores = Environment.ProcessorCount, arch = RuntimeInformation.ProcessArchitecture.ToString(), dotnet = Environment.Version.ToString() },
+                model = CliCommon.ModelPath(r),
+                provider = r.GetValue(CliCommon.Provider),
+                results,
+                ort_over_genai_tokens_per_s = results.Count == 2 ? Math.Round(results[0].TokensPerSecond / results[1].TokensPerSecond, 3) : (double?)null,
+            };
+            Print(results);
+            string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
+            Console.WriteLine(text);
+            if (r.GetValue(json) is { } path) await File.WriteAllTextAsync(path, text, ct);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public sealed record BenchResult(string Engine, int PromptTokens, int NewTokens, int Runs,
+        double TtftMsP50, double TpotMsP50, double TpotMsP99, double TpotMsMean, double TokensPerSecond, double EndToEndMsP50, double PeakWorkingSetMb);
+
+    private static BenchResult Measure(MultimodalPipeline p, int promptTokens, int newTokens, int runs, int warmup, CancellationToken ct)
+    {
+        var prompt = SyntheticPrompt(p, promptTokens);
+        var sampling = new SamplingOptions { MaxNewTokens = newTokens, IgnoreStopTokens = true };
+        var ttft = new List<double>();
+        var tpot = new List<double>();
+        var e2e = new List<double>();
+        for (int run = 0; run < warmup + runs; run++)
+        {
+            var clock = Stopwatch.StartNew();
+            using var seq = p.Engine.Start(prompt, sampling, ct);
+            seq.GenerateNextToken(ct);
+            double first = clock.Elapsed.TotalMilliseconds, last = first;
+            var steps = new List<double>(newTokens);
+            while (!seq.IsDone)
+            {
+                seq.GenerateNextToken(ct);
+                double now = clock.Elapsed.TotalMilliseconds;
+                steps.Add(now - last);
+                last = now;
+            }
+            if (run < warmup) continue;
+            ttft.Add(first);
+            tpot.AddRange(steps);
+            e2e.Add(last);
+        }
+        double mean = tpot.Average();
+        return new BenchResult(p.Engine.Name, prompt.Count, newTokens, runs, Percentile(ttft, 50), Percentile(tpot, 50), Percentile(tpot, 99),
+            Math.Round(mean, 4), Math.Round(1000.0 / mean, 1), Percentile(e2e, 50), Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 1));
+    }
+
+    /// <summary>A prompt of exactly <paramref name="n"/> tokens (begin token, then repeated ordinary text).</summary>
+    internal static IReadOnlyList<int> SyntheticPrompt(MultimodalPipeline p, int n)
+    {
+        var ids = p.EncodePrompt(new GenerationRequest("The robot climbed the stairs, cleaned the lamp, and counted the ships that passed. ")).ToList();
+        var result = new List<int>(n);
+        while (result.Count < n) result.AddRange(ids);
+        if (n >= p.Engine.ContextLength) throw new InvalidInputException("--prompt-tokens", $"{n} does not fit the context of {p.Engine.ContextLength}");
+        return result.Take(n).ToArray();
+    }
+
+    private static double Percentile(List<double> values, double pct)
+    {
+        var sorted = values.Order().ToArray();
+        double rank = pct / 100.0 * (sorted.Length - 1);
+        int lo = (int)Math.Floor(rank), hi = (int)Math.Ceiling(rank);
+        return Math.Round(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo), 4);
+    }
+
+    private static void Print(List<BenchResult> results)
+    {
+        var t = new Table().AddColumns("engine", "prompt", "new", "TTFT ms (p50)", "ms/token p50", "p99", "tokens/s", "end-to-end ms", "peak MB");
+        foreach (var x in results)
+            t.AddRow(x.Engine, x.PromptTokens.ToString(), x.NewTokens.ToString(), x.TtftMsP50.ToString("F3"), x.TpotMsP50.ToString("F4"),
+                     x.TpotMsP99.ToString("F4"), x.TokensPerSecond.ToString("F1"), x.EndToEndMsP50.ToString("F2"), x.PeakWorkingSetMb.ToString("F0"));
+        AnsiConsole.Write(t);
+    }
+}

@@ -1,0 +1,83 @@
+using System.CommandLine;
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+using OnnxMultimodal.Runtime;
+
+namespace OnnxMultimodal.Cli;
+
+/// <summary>Options shared by the commands, and turning them into library options.</summary>
+internal static class CliCommon
+{
+    public static string DefaultModel => Path.Combine(AppContext.BaseDirectory, "models", "tiny-llama");
+
+    public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded tiny-llama)" };
+    public static readonly Option<string> Engine = new("--engine") { Description = "Decode engine: ort | genai", DefaultValueFactory = _ => "ort" };
+    public static readonly Option<string> Provider = new("--provider") { Description = "Execution providers in fallback order, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+    public static readonly Option<int> MaxTokens = new("--max-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 64 };
+    public static readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
+    public static readonly Option<float> Temperature = new("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
+    public static readonly Option<int> TopK = new("--top-k") { Description = "0 = off", DefaultValueFactory = _ => 0 };
+    public static readonly Option<float> TopP = new("--top-p") { Description = "1 = off", DefaultValueFactory = _ => 1f };
+    public static readonly Option<float> RepetitionPenalty = new("--repetition-penalty") { Description = "1 = off", DefaultValueFactory = _ => 1f };
+    public static readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Generate exactly --max-tokens" };
+
+    public static void AddSampling(Command c)
+    {
+        foreach (var o in new Option[] { Model, Engine, Provider, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
+            c.Options.Add(o);
+    }
+
+    public static string ModelPath(ParseResult r) => r.GetValue(Model) ?? DefaultModel;
+
+    public static PipelineOptions PipelineOptions(ParseResult r) => new()
+    {
+        Engine = ParseEngine(r.GetValue(Engine)!),
+        Execution = new ExecutionOptions { Providers = ParseProviders(r.GetValue(Provider)!) },
+    };
+
+    public static EngineKind ParseEngine(string s) => s.ToLowerInvariant() switch
+    {
+        "ort" => EngineKind.Ort,
+        "genai" => EngineKind.GenAi,
+        _ => throw new InvalidInputException("--engine", $"'{s}' is not ort or genai"),
+    };
+
+    public static IReadOnlyList<ExecutionProviderKind> ParseProviders(string s) =>
+        s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => p.ToLowerInvariant() switch
+        {
+            "cpu" => ExecutionProviderKind.Cpu,
+            "cuda" => ExecutionProviderKind.Cuda,
+            "tensorrt" or "trt" => ExecutionProviderKind.TensorRt,
+            _ => throw new InvalidInputException("--provider", $"'{p}' is not cpu, cuda or tensorrt"),
+        }).ToArray();
+
+    public static SamplingOptions Sampling(ParseResult r) => new()
+    {
+        Temperature = r.GetValue(Temperature),
+        TopK = r.GetValue(TopK),
+        TopP = r.GetValue(TopP),
+        RepetitionPenalty = r.GetValue(RepetitionPenalty),
+        Seed = r.GetValue(Seed),
+        MaxNewTokens = r.GetValue(MaxTokens),
+        IgnoreStopTokens = r.GetValue(IgnoreEos),
+    };
+
+    /// <summary>Runs a command body; library errors become one clear line and exit code 2.</summary>
+    public static async Task<int> Guard(Func<Task<int>> body)
+    {
+        try
+        {
+            return await body();
+        }
+        catch (OnnxMultimodalException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("cancelled");
+            return 130;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+namespace OnnxMultimodal;
+
+/// <summary>Root of every error the library raises on purpose. Catch this to handle them all.</summary>
+public class OnnxMultimodalException : Exception
+{
+    public OnnxMultimodalException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>A model folder, or a file in it, is missing, malformed or does not match its manifest.</summary>
+public sealed class ModelPackageException : OnnxMultimodalException
+{
+    /// <summary>The file or folder at fault.</summary>
+    public string Path { get; }
+
+    public ModelPackageException(string path, string problem, Exception? inner = null)
+        : base($"{path}: {problem}", inner) => Path = path;
+}
+
+/// <summary>An input of a request (prompt, image, audio, option) cannot be used.</summary>
+public class InvalidInputException : OnnxMultimodalException
+{
+    /// <summary>Which input is at fault (for example "prompt", "image[0]", "sampling.TopP").</summary>
+    public string Input { get; }
+
+    public InvalidInputException(string input, string problem, Exception? inner = null)
+        : base($"{input}: {problem}", inner) => Input = input;
+}
+
+/// <summary>The prompt does not fit the model's context window.</summary>
+public sealed class PromptTooLongException : InvalidInputException
+{
+    public int PromptTokens { get; }
+    public int ContextLength { get; }
+
+    public PromptTooLongException(int promptTokens, int contextLength)
+        : base("prompt", $"{promptTokens} tokens do not fit the context of {contextLength} tokens (at least one must be left to generate)")
+    {
+        PromptTokens = promptTokens;
+        ContextLength = contextLength;
+    }
+}
+
+/// <summary>No requested execution provider could be created (missing library, no device).</summary>
+public sealed class ExecutionProviderException : OnnxMultimodalException
+{
+    public ExecutionProviderException(string message, Exception? inner = null) : base(message, inner) { }
+}
+
+/// <summary>ONNX Runtime (or ORT GenAI) failed while running a graph; names the graph.</summary>
+public sealed class InferenceException : OnnxMultimodalException
+{
+    public InferenceException(string graph, string problem, Exception? inner = null) : base($"{graph}: {problem}", inner) { }
+}

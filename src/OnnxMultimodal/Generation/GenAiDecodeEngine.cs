@@ -1,0 +1,170 @@
+using Microsoft.ML.OnnxRuntimeGenAI;
+using OnnxMultimodal.Pipeline;
+
+namespace OnnxMultimodal.Generation;
+
+/// <summary>
+/// Decoding by ORT GenAI's <see cref="Generator"/>: its KV cache, its search and sampling. Here it
+/// runs on CPU (the CUDA build of GenAI is not available to this project); it is the yardstick our
+/// own engine is measured against.
+/// </summary>
+public sealed class GenAiDecodeEngine : IDecodeEngine
+{
+    private static readonly Lazy<OgaHandle> s_handle = new(() =>
+    {
+        var handle = new OgaHandle();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => handle.Dispose();
+        return handle;
+    });
+
+    private readonly Model _model;
+    private readonly int[] _defaultStops;
+
+    public string Name => "genai";
+    public int ContextLength { get; }
+    public int VocabularySize { get; }
+
+    private GenAiDecodeEngine(Model model, ModelPackage package)
+    {
+        _model = model;
+        ContextLength = package.Decoder.ContextLength;
+        VocabularySize = package.Decoder.VocabSize;
+        _defaultStops = package.Manifest.Tokens.Eos;
+    }
+
+    /// <exception cref="ModelPackageException">No genai_config.json, or ORT GenAI refuses the model.</exception>
+    /// <exception cref="ExecutionProviderException">The ORT GenAI native library is missing.</exception>
+    public static GenAiDecodeEngine Create(ModelPackage package)
+    {
+        string config = Path.Combine(package.Directory, "genai_config.json");
+        if (!package.HasGenAiConfig)
+            throw new ModelPackageException(config, "missing: the genai engine needs ORT GenAI's config (use --engine ort for this model)");
+        try
+        {
+            _ = s_handle.Value;
+            using var cfg = new Config(package.Directory);
+            cfg.ClearProviders();   // CPU
+            return new GenAiDecodeEngine(new Model(cfg), package);
+        }
+        catch (OnnxRuntimeGenAIException e)
+        {
+            throw new ModelPackageException(config, $"ORT GenAI cannot load the model: {e.Message}", e);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException)
+        {
+            throw new ExecutionProviderException("the ORT GenAI native library (onnxruntime-genai) was not found; reference Microsoft.ML.OnnxRuntimeGenAI in the application", e);
+        }
+    }
+
+    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling, CancellationToken cancellationToken = default)
+    {
+        sampling.Validate();
+        if (promptIds.Count == 0) throw new InvalidInputException("prompt", "is empty: at least one token is needed");
+        if (promptIds.Count >= ContextLength) throw new PromptTooLongException(promptIds.Count, ContextLength);
+        foreach (int id in promptIds)
+            if ((uint)id >= (uint)VocabularySize)
+                throw new InvalidInputException("prompt", $"token id {id} is outside the vocabulary of {VocabularySize}");
+        cancellationToken.ThrowIfCancellationRequested();
+        var seq = new Sequence(this, promptIds, sampling);
+        try
+        {
+            seq.Prefill();
+            return seq;
+        }
+        catch
+        {
+            seq.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => _model.Dispose();
+
+    private sealed class Sequence : IDecodeSequence
+    {
+        private readonly GeneratorParams _params;
+        private readonly Generator _generator;
+        private readonly StopConditions _stops;
+        private readonly List<int> _tokens;
+        private float[] _prefillLogits = [];
+
+        public Sequence(GenAiDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions s)
+        {
+            _tokens = new List<int>(prompt);
+            PromptLength = prompt.Count;
+            _stops = new StopConditions(s, engine._defaultStops, engine.ContextLength, prompt.Count);
+            _params = new GeneratorParams(engine._model);
+            try
+            {
+                _params.SetSearchOption("max_length", _stops.MaxLength);
+                if (s.IgnoreStopTokens) _params.SetSearchOption("min_length", _stops.MaxLength);
+                _params.SetSearchOption("do_sample", !s.IsGreedy);
+                if (!s.IsGreedy)
+                {
+                    _params.SetSearchOption("temperature", s.Temperature);
+                    _params.SetSearchOption("top_k", s.TopK > 0 ? s.TopK : engine.VocabularySize);
+                    _params.SetSearchOption("top_p", s.TopP);
+                    _params.SetSearchOption("random_seed", (double)((s.Seed ?? (ulong)Random.Shared.NextInt64()) & int.MaxValue));
+                }
+                _params.SetSearchOption("repetition_penalty", s.RepetitionPenalty);
+                _generator = new Generator(engine._model, _params);
+            }
+            catch
+            {
+                _params.Dispose();
+                throw;
+            }
+        }
+
+        public IReadOnlyList<int> Tokens => _tokens;
+        public int PromptLength { get; }
+        public ReadOnlySpan<float> PrefillLogits => _prefillLogits;
+        public bool IsDone => FinishReason is not null;
+        public FinishReason? FinishReason { get; private set; }
+
+        public void Prefill()
+        {
+            try
+            {
+                _generator.AppendTokens(_tokens.ToArray());
+                using var logits = _generator.GetOutput("logits");
+                var all = logits.GetData<float>();
+                int v = (int)logits.Shape()[^1];
+                _prefillLogits = all[^v..].ToArray();
+            }
+            catch (OnnxRuntimeGenAIException e)
+            {
+                throw new InferenceException("decoder.onnx (ORT GenAI)", e.Message, e);
+            }
+        }
+
+        public int GenerateNextToken(CancellationToken cancellationToken = default)
+        {
+            if (IsDone) throw new InvalidOperationException($"the sequence is done ({FinishReason})");
+            if (cancellationToken.IsCancellationRequested)
+            {
+                FinishReason = Generation.FinishReason.Cancelled;
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+            try
+            {
+                _generator.GenerateNextToken();
+                int token = _generator.GetSequence(0)[^1];
+                _tokens.Add(token);
+                FinishReason = _stops.Check(token, _tokens.Count)
+                               ?? (_generator.IsDone() ? Generation.FinishReason.StopToken : null);
+                return token;
+            }
+            catch (OnnxRuntimeGenAIException e)
+            {
+                throw new InferenceException("decoder.onnx (ORT GenAI)", e.Message, e);
+            }
+        }
+
+        public void Dispose()
+        {
+            _generator.Dispose();
+            _params.Dispose();
+        }
+    }
+}

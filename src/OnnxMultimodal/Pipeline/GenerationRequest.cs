@@ -1,0 +1,52 @@
+using OnnxMultimodal.Generation;
+
+namespace OnnxMultimodal.Pipeline;
+
+/// <summary>One piece of a prompt. Modalities compose as parts of a request.</summary>
+public abstract record Part
+{
+    public static Part Text(string text) => new TextPart(text);
+    public static Part Image(string path) => new ImagePart(path);
+    public static Part Audio(string path) => new AudioPart(path);
+}
+
+public sealed record TextPart(string Value) : Part;
+public sealed record ImagePart(string Path) : Part;
+public sealed record AudioPart(string Path) : Part;
+
+/// <summary>What to generate from. Immutable.</summary>
+public sealed record GenerationRequest(IReadOnlyList<Part> Parts)
+{
+    public GenerationRequest(string text) : this([Part.Text(text)]) { }
+
+    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
+
+    /// <summary>Wrap the text in the model's chat template (user turn, then the assistant's).</summary>
+    public bool UseChatTemplate { get; init; }
+}
+
+/// <summary>One item of the generation stream: a text delta and its token, or the final statistics.</summary>
+public sealed record GenerationUpdate
+{
+    /// <summary>Text completed by this token (may be empty while a UTF-8 character is unfinished).</summary>
+    public string TextDelta { get; init; } = "";
+    public int? TokenId { get; init; }
+    /// <summary>Set on the last update only.</summary>
+    public GenerationStats? Stats { get; init; }
+}
+
+/// <summary>Timings and counts of one request.</summary>
+public sealed record GenerationStats
+{
+    public required string Engine { get; init; }
+    public int PromptTokens { get; init; }
+    public int GeneratedTokens { get; init; }
+    public TimeSpan Prefill { get; init; }
+    public TimeSpan TimeToFirstToken { get; init; }
+    public TimeSpan Total { get; init; }
+    /// <summary>Milliseconds of each token after the first.</summary>
+    public IReadOnlyList<double> TokenMilliseconds { get; init; } = [];
+    public FinishReason FinishReason { get; init; }
+    public IReadOnlyList<int> Tokens { get; init; } = [];
+    public double TokensPerSecond => TokenMilliseconds.Count == 0 ? 0 : 1000.0 * TokenMilliseconds.Count / TokenMilliseconds.Sum();
+}

@@ -1,0 +1,52 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace OnnxMultimodal.Pipeline;
+
+/// <summary>The parsed <c>multimodal.json</c> of a model package (format version 1).</summary>
+public sealed record ModelManifest
+{
+    [JsonPropertyName("format_version")] public int FormatVersion { get; init; }
+    [JsonPropertyName("family")] public string Family { get; init; } = "";
+    [JsonPropertyName("name")] public string Name { get; init; } = "";
+    [JsonPropertyName("precision")] public string Precision { get; init; } = "fp32";
+    [JsonPropertyName("components")] public Dictionary<string, string> Components { get; init; } = new();
+    [JsonPropertyName("decoder")] public DecoderManifest? Decoder { get; init; }
+    [JsonPropertyName("tokens")] public TokenManifest Tokens { get; init; } = new();
+    [JsonPropertyName("chat_template")] public Dictionary<string, string>? ChatTemplate { get; init; }
+    [JsonPropertyName("provenance")] public JsonElement? Provenance { get; init; }
+
+    internal static readonly JsonSerializerOptions Json = new() { ReadCommentHandling = JsonCommentHandling.Skip };
+}
+
+/// <summary>Shapes and I/O names of the text decoder graph.</summary>
+public sealed record DecoderManifest
+{
+    [JsonPropertyName("num_layers")] public int NumLayers { get; init; }
+    [JsonPropertyName("num_heads")] public int NumHeads { get; init; }
+    [JsonPropertyName("num_kv_heads")] public int NumKvHeads { get; init; }
+    [JsonPropertyName("head_dim")] public int HeadDim { get; init; }
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; }
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; }
+    [JsonPropertyName("context_length")] public int ContextLength { get; init; }
+    /// <summary>"concat": present = past ++ new (grows per step); "shared": one max-length buffer, updated in place.</summary>
+    [JsonPropertyName("kv_cache")] public string KvCache { get; init; } = "concat";
+    [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
+    [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
+
+    public string InputName(string role) => Inputs.TryGetValue(role, out var n) ? n : role;
+    public string OutputName(string role) => Outputs.TryGetValue(role, out var n) ? n : role;
+    public string PastKey(int layer) => InputName("past_key").Replace("%d", layer.ToString());
+    public string PastValue(int layer) => InputName("past_value").Replace("%d", layer.ToString());
+    public string PresentKey(int layer) => OutputName("present_key").Replace("%d", layer.ToString());
+    public string PresentValue(int layer) => OutputName("present_value").Replace("%d", layer.ToString());
+}
+
+/// <summary>Special token ids.</summary>
+public sealed record TokenManifest
+{
+    [JsonPropertyName("bos")] public int? Bos { get; init; }
+    [JsonPropertyName("eos")] public int[] Eos { get; init; } = [];
+    [JsonPropertyName("pad")] public int? Pad { get; init; }
+    [JsonPropertyName("add_bos")] public bool AddBos { get; init; } = true;
+}

@@ -1,0 +1,79 @@
+using System.Text.Json;
+
+namespace OnnxMultimodal.Pipeline;
+
+/// <summary>
+/// A model folder: <c>multimodal.json</c>, the ONNX graphs it names, the tokenizer. Loading checks
+/// everything that can be checked without running a graph, and names the file at fault.
+/// </summary>
+public sealed class ModelPackage
+{
+    public static readonly IReadOnlySet<string> KnownFamilies = new HashSet<string> { "llama", "chameleon", "seamless" };
+
+    public string Directory { get; }
+    public ModelManifest Manifest { get; }
+    public DecoderManifest Decoder => Manifest.Decoder!;
+    public string DecoderPath => Path.Combine(Directory, Manifest.Components["decoder"]);
+    public string TokenizerPath => Path.Combine(Directory, Manifest.Components.GetValueOrDefault("tokenizer", "tokenizer.json"));
+    public bool HasGenAiConfig => File.Exists(Path.Combine(Directory, "genai_config.json"));
+
+    private ModelPackage(string directory, ModelManifest manifest)
+    {
+        Directory = directory;
+        Manifest = manifest;
+    }
+
+    /// <summary>Opens and validates a model folder.</summary>
+    /// <exception cref="ModelPackageException">The folder, a file, or the manifest is missing or wrong.</exception>
+    public static ModelPackage Open(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        directory = Path.GetFullPath(directory);
+        if (!System.IO.Directory.Exists(directory))
+            throw new ModelPackageException(directory, "model folder not found");
+        string manifestPath = Path.Combine(directory, "multimodal.json");
+        if (!File.Exists(manifestPath))
+            throw new ModelPackageException(manifestPath, "missing: a model folder needs multimodal.json (is this an OnnxMultimodal export?)");
+        ModelManifest manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<ModelManifest>(File.ReadAllText(manifestPath), ModelManifest.Json)
+                       ?? throw new ModelPackageException(manifestPath, "empty manifest");
+        }
+        catch (JsonException e)
+        {
+            throw new ModelPackageException(manifestPath, $"not valid JSON ({e.Message})", e);
+        }
+        if (manifest.FormatVersion != 1)
+            throw new ModelPackageException(manifestPath, $"format_version {manifest.FormatVersion} is not supported (expected 1)");
+        if (!KnownFamilies.Contains(manifest.Family))
+            throw new ModelPackageException(manifestPath, $"unknown family '{manifest.Family}' (expected one of {string.Join(", ", KnownFamilies)})");
+        if (!manifest.Components.ContainsKey("decoder") || manifest.Decoder is null)
+            throw new ModelPackageException(manifestPath, "no decoder component: every family needs decoder.onnx and a 'decoder' section");
+        var d = manifest.Decoder;
+        if (d.NumLayers <= 0 || d.NumHeads <= 0 || d.NumKvHeads <= 0 || d.HeadDim <= 0 || d.VocabSize <= 0 || d.ContextLength <= 0)
+            throw new ModelPackageException(manifestPath, "decoder section needs positive num_layers, num_heads, num_kv_heads, head_dim, vocab_size, context_length");
+        if (d.KvCache is not ("concat" or "shared"))
+            throw new ModelPackageException(manifestPath, $"decoder.kv_cache '{d.KvCache}' is not 'concat' or 'shared'");
+
+        foreach (var (role, file) in manifest.Components)
+        {
+            string path = Path.Combine(directory, file);
+            if (!File.Exists(path))
+                throw new ModelPackageException(path, $"missing: multimodal.json names it as the {role} component");
+            if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+                OnnxHeader.Read(path).EnsureSupported(path);
+        }
+        return new ModelPackage(directory, manifest);
+    }
+
+    /// <summary>Checks that a graph's inputs and outputs are the ones the manifest names.</summary>
+    /// <exception cref="ModelPackageException">A name the manifest expects is not in the graph.</exception>
+    internal static void CheckNames(string path, IEnumerable<string> actual, IEnumerable<string> expected, string kind)
+    {
+        var have = actual.ToHashSet();
+        var missing = expected.Where(n => !have.Contains(n)).ToList();
+        if (missing.Count > 0)
+            throw new ModelPackageException(path, $"graph {kind} do not match multimodal.json: expected {string.Join(", ", missing)}; the graph has {string.Join(", ", have.Order())}");
+    }
+}

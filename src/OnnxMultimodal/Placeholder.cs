@@ -1,1 +1,0 @@
-namespace OnnxMultimodal; internal static class Placeholder {}

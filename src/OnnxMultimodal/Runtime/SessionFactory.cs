@@ -1,0 +1,118 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxMultimodal.Runtime;
+
+/// <summary>Creates ONNX Runtime sessions with the requested providers, in the user's fallback order.</summary>
+public static class SessionFactory
+{
+    /// <summary>Creates a session; returns it and the provider it runs on.</summary>
+    /// <exception cref="ExecutionProviderException">None of the requested providers could be created.</exception>
+    /// <exception cref="ModelPackageException">ONNX Runtime refused the graph file.</exception>
+    public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options)
+    {
+        var failures = new List<string>();
+        foreach (var kind in options.Providers)
+        {
+            SessionOptions? so = null;
+            try
+            {
+                so = NewOptions(options, Path.GetFileNameWithoutExtension(path));
+                if (!TryAppend(so, kind, options, failures)) { so.Dispose(); continue; }
+                var session = new InferenceSession(path, so);
+                so.Dispose();
+                return (session, kind);
+            }
+            catch (OnnxRuntimeException e) when (IsProviderFailure(e))
+            {
+                so?.Dispose();
+                failures.Add($"{kind}: {e.Message}");
+            }
+            catch (OnnxRuntimeException e)
+            {
+                so?.Dispose();
+                throw new ModelPackageException(path, $"ONNX Runtime cannot load this graph: {e.Message}", e);
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException)
+            {
+                so?.Dispose();
+                throw new ExecutionProviderException(
+                    "the ONNX Runtime native library was not found; the application must reference a native package " +
+                    "(Microsoft.ML.OnnxRuntime for CPU, Microsoft.ML.OnnxRuntime.Gpu.Linux for CUDA)", e);
+            }
+        }
+        throw new ExecutionProviderException($"no execution provider could be created for {path}: {string.Join("; ", failures)}");
+    }
+
+    /// <summary>Providers compiled into the loaded ONNX Runtime (a listed provider can still fail to load its libraries).</summary>
+    public static IReadOnlyList<string> AvailableProviders()
+    {
+        try { return OrtEnv.Instance().GetAvailableProviders(); }
+        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or EntryPointNotFoundException) { return []; }
+    }
+
+    /// <summary>Tries to create each provider on an empty session: what loads here, and why the others do not.</summary>
+    public static IReadOnlyList<(ExecutionProviderKind Kind, bool Loads, string Detail)> Probe(int deviceId = 0)
+    {
+        var result = new List<(ExecutionProviderKind, bool, string)>();
+        foreach (var kind in Enum.GetValues<ExecutionProviderKind>())
+        {
+            var failures = new List<string>();
+            try
+            {
+                using var so = new SessionOptions();
+                bool ok = TryAppend(so, kind, new ExecutionOptions { DeviceId = deviceId }, failures);
+                result.Add((kind, ok, ok ? "loads" : string.Join("; ", failures)));
+            }
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or EntryPointNotFoundException)
+            {
+                result.Add((kind, false, "ONNX Runtime native library not found: " + e.Message));
+            }
+        }
+        return result;
+    }
+
+    private static SessionOptions NewOptions(ExecutionOptions options, string logId)
+    {
+        var so = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogId = logId,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        if (options.IntraOpThreads > 0) so.IntraOpNumThreads = options.IntraOpThreads;
+        if (options.ProfileDirectory is { } dir)
+        {
+            Directory.CreateDirectory(dir);
+            so.EnableProfiling = true;
+            so.ProfileOutputPathPrefix = Path.Combine(dir, logId);
+        }
+        return so;
+    }
+
+    private static bool TryAppend(SessionOptions so, ExecutionProviderKind kind, ExecutionOptions options, List<string> failures)
+    {
+        try
+        {
+            switch (kind)
+            {
+                case ExecutionProviderKind.Cpu:
+                    return true;
+                case ExecutionProviderKind.Cuda:
+                    so.AppendExecutionProvider_CUDA(options.DeviceId);
+                    return true;
+                case ExecutionProviderKind.TensorRt:
+                    so.AppendExecutionProvider_Tensorrt(options.DeviceId);
+                    return true;
+            }
+        }
+        catch (OnnxRuntimeException e)
+        {
+            failures.Add($"{kind}: {e.Message.Trim()} (looked for the provider library beside libonnxruntime and on LD_LIBRARY_PATH)");
+            return false;
+        }
+        return false;
+    }
+
+    private static bool IsProviderFailure(OnnxRuntimeException e) =>
+        e.Message.Contains("provider", StringComparison.OrdinalIgnoreCase) && e.Message.Contains("CUDA", StringComparison.OrdinalIgnoreCase);
+}
