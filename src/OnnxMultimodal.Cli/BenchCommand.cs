@@ -26,13 +26,18 @@ internal static class BenchCommand
         var cmd = new Command("bench", "Benchmark decode engines on a model") { engines, promptTokens, newTokens, runs, warmup, json };
         cmd.Options.Add(CliCommon.Model);
         cmd.Options.Add(CliCommon.Provider);
+        cmd.Options.Add(CliCommon.Threads);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
             foreach (var name in list)
             {
-                var options = CliCommon.PipelineOptions(r) with { Engine = CliCommon.ParseEngine(name) };
+                var options = new PipelineOptions
+                {
+                    Engine = CliCommon.ParseEngine(name),
+                    Execution = CliCommon.Execution(r),
+                };
                 await using var pipeline = await MultimodalPipeline.LoadAsync(CliCommon.ModelPath(r), options, cancellationToken: ct);
                 results.Add(Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct));
             }

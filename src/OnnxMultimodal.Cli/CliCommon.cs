@@ -13,6 +13,7 @@ internal static class CliCommon
     public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded tiny-llama)" };
     public static readonly Option<string> Engine = new("--engine") { Description = "Decode engine: ort | genai", DefaultValueFactory = _ => "ort" };
     public static readonly Option<string> Provider = new("--provider") { Description = "Execution providers in fallback order, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+    public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads per operator (0 = ONNX Runtime's choice)", DefaultValueFactory = _ => 0 };
     public static readonly Option<int> MaxTokens = new("--max-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 64 };
     public static readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
     public static readonly Option<float> Temperature = new("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
@@ -23,7 +24,7 @@ internal static class CliCommon
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
             c.Options.Add(o);
     }
 
@@ -32,7 +33,13 @@ internal static class CliCommon
     public static PipelineOptions PipelineOptions(ParseResult r) => new()
     {
         Engine = ParseEngine(r.GetValue(Engine)!),
-        Execution = new ExecutionOptions { Providers = ParseProviders(r.GetValue(Provider)!) },
+        Execution = Execution(r),
+    };
+
+    public static ExecutionOptions Execution(ParseResult r) => new()
+    {
+        Providers = ParseProviders(r.GetValue(Provider)!),
+        IntraOpThreads = r.GetValue(Threads),
     };
 
     public static EngineKind ParseEngine(string s) => s.ToLowerInvariant() switch

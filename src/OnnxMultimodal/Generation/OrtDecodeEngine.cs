@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxMultimodal.Pipeline;
@@ -6,10 +7,11 @@ using OnnxMultimodal.Runtime;
 namespace OnnxMultimodal.Generation;
 
 /// <summary>
-/// Our decode loop over the ONNX Runtime C# API. Every step runs through an <see cref="OrtIoBinding"/>:
-/// inputs are OrtValues over pinned buffers owned by the sequence, next-token logits land directly in
-/// a preallocated [vocab] buffer, and the present KV outputs stay where ONNX Runtime put them and are
-/// bound as the next step's past (no copy of the cache, ever).
+/// Our decode loop over the ONNX Runtime C# API, for graphs whose KV cache grows by concatenation
+/// (the CPU graphs). Each step feeds OrtValues directly: input ids and positions live in pinned
+/// buffers owned by the sequence and are rewritten in place, the attention mask is a view of one
+/// shared row, the present KV outputs are fed back as the next past exactly where ONNX Runtime put
+/// them, and the sampler reads logits in ONNX Runtime's output buffer: no copy of cache or logits.
 /// </summary>
 public sealed class OrtDecodeEngine : IDecodeEngine
 {
@@ -18,7 +20,11 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     private readonly InferenceSession _session;
     private readonly DecoderManifest _decoder;
     private readonly int[] _defaultStops;
-    private readonly long[] _ones;   // attention mask source: every position valid (batch 1, no padding)
+    private readonly nint _ones;     // native [context] int64 ones: the attention mask source (batch 1, no padding)
+    private readonly OrtValue?[] _maskViews;
+    private readonly System.Collections.Concurrent.ConcurrentBag<KvCache> _cachePool = new();
+    private readonly string[] _inputNames, _outputNames;
+    private volatile bool _disposed;
 
     public string Name => "ort";
     public int ContextLength => _decoder.ContextLength;
@@ -28,13 +34,21 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     /// <summary>Sequences not yet disposed, across all engines (tests use it to prove nothing leaks).</summary>
     public static int LiveSequences => Volatile.Read(ref s_liveSequences);
 
-    private OrtDecodeEngine(InferenceSession session, ExecutionProviderKind provider, DecoderManifest decoder, int[] stops)
+    private OrtDecodeEngine(InferenceSession session, ExecutionProviderKind provider, DecoderManifest decoder, int[] stops,
+                            string[] inputNames, string[] outputNames)
     {
+        _inputNames = inputNames;
+        _outputNames = outputNames;
         _session = session;
         Provider = provider;
         _decoder = decoder;
         _defaultStops = stops;
-        _ones = Enumerable.Repeat(1L, decoder.ContextLength).ToArray();
+        unsafe
+        {
+            _ones = (nint)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)decoder.ContextLength, sizeof(long));
+            new Span<long>((void*)_ones, decoder.ContextLength).Fill(1);
+        }
+        _maskViews = new OrtValue?[decoder.ContextLength + 1];
     }
 
     /// <exception cref="ModelPackageException">The graph does not load or its I/O names do not match the manifest.</exception>
@@ -56,7 +70,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             }
             ModelPackage.CheckNames(package.DecoderPath, session.InputMetadata.Keys, inputs, "inputs");
             ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, outputs, "outputs");
-            return new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos);
+            return new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
         }
         catch
         {
@@ -88,22 +102,59 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        while (_cachePool.TryTake(out var cache)) cache.Dispose();
+        foreach (var v in _maskViews) v?.Dispose();
+        unsafe { System.Runtime.InteropServices.NativeMemory.Free((void*)_ones); }
+        _session.Dispose();
+    }
 
-    private sealed class Sequence : DecodeSequenceBase
+    private KvCache RentCache(int capacity)
+    {
+        if (_cachePool.TryTake(out var cache))
+        {
+            if (cache.Capacity >= capacity) return cache;
+            cache.Dispose();
+        }
+        return new KvCache(_decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)));
+    }
+
+    private void ReturnCache(KvCache cache)
+    {
+        if (_disposed) cache.Dispose();
+        else _cachePool.Add(cache);
+    }
+
+    /// <summary>attention_mask [1, total] of ones: a view over one shared native row, created once per length.</summary>
+    private OrtValue Mask(int total)
+    {
+        var view = Volatile.Read(ref _maskViews[total]);
+        if (view is not null) return view;
+        var created = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [1, total], _ones, (long)total * sizeof(long));
+        var existing = Interlocked.CompareExchange(ref _maskViews[total], created, null);
+        if (existing is null) return created;
+        created.Dispose();
+        return existing;
+    }
+
+    private sealed unsafe class Sequence : DecodeSequenceBase
     {
         private readonly OrtDecodeEngine _e;
         private readonly DecoderManifest _d;
-        private readonly OrtIoBinding _binding;
         private readonly RunOptions _runOptions = new();
-        private readonly OrtValue[] _past;                 // [2 * layers]: key, value per layer; [1, kvH, len, hd]
-        private readonly long[] _stepIds = new long[1];    // decode-step input_ids [1,1]
-        private readonly long[] _stepPos = new long[1];    // decode-step position_ids [1,1]
-        private readonly OrtValue _stepIdsValue, _stepPosValue;
-        private readonly float[] _stepLogits;              // [vocab]
-        private readonly OrtValue _stepLogitsValue;        // [1,1,vocab] over _stepLogits
-        private float[] _prefillLogits = [];               // [S, vocab]
-        private bool _prefilled;
+        private readonly KvCache _cache;
+        private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
+        private readonly OrtValue[] _outputs;              // logits, present key/value per layer
+        private readonly long[] _step = new long[2];       // decode step: [0] input id, [1] position (pinned below)
+        private readonly GCHandle _stepPin;
+        private readonly OrtValue _stepIdsValue, _stepPosValue;   // [1,1] views of _step
+        private readonly float[] _stepLogits;              // [vocab], pinned
+        private readonly OrtValue _stepLogitsValue;        // [1,1,vocab] view of _stepLogits
+        private float[] _prefillLogits = [];               // [S * vocab], kept for checks
+        private bool _stepped;
 
         public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
@@ -111,21 +162,24 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             _e = engine;
             _d = engine._decoder;
             Interlocked.Increment(ref s_liveSequences);
-            _binding = engine._session.CreateIoBinding();
-            _past = new OrtValue[2 * _d.NumLayers];
-            _stepIdsValue = OrtValue.CreateTensorValueFromMemory(_stepIds, [1, 1]);
-            _stepPosValue = OrtValue.CreateTensorValueFromMemory(_stepPos, [1, 1]);
-            _stepLogits = new float[_d.VocabSize];
+            _inputs = new OrtValue[engine._inputNames.Length];
+            _outputs = new OrtValue[engine._outputNames.Length];
+            _stepPin = GCHandle.Alloc(_step, GCHandleType.Pinned);
+            nint step = _stepPin.AddrOfPinnedObject();
+            _stepIdsValue = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [1, 1], step, sizeof(long));
+            _stepPosValue = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [1, 1], step + sizeof(long), sizeof(long));
+            _stepLogits = GC.AllocateArray<float>(_d.VocabSize, pinned: true);
             _stepLogitsValue = OrtValue.CreateTensorValueFromMemory(_stepLogits, [1, 1, _d.VocabSize]);
+            _cache = engine.RentCache(Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens));
+            _cache.Reset();
         }
 
         /// <summary>All prompt positions' logits, [S * vocab] (for checks against the reference).</summary>
         public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
 
-        public override ReadOnlySpan<float> PrefillLogits =>
-            _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
+        public override ReadOnlySpan<float> PrefillLogits => _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
 
-        protected override Span<float> NextLogits => _prefilled ? _stepLogits : _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
+        protected override Span<float> NextLogits => _stepped ? _stepLogits : _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
 
         public void Prefill(CancellationToken ct)
         {
@@ -134,47 +188,39 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             var pos = new long[s];
             for (int i = 0; i < s; i++) { ids[i] = Tokens[i]; pos[i] = i; }
             _prefillLogits = new float[s * _d.VocabSize];
-            for (int i = 0; i < _past.Length; i++)
-                _past[i] = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Float, [1, _d.NumKvHeads, 0, _d.HeadDim]);
             using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, s]);
             using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [1, s]);
             using var logitsValue = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [1, s, _d.VocabSize]);
-            Run(idsValue, posValue, total: s, logitsValue, ct);
+            Run(idsValue, posValue, logitsValue, past: 0, total: s, ct);
         }
 
         protected override void RunStep(int token, int position, CancellationToken ct)
         {
-            _stepIds[0] = token;     // [1,1]
-            _stepPos[0] = position;  // [1,1]
-            Run(_stepIdsValue, _stepPosValue, total: position + 1, _stepLogitsValue, ct);
-            _prefilled = true;
+            _step[0] = token;      // input_ids [1,1]
+            _step[1] = position;   // position_ids [1,1]
+            Run(_stepIdsValue, _stepPosValue, _stepLogitsValue, past: position, total: position + 1, ct);
+            _stepped = true;
         }
 
-        private void Run(OrtValue ids, OrtValue positions, int total, OrtValue logits, CancellationToken ct)
+        private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int past, int total, CancellationToken ct)
         {
-            // attention_mask [1, total]: a view of the engine's shared row of ones.
-            using var mask = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _e._ones.AsMemory(0, total), [1, total]);
-            _binding.ClearBoundInputs();
-            _binding.ClearBoundOutputs();
-            _binding.BindInput(_d.InputName("input_ids"), ids);
-            _binding.BindInput(_d.InputName("attention_mask"), mask);
-            _binding.BindInput(_d.InputName("position_ids"), positions);
+            _inputs[0] = ids;
+            _inputs[1] = _e.Mask(total);
+            _inputs[2] = positions;
+            _outputs[0] = logits;
             for (int l = 0; l < _d.NumLayers; l++)
             {
-                _binding.BindInput(_d.PastKey(l), _past[2 * l]);
-                _binding.BindInput(_d.PastValue(l), _past[2 * l + 1]);
-            }
-            _binding.BindOutput(_d.OutputName("logits"), logits);
-            for (int l = 0; l < _d.NumLayers; l++)
-            {
-                _binding.BindOutputToDevice(_d.PresentKey(l), OrtMemoryInfo.DefaultInstance);
-                _binding.BindOutputToDevice(_d.PresentValue(l), OrtMemoryInfo.DefaultInstance);
+                for (int kv = 0; kv < 2; kv++)
+                {
+                    _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [1, kvH, past, hd]
+                    _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [1, kvH, total, hd]
+                }
             }
             using (ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions))
             {
                 try
                 {
-                    _e._session.RunWithBinding(_runOptions, _binding);
+                    _e._session.Run(_runOptions, _e._inputNames, _inputs, _e._outputNames, _outputs);
                 }
                 catch (OnnxRuntimeException e)
                 {
@@ -183,24 +229,17 @@ public sealed class OrtDecodeEngine : IDecodeEngine
                     throw new InferenceException("decoder.onnx", e.Message, e);
                 }
             }
+            _cache.Swap();
             ct.ThrowIfCancellationRequested();
-            // Outputs come back in binding order: logits, then present key/value per layer.
-            var outs = _binding.GetOutputValues();
-            outs[0].Dispose();
-            for (int i = 0; i < _past.Length; i++)
-            {
-                _past[i].Dispose();
-                _past[i] = outs[i + 1];
-            }
         }
 
         protected override void ReleaseNative()
         {
-            foreach (var v in _past) v?.Dispose();
+            _e.ReturnCache(_cache);
             _stepIdsValue.Dispose();
             _stepPosValue.Dispose();
             _stepLogitsValue.Dispose();
-            _binding.Dispose();
+            _stepPin.Free();
             _runOptions.Dispose();
             Interlocked.Decrement(ref s_liveSequences);
         }

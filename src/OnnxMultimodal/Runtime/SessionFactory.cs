@@ -83,8 +83,8 @@ public static class SessionFactory
         if (options.ProfileDirectory is { } dir)
         {
             Directory.CreateDirectory(dir);
+            so.ProfileOutputPathPrefix = Path.Combine(dir, logId);   // the prefix must be set before profiling is enabled
             so.EnableProfiling = true;
-            so.ProfileOutputPathPrefix = Path.Combine(dir, logId);
         }
         return so;
     }

@@ -1,0 +1,69 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace OnnxMultimodal.Generation;
+
+/// <summary>
+/// A preallocated KV cache for decoder graphs whose present = concat(past, new). Each layer's key
+/// and value own two native buffers of capacity [1, kvHeads, capacity, headDim]: one holds the past,
+/// the graph writes the present straight into the other, and the two swap roles after each step.
+/// Tensor views over the buffers are created once per length and kept, so a warm cache runs a step
+/// without allocating anything, native or managed. Caches are pooled by the engine across requests.
+/// </summary>
+internal sealed unsafe class KvCache : IDisposable
+{
+    private readonly int _layers, _kvHeads, _headDim;
+    private readonly nint[] _buffers;          // [half * layers * 2 + layer * 2 + kv], each capacity floats * kvHeads * headDim
+    private readonly OrtValue?[][] _views;     // per buffer, per length 0..capacity
+    private int _pastHalf;
+
+    public int Capacity { get; }
+
+    public KvCache(int layers, int kvHeads, int headDim, int capacity)
+    {
+        _layers = layers;
+        _kvHeads = kvHeads;
+        _headDim = headDim;
+        Capacity = capacity;
+        int count = 2 * layers * 2;
+        _buffers = new nint[count];
+        _views = new OrtValue?[count][];
+        nuint bytes = (nuint)((long)kvHeads * capacity * headDim * sizeof(float));
+        for (int i = 0; i < count; i++)
+        {
+            _buffers[i] = (nint)NativeMemory.AlignedAlloc(bytes, 64);
+            _views[i] = new OrtValue?[capacity + 1];
+        }
+    }
+
+    /// <summary>Starts a new sequence: the past is empty.</summary>
+    public void Reset() => _pastHalf = 0;
+
+    /// <summary>Past of <paramref name="layer"/> (kv 0 = key, 1 = value) as [1, kvH, length, hd].</summary>
+    public OrtValue Past(int layer, int kv, int length) => View(_pastHalf, layer, kv, length);
+
+    /// <summary>Where the graph writes the present, [1, kvH, length, hd].</summary>
+    public OrtValue Present(int layer, int kv, int length) => View(1 - _pastHalf, layer, kv, length);
+
+    /// <summary>After a step: the present just written becomes the past.</summary>
+    public void Swap() => _pastHalf = 1 - _pastHalf;
+
+    private OrtValue View(int half, int layer, int kv, int length)
+    {
+        if ((uint)length > (uint)Capacity) throw new InvalidOperationException($"KV length {length} exceeds the cache capacity {Capacity}");
+        int index = (half * _layers + layer) * 2 + kv;
+        return _views[index][length] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float,
+            [1, _kvHeads, length, _headDim], _buffers[index], (long)_kvHeads * length * _headDim * sizeof(float));
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < _buffers.Length; i++)
+        {
+            foreach (var v in _views[i]) v?.Dispose();
+            if (_buffers[i] != 0) NativeMemory.AlignedFree((void*)_buffers[i]);
+            _buffers[i] = 0;
+        }
+    }
+}
