@@ -25,6 +25,10 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     private readonly System.Collections.Concurrent.ConcurrentBag<KvCache> _cachePool = new();
     private readonly string[] _inputNames, _outputNames;
     private volatile bool _disposed;
+    private int _cachesCreated;
+
+    /// <summary>KV caches this engine has allocated; with pooling it stays at the peak number of concurrent requests.</summary>
+    internal int CachesCreated => Volatile.Read(ref _cachesCreated);
 
     public string Name => "ort";
     public int ContextLength => _decoder.ContextLength;
@@ -119,6 +123,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             if (cache.Capacity >= capacity) return cache;
             cache.Dispose();
         }
+        Interlocked.Increment(ref _cachesCreated);
         return new KvCache(_decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)));
     }
 

@@ -113,7 +113,10 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         try
         {
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            {
+                cancellationToken.ThrowIfCancellationRequested();   // tokens already decoded are not delivered after a cancel
                 yield return update;
+            }
         }
         finally
         {

@@ -1,0 +1,70 @@
+using OnnxMultimodal.Generation;
+
+namespace OnnxMultimodal.Tests;
+
+public class SamplerTests
+{
+    [Test]
+    public void SplitMix64_reproduces_the_python_draws()
+    {
+        var r = TestData.LoadTextReference("tiny-llama").Sampling;
+        var rng = new SplitMix64(r.Seed);
+        foreach (double u in r.Uniforms)
+            Assert.That(rng.NextDouble(), Is.EqualTo(u), "bit-exact: both sides use (next >> 11) * 2^-53");
+    }
+
+    [Test]
+    public void Greedy_picks_the_argmax_and_the_lower_id_on_ties()
+    {
+        var s = new Sampler(SamplingOptions.Greedy);
+        Assert.That(s.Next(new float[] { 0.1f, 3f, -2f, 3f }, []), Is.EqualTo(1));
+    }
+
+    [Test]
+    public void Top_k_1_is_greedy_whatever_the_temperature()
+    {
+        var s = new Sampler(new SamplingOptions { Temperature = 5f, TopK = 1, Seed = 7 });
+        for (int i = 0; i < 50; i++)
+            Assert.That(s.Next(new float[] { 0.5f, 0.4f, 2f, 1.9f }, []), Is.EqualTo(2));
+    }
+
+    [Test]
+    public void Top_p_keeps_only_the_nucleus()
+    {
+        // probabilities ~ [0.64, 0.24, 0.09, 0.03]: p = 0.7 keeps the first two only
+        var logits = new[] { 3f, 2f, 1f, 0f };
+        var s = new Sampler(new SamplingOptions { Temperature = 1f, TopP = 0.7f, Seed = 11 });
+        var seen = Enumerable.Range(0, 2000).Select(_ => s.Next((float[])logits.Clone(), [])).ToHashSet();
+        Assert.That(seen, Is.EquivalentTo(new[] { 0, 1 }));
+    }
+
+    [Test]
+    public void Sampling_frequencies_follow_the_softmax()
+    {
+        var logits = new[] { 1f, 0f, 2f };
+        double[] expected = logits.Select(x => Math.Exp(x)).ToArray();
+        double z = expected.Sum();
+        var s = new Sampler(new SamplingOptions { Temperature = 1f, Seed = 3 });
+        var counts = new int[3];
+        const int n = 20000;
+        for (int i = 0; i < n; i++) counts[s.Next((float[])logits.Clone(), [])]++;
+        for (int i = 0; i < 3; i++)
+            Assert.That(counts[i] / (double)n, Is.EqualTo(expected[i] / z).Within(0.015), $"token {i}: 20000 draws, 4+ sigma bound");
+    }
+
+    [Test]
+    public void Repetition_penalty_lowers_tokens_already_seen()
+    {
+        var s = new Sampler(new SamplingOptions { RepetitionPenalty = 2f });
+        Assert.That(s.Next(new float[] { 1.0f, 1.5f }, [1]), Is.EqualTo(0), "1.5 / 2 < 1.0");
+        Assert.That(s.Next(new float[] { -1.0f, -0.6f }, [1]), Is.EqualTo(0), "-0.6 * 2 < -1.0");
+    }
+
+    [Test]
+    public void Invalid_options_are_refused_with_the_option_named()
+    {
+        Assert.That(Assert.Throws<InvalidInputException>(() => new Sampler(new SamplingOptions { TopP = 0f }))!.Input, Is.EqualTo("sampling.TopP"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => new Sampler(new SamplingOptions { Temperature = -1f }))!.Input, Is.EqualTo("sampling.Temperature"));
+        Assert.That(Assert.Throws<InvalidInputException>(() => new Sampler(new SamplingOptions { MaxNewTokens = 0 }))!.Input, Is.EqualTo("sampling.MaxNewTokens"));
+    }
+}

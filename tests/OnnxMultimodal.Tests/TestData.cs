@@ -1,0 +1,85 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace OnnxMultimodal.Tests;
+
+/// <summary>Finds the repository's committed models and reads their PyTorch references.</summary>
+internal static class TestData
+{
+    public static string RepoRoot { get; } = FindRoot();
+
+    public static string Model(string name) => Path.Combine(RepoRoot, "models", name);
+
+    public static string TinyLlama => Model("tiny-llama");
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "OnnxMultimodal.sln"))) return dir.FullName;
+        throw new InvalidOperationException("OnnxMultimodal.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>A scratch copy of a model folder that a test may damage.</summary>
+    public static string CopyModel(string name)
+    {
+        string dest = Path.Combine(Path.GetTempPath(), "omm-tests", $"{name}-{Guid.NewGuid():N}");
+        foreach (var file in Directory.EnumerateFiles(Model(name), "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(dest, Path.GetRelativePath(Model(name), file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+        }
+        return dest;
+    }
+
+    public static TextReference LoadTextReference(string model)
+    {
+        string dir = Path.Combine(Model(model), "reference");
+        return JsonSerializer.Deserialize<TextReference>(File.ReadAllText(Path.Combine(dir, "reference.json")))!
+               with { Directory = dir };
+    }
+
+    public static float[] ReadFloats(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        var result = new float[bytes.Length / 4];
+        Buffer.BlockCopy(bytes, 0, result, 0, bytes.Length);   // little-endian float32, as numpy wrote it
+        return result;
+    }
+}
+
+/// <summary>reference/reference.json, format_version 1 (written by onnx-export/omm_export/reference.py).</summary>
+internal sealed record TextReference
+{
+    [JsonPropertyName("format_version")] public int FormatVersion { get; init; }
+    [JsonPropertyName("tokenizer")] public List<TokenizerCase> Tokenizer { get; init; } = [];
+    [JsonPropertyName("prompts")] public List<PromptCase> Prompts { get; init; } = [];
+    [JsonPropertyName("sampling")] public SamplingCase Sampling { get; init; } = new();
+    [JsonIgnore] public string Directory { get; init; } = "";
+}
+
+internal sealed record TokenizerCase([property: JsonPropertyName("text")] string Text, [property: JsonPropertyName("ids")] int[] Ids);
+
+public sealed record PromptCase
+{
+    [JsonPropertyName("text")] public string Text { get; init; } = "";
+    [JsonPropertyName("ids")] public int[] Ids { get; init; } = [];
+    [JsonPropertyName("logits_file")] public string LogitsFile { get; init; } = "";
+    [JsonPropertyName("logits_shape")] public int[] LogitsShape { get; init; } = [];
+    [JsonPropertyName("greedy")] public int[] Greedy { get; init; } = [];
+    [JsonPropertyName("greedy_min_margin")] public double GreedyMinMargin { get; init; }
+    public override string ToString() => Text.Replace("\n", "\\n");
+}
+
+internal sealed record SamplingCase
+{
+    [JsonPropertyName("seed")] public ulong Seed { get; init; }
+    [JsonPropertyName("temperature")] public float Temperature { get; init; }
+    [JsonPropertyName("top_k")] public int TopK { get; init; }
+    [JsonPropertyName("top_p")] public float TopP { get; init; }
+    [JsonPropertyName("repetition_penalty")] public float RepetitionPenalty { get; init; }
+    [JsonPropertyName("steps")] public int Steps { get; init; }
+    [JsonPropertyName("ids")] public int[] Ids { get; init; } = [];
+    [JsonPropertyName("tokens")] public int[] Tokens { get; init; } = [];
+    [JsonPropertyName("uniforms")] public double[] Uniforms { get; init; } = [];
+}
