@@ -32,7 +32,7 @@ public static class SessionFactory
                 so?.Dispose();
                 throw new ModelPackageException(path, $"ONNX Runtime cannot load this graph: {e.Message}", e);
             }
-            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or TypeInitializationException)
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException)
             {
                 so?.Dispose();
                 throw new ExecutionProviderException(
@@ -63,7 +63,7 @@ public static class SessionFactory
                 bool ok = TryAppend(so, kind, new ExecutionOptions { DeviceId = deviceId }, failures);
                 result.Add((kind, ok, ok ? "loads" : string.Join("; ", failures)));
             }
-            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or EntryPointNotFoundException)
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException)
             {
                 result.Add((kind, false, "ONNX Runtime native library not found: " + e.Message));
             }
@@ -107,7 +107,13 @@ public static class SessionFactory
         }
         catch (OnnxRuntimeException e)
         {
-            failures.Add($"{kind}: {e.Message.Trim()} (looked for the provider library beside libonnxruntime and on LD_LIBRARY_PATH)");
+            failures.Add($"{kind}: {e.Message.Trim()} (provider libraries are looked for beside libonnxruntime, then on LD_LIBRARY_PATH / PATH)");
+            return false;
+        }
+        catch (EntryPointNotFoundException)
+        {
+            failures.Add($"{kind}: the loaded ONNX Runtime is a CPU-only build; reference Microsoft.ML.OnnxRuntime.Gpu.Linux " +
+                         "(CUDA 13 and cuDNN 9 libraries on the library path) instead of Microsoft.ML.OnnxRuntime");
             return false;
         }
         return false;

@@ -1,0 +1,19 @@
+// Text -> text: stream a continuation from the committed tiny model (or a folder given as argument 1).
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+
+string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "tiny-llama");
+string prompt = args.Length > 1 ? args[1] : "Once upon a time there was a small robot who";
+
+await using var pipeline = await MultimodalPipeline.LoadAsync(model);
+var request = new GenerationRequest(prompt)
+{
+    Sampling = new SamplingOptions { Temperature = 0.8f, TopP = 0.9f, Seed = 42, MaxNewTokens = 48 },
+};
+Console.Write(prompt);
+await foreach (var update in pipeline.GenerateAsync(request))
+{
+    Console.Write(update.TextDelta);
+    if (update.Stats is { } s)
+        Console.WriteLine($"\n\n{s.GeneratedTokens} tokens, first after {s.TimeToFirstToken.TotalMilliseconds:F1} ms, {s.TokensPerSecond:F0} tokens/s ({s.FinishReason})");
+}
