@@ -17,14 +17,30 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--no-reference", action="store_true", help="skip PyTorch reference outputs")
     p.add_argument("--check", action="store_true", help="run the graph on onnxruntime against the references")
+    c = sub.add_parser("chameleon", help="Chameleon: decoder with qk-norm + VQ image tokenizer/detokenizer")
+    c.add_argument("--preset", default="tiny", help="tiny | 7b (synthetic weights)")
+    c.add_argument("--checkpoint", help="a local transformers Chameleon checkpoint folder")
+    c.add_argument("--vqgan", help="the original VQ-GAN checkpoint (decoder weights), optional")
+    c.add_argument("--precision", default="fp32", choices=["fp32"])
+    c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--out", required=True)
+    c.add_argument("--no-reference", action="store_true")
+    c.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
 
     if args.family == "llama":
         from .families import llama
         llama.export(args)
+    elif args.family == "chameleon":
+        from .families import chameleon
+        chameleon.export(args)
     if args.check and not args.no_reference:
         from .reference import check_with_onnxruntime
-        print(json.dumps(check_with_onnxruntime(args.out), indent=1))
+        if args.family == "chameleon":
+            from .families.chameleon import check_with_onnxruntime as check_images
+            print(json.dumps(check_images(args.out), indent=1))
+        else:
+            print(json.dumps(check_with_onnxruntime(args.out), indent=1))
     return 0
 
 

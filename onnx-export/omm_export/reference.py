@@ -65,6 +65,30 @@ def write_text_references(out_dir, model, tokenizer, prompts, probes, greedy_ste
     return doc
 
 
+def ort_greedy(sess, dec: dict, ids: list[int], steps: int, banned=None) -> tuple[np.ndarray, list[int]]:
+    """Greedy decoding of decoder.onnx on onnxruntime with a growing cache; returns prefill logits and tokens."""
+    past = {}
+    for i in range(dec["num_layers"]):
+        for kv in ("key", "value"):
+            past[f"past_key_values.{i}.{kv}"] = np.zeros((1, dec["num_kv_heads"], 0, dec["head_dim"]), np.float32)
+    feed, pos0, tokens, first = list(ids), 0, [], None
+    while True:
+        total = pos0 + len(feed)
+        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), attention_mask=np.ones((1, total), np.int64),
+                                   position_ids=np.arange(pos0, total, dtype=np.int64)[None]))
+        if first is None:
+            first = outs[0][0]
+        for j, o in enumerate(sess.get_outputs()[1:]):
+            past[o.name.replace("present", "past_key_values")] = outs[j + 1]
+        if len(tokens) == steps:
+            return first, tokens
+        row = outs[0][0, -1].copy()
+        if banned is not None:
+            row[banned] = np.finfo(np.float32).min
+        tokens.append(int(np.argmax(row)))
+        feed, pos0 = [tokens[-1]], total
+
+
 def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
     """Runs decoder.onnx on ORT's CPU provider against reference.json; returns the figures."""
     import onnxruntime as ort
@@ -76,28 +100,7 @@ def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
     result = []
     for p in doc["prompts"]:
         ref = np.fromfile(os.path.join(out_dir, "reference", p["logits_file"]), dtype="<f4").reshape(p["logits_shape"])
-        past = {}
-        for i in range(dec["num_layers"]):
-            for kv in ("key", "value"):
-                past[f"past_key_values.{i}.{kv}"] = np.zeros((1, dec["num_kv_heads"], 0, dec["head_dim"]), np.float32)
-        ids = list(p["ids"])
-        feed_ids, pos0, tokens = ids, 0, []
-        first = None
-        for _ in range(steps + 1):
-            n = len(feed_ids)
-            total = pos0 + n
-            outs = sess.run(None, dict(past, input_ids=np.array([feed_ids], np.int64),
-                                       attention_mask=np.ones((1, total), np.int64),
-                                       position_ids=np.arange(pos0, total, dtype=np.int64)[None]))
-            if first is None:
-                first = outs[0][0]
-            for j, o in enumerate(sess.get_outputs()[1:]):
-                past[o.name.replace("present", "past_key_values")] = outs[j + 1]
-            if len(tokens) == steps:
-                break
-            tok = int(np.argmax(outs[0][0, -1]))
-            tokens.append(tok)
-            feed_ids, pos0 = [tok], total
+        first, tokens = ort_greedy(sess, dec, p["ids"], steps)
         rel = float(np.abs(first - ref).max() / np.abs(ref).max())
         agree = sum(a == b for a, b in zip(tokens, p["greedy"]))
         result.append({"prompt": p["text"], "logits_rel_err": rel, "greedy_agree": agree, "of": steps})

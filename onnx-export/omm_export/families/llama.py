@@ -94,26 +94,30 @@ def _rope_theta(cfg) -> float:
     return float(rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
 
 
-def spec_from_config(cfg) -> DecoderSpec:
+def spec_from_config(cfg, qk_norm: bool = False) -> DecoderSpec:
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return DecoderSpec(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+    return DecoderSpec(qk_norm=qk_norm, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
                        intermediate_size=cfg.intermediate_size, num_layers=cfg.num_hidden_layers,
                        num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
                        head_dim=head_dim, context_length=cfg.max_position_embeddings,
                        rms_norm_eps=cfg.rms_norm_eps, rope_theta=_rope_theta(cfg))
 
 
-def weights_from_model(model) -> DecoderWeights:
+def weights_from_model(model, qk_norm: bool = False) -> DecoderWeights:
     sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     t = lambda k: np.ascontiguousarray(sd[k].T)  # torch Linear [out,in] -> MatMul [in,out]
     layers = []
     for i in range(model.config.num_hidden_layers):
         p = f"model.layers.{i}"
-        layers.append(LayerWeights(
+        lw = LayerWeights(
             input_norm=sd[f"{p}.input_layernorm.weight"], post_norm=sd[f"{p}.post_attention_layernorm.weight"],
             q=t(f"{p}.self_attn.q_proj.weight"), k=t(f"{p}.self_attn.k_proj.weight"),
             v=t(f"{p}.self_attn.v_proj.weight"), o=t(f"{p}.self_attn.o_proj.weight"),
-            gate=t(f"{p}.mlp.gate_proj.weight"), up=t(f"{p}.mlp.up_proj.weight"), down=t(f"{p}.mlp.down_proj.weight")))
+            gate=t(f"{p}.mlp.gate_proj.weight"), up=t(f"{p}.mlp.up_proj.weight"), down=t(f"{p}.mlp.down_proj.weight"))
+        if qk_norm:  # Chameleon: LayerNorm over head_dim with per-head affine [heads, hd]
+            lw.q_norm_w, lw.q_norm_b = sd[f"{p}.self_attn.q_norm.weight"], sd[f"{p}.self_attn.q_norm.bias"]
+            lw.k_norm_w, lw.k_norm_b = sd[f"{p}.self_attn.k_norm.weight"], sd[f"{p}.self_attn.k_norm.bias"]
+        layers.append(lw)
     lm = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
     return DecoderWeights(embed=sd["model.embed_tokens.weight"], layers=layers,
                           final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T))
@@ -124,7 +128,7 @@ def _first(x):
 
 
 def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec, provenance: dict,
-                  precision: str = "fp32", extra: dict | None = None) -> None:
+                  precision: str = "fp32", extra: dict | None = None, components: dict | None = None) -> None:
     cfg = model.config
     bos, eos, pad = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
     eos_list = eos if isinstance(eos, list) else [eos]
@@ -156,7 +160,7 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
         "family": family,
         "name": os.path.basename(os.path.normpath(out_dir)),
         "precision": precision,
-        "components": {"decoder": "decoder.onnx", "tokenizer": "tokenizer.json"},
+        "components": dict({"decoder": "decoder.onnx", "tokenizer": "tokenizer.json"}, **(components or {})),
         "decoder": {
             "num_layers": spec.num_layers, "num_heads": spec.num_heads, "num_kv_heads": spec.num_kv_heads,
             "head_dim": spec.head_dim, "hidden_size": spec.hidden_size, "vocab_size": spec.vocab_size,
