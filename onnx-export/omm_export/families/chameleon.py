@@ -112,17 +112,12 @@ def load(args, out_dir):
 def _export_module(module, example, path, input_name, output_name):
     import onnx
     module.eval()
-    try:
-        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=18, input_names=[input_name],
-                                 output_names=[output_name], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
-        model = prog.model_proto
-    except Exception as e:  # noqa: BLE001 - fall back to the TorchScript exporter
-        print("dynamo export failed, using TorchScript exporter:", type(e).__name__, str(e)[:200])
-        tmp = path + ".tmp"
-        torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=17, input_names=[input_name],
-                          output_names=[output_name], dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
-        model = onnx.load(tmp)
-        os.remove(tmp)
+    # The TorchScript exporter keeps the batch dimension symbolic through the reshapes of the VQ graphs.
+    tmp = path + ".tmp"
+    torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=17, input_names=[input_name],
+                      output_names=[output_name], dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+    model = onnx.load(tmp)
+    os.remove(tmp)
     # batch dimension symbolic
     for vi in list(model.graph.input) + list(model.graph.output):
         d = vi.type.tensor_type.shape.dim
@@ -259,8 +254,9 @@ def write_references(out, model, tokenizer, image_decoder, code_ids, size, n_cod
         name = os.path.splitext(os.path.basename(path))[0]
         pixels = preprocess(path, size)
         pixels.astype("<f4").tofile(os.path.join(ref, f"{name}.pixels.bin"))
-        _, _, codes = model.model.vqmodel.encode(torch.from_numpy(pixels))
-        codes = codes.view(-1).tolist()
+        codes = ImageEncoderGraph(model.model.vqmodel)(torch.from_numpy(pixels))[0].tolist()
+        hf_tokens = model.model.get_image_tokens(torch.from_numpy(pixels))[0].tolist()   # transformers' own path
+        assert hf_tokens == [code_ids[c] for c in codes], "code -> token mapping disagrees with transformers"
         # distance margin between the nearest and second-nearest codebook entries, per position
         h = model.model.vqmodel.quant_conv(model.model.vqmodel.encoder(torch.from_numpy(pixels)))
         z = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
