@@ -72,7 +72,7 @@ internal static class BenchCommand
         for (int run = 0; run < warmup + runs; run++)
         {
             var clock = Stopwatch.StartNew();
-            using var seq = p.Engine.Start(prompt, sampling, ct);
+            using var seq = p.Engine.Start(prompt, sampling, cancellationToken: ct);
             seq.GenerateNextToken(ct);
             double first = clock.Elapsed.TotalMilliseconds, last = first;
             var steps = new List<double>(newTokens);

@@ -31,8 +31,8 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
     /// <summary>Mutable [vocab] logits for the next position, valid after prefill or <see cref="RunStep"/>.</summary>
     protected abstract Span<float> NextLogits { get; }
 
-    /// <summary>Runs the decoder on one token at <paramref name="position"/>, filling <see cref="NextLogits"/>.</summary>
-    protected abstract void RunStep(int token, int position, CancellationToken cancellationToken);
+    /// <summary>Runs the decoder on one appended token, filling <see cref="NextLogits"/>.</summary>
+    protected abstract void RunStep(int token, CancellationToken cancellationToken);
 
     public int GenerateNextToken(CancellationToken cancellationToken = default)
     {
@@ -45,7 +45,7 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
         }
         if (_pending >= 0)
         {
-            RunStep(_pending, _tokens.Count - 1, cancellationToken);
+            RunStep(_pending, cancellationToken);
             _pending = -1;
         }
         int token = _sampler.Next(NextLogits, _tokens);

@@ -56,7 +56,11 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
         }
     }
 
-    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling, CancellationToken cancellationToken = default)
+    /// <remarks>Without processors GenAI's own search chooses the tokens. With processors GenAI runs the
+    /// model and keeps the cache, and our sampler chooses from the processed logits (token ids go back
+    /// in with <c>AppendTokens</c>).</remarks>
+    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,
+                                 IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default)
     {
         sampling.Validate();
         if (promptIds.Count == 0) throw new InvalidInputException("prompt", "is empty: at least one token is needed");
@@ -65,6 +69,20 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
             if ((uint)id >= (uint)VocabularySize)
                 throw new InvalidInputException("prompt", $"token id {id} is outside the vocabulary of {VocabularySize}");
         cancellationToken.ThrowIfCancellationRequested();
+        if (processors is { Count: > 0 })
+        {
+            var manual = new AppendedTokensSequence(this, promptIds, sampling, processors);
+            try
+            {
+                manual.Prefill();
+                return manual;
+            }
+            catch
+            {
+                manual.Dispose();
+                throw;
+            }
+        }
         var seq = new Sequence(this, promptIds, sampling);
         try
         {
@@ -79,6 +97,77 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
     }
 
     public void Dispose() => _model.Dispose();
+
+    private static float[] LastLogits(Generator generator)
+    {
+        using var logits = generator.GetOutput("logits");
+        var all = logits.GetData<float>();
+        int v = (int)logits.Shape()[^1];
+        return all[^v..].ToArray();
+    }
+
+    /// <summary>GenAI runs the model and owns the cache; our sampler and processors choose each token.</summary>
+    private sealed class AppendedTokensSequence : DecodeSequenceBase
+    {
+        private readonly GeneratorParams _params;
+        private readonly Generator _generator;
+        private readonly int[] _one = new int[1];
+        private float[] _prefill = [];
+        private float[] _logits = [];
+
+        public AppendedTokensSequence(GenAiDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions s, IReadOnlyList<ILogitsProcessor> processors)
+            : base(prompt, s, engine._defaultStops, engine.ContextLength, processors)
+        {
+            _params = new GeneratorParams(engine._model);
+            try
+            {
+                _params.SetSearchOption("max_length", Math.Min(engine.ContextLength, prompt.Count + s.MaxNewTokens));
+                _generator = new Generator(engine._model, _params);
+            }
+            catch
+            {
+                _params.Dispose();
+                throw;
+            }
+        }
+
+        public void Prefill()
+        {
+            try
+            {
+                _generator.AppendTokens(Tokens.ToArray());
+                _logits = LastLogits(_generator);
+                _prefill = _logits.ToArray();
+            }
+            catch (OnnxRuntimeGenAIException e)
+            {
+                throw new InferenceException("decoder.onnx (ORT GenAI)", e.Message, e);
+            }
+        }
+
+        public override ReadOnlySpan<float> PrefillLogits => _prefill;
+        protected override Span<float> NextLogits => _logits;
+
+        protected override void RunStep(int token, CancellationToken cancellationToken)
+        {
+            _one[0] = token;
+            try
+            {
+                _generator.AppendTokens(_one);
+                _logits = LastLogits(_generator);
+            }
+            catch (OnnxRuntimeGenAIException e)
+            {
+                throw new InferenceException("decoder.onnx (ORT GenAI)", e.Message, e);
+            }
+        }
+
+        protected override void ReleaseNative()
+        {
+            _generator.Dispose();
+            _params.Dispose();
+        }
+    }
 
     private sealed class Sequence : IDecodeSequence
     {
@@ -127,10 +216,7 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
             try
             {
                 _generator.AppendTokens(_tokens.ToArray());
-                using var logits = _generator.GetOutput("logits");
-                var all = logits.GetData<float>();
-                int v = (int)logits.Shape()[^1];
-                _prefillLogits = all[^v..].ToArray();
+                _prefillLogits = LastLogits(_generator);
             }
             catch (OnnxRuntimeGenAIException e)
             {

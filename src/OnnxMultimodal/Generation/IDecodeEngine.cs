@@ -15,7 +15,9 @@ public interface IDecodeEngine : IDisposable
     /// <summary>Runs the prompt through the decoder (prefill) and returns the sequence, ready to generate.</summary>
     /// <exception cref="PromptTooLongException">The prompt leaves no room in the context.</exception>
     /// <exception cref="OperationCanceledException">Cancelled during prefill.</exception>
-    IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling, CancellationToken cancellationToken = default);
+    /// <param name="processors">Applied to the logits before each choice (constraints such as banned tokens).</param>
+    IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,
+                          IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default);
 }
 
 /// <summary>One request's decoding state. The caller owns the loop: <c>while (!IsDone) GenerateNextToken();</c></summary>

@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Generation;
 
 /// <summary>
 /// A preallocated KV cache for decoder graphs whose present = concat(past, new). Each layer's key
-/// and value own two native buffers of capacity [1, kvHeads, capacity, headDim]: one holds the past,
+/// and value own two native buffers of capacity [batch, kvHeads, capacity, headDim]: one holds the past,
 /// the graph writes the present straight into the other, and the two swap roles after each step.
 /// Tensor views over the buffers are created once per length and kept, so a warm cache runs a step
 /// without allocating anything, native or managed. Caches are pooled by the engine across requests.
@@ -14,14 +14,16 @@ namespace OnnxMultimodal.Generation;
 internal sealed unsafe class KvCache : IDisposable
 {
     private readonly int _layers, _kvHeads, _headDim;
+    public int Batch { get; }
     private readonly nint[] _buffers;          // [half * layers * 2 + layer * 2 + kv], each capacity floats * kvHeads * headDim
     private readonly OrtValue?[][] _views;     // per buffer, per length 0..capacity
     private int _pastHalf;
 
     public int Capacity { get; }
 
-    public KvCache(int layers, int kvHeads, int headDim, int capacity)
+    public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity)
     {
+        Batch = batch;
         _layers = layers;
         _kvHeads = kvHeads;
         _headDim = headDim;
@@ -29,7 +31,7 @@ internal sealed unsafe class KvCache : IDisposable
         int count = 2 * layers * 2;
         _buffers = new nint[count];
         _views = new OrtValue?[count][];
-        nuint bytes = (nuint)((long)kvHeads * capacity * headDim * sizeof(float));
+        nuint bytes = (nuint)((long)batch * kvHeads * capacity * headDim * sizeof(float));
         for (int i = 0; i < count; i++)
         {
             _buffers[i] = (nint)NativeMemory.AlignedAlloc(bytes, 64);
@@ -40,10 +42,10 @@ internal sealed unsafe class KvCache : IDisposable
     /// <summary>Starts a new sequence: the past is empty.</summary>
     public void Reset() => _pastHalf = 0;
 
-    /// <summary>Past of <paramref name="layer"/> (kv 0 = key, 1 = value) as [1, kvH, length, hd].</summary>
+    /// <summary>Past of <paramref name="layer"/> (kv 0 = key, 1 = value) as [batch, kvH, length, hd].</summary>
     public OrtValue Past(int layer, int kv, int length) => View(_pastHalf, layer, kv, length);
 
-    /// <summary>Where the graph writes the present, [1, kvH, length, hd].</summary>
+    /// <summary>Where the graph writes the present, [batch, kvH, length, hd].</summary>
     public OrtValue Present(int layer, int kv, int length) => View(1 - _pastHalf, layer, kv, length);
 
     /// <summary>After a step: the present just written becomes the past.</summary>
@@ -54,7 +56,7 @@ internal sealed unsafe class KvCache : IDisposable
         if ((uint)length > (uint)Capacity) throw new InvalidOperationException($"KV length {length} exceeds the cache capacity {Capacity}");
         int index = (half * _layers + layer) * 2 + kv;
         return _views[index][length] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float,
-            [1, _kvHeads, length, _headDim], _buffers[index], (long)_kvHeads * length * _headDim * sizeof(float));
+            [Batch, _kvHeads, length, _headDim], _buffers[index], (long)Batch * _kvHeads * length * _headDim * sizeof(float));
     }
 
     public void Dispose()

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -7,28 +8,26 @@ using OnnxMultimodal.Runtime;
 namespace OnnxMultimodal.Generation;
 
 /// <summary>
-/// Our decode loop over the ONNX Runtime C# API, for graphs whose KV cache grows by concatenation
-/// (the CPU graphs). Each step feeds OrtValues directly: input ids and positions live in pinned
-/// buffers owned by the sequence and are rewritten in place, the attention mask is a view of one
-/// shared row, the present KV outputs are fed back as the next past exactly where ONNX Runtime put
-/// them, and the sampler reads logits in ONNX Runtime's output buffer: no copy of cache or logits.
+/// Our decode loop over the ONNX Runtime C# API for decoder graphs whose KV cache grows by
+/// concatenation. The session is shared and thread-safe; each request owns a <see cref="DecodeState"/>
+/// (preallocated step I/O, pooled ping-pong KV cache), so a warm decode step allocates nothing.
+/// Several rows decode in one batch for classifier-free guidance.
 /// </summary>
 public sealed class OrtDecodeEngine : IDecodeEngine
 {
     private static int s_liveSequences;
 
-    private readonly InferenceSession _session;
     private readonly DecoderManifest _decoder;
     private readonly int[] _defaultStops;
-    private readonly nint _ones;     // native [context] int64 ones: the attention mask source (batch 1, no padding)
-    private readonly OrtValue?[] _maskViews;
-    private readonly System.Collections.Concurrent.ConcurrentBag<KvCache> _cachePool = new();
-    private readonly string[] _inputNames, _outputNames;
+    private readonly nint _ones;                       // native [context] int64 ones: the batch-1 attention mask
+    private readonly OrtValue?[] _maskViews;           // [1, total] views of _ones, by total
+    private readonly ConcurrentDictionary<int, ConcurrentBag<KvCache>> _cachePool = new();   // by batch size
     private volatile bool _disposed;
     private int _cachesCreated;
 
-    /// <summary>KV caches this engine has allocated; with pooling it stays at the peak number of concurrent requests.</summary>
-    internal int CachesCreated => Volatile.Read(ref _cachesCreated);
+    internal InferenceSession Session { get; }
+    internal string[] InputNames { get; }
+    internal string[] OutputNames { get; }
 
     public string Name => "ort";
     public int ContextLength => _decoder.ContextLength;
@@ -38,18 +37,21 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     /// <summary>Sequences not yet disposed, across all engines (tests use it to prove nothing leaks).</summary>
     public static int LiveSequences => Volatile.Read(ref s_liveSequences);
 
+    /// <summary>KV caches this engine has allocated; with pooling it stays at the peak number of concurrent requests.</summary>
+    internal int CachesCreated => Volatile.Read(ref _cachesCreated);
+
     private OrtDecodeEngine(InferenceSession session, ExecutionProviderKind provider, DecoderManifest decoder, int[] stops,
                             string[] inputNames, string[] outputNames)
     {
-        _inputNames = inputNames;
-        _outputNames = outputNames;
-        _session = session;
+        Session = session;
         Provider = provider;
+        InputNames = inputNames;
+        OutputNames = outputNames;
         _decoder = decoder;
         _defaultStops = stops;
         unsafe
         {
-            _ones = (nint)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)decoder.ContextLength, sizeof(long));
+            _ones = (nint)NativeMemory.Alloc((nuint)decoder.ContextLength, sizeof(long));
             new Span<long>((void*)_ones, decoder.ContextLength).Fill(1);
         }
         _maskViews = new OrtValue?[decoder.ContextLength + 1];
@@ -83,16 +85,10 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
     }
 
-    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling, CancellationToken cancellationToken = default)
-        => Start(promptIds, sampling, null, cancellationToken);
-
-    /// <summary>Starts a sequence with extra logits processors (constraints, guidance).</summary>
-    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors,
-                                 CancellationToken cancellationToken = default)
+    public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,
+                                 IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default)
     {
-        foreach (int id in promptIds)
-            if ((uint)id >= (uint)_decoder.VocabSize)
-                throw new InvalidInputException("prompt", $"token id {id} is outside the vocabulary of {_decoder.VocabSize}");
+        CheckIds(promptIds);
         var seq = new Sequence(this, promptIds, sampling, processors);
         try
         {
@@ -106,35 +102,54 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
     }
 
-    public void Dispose()
+    /// <summary>Prefills several prompts as one batch (left-padded) for lockstep decoding.</summary>
+    /// <exception cref="PromptTooLongException">A prompt plus the tokens to generate does not fit the context.</exception>
+    internal DecodeState StartBatch(IReadOnlyList<IReadOnlyList<int>> prompts, int newTokens, CancellationToken cancellationToken)
     {
-        if (_disposed) return;
-        _disposed = true;
-        while (_cachePool.TryTake(out var cache)) cache.Dispose();
-        foreach (var v in _maskViews) v?.Dispose();
-        unsafe { System.Runtime.InteropServices.NativeMemory.Free((void*)_ones); }
-        _session.Dispose();
+        foreach (var p in prompts) CheckIds(p);
+        int longest = prompts.Max(p => p.Count);
+        if (longest + newTokens > ContextLength) throw new PromptTooLongException(longest + newTokens, ContextLength);
+        var state = new DecodeState(this, _decoder, prompts, longest + newTokens);
+        try
+        {
+            state.Prefill(cancellationToken);
+            return state;
+        }
+        catch
+        {
+            state.Dispose();
+            throw;
+        }
     }
 
-    private KvCache RentCache(int capacity)
+    private void CheckIds(IReadOnlyList<int> ids)
     {
-        if (_cachePool.TryTake(out var cache))
+        if (ids.Count == 0) throw new InvalidInputException("prompt", "is empty: at least one token is needed");
+        foreach (int id in ids)
+            if ((uint)id >= (uint)_decoder.VocabSize)
+                throw new InvalidInputException("prompt", $"token id {id} is outside the vocabulary of {_decoder.VocabSize}");
+    }
+
+    internal KvCache RentCache(int batch, int capacity)
+    {
+        var bag = _cachePool.GetOrAdd(batch, _ => new ConcurrentBag<KvCache>());
+        if (bag.TryTake(out var cache))
         {
             if (cache.Capacity >= capacity) return cache;
             cache.Dispose();
         }
         Interlocked.Increment(ref _cachesCreated);
-        return new KvCache(_decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)));
+        return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)));
     }
 
-    private void ReturnCache(KvCache cache)
+    internal void ReturnCache(KvCache cache)
     {
         if (_disposed) cache.Dispose();
-        else _cachePool.Add(cache);
+        else _cachePool.GetOrAdd(cache.Batch, _ => new ConcurrentBag<KvCache>()).Add(cache);
     }
 
     /// <summary>attention_mask [1, total] of ones: a view over one shared native row, created once per length.</summary>
-    private OrtValue Mask(int total)
+    internal OrtValue Mask(int total)
     {
         var view = Volatile.Read(ref _maskViews[total]);
         if (view is not null) return view;
@@ -145,107 +160,50 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         return existing;
     }
 
-    private sealed unsafe class Sequence : DecodeSequenceBase
+    public void Dispose()
     {
-        private readonly OrtDecodeEngine _e;
-        private readonly DecoderManifest _d;
-        private readonly RunOptions _runOptions = new();
-        private readonly KvCache _cache;
-        private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
-        private readonly OrtValue[] _outputs;              // logits, present key/value per layer
-        private readonly long[] _step = new long[2];       // decode step: [0] input id, [1] position (pinned below)
-        private readonly GCHandle _stepPin;
-        private readonly OrtValue _stepIdsValue, _stepPosValue;   // [1,1] views of _step
-        private readonly float[] _stepLogits;              // [vocab], pinned
-        private readonly OrtValue _stepLogitsValue;        // [1,1,vocab] view of _stepLogits
-        private float[] _prefillLogits = [];               // [S * vocab], kept for checks
-        private bool _stepped;
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var bag in _cachePool.Values)
+            while (bag.TryTake(out var cache)) cache.Dispose();
+        foreach (var v in _maskViews) v?.Dispose();
+        unsafe { NativeMemory.Free((void*)_ones); }
+        Session.Dispose();
+    }
+
+    /// <summary>One text request: a single-row <see cref="DecodeState"/> under the shared token loop.</summary>
+    private sealed class Sequence : DecodeSequenceBase
+    {
+        private readonly DecodeState _state;
+        private readonly int[] _token = new int[1];
 
         public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
         {
-            _e = engine;
-            _d = engine._decoder;
+            _state = new DecodeState(engine, engine._decoder, [prompt], Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens));
             Interlocked.Increment(ref s_liveSequences);
-            _inputs = new OrtValue[engine._inputNames.Length];
-            _outputs = new OrtValue[engine._outputNames.Length];
-            _stepPin = GCHandle.Alloc(_step, GCHandleType.Pinned);
-            nint step = _stepPin.AddrOfPinnedObject();
-            _stepIdsValue = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [1, 1], step, sizeof(long));
-            _stepPosValue = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [1, 1], step + sizeof(long), sizeof(long));
-            _stepLogits = GC.AllocateArray<float>(_d.VocabSize, pinned: true);
-            _stepLogitsValue = OrtValue.CreateTensorValueFromMemory(_stepLogits, [1, 1, _d.VocabSize]);
-            _cache = engine.RentCache(Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens));
-            _cache.Reset();
         }
-
-        /// <summary>All prompt positions' logits, [S * vocab] (for checks against the reference).</summary>
-        public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
-
-        public override ReadOnlySpan<float> PrefillLogits => _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
-
-        protected override Span<float> NextLogits => _stepped ? _stepLogits : _prefillLogits.AsSpan((PromptLength - 1) * _d.VocabSize, _d.VocabSize);
 
         public void Prefill(CancellationToken ct)
         {
-            int s = PromptLength;
-            var ids = new long[s];
-            var pos = new long[s];
-            for (int i = 0; i < s; i++) { ids[i] = Tokens[i]; pos[i] = i; }
-            _prefillLogits = new float[s * _d.VocabSize];
-            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [1, s]);
-            using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [1, s]);
-            using var logitsValue = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [1, s, _d.VocabSize]);
-            Run(idsValue, posValue, logitsValue, past: 0, total: s, ct);
+            _state.Prefill(ct);
+            PrefillRow = _state.Logits(0).ToArray();
         }
 
-        protected override void RunStep(int token, int position, CancellationToken ct)
-        {
-            _step[0] = token;      // input_ids [1,1]
-            _step[1] = position;   // position_ids [1,1]
-            Run(_stepIdsValue, _stepPosValue, _stepLogitsValue, past: position, total: position + 1, ct);
-            _stepped = true;
-        }
+        private float[] PrefillRow { get; set; } = [];
+        public ReadOnlySpan<float> AllPrefillLogits => _state.AllPrefillLogits;
+        public override ReadOnlySpan<float> PrefillLogits => PrefillRow;
+        protected override Span<float> NextLogits => _state.Logits(0);
 
-        private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int past, int total, CancellationToken ct)
+        protected override void RunStep(int token, CancellationToken ct)
         {
-            _inputs[0] = ids;
-            _inputs[1] = _e.Mask(total);
-            _inputs[2] = positions;
-            _outputs[0] = logits;
-            for (int l = 0; l < _d.NumLayers; l++)
-            {
-                for (int kv = 0; kv < 2; kv++)
-                {
-                    _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [1, kvH, past, hd]
-                    _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [1, kvH, total, hd]
-                }
-            }
-            using (ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions))
-            {
-                try
-                {
-                    _e._session.Run(_runOptions, _e._inputNames, _inputs, _e._outputNames, _outputs);
-                }
-                catch (OnnxRuntimeException e)
-                {
-                    _runOptions.Terminate = false;
-                    ct.ThrowIfCancellationRequested();
-                    throw new InferenceException("decoder.onnx", e.Message, e);
-                }
-            }
-            _cache.Swap();
-            ct.ThrowIfCancellationRequested();
+            _token[0] = token;
+            _state.Step(_token, ct);
         }
 
         protected override void ReleaseNative()
         {
-            _e.ReturnCache(_cache);
-            _stepIdsValue.Dispose();
-            _stepPosValue.Dispose();
-            _stepLogitsValue.Dispose();
-            _stepPin.Free();
-            _runOptions.Dispose();
+            _state.Dispose();
             Interlocked.Decrement(ref s_liveSequences);
         }
     }

@@ -6,12 +6,14 @@ namespace OnnxMultimodal.Pipeline;
 public abstract record Part
 {
     public static Part Text(string text) => new TextPart(text);
-    public static Part Image(string path) => new ImagePart(path);
+    public static Part Image(string path) => new ImagePart(path, null);
+    public static Part Image(byte[] encoded) => new ImagePart(null, encoded);
     public static Part Audio(string path) => new AudioPart(path);
 }
 
 public sealed record TextPart(string Value) : Part;
-public sealed record ImagePart(string Path) : Part;
+/// <summary>An image file (PNG, JPEG, GIF, BMP, TGA, TIFF, WebP) by path or as encoded bytes.</summary>
+public sealed record ImagePart(string? Path, byte[]? Encoded) : Part;
 public sealed record AudioPart(string Path) : Part;
 
 /// <summary>What to generate from. Immutable.</summary>
@@ -23,7 +25,22 @@ public sealed record GenerationRequest(IReadOnlyList<Part> Parts)
 
     /// <summary>Wrap the text in the model's chat template (user turn, then the assistant's).</summary>
     public bool UseChatTemplate { get; init; }
+
+    /// <summary>What to generate: text, or an image (families with an image decoder).</summary>
+    public OutputModality Output { get; init; } = OutputModality.Text;
+
+    /// <summary>Classifier-free guidance scale for image output; null takes the model's default.</summary>
+    public float? GuidanceScale { get; init; }
 }
+
+public enum OutputModality
+{
+    Text,
+    Image,
+}
+
+/// <summary>A generated image: PNG bytes, the raw pixels and the codes they came from.</summary>
+public sealed record GeneratedImage(byte[] Png, int Width, int Height, IReadOnlyList<int> Codes, float[] Pixels);
 
 /// <summary>One item of the generation stream: a text delta and its token, or the final statistics.</summary>
 public sealed record GenerationUpdate
@@ -31,6 +48,8 @@ public sealed record GenerationUpdate
     /// <summary>Text completed by this token (may be empty while a UTF-8 character is unfinished).</summary>
     public string TextDelta { get; init; } = "";
     public int? TokenId { get; init; }
+    /// <summary>Set when an image is complete (image output).</summary>
+    public GeneratedImage? Image { get; init; }
     /// <summary>Set on the last update only.</summary>
     public GenerationStats? Stats { get; init; }
 }

@@ -15,6 +15,10 @@ public sealed record ModelManifest
     [JsonPropertyName("tokens")] public TokenManifest Tokens { get; init; } = new();
     [JsonPropertyName("chat_template")] public Dictionary<string, string>? ChatTemplate { get; init; }
     [JsonPropertyName("provenance")] public JsonElement? Provenance { get; init; }
+    [JsonPropertyName("image")] public ImageManifest? Image { get; init; }
+    [JsonPropertyName("guidance")] public GuidanceManifest? Guidance { get; init; }
+    [JsonPropertyName("image_encoder")] public ComponentIo? ImageEncoder { get; init; }
+    [JsonPropertyName("image_decoder")] public ComponentIo? ImageDecoder { get; init; }
 
     internal static readonly JsonSerializerOptions Json = new() { ReadCommentHandling = JsonCommentHandling.Skip };
 }
@@ -49,4 +53,32 @@ public sealed record TokenManifest
     [JsonPropertyName("eos")] public int[] Eos { get; init; } = [];
     [JsonPropertyName("pad")] public int? Pad { get; init; }
     [JsonPropertyName("add_bos")] public bool AddBos { get; init; } = true;
+}
+
+/// <summary>Image geometry and the image-token vocabulary (families with a VQ image tokenizer).</summary>
+public sealed record ImageManifest
+{
+    [JsonPropertyName("size")] public int Size { get; init; }
+    [JsonPropertyName("tokens_per_image")] public int TokensPerImage { get; init; }
+    [JsonPropertyName("codebook_size")] public int CodebookSize { get; init; }
+    [JsonPropertyName("grid")] public int Grid { get; init; }
+    [JsonPropertyName("begin_image")] public int BeginImage { get; init; }
+    [JsonPropertyName("end_image")] public int EndImage { get; init; }
+    [JsonPropertyName("placeholder")] public int? Placeholder { get; init; }
+    [JsonPropertyName("code_to_token")] public int[] CodeToToken { get; init; } = [];
+}
+
+/// <summary>Default classifier-free guidance settings for image generation.</summary>
+public sealed record GuidanceManifest
+{
+    [JsonPropertyName("scale")] public float Scale { get; init; } = 3f;
+    [JsonPropertyName("temperature")] public float Temperature { get; init; } = 1f;
+    [JsonPropertyName("top_p")] public float TopP { get; init; } = 0.9f;
+}
+
+/// <summary>Input and output names of a single-input graph.</summary>
+public sealed record ComponentIo
+{
+    [JsonPropertyName("input")] public string Input { get; init; } = "";
+    [JsonPropertyName("output")] public string Output { get; init; } = "";
 }

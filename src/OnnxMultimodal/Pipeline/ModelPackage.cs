@@ -16,6 +16,13 @@ public sealed class ModelPackage
     public string DecoderPath => Path.Combine(Directory, Manifest.Components["decoder"]);
     public string TokenizerPath => Path.Combine(Directory, Manifest.Components.GetValueOrDefault("tokenizer", "tokenizer.json"));
     public bool HasGenAiConfig => File.Exists(Path.Combine(Directory, "genai_config.json"));
+    public string ManifestPath => Path.Combine(Directory, "multimodal.json");
+    public bool Has(string component) => Manifest.Components.ContainsKey(component);
+
+    /// <exception cref="ModelPackageException">The manifest names no such component.</exception>
+    public string ComponentPath(string component) => Manifest.Components.TryGetValue(component, out var file)
+        ? Path.Combine(Directory, file)
+        : throw new ModelPackageException(ManifestPath, $"no '{component}' component (family '{Manifest.Family}')");
 
     private ModelPackage(string directory, ModelManifest manifest)
     {
@@ -56,6 +63,12 @@ public sealed class ModelPackage
         if (d.KvCache is not ("concat" or "shared"))
             throw new ModelPackageException(manifestPath, $"decoder.kv_cache '{d.KvCache}' is not 'concat' or 'shared'");
 
+        if (manifest.Components.ContainsKey("image_encoder") || manifest.Components.ContainsKey("image_decoder"))
+        {
+            var img = manifest.Image;
+            if (img is null || img.Size <= 0 || img.TokensPerImage <= 0 || img.CodeToToken.Length == 0)
+                throw new ModelPackageException(manifestPath, "image components need an 'image' section with size, tokens_per_image and code_to_token");
+        }
         foreach (var (role, file) in manifest.Components)
         {
             string path = Path.Combine(directory, file);

@@ -4,13 +4,14 @@ using System.Threading.Channels;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Runtime;
 using OnnxMultimodal.Text;
+using OnnxMultimodal.Vision;
 
 namespace OnnxMultimodal.Pipeline;
 
 /// <summary>Which decode loop runs the text decoder.</summary>
 public enum EngineKind
 {
-    /// <summary>Ours: IOBinding, caller-owned loop, every execution provider.</summary>
+    /// <summary>Ours: preallocated step I/O, caller-owned loop, batch rows (guidance), every execution provider.</summary>
     Ort,
     /// <summary>ORT GenAI's Generator (CPU here).</summary>
     GenAi,
@@ -21,6 +22,8 @@ public sealed record PipelineOptions
 {
     public EngineKind Engine { get; init; } = EngineKind.Ort;
     public ExecutionOptions Execution { get; init; } = ExecutionOptions.Cpu;
+    /// <summary>Limits for decoding input images.</summary>
+    public ImageLoaderOptions Images { get; init; } = new();
 }
 
 /// <summary>
@@ -29,15 +32,25 @@ public sealed record PipelineOptions
 /// </summary>
 public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
 {
+    private readonly PipelineOptions _options;
+
     public ModelPackage Package { get; }
     public TextTokenizer Tokenizer { get; }
     public IDecodeEngine Engine { get; }
+    public ImageTokenizer? ImageTokenizer { get; }
+    public ImageDetokenizer? ImageDetokenizer { get; }
+    public ImageVocabulary? ImageVocabulary { get; }
 
-    private MultimodalPipeline(ModelPackage package, TextTokenizer tokenizer, IDecodeEngine engine)
+    private MultimodalPipeline(PipelineOptions options, ModelPackage package, TextTokenizer tokenizer, IDecodeEngine engine,
+                               ImageTokenizer? imageTokenizer, ImageDetokenizer? imageDetokenizer, ImageVocabulary? vocabulary)
     {
+        _options = options;
         Package = package;
         Tokenizer = tokenizer;
         Engine = engine;
+        ImageTokenizer = imageTokenizer;
+        ImageDetokenizer = imageDetokenizer;
+        ImageVocabulary = vocabulary;
     }
 
     /// <summary>Loads and validates a model folder and creates its sessions.</summary>
@@ -49,26 +62,47 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         options ??= new PipelineOptions();
         return Task.Run(() =>
         {
-            progress?.Report(0f);
-            var package = ModelPackage.Open(path);
-            cancellationToken.ThrowIfCancellationRequested();
-            var tokenizer = TextTokenizer.Load(package.TokenizerPath);
-            if (tokenizer.VocabularySize > package.Decoder.VocabSize)
-                throw new ModelPackageException(package.TokenizerPath, $"tokenizer has {tokenizer.VocabularySize} tokens but the decoder's vocabulary is {package.Decoder.VocabSize}");
-            progress?.Report(0.2f);
-            cancellationToken.ThrowIfCancellationRequested();
-            IDecodeEngine engine = options.Engine switch
+            var owned = new List<IDisposable>();
+            try
             {
-                EngineKind.GenAi => GenAiDecodeEngine.Create(package),
-                _ => OrtDecodeEngine.Create(package, options.Execution),
-            };
-            progress?.Report(1f);
-            return new MultimodalPipeline(package, tokenizer, engine);
+                progress?.Report(0f);
+                var package = ModelPackage.Open(path);
+                var tokenizer = TextTokenizer.Load(package.TokenizerPath);
+                if (tokenizer.VocabularySize > package.Decoder.VocabSize)
+                    throw new ModelPackageException(package.TokenizerPath, $"tokenizer has {tokenizer.VocabularySize} tokens but the decoder's vocabulary is {package.Decoder.VocabSize}");
+                progress?.Report(0.1f);
+                cancellationToken.ThrowIfCancellationRequested();
+                IDecodeEngine engine = options.Engine switch
+                {
+                    EngineKind.GenAi => GenAiDecodeEngine.Create(package),
+                    _ => OrtDecodeEngine.Create(package, options.Execution),
+                };
+                owned.Add(engine);
+                progress?.Report(0.6f);
+                ImageTokenizer? imageTokenizer = null;
+                ImageDetokenizer? imageDetokenizer = null;
+                ImageVocabulary? vocabulary = null;
+                if (package.Has("image_encoder") || package.Has("image_decoder"))
+                {
+                    vocabulary = ImageVocabulary.FromManifest(package);
+                    if (package.Has("image_encoder")) owned.Add(imageTokenizer = ImageTokenizer.Create(package, options.Execution));
+                    cancellationToken.ThrowIfCancellationRequested();
+                    if (package.Has("image_decoder")) owned.Add(imageDetokenizer = ImageDetokenizer.Create(package, options.Execution));
+                }
+                progress?.Report(1f);
+                return new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary);
+            }
+            catch
+            {
+                foreach (var d in owned) d.Dispose();
+                throw;
+            }
         }, cancellationToken);
     }
 
-    /// <summary>The token ids a request's prompt becomes (begin-of-sequence first where the model wants it).</summary>
-    /// <exception cref="InvalidInputException">A part this model cannot take.</exception>
+    /// <summary>The token ids a request's prompt becomes: begin-of-sequence first where the model wants
+    /// it, text parts tokenized, image parts as begin-image, the image's tokens, end-image.</summary>
+    /// <exception cref="InvalidInputException">A part this model cannot take, or an unreadable image.</exception>
     public IReadOnlyList<int> EncodePrompt(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
@@ -83,8 +117,9 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                         ? tpl.Replace("{0}", t.Value) : t.Value;
                     ids.AddRange(Tokenizer.Encode(text));
                     break;
-                case ImagePart:
-                    throw new InvalidInputException($"parts[{i}]", $"model family '{Package.Manifest.Family}' has no image encoder");
+                case ImagePart image:
+                    ids.AddRange(ImageTokens(image, $"parts[{i}]"));
+                    break;
                 case AudioPart:
                     throw new InvalidInputException($"parts[{i}]", $"model family '{Package.Manifest.Family}' has no speech encoder");
                 default:
@@ -94,22 +129,49 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return ids;
     }
 
+    private List<int> ImageTokens(ImagePart part, string input)
+    {
+        if (ImageTokenizer is null || ImageVocabulary is null)
+            throw new InvalidInputException(input, $"model family '{Package.Manifest.Family}' has no image encoder");
+        var options = _options.Images with { Size = ImageTokenizer.ImageSize };
+        float[] pixels = part.Path is { } path
+            ? ImageLoader.LoadPixels(path, options, input)
+            : ImageLoader.LoadPixels(new MemoryStream(part.Encoded ?? []), options, input);
+        var tokens = new List<int>(ImageTokenizer.TokensPerImage + 2) { ImageVocabulary.BeginImage };
+        foreach (long code in ImageTokenizer.Encode(pixels)) tokens.Add(ImageVocabulary.TokenOf((int)code));
+        tokens.Add(ImageVocabulary.EndImage);
+        return tokens;
+    }
+
     /// <summary>
-    /// Streams the generation: one update per token (text delta), then one with the statistics.
-    /// Decoding runs on a worker thread, so a UI thread that awaits this is never blocked.
+    /// Streams the generation: one update per token (text delta), then one with the statistics (and,
+    /// for image output, the image). Decoding runs on a worker thread, so an awaiting UI thread is
+    /// never blocked.
     /// </summary>
     /// <exception cref="PromptTooLongException">The prompt does not fit the context.</exception>
+    /// <exception cref="InvalidInputException">A part or option this model cannot take.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled; the pipeline stays usable.</exception>
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var prompt = EncodePrompt(request);
+        ArgumentNullException.ThrowIfNull(request);
         request.Sampling.Validate();
-        if (prompt.Count >= Engine.ContextLength) throw new PromptTooLongException(prompt.Count, Engine.ContextLength);
-
         var channel = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var worker = Task.Run(() => Produce(prompt, request.Sampling, channel.Writer, stop.Token), stop.Token);
+        Action<GenerationRequest, ChannelWriter<GenerationUpdate>, CancellationToken> produce =
+            request.Output == OutputModality.Image ? ProduceImage : ProduceText;
+        var worker = Task.Run(() =>
+        {
+            try
+            {
+                produce(request, channel.Writer, stop.Token);
+                channel.Writer.TryComplete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.TryComplete(e);
+            }
+        }, CancellationToken.None);
         try
         {
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -121,54 +183,79 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         finally
         {
             stop.Cancel();   // the consumer left early or was cancelled: end the worker and free its state
-            try { await worker.ConfigureAwait(false); } catch (OperationCanceledException) { }
+            await worker.ConfigureAwait(false);
         }
-        await worker.ConfigureAwait(false);   // surfaces the worker's error, if any
     }
 
-    private void Produce(IReadOnlyList<int> prompt, SamplingOptions sampling, ChannelWriter<GenerationUpdate> writer, CancellationToken ct)
+    private void ProduceText(GenerationRequest request, ChannelWriter<GenerationUpdate> writer, CancellationToken ct)
     {
-        try
+        var clock = Stopwatch.StartNew();
+        var prompt = EncodePrompt(request);
+        if (prompt.Count >= Engine.ContextLength) throw new PromptTooLongException(prompt.Count, Engine.ContextLength);
+        // Like transformers' Chameleon, text output never picks image tokens.
+        IReadOnlyList<ILogitsProcessor>? processors = ImageVocabulary is { } v ? [new SuppressTokensProcessor(v.ImageTokenIds)] : null;
+        using var seq = Engine.Start(prompt, request.Sampling, processors, ct);
+        var prefill = clock.Elapsed;
+        var decoder = Tokenizer.CreateStreamingDecoder();
+        var tokenMs = new List<double>();
+        TimeSpan ttft = default, last = default;
+        while (!seq.IsDone)
         {
-            var clock = Stopwatch.StartNew();
-            using var seq = Engine.Start(prompt, sampling, ct);
-            var prefill = clock.Elapsed;
-            var decoder = Tokenizer.CreateStreamingDecoder();
-            var tokenMs = new List<double>();
-            TimeSpan ttft = default, last = default;
-            while (!seq.IsDone)
+            int token = seq.GenerateNextToken(ct);
+            var now = clock.Elapsed;
+            if (seq.Tokens.Count - seq.PromptLength == 1) ttft = now;
+            else tokenMs.Add((now - last).TotalMilliseconds);
+            last = now;
+            writer.TryWrite(new GenerationUpdate { TextDelta = decoder.Append(token), TokenId = token });
+        }
+        writer.TryWrite(new GenerationUpdate
+        {
+            TextDelta = decoder.Flush(),
+            Stats = new GenerationStats
             {
-                int token = seq.GenerateNextToken(ct);
+                Engine = Engine.Name, PromptTokens = seq.PromptLength, GeneratedTokens = seq.Tokens.Count - seq.PromptLength,
+                Prefill = prefill, TimeToFirstToken = ttft, Total = clock.Elapsed, TokenMilliseconds = tokenMs,
+                FinishReason = seq.FinishReason ?? FinishReason.MaxTokens, Tokens = seq.Tokens.Skip(seq.PromptLength).ToArray(),
+            },
+        });
+    }
+
+    private void ProduceImage(GenerationRequest request, ChannelWriter<GenerationUpdate> writer, CancellationToken ct)
+    {
+        if (ImageDetokenizer is null || ImageVocabulary is null || Package.Manifest.Image is not { } image)
+            throw new InvalidInputException("output", $"model family '{Package.Manifest.Family}' has no image decoder");
+        if (Engine is not OrtDecodeEngine ort)
+            throw new InvalidInputException("engine", "image output runs guided batch decoding, which only the 'ort' engine does");
+        var clock = Stopwatch.StartNew();
+        var conditional = EncodePrompt(request).Append(ImageVocabulary.BeginImage).ToArray();
+        var unconditional = new List<int>();
+        if (Package.Manifest.Tokens is { AddBos: true, Bos: int bos }) unconditional.Add(bos);
+        unconditional.Add(ImageVocabulary.BeginImage);
+        float scale = request.GuidanceScale ?? Package.Manifest.Guidance?.Scale ?? 3f;
+        var tokenMs = new List<double>();
+        TimeSpan ttft = default, last = default;
+        int n = 0;
+        var tokens = ClassifierFreeGuidance.Generate(ort, conditional, unconditional, image.TokensPerImage, scale, request.Sampling,
+            new ImageSpanConstraint(Engine.VocabularySize, ImageVocabulary.ImageTokenIds), token =>
+            {
                 var now = clock.Elapsed;
-                if (seq.Tokens.Count - seq.PromptLength == 1) ttft = now;
+                if (++n == 1) ttft = now;
                 else tokenMs.Add((now - last).TotalMilliseconds);
                 last = now;
-                writer.TryWrite(new GenerationUpdate { TextDelta = decoder.Append(token), TokenId = token });
-            }
-            string tail = decoder.Flush();
-            writer.TryWrite(new GenerationUpdate
-            {
-                TextDelta = tail,
-                Stats = new GenerationStats
-                {
-                    Engine = Engine.Name,
-                    PromptTokens = seq.PromptLength,
-                    GeneratedTokens = seq.Tokens.Count - seq.PromptLength,
-                    Prefill = prefill,
-                    TimeToFirstToken = ttft,
-                    Total = clock.Elapsed,
-                    TokenMilliseconds = tokenMs,
-                    FinishReason = seq.FinishReason ?? FinishReason.MaxTokens,
-                    Tokens = seq.Tokens.Skip(seq.PromptLength).ToArray(),
-                },
-            });
-            writer.TryComplete();
-        }
-        catch (Exception e)
+                writer.TryWrite(new GenerationUpdate { TokenId = token });
+            }, ct);
+        var codes = tokens.Select(ImageVocabulary.CodeOf).ToArray();
+        var pixels = ImageDetokenizer.Decode(codes);
+        var png = ImageDetokenizer.ToPng(pixels, image.Size);
+        writer.TryWrite(new GenerationUpdate
         {
-            writer.TryComplete(e);
-            throw;
-        }
+            Image = new GeneratedImage(png, image.Size, image.Size, codes, pixels),
+            Stats = new GenerationStats
+            {
+                Engine = Engine.Name, PromptTokens = conditional.Length, GeneratedTokens = tokens.Length, TimeToFirstToken = ttft,
+                Total = clock.Elapsed, TokenMilliseconds = tokenMs, FinishReason = FinishReason.MaxTokens, Tokens = tokens,
+            },
+        });
     }
 
     /// <summary>Runs a request to the end and returns the generated text and statistics.</summary>
@@ -184,7 +271,25 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return (text.ToString(), stats!);
     }
 
-    public void Dispose() => Engine.Dispose();
+    /// <summary>Runs an image request to the end and returns the image and statistics.</summary>
+    public async Task<(GeneratedImage Image, GenerationStats Stats)> GenerateImageAsync(GenerationRequest request, CancellationToken cancellationToken = default)
+    {
+        GeneratedImage? image = null;
+        GenerationStats? stats = null;
+        await foreach (var u in GenerateAsync(request with { Output = OutputModality.Image }, cancellationToken).ConfigureAwait(false))
+        {
+            image = u.Image ?? image;
+            stats = u.Stats ?? stats;
+        }
+        return (image!, stats!);
+    }
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        ImageTokenizer?.Dispose();
+        ImageDetokenizer?.Dispose();
+    }
 
     public ValueTask DisposeAsync()
     {

@@ -1,0 +1,168 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxMultimodal.Pipeline;
+
+namespace OnnxMultimodal.Generation;
+
+/// <summary>
+/// The decoder state of one request: B rows decoded in lockstep (B = 1 for text, 2 for classifier-free
+/// guidance). Rows are left-padded to a common length; padded keys are masked and positions count
+/// from each row's first real token. Every step input and output is bound to memory allocated once:
+/// the per-row token/position pairs, the attention mask, the [B, vocab] logits the sampler reads in
+/// place, and a pooled <see cref="KvCache"/> the graph writes into. A warm step allocates nothing.
+/// </summary>
+internal sealed unsafe class DecodeState : IDisposable
+{
+    private readonly OrtDecodeEngine _e;
+    private readonly DecoderManifest _d;
+    private readonly RunOptions _runOptions = new();
+    private readonly KvCache _cache;
+    private readonly int[] _pads;                      // left padding per row
+    private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
+    private readonly OrtValue[] _outputs;              // logits, present key/value per layer
+    private readonly long[] _step;                     // [0..B) input ids, [B..2B) positions; pinned (POH)
+    private readonly OrtValue _stepIds, _stepPositions;   // [B,1] views of _step
+    private readonly float[] _stepLogits;              // [B * vocab], pinned
+    private readonly OrtValue _stepLogitsValue;        // [B,1,vocab]
+    private readonly long* _mask;                      // B > 1: [B * capacity] rewritten per length
+    private readonly OrtValue?[]? _maskViews;          // B > 1: [B, total] views by total
+    private float[] _prefillLogits = [];               // [B, S, vocab]
+    private bool _stepped;
+
+    public int Batch { get; }
+    /// <summary>Positions filled so far, padding included.</summary>
+    public int Length { get; private set; }
+
+    public DecodeState(OrtDecodeEngine engine, DecoderManifest decoder, IReadOnlyList<IReadOnlyList<int>> prompts, int capacity)
+    {
+        _e = engine;
+        _d = decoder;
+        Batch = prompts.Count;
+        int longest = prompts.Max(p => p.Count);
+        _pads = prompts.Select(p => longest - p.Count).ToArray();
+        _inputs = new OrtValue[3 + 2 * decoder.NumLayers];
+        _outputs = new OrtValue[1 + 2 * decoder.NumLayers];
+        _step = GC.AllocateArray<long>(2 * Batch, pinned: true);
+        nint step = (nint)Unsafe.AsPointer(ref _step[0]);
+        _stepIds = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [Batch, 1], step, Batch * sizeof(long));
+        _stepPositions = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [Batch, 1], step + Batch * sizeof(long), Batch * sizeof(long));
+        _stepLogits = GC.AllocateArray<float>(Batch * decoder.VocabSize, pinned: true);
+        _stepLogitsValue = OrtValue.CreateTensorValueFromMemory(_stepLogits, [Batch, 1, decoder.VocabSize]);
+        if (Batch > 1)
+        {
+            _mask = (long*)NativeMemory.Alloc((nuint)(Batch * (long)capacity), sizeof(long));
+            _maskViews = new OrtValue?[capacity + 1];
+        }
+        _cache = engine.RentCache(Batch, capacity);
+        _cache.Reset();
+        Prompts = prompts;
+    }
+
+    private IReadOnlyList<IReadOnlyList<int>> Prompts { get; }
+
+    /// <summary>Runs the prompts: [B, S] left-padded.</summary>
+    public void Prefill(CancellationToken ct)
+    {
+        int s = Prompts.Max(p => p.Count), v = _d.VocabSize;
+        var ids = new long[Batch * s];
+        var pos = new long[Batch * s];
+        for (int r = 0; r < Batch; r++)
+            for (int i = 0; i < s; i++)
+            {
+                int k = i - _pads[r];
+                ids[r * s + i] = k >= 0 ? Prompts[r][k] : 0;
+                pos[r * s + i] = Math.Max(k, 0);
+            }
+        _prefillLogits = new float[Batch * s * v];
+        using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
+        using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
+        using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, s, v]);
+        Run(idsValue, posValue, logits, s, ct);
+    }
+
+    /// <summary>[vocab] logits for the next token of <paramref name="row"/> (mutable: processors work in place).</summary>
+    public Span<float> Logits(int row)
+    {
+        int v = _d.VocabSize;
+        if (_stepped) return _stepLogits.AsSpan(row * v, v);
+        int s = _prefillLogits.Length / (Batch * v);
+        return _prefillLogits.AsSpan((row * s + s - 1) * v, v);
+    }
+
+    /// <summary>All prompt positions' logits of a single-row state, [S * vocab].</summary>
+    public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
+
+    /// <summary>Appends one token per row and runs the decoder on them.</summary>
+    public void Step(ReadOnlySpan<int> tokens, CancellationToken ct)
+    {
+        for (int r = 0; r < Batch; r++)
+        {
+            _step[r] = tokens[r];                        // input_ids [B,1]
+            _step[Batch + r] = Length - _pads[r];        // position_ids [B,1]
+        }
+        Run(_stepIds, _stepPositions, _stepLogitsValue, 1, ct);
+        _stepped = true;
+    }
+
+    private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int newTokens, CancellationToken ct)
+    {
+        int past = Length, total = Length + newTokens;
+        _inputs[0] = ids;
+        _inputs[1] = Batch == 1 ? _e.Mask(total) : Mask(total);
+        _inputs[2] = positions;
+        _outputs[0] = logits;
+        for (int l = 0; l < _d.NumLayers; l++)
+        {
+            for (int kv = 0; kv < 2; kv++)
+            {
+                _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [B, kvH, past, hd]
+                _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [B, kvH, total, hd]
+            }
+        }
+        using (ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions))
+        {
+            try
+            {
+                _e.Session.Run(_runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+            }
+            catch (OnnxRuntimeException e)
+            {
+                _runOptions.Terminate = false;
+                ct.ThrowIfCancellationRequested();
+                throw new InferenceException("decoder.onnx", e.Message, e);
+            }
+        }
+        _cache.Swap();
+        Length = total;
+        ct.ThrowIfCancellationRequested();
+    }
+
+    /// <summary>attention_mask [B, total]: row r is pads[r] zeros, then ones.</summary>
+    private OrtValue Mask(int total)
+    {
+        for (int r = 0; r < Batch; r++)
+        {
+            var row = new Span<long>(_mask + (long)r * total, total);
+            row[.._pads[r]].Clear();
+            row[_pads[r]..].Fill(1);
+        }
+        return _maskViews![total] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64,
+            [Batch, total], (nint)_mask, (long)Batch * total * sizeof(long));
+    }
+
+    public void Dispose()
+    {
+        _e.ReturnCache(_cache);
+        _stepIds.Dispose();
+        _stepPositions.Dispose();
+        _stepLogitsValue.Dispose();
+        if (_maskViews is not null)
+        {
+            foreach (var v in _maskViews) v?.Dispose();
+            NativeMemory.Free(_mask);
+        }
+        _runOptions.Dispose();
+    }
+}

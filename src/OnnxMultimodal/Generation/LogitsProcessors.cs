@@ -1,0 +1,32 @@
+namespace OnnxMultimodal.Generation;
+
+/// <summary>Bans a set of tokens (e.g. image tokens while writing text, as transformers' Chameleon does).</summary>
+public sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogitsProcessor
+{
+    private readonly int[] _banned = banned.ToArray();
+
+    public void Process(Span<float> logits, IReadOnlyList<int> sequence)
+    {
+        foreach (int id in _banned) logits[id] = float.MinValue;
+    }
+}
+
+/// <summary>Inside an image span only image tokens may be chosen: every other logit is pushed to the floor.</summary>
+public sealed class ImageSpanConstraint : ILogitsProcessor
+{
+    private readonly bool[] _allowed;
+
+    public ImageSpanConstraint(int vocabularySize, IEnumerable<int> imageTokenIds)
+    {
+        _allowed = new bool[vocabularySize];
+        foreach (int id in imageTokenIds) _allowed[id] = true;
+    }
+
+    public bool IsAllowed(int id) => (uint)id < (uint)_allowed.Length && _allowed[id];
+
+    public void Process(Span<float> logits, IReadOnlyList<int> sequence)
+    {
+        for (int i = 0; i < logits.Length; i++)
+            if (!_allowed[i]) logits[i] = float.MinValue;
+    }
+}
