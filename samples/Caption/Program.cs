@@ -1,0 +1,17 @@
+// Image -> text: caption an image, then ask a question about it (tiny Chameleon by default).
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+
+string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
+string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "tiny-chameleon");
+string image = args.Length > 1 ? args[1] : Path.Combine(root, "models", "tiny-chameleon", "reference", "shapes.png");
+
+await using var pipeline = await MultimodalPipeline.LoadAsync(model);
+var sampling = new SamplingOptions { MaxNewTokens = 24 };
+foreach (var prompt in new[] { "A photo of", "What colour is the sky?" })
+{
+    var request = new GenerationRequest([Part.Image(image), Part.Text(prompt)]) { Sampling = sampling };
+    Console.Write($"{prompt} ->");
+    await foreach (var update in pipeline.GenerateAsync(request)) Console.Write(update.TextDelta);
+    Console.WriteLine();
+}
