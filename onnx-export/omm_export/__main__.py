@@ -26,6 +26,14 @@ def main(argv=None) -> int:
     c.add_argument("--out", required=True)
     c.add_argument("--no-reference", action="store_true")
     c.add_argument("--check", action="store_true")
+    m = sub.add_parser("seamless", help="Seamless M4T v2 speech->text: speech encoder + text decoder")
+    m.add_argument("--preset", default="tiny", help="tiny | large (synthetic weights)")
+    m.add_argument("--checkpoint", help="a local transformers SeamlessM4Tv2 checkpoint folder")
+    m.add_argument("--precision", default="fp32", choices=["fp32"])
+    m.add_argument("--seed", type=int, default=1234)
+    m.add_argument("--out", required=True)
+    m.add_argument("--no-reference", action="store_true")
+    m.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
 
     if args.family == "llama":
@@ -34,9 +42,15 @@ def main(argv=None) -> int:
     elif args.family == "chameleon":
         from .families import chameleon
         chameleon.export(args)
+    elif args.family == "seamless":
+        from .families import seamless
+        seamless.export(args)
     if args.check and not args.no_reference:
         from .reference import check_with_onnxruntime
-        if args.family == "chameleon":
+        if args.family == "seamless":
+            from .families.seamless import check_with_onnxruntime as check_speech
+            print(json.dumps(check_speech(args.out), indent=1))
+        elif args.family == "chameleon":
             from .families.chameleon import check_with_onnxruntime as check_images
             print(json.dumps(check_images(args.out), indent=1))
         else:

@@ -1,0 +1,138 @@
+"""Writes an NLLB-style text decoder with cross-attention as an ONNX graph, straight from weights.
+
+  inputs : input_ids [B,S], position_ids [B,S] (rows of the sinusoidal table: t + padding_idx + 1),
+           attention_mask [B,T], encoder_attention_mask [B,Te],
+           past_key_values.{i}.key/value [B,H,P,hd], cross.{i}.key/value [B,H,Te,hd] (from the encoder graph)
+  outputs: logits [B,S,V], present.{i}.key/value [B,H,T,hd]
+Pre-LayerNorm layers: self-attention, cross-attention, ReLU FFN; biases everywhere; embeddings
+scaled by sqrt(hidden); final LayerNorm; lm_head.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from .decoder_graph import _heads
+from .onnx_utils import GraphBuilder
+
+
+@dataclass(frozen=True)
+class Seq2SeqSpec:
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    context_length: int
+    embed_scale: float
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@dataclass
+class Linear:
+    w: np.ndarray  # [in, out]
+    b: np.ndarray | None
+
+
+@dataclass
+class Seq2SeqLayer:
+    self_norm: tuple      # (weight, bias)
+    q: Linear
+    k: Linear
+    v: Linear
+    o: Linear
+    cross_norm: tuple
+    cq: Linear
+    co: Linear
+    ffn_norm: tuple
+    fc1: Linear
+    fc2: Linear
+
+
+@dataclass
+class Seq2SeqWeights:
+    embed: np.ndarray
+    positions: np.ndarray           # [num_positions, H] sinusoidal table
+    layers: list[Seq2SeqLayer] = field(default_factory=list)
+    final_norm: tuple | None = None
+    lm_head: np.ndarray | None = None  # [H, V]
+
+
+def _linear(g: GraphBuilder, x: str, lin: Linear, name: str) -> str:
+    y = g.op("MatMul", [x, g.const(lin.w.astype(np.float32), f"{name}.weight")])
+    return g.op("Add", [y, g.const(lin.b.astype(np.float32), f"{name}.bias")], name) if lin.b is not None else y
+
+
+def _layer_norm(g: GraphBuilder, x: str, wb: tuple, eps: float, name: str) -> str:
+    w, b = wb
+    return g.op("LayerNormalization", [x, g.const(w.astype(np.float32), f"{name}.weight"), g.const(b.astype(np.float32), f"{name}.bias")],
+                name, axis=-1, epsilon=eps)
+
+
+def _attend(g: GraphBuilder, q: str, k: str, v: str, bias: str, hint: str) -> str:
+    scores = g.op("Add", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]), bias], f"{hint}.scores")
+    probs = g.op("Softmax", [scores], f"{hint}.probs", axis=-1)
+    return g.op("Transpose", [g.op("MatMul", [probs, v])], f"{hint}.ctx", perm=[0, 2, 1, 3])   # [B,S,H,hd]
+
+
+def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "decoder"):
+    g = GraphBuilder(name)
+    H, hd = spec.num_heads, spec.head_dim
+    ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
+    pos = g.add_input("position_ids", TensorProto.INT64, ["batch", "seq"])
+    mask = g.add_input("attention_mask", TensorProto.INT64, ["batch", "total"])
+    enc_mask = g.add_input("encoder_attention_mask", TensorProto.INT64, ["batch", "encoder_seq"])
+    pasts, cross = [], []
+    for i in range(spec.num_layers):
+        pasts.append((g.add_input(f"past_key_values.{i}.key", TensorProto.FLOAT, ["batch", H, "past", hd]),
+                      g.add_input(f"past_key_values.{i}.value", TensorProto.FLOAT, ["batch", H, "past", hd])))
+    for i in range(spec.num_layers):
+        cross.append((g.add_input(f"cross.{i}.key", TensorProto.FLOAT, ["batch", H, "encoder_seq", hd]),
+                      g.add_input(f"cross.{i}.value", TensorProto.FLOAT, ["batch", H, "encoder_seq", hd])))
+
+    # self-attention bias [B,1,S,T] (causal + padding) and cross-attention bias [B,1,1,Te]
+    one = g.const(np.array(1, dtype=np.int64))
+    total = g.op("Gather", [g.op("Shape", [mask]), one], "total_len", axis=0)
+    seq = g.op("Gather", [g.op("Shape", [ids]), one], "seq_len", axis=0)
+    past = g.op("Sub", [total, seq], "past_len")
+    key_pos = g.op("Unsqueeze", [g.op("Range", [g.const(np.array(0, dtype=np.int64)), total, one]), g.i64([0])])
+    query_pos = g.op("Unsqueeze", [g.op("Range", [past, total, one]), g.i64([1])])
+    allowed = g.op("And", [g.op("LessOrEqual", [key_pos, query_pos]),
+                          g.op("Unsqueeze", [g.op("Cast", [mask], to=TensorProto.BOOL), g.i64([1, 2])])])
+    floor = g.f32(np.finfo(np.float32).min)
+    self_bias = g.op("Where", [allowed, g.f32(0.0), floor], "self_bias")
+    cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), g.f32(0.0), floor], "cross_bias")
+
+    x = g.op("Mul", [g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), ids], axis=0), g.f32(spec.embed_scale)])
+    x = g.op("Add", [x, g.op("Gather", [g.const(w.positions.astype(np.float32), "embed_positions.weights"), pos], axis=0)], "embeds")
+    scaling = g.f32(hd ** -0.5)
+    eps = spec.layer_norm_eps
+    for i, L in enumerate(w.layers):
+        p = f"layers.{i}"
+        h = _layer_norm(g, x, L.self_norm, eps, f"{p}.self_attn_layer_norm")
+        q = _heads(g, g.op("Mul", [_linear(g, h, L.q, f"{p}.self_attn.q_proj"), scaling]), H, hd, f"{p}.q")
+        k = _heads(g, _linear(g, h, L.k, f"{p}.self_attn.k_proj"), H, hd, f"{p}.k")
+        v = _heads(g, _linear(g, h, L.v, f"{p}.self_attn.v_proj"), H, hd, f"{p}.v")
+        g.op_named("Concat", [pasts[i][0], k], [f"present.{i}.key"], axis=2)
+        g.op_named("Concat", [pasts[i][1], v], [f"present.{i}.value"], axis=2)
+        ctx = _attend(g, q, f"present.{i}.key", f"present.{i}.value", self_bias, f"{p}.self")
+        ctx = g.op("Reshape", [ctx, g.i64([0, 0, H * hd])])
+        x = g.op("Add", [x, _linear(g, ctx, L.o, f"{p}.self_attn.out_proj")])
+        h = _layer_norm(g, x, L.cross_norm, eps, f"{p}.cross_attention_layer_norm")
+        cq = _heads(g, g.op("Mul", [_linear(g, h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
+        ctx = g.op("Reshape", [_attend(g, cq, cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
+        x = g.op("Add", [x, _linear(g, ctx, L.co, f"{p}.cross_attention.out_proj")])
+        h = _layer_norm(g, x, L.ffn_norm, eps, f"{p}.ffn_layer_norm")
+        x = g.op("Add", [x, _linear(g, g.op("Relu", [_linear(g, h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
+        g.add_output(f"present.{i}.key", TensorProto.FLOAT, ["batch", H, "total", hd])
+        g.add_output(f"present.{i}.value", TensorProto.FLOAT, ["batch", H, "total", hd])
+    x = _layer_norm(g, x, w.final_norm, eps, "layer_norm")
+    g.op_named("MatMul", [x, g.const(w.lm_head.astype(np.float32), "lm_head.weight")], ["logits"])
+    g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
+    model = g.model("omm_export")
+    return model
