@@ -187,7 +187,7 @@ def normalise_stack(f: np.ndarray) -> np.ndarray:
     var = f.var(axis=0, ddof=1, keepdims=True)
     x = (f - mean) / np.sqrt(var + 1e-7)
     if x.shape[0] % 2:
-        x = x[:-1]   # Seamless drops the odd last frame
+        x = np.concatenate([x, np.zeros((1, x.shape[1]), x.dtype)])   # pad to even length with zeros, as Seamless does
     return x.reshape(x.shape[0] // 2, 160).astype(np.float32)
 
 
