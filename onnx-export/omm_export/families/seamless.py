@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import __version__
 from ..onnx_utils import IR_VERSION, save_model
+from ..sampling import SplitMix64, sample_next
 from ..seq2seq_graph import Linear, Seq2SeqLayer, Seq2SeqSpec, Seq2SeqWeights, build_seq2seq_decoder
 from ..text_tokenizer import CORPUS
 
@@ -22,6 +23,8 @@ AUDIO_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "audio")
 WAVS = ["fox_16k.wav", "robot_16k.wav", "sky_16k.wav", "stereo_44k.wav", "sky_float32.wav"]
 LANGS = ["spa", "fra"]
 STEPS = 12
+SAMPLE_SEED = 2024
+SAMPLING = dict(temperature=1.0, top_k=0, top_p=0.95, repetition_penalty=1.3)
 
 
 @dataclass(frozen=True)
@@ -287,23 +290,34 @@ def write_references(out, model, manifest):
         doc["audio"].append(entry)
         if name in ("fox_16k", "robot_16k"):
             enc = outs[0]
-            for lang in LANGS:
+            for lang, mode in [(l, "greedy") for l in LANGS] + [("spa", "sampled")]:
                 ids = [manifest["tokens"]["decoder_start"], manifest["tokens"]["languages"][lang]]
+                rng, uniforms = SplitMix64(SAMPLE_SEED), []
                 o = model.text_decoder(input_ids=torch.tensor([ids]), encoder_hidden_states=enc,
                                        encoder_attention_mask=torch.ones(1, enc.shape[1], dtype=torch.long),
                                        use_cache=True)
                 logits = model.lm_head(o.last_hidden_state)[0, -1]
+                logits_file = f"{name}.{lang}.{mode}.logits.bin"
+                logits.numpy().astype("<f4").tofile(os.path.join(ref, logits_file))
                 past, toks, margins = o.past_key_values, [], []
                 for _ in range(STEPS):
                     srt = torch.sort(logits, descending=True).values
                     margins.append(float(srt[0] - srt[1]))
-                    t = int(torch.argmax(logits))
+                    if mode == "greedy":
+                        t = int(torch.argmax(logits))
+                    else:
+                        t, u = sample_next(logits.double().numpy(), ids + toks, rng, SAMPLING["temperature"], SAMPLING["top_k"],
+                                           SAMPLING["top_p"], SAMPLING["repetition_penalty"])
+                        uniforms.append(u)
                     toks.append(t)
                     o = model.text_decoder(input_ids=torch.tensor([[t]]), encoder_hidden_states=enc,
                                            encoder_attention_mask=torch.ones(1, enc.shape[1], dtype=torch.long),
                                            past_key_values=past, use_cache=True)
                     past, logits = o.past_key_values, model.lm_head(o.last_hidden_state)[0, -1]
-                doc["transcripts"].append({"audio": name, "lang": lang, "ids": ids, "tokens": toks, "min_margin": min(margins)})
+                doc["transcripts"].append({"audio": name, "lang": lang, "mode": mode, "ids": ids, "tokens": toks,
+                                           "min_margin": min(margins), "first_logits_file": logits_file,
+                                           "sampling": dict(SAMPLING, seed=SAMPLE_SEED) if mode == "sampled" else None,
+                                           "uniforms": uniforms})
     with open(os.path.join(ref, "reference.json"), "w") as f:
         json.dump(doc, f, indent=1)
 
@@ -327,6 +341,8 @@ def check_with_onnxruntime(out):
         res["encoder_rel"][a["name"]] = [float(np.abs(outs[0][0] - want).max() / np.abs(want).max()), list(outs[0].shape)]
         cross[a["name"]] = outs
     for t in doc["transcripts"]:
+        if t["mode"] != "greedy":
+            continue
         outs = cross[t["audio"]]
         te = outs[0].shape[1]
         feed = {f"cross.{i}.{kv}": outs[1 + 2 * i + j] for i in range(d["num_layers"]) for j, kv in enumerate(("key", "value"))}
