@@ -176,9 +176,10 @@ def load_audio(path):
     return w.numpy().astype(np.float32), rate, ch
 
 
-def fbank(samples: np.ndarray) -> np.ndarray:
+def fbank(samples: np.ndarray, dtype=torch.float32) -> np.ndarray:
+    """torchaudio's Kaldi fbank; float32 is torchaudio's default, float64 shows its rounding in near-silent frames."""
     import torchaudio.compliance.kaldi as kaldi
-    w = torch.from_numpy(samples * 32768.0)[None]
+    w = torch.from_numpy(samples.astype(np.float64) * 32768.0).to(dtype)[None]
     f = kaldi.fbank(w, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0, energy_floor=0.0,
                     preemphasis_coefficient=0.97, remove_dc_offset=True, window_type="povey", snip_edges=True,
                     sample_frequency=16000.0, use_energy=False, low_freq=20.0, high_freq=0.0)
@@ -268,6 +269,8 @@ def write_references(out, model, manifest):
         name = os.path.splitext(wav)[0]
         samples, rate, ch = load_audio(os.path.join(AUDIO_DIR, wav))
         fb = fbank(samples)
+        fb64 = fbank(samples, torch.float64)
+        fb64.astype("<f4").tofile(os.path.join(ref, f"{name}.fbank64.bin"))
         feats = normalise_stack(fb)
         samples.astype("<f4").tofile(os.path.join(ref, f"{name}.samples.bin"))
         fb.astype("<f4").tofile(os.path.join(ref, f"{name}.fbank.bin"))
@@ -278,7 +281,7 @@ def write_references(out, model, manifest):
         states = outs[0][0].numpy()
         states.astype("<f4").tofile(os.path.join(ref, f"{name}.encoder.bin"))
         entry = {"name": name, "file": wav, "source_rate": rate, "channels": ch, "samples": int(samples.shape[0]),
-                 "samples_file": f"{name}.samples.bin", "fbank_file": f"{name}.fbank.bin", "fbank_shape": list(fb.shape),
+                 "samples_file": f"{name}.samples.bin", "fbank_file": f"{name}.fbank.bin", "fbank64_file": f"{name}.fbank64.bin", "fbank_shape": list(fb.shape),
                  "features_file": f"{name}.features.bin", "features_shape": list(feats.shape),
                  "encoder_file": f"{name}.encoder.bin", "encoder_shape": list(states.shape)}
         try:

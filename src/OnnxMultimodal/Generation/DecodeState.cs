@@ -35,14 +35,27 @@ internal sealed unsafe class DecodeState : IDisposable
     /// <summary>Positions filled so far, padding included.</summary>
     public int Length { get; private set; }
 
-    public DecodeState(OrtDecodeEngine engine, DecoderManifest decoder, IReadOnlyList<IReadOnlyList<int>> prompts, int capacity)
+    public DecodeState(OrtDecodeEngine engine, DecoderManifest decoder, IReadOnlyList<IReadOnlyList<int>> prompts, int capacity,
+                       Speech.EncoderStates? encoder = null)
     {
         _e = engine;
         _d = decoder;
         Batch = prompts.Count;
         int longest = prompts.Max(p => p.Count);
         _pads = prompts.Select(p => longest - p.Count).ToArray();
-        _inputs = new OrtValue[3 + 2 * decoder.NumLayers];
+        _inputs = new OrtValue[engine.InputNames.Length];
+        if (decoder.HasCrossAttention)
+        {
+            if (encoder is null) throw new InvalidInputException("encoder", "this decoder cross-attends to an encoder: encode the input first");
+            if (Batch != 1) throw new InvalidInputException("prompts", "encoder-decoder models decode one row");
+            int c = 3 + 2 * decoder.NumLayers;   // cross K/V and the encoder mask stay bound, unchanged, for every step
+            for (int l = 0; l < decoder.NumLayers; l++)
+            {
+                _inputs[c + 2 * l] = encoder.CrossKey(l);
+                _inputs[c + 2 * l + 1] = encoder.CrossValue(l);
+            }
+            _inputs[c + 2 * decoder.NumLayers] = encoder.Mask;
+        }
         _outputs = new OrtValue[1 + 2 * decoder.NumLayers];
         _step = GC.AllocateArray<long>(2 * Batch, pinned: true);
         nint step = (nint)Unsafe.AsPointer(ref _step[0]);
@@ -73,7 +86,7 @@ internal sealed unsafe class DecodeState : IDisposable
             {
                 int k = i - _pads[r];
                 ids[r * s + i] = k >= 0 ? Prompts[r][k] : 0;
-                pos[r * s + i] = Math.Max(k, 0);
+                pos[r * s + i] = Math.Max(k, 0) + _d.PositionOffset;
             }
         _prefillLogits = new float[Batch * s * v];
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
@@ -100,7 +113,7 @@ internal sealed unsafe class DecodeState : IDisposable
         for (int r = 0; r < Batch; r++)
         {
             _step[r] = tokens[r];                        // input_ids [B,1]
-            _step[Batch + r] = Length - _pads[r];        // position_ids [B,1]
+            _step[Batch + r] = Length - _pads[r] + _d.PositionOffset;   // position_ids [B,1]
         }
         Run(_stepIds, _stepPositions, _stepLogitsValue, 1, ct);
         _stepped = true;

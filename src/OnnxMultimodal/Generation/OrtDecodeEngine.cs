@@ -74,6 +74,11 @@ public sealed class OrtDecodeEngine : IDecodeEngine
                 inputs.Add(d.PastKey(i)); inputs.Add(d.PastValue(i));
                 outputs.Add(d.PresentKey(i)); outputs.Add(d.PresentValue(i));
             }
+            if (d.HasCrossAttention)
+            {
+                for (int i = 0; i < d.NumLayers; i++) { inputs.Add(d.CrossKey(i)); inputs.Add(d.CrossValue(i)); }
+                inputs.Add(d.InputName("encoder_attention_mask"));
+            }
             ModelPackage.CheckNames(package.DecoderPath, session.InputMetadata.Keys, inputs, "inputs");
             ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, outputs, "outputs");
             return new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
@@ -87,9 +92,17 @@ public sealed class OrtDecodeEngine : IDecodeEngine
 
     public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,
                                  IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default)
+        => StartWithEncoder(null, promptIds, sampling, processors, cancellationToken);
+
+    /// <summary>Starts decoding against an encoder's output (speech->text); the encoder states must outlive the sequence.</summary>
+    /// <exception cref="InvalidInputException">The decoder needs encoder states and got none (or the reverse).</exception>
+    public IDecodeSequence StartWithEncoder(Speech.EncoderStates? encoder, IReadOnlyList<int> promptIds, SamplingOptions sampling,
+                                            IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default)
     {
         CheckIds(promptIds);
-        var seq = new Sequence(this, promptIds, sampling, processors);
+        if (_decoder.HasCrossAttention && encoder is null)
+            throw new InvalidInputException("encoder", "this decoder cross-attends to an encoder: give it encoder states (StartWithEncoder)");
+        var seq = new Sequence(this, promptIds, sampling, processors, encoder);
         try
         {
             seq.Prefill(cancellationToken);
@@ -177,10 +190,11 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         private readonly DecodeState _state;
         private readonly int[] _token = new int[1];
 
-        public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors)
+        public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors,
+                        Speech.EncoderStates? encoder)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
         {
-            _state = new DecodeState(engine, engine._decoder, [prompt], Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens));
+            _state = new DecodeState(engine, engine._decoder, [prompt], Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens), encoder);
             Interlocked.Increment(ref s_liveSequences);
         }
 

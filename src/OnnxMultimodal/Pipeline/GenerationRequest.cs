@@ -8,13 +8,15 @@ public abstract record Part
     public static Part Text(string text) => new TextPart(text);
     public static Part Image(string path) => new ImagePart(path, null);
     public static Part Image(byte[] encoded) => new ImagePart(null, encoded);
-    public static Part Audio(string path) => new AudioPart(path);
+    public static Part Audio(string path) => new AudioPart(path, null);
+    public static Part Audio(byte[] wav) => new AudioPart(null, wav);
 }
 
 public sealed record TextPart(string Value) : Part;
 /// <summary>An image file (PNG, JPEG, GIF, BMP, TGA, TIFF, WebP) by path or as encoded bytes.</summary>
 public sealed record ImagePart(string? Path, byte[]? Encoded) : Part;
-public sealed record AudioPart(string Path) : Part;
+/// <summary>A WAV recording (PCM 8/16/24/32-bit or float, any rate and channel count) by path or as bytes.</summary>
+public sealed record AudioPart(string? Path, byte[]? Wav) : Part;
 
 /// <summary>What to generate from. Immutable.</summary>
 public sealed record GenerationRequest(IReadOnlyList<Part> Parts)
@@ -31,6 +33,9 @@ public sealed record GenerationRequest(IReadOnlyList<Part> Parts)
 
     /// <summary>Classifier-free guidance scale for image output; null takes the model's default.</summary>
     public float? GuidanceScale { get; init; }
+
+    /// <summary>Target language code for speech->text (e.g. "spa", "fra"); null: the first the model lists.</summary>
+    public string? TargetLanguage { get; init; }
 }
 
 public enum OutputModality

@@ -19,6 +19,7 @@ public sealed record ModelManifest
     [JsonPropertyName("guidance")] public GuidanceManifest? Guidance { get; init; }
     [JsonPropertyName("image_encoder")] public ComponentIo? ImageEncoder { get; init; }
     [JsonPropertyName("image_decoder")] public ComponentIo? ImageDecoder { get; init; }
+    [JsonPropertyName("speech_encoder")] public SpeechEncoderManifest? SpeechEncoder { get; init; }
 
     internal static readonly JsonSerializerOptions Json = new() { ReadCommentHandling = JsonCommentHandling.Skip };
 }
@@ -35,6 +36,8 @@ public sealed record DecoderManifest
     [JsonPropertyName("context_length")] public int ContextLength { get; init; }
     /// <summary>"concat": present = past ++ new (grows per step); "shared": one max-length buffer, updated in place.</summary>
     [JsonPropertyName("kv_cache")] public string KvCache { get; init; } = "concat";
+    /// <summary>Added to a token's index to get its position id (NLLB-style sinusoidal tables start after the padding row).</summary>
+    [JsonPropertyName("position_offset")] public int PositionOffset { get; init; }
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
 
@@ -44,6 +47,10 @@ public sealed record DecoderManifest
     public string PastValue(int layer) => InputName("past_value").Replace("%d", layer.ToString());
     public string PresentKey(int layer) => OutputName("present_key").Replace("%d", layer.ToString());
     public string PresentValue(int layer) => OutputName("present_value").Replace("%d", layer.ToString());
+    /// <summary>Encoder-decoder graphs take per-layer cross-attention K/V and an encoder mask.</summary>
+    public bool HasCrossAttention => Inputs.ContainsKey("cross_key");
+    public string CrossKey(int layer) => InputName("cross_key").Replace("%d", layer.ToString());
+    public string CrossValue(int layer) => InputName("cross_value").Replace("%d", layer.ToString());
 }
 
 /// <summary>Special token ids.</summary>
@@ -53,6 +60,10 @@ public sealed record TokenManifest
     [JsonPropertyName("eos")] public int[] Eos { get; init; } = [];
     [JsonPropertyName("pad")] public int? Pad { get; init; }
     [JsonPropertyName("add_bos")] public bool AddBos { get; init; } = true;
+    /// <summary>First decoder token of encoder-decoder models.</summary>
+    [JsonPropertyName("decoder_start")] public int? DecoderStart { get; init; }
+    /// <summary>Target-language tokens by language code (e.g. "spa").</summary>
+    [JsonPropertyName("languages")] public Dictionary<string, int>? Languages { get; init; }
 }
 
 /// <summary>Image geometry and the image-token vocabulary (families with a VQ image tokenizer).</summary>
@@ -81,4 +92,12 @@ public sealed record ComponentIo
 {
     [JsonPropertyName("input")] public string Input { get; init; } = "";
     [JsonPropertyName("output")] public string Output { get; init; } = "";
+}
+
+/// <summary>I/O of the speech encoder graph.</summary>
+public sealed record SpeechEncoderManifest
+{
+    [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
+    [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
+    [JsonPropertyName("feature_dim")] public int FeatureDim { get; init; } = 160;
 }

@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Runtime;
+using OnnxMultimodal.Speech;
 using OnnxMultimodal.Text;
 using OnnxMultimodal.Vision;
 
@@ -24,6 +25,8 @@ public sealed record PipelineOptions
     public ExecutionOptions Execution { get; init; } = ExecutionOptions.Cpu;
     /// <summary>Limits for decoding input images.</summary>
     public ImageLoaderOptions Images { get; init; } = new();
+    /// <summary>Limits for reading input audio.</summary>
+    public AudioOptions Audio { get; init; } = new();
 }
 
 /// <summary>
@@ -40,10 +43,13 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     public ImageTokenizer? ImageTokenizer { get; }
     public ImageDetokenizer? ImageDetokenizer { get; }
     public ImageVocabulary? ImageVocabulary { get; }
+    public SpeechEncoder? SpeechEncoder { get; }
 
     private MultimodalPipeline(PipelineOptions options, ModelPackage package, TextTokenizer tokenizer, IDecodeEngine engine,
-                               ImageTokenizer? imageTokenizer, ImageDetokenizer? imageDetokenizer, ImageVocabulary? vocabulary)
+                               ImageTokenizer? imageTokenizer, ImageDetokenizer? imageDetokenizer, ImageVocabulary? vocabulary,
+                               SpeechEncoder? speechEncoder)
     {
+        SpeechEncoder = speechEncoder;
         _options = options;
         Package = package;
         Tokenizer = tokenizer;
@@ -89,8 +95,15 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     cancellationToken.ThrowIfCancellationRequested();
                     if (package.Has("image_decoder")) owned.Add(imageDetokenizer = ImageDetokenizer.Create(package, options.Execution));
                 }
+                SpeechEncoder? speechEncoder = null;
+                if (package.Has("speech_encoder"))
+                {
+                    if (engine is not OrtDecodeEngine)
+                        throw new ModelPackageException(package.ManifestPath, "speech->text decodes against encoder states, which only the 'ort' engine does");
+                    owned.Add(speechEncoder = SpeechEncoder.Create(package, options.Execution));
+                }
                 progress?.Report(1f);
-                return new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary);
+                return new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary, speechEncoder);
             }
             catch
             {
@@ -106,6 +119,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     public IReadOnlyList<int> EncodePrompt(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        if (SpeechEncoder is not null) return SpeechDecoderPrompt(request);
         var ids = new List<int>();
         if (Package.Manifest.Tokens is { AddBos: true, Bos: int bos }) ids.Add(bos);
         for (int i = 0; i < request.Parts.Count; i++)
@@ -127,6 +141,33 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             }
         }
         return ids;
+    }
+
+    /// <summary>Encoder-decoder prompt: decoder start token, then the target-language token.</summary>
+    private List<int> SpeechDecoderPrompt(GenerationRequest request)
+    {
+        var tokens = Package.Manifest.Tokens;
+        var languages = tokens.Languages ?? [];
+        string lang = request.TargetLanguage ?? languages.Keys.FirstOrDefault() ?? "";
+        if (!languages.TryGetValue(lang, out int langId))
+            throw new InvalidInputException("TargetLanguage", $"'{lang}' is not one of this model's languages ({string.Join(", ", languages.Keys)})");
+        return [tokens.DecoderStart ?? tokens.Eos.FirstOrDefault(), langId];
+    }
+
+    /// <summary>Reads the request's single audio part and runs the speech encoder on it.</summary>
+    private EncoderStates EncodeAudio(GenerationRequest request, CancellationToken ct)
+    {
+        var audio = request.Parts.OfType<AudioPart>().ToList();
+        if (audio.Count != 1 || request.Parts.Count != 1)
+            throw new InvalidInputException("parts", $"model family '{Package.Manifest.Family}' transcribes exactly one audio part (got {request.Parts.Count} parts, {audio.Count} audio)");
+        var part = audio[0];
+        var wave = part.Path is { } path
+            ? WaveReader.Read(path, Fbank.SampleRate, _options.Audio, "parts[0]")
+            : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, _options.Audio, "parts[0]");
+        var fbank = Fbank.Default.Compute(wave.Samples);
+        var features = Fbank.NormaliseAndStack(fbank, Fbank.FrameCount(wave.Samples.Length));
+        ct.ThrowIfCancellationRequested();
+        return SpeechEncoder!.Encode(features, cancellationToken: ct);
     }
 
     private List<int> ImageTokens(ImagePart part, string input)
@@ -194,7 +235,10 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         if (prompt.Count >= Engine.ContextLength) throw new PromptTooLongException(prompt.Count, Engine.ContextLength);
         // Like transformers' Chameleon, text output never picks image tokens.
         IReadOnlyList<ILogitsProcessor>? processors = ImageVocabulary is { } v ? [new SuppressTokensProcessor(v.ImageTokenIds)] : null;
-        using var seq = Engine.Start(prompt, request.Sampling, processors, ct);
+        using var encoder = SpeechEncoder is null ? null : EncodeAudio(request, ct);
+        using var seq = encoder is null
+            ? Engine.Start(prompt, request.Sampling, processors, ct)
+            : ((OrtDecodeEngine)Engine).StartWithEncoder(encoder, prompt, request.Sampling, processors, ct);
         var prefill = clock.Elapsed;
         var decoder = Tokenizer.CreateStreamingDecoder();
         var tokenMs = new List<double>();
@@ -289,6 +333,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         Engine.Dispose();
         ImageTokenizer?.Dispose();
         ImageDetokenizer?.Dispose();
+        SpeechEncoder?.Dispose();
     }
 
     public ValueTask DisposeAsync()

@@ -1,0 +1,227 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+using OnnxMultimodal.Speech;
+
+namespace OnnxMultimodal.Tests;
+
+public sealed record AudioCase
+{
+    [JsonPropertyName("name")] public string Name { get; init; } = "";
+    [JsonPropertyName("file")] public string File { get; init; } = "";
+    [JsonPropertyName("source_rate")] public int SourceRate { get; init; }
+    [JsonPropertyName("channels")] public int Channels { get; init; }
+    [JsonPropertyName("samples_file")] public string SamplesFile { get; init; } = "";
+    [JsonPropertyName("fbank_file")] public string FbankFile { get; init; } = "";
+    [JsonPropertyName("fbank_shape")] public int[] FbankShape { get; init; } = [];
+    [JsonPropertyName("features_file")] public string FeaturesFile { get; init; } = "";
+    [JsonPropertyName("encoder_file")] public string EncoderFile { get; init; } = "";
+    [JsonPropertyName("encoder_shape")] public int[] EncoderShape { get; init; } = [];
+    public override string ToString() => Name;
+}
+
+public sealed record TranscriptCase
+{
+    [JsonPropertyName("audio")] public string Audio { get; init; } = "";
+    [JsonPropertyName("lang")] public string Lang { get; init; } = "";
+    [JsonPropertyName("mode")] public string Mode { get; init; } = "";
+    [JsonPropertyName("ids")] public int[] Ids { get; init; } = [];
+    [JsonPropertyName("tokens")] public int[] Tokens { get; init; } = [];
+    [JsonPropertyName("first_logits_file")] public string FirstLogitsFile { get; init; } = "";
+    [JsonPropertyName("sampling")] public JsonElement? Sampling { get; init; }
+    public override string ToString() => $"{Audio} {Lang} {Mode}";
+}
+
+/// <summary>Seamless speech->text against torchaudio and PyTorch references of the tiny model.</summary>
+public class SpeechTests
+{
+    private static readonly string ModelDir = TestData.Model("tiny-seamless");
+    private static readonly string RefDir = Path.Combine(ModelDir, "reference");
+    private static readonly JsonDocument Doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(RefDir, "reference.json")));
+    private static readonly List<AudioCase> AudioCases = Doc.RootElement.GetProperty("audio").Deserialize<List<AudioCase>>()!;
+    private static readonly List<TranscriptCase> Transcripts = Doc.RootElement.GetProperty("transcripts").Deserialize<List<TranscriptCase>>()!;
+    private MultimodalPipeline _pipeline = null!;
+
+    [OneTimeSetUp]
+    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(ModelDir);
+
+    [OneTimeTearDown]
+    public void Unload() => _pipeline.Dispose();
+
+    private static IEnumerable<AudioCase> Audio() => AudioCases;
+    private static IEnumerable<AudioCase> Audio16k() => AudioCases.Where(a => a.SourceRate == 16000);
+    private static IEnumerable<TranscriptCase> AllTranscripts() => Transcripts;
+    private static float[] Ref(string file) => TestData.ReadFloats(Path.Combine(RefDir, file));
+
+    private static double MaxAbs(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        Assert.That(a.Length, Is.EqualTo(b.Length), "lengths");
+        double m = 0;
+        for (int i = 0; i < a.Length; i++) m = Math.Max(m, Math.Abs(a[i] - b[i]));
+        return m;
+    }
+
+    [TestCaseSource(nameof(Audio))]
+    public void Wave_reader_matches_the_reference_samples(AudioCase a)
+    {
+        var wave = WaveReader.Read(Path.Combine(RefDir, a.File), 16000, new AudioOptions());
+        Assert.That((wave.SourceRate, wave.SourceChannels), Is.EqualTo((a.SourceRate, a.Channels)));
+        // 16 kHz files: the same arithmetic, exact. 44.1 kHz stereo: the same windowed-sinc filter as
+        // torchaudio, float32 accumulation order differs.
+        double tolerance = a.SourceRate == 16000 ? 0 : 1e-5;
+        Assert.That(MaxAbs(wave.Samples, Ref(a.SamplesFile)), Is.LessThanOrEqualTo(tolerance));
+    }
+
+    [TestCaseSource(nameof(Audio))]
+    public void Fbank_matches_torchaudio_within_1e3(AudioCase a)
+    {
+        var fbank = Fbank.Default.Compute(Ref(a.SamplesFile));
+        Assert.That(fbank.Length, Is.EqualTo(a.FbankShape[0] * a.FbankShape[1]));
+        double err = MaxAbs(fbank, Ref(a.FbankFile));
+        TestContext.Out.WriteLine($"{a.Name}: max |fbank - torchaudio| = {err:E2}");
+        Assert.That(err, Is.LessThan(1e-3));
+    }
+
+    [TestCaseSource(nameof(Audio))]
+    public void Normalised_stacked_features_match_within_1e3(AudioCase a)
+    {
+        var wave = WaveReader.Read(Path.Combine(RefDir, a.File), 16000, new AudioOptions());
+        var features = Fbank.NormaliseAndStack(Fbank.Default.Compute(wave.Samples), Fbank.FrameCount(wave.Samples.Length));
+        Assert.That(MaxAbs(features, Ref(a.FeaturesFile)), Is.LessThan(1e-3));
+    }
+
+    [TestCaseSource(nameof(Audio))]
+    public void Encoder_states_match_pytorch_within_1e4_relative(AudioCase a)
+    {
+        using var states = _pipeline.SpeechEncoder!.Encode(Ref(a.FeaturesFile));
+        var expected = Ref(a.EncoderFile);
+        Assert.That((states.Length, states.Width), Is.EqualTo((a.EncoderShape[0], a.EncoderShape[1])));
+        double maxRef = expected.Max(Math.Abs);
+        Assert.That(MaxAbs(states.States, expected) / maxRef, Is.LessThan(1e-4));
+    }
+
+    [TestCaseSource(nameof(AllTranscripts))]
+    public void Transcript_tokens_and_first_logits_match_pytorch(TranscriptCase t)
+    {
+        var audio = AudioCases.Single(a => a.Name == t.Audio);
+        using var encoder = _pipeline.SpeechEncoder!.Encode(Ref(audio.FeaturesFile));
+        var sampling = t.Mode == "greedy"
+            ? new SamplingOptions { MaxNewTokens = t.Tokens.Length, IgnoreStopTokens = true }
+            : new SamplingOptions
+            {
+                Temperature = t.Sampling!.Value.GetProperty("temperature").GetSingle(), TopK = t.Sampling.Value.GetProperty("top_k").GetInt32(),
+                TopP = t.Sampling.Value.GetProperty("top_p").GetSingle(), RepetitionPenalty = t.Sampling.Value.GetProperty("repetition_penalty").GetSingle(),
+                Seed = t.Sampling.Value.GetProperty("seed").GetUInt64(), MaxNewTokens = t.Tokens.Length, IgnoreStopTokens = true,
+            };
+        var ort = (OrtDecodeEngine)_pipeline.Engine;
+        using var seq = ort.StartWithEncoder(encoder, t.Ids, sampling);
+        var first = Ref(t.FirstLogitsFile);
+        Assert.That(MaxAbs(seq.PrefillLogits, first) / first.Max(Math.Abs), Is.LessThan(1e-4), "first-step logits");
+        while (!seq.IsDone) seq.GenerateNextToken();
+        Assert.That(seq.Tokens.Skip(t.Ids.Length), Is.EqualTo(t.Tokens));
+    }
+
+    [Test]
+    public async Task Transcribe_end_to_end_from_a_wav_file()
+    {
+        var t = Transcripts.First(x => x.Audio == "robot_16k" && x.Mode == "sampled");
+        var s = t.Sampling!.Value;
+        var request = new GenerationRequest([Part.Audio(Path.Combine(RefDir, "robot_16k.wav"))])
+        {
+            TargetLanguage = t.Lang,
+            Sampling = new SamplingOptions { Temperature = s.GetProperty("temperature").GetSingle(), TopP = s.GetProperty("top_p").GetSingle(),
+                RepetitionPenalty = s.GetProperty("repetition_penalty").GetSingle(), Seed = s.GetProperty("seed").GetUInt64(),
+                MaxNewTokens = t.Tokens.Length, IgnoreStopTokens = true },
+        };
+        var (_, stats) = await _pipeline.GenerateTextAsync(request);
+        Assert.That(stats.Tokens, Is.EqualTo(t.Tokens), "reader, fbank, encoder and decoder from C# end to end");
+    }
+
+    [Test]
+    public void Unknown_target_language_is_named()
+    {
+        var request = new GenerationRequest([Part.Audio(Path.Combine(RefDir, "sky_16k.wav"))]) { TargetLanguage = "klingon" };
+        var e = Assert.ThrowsAsync<InvalidInputException>(async () => await _pipeline.GenerateTextAsync(request))!;
+        Assert.That(e.Message, Does.Contain("klingon").And.Contain("spa"));
+    }
+}
+
+/// <summary>Bad and unusual WAV files.</summary>
+public class WaveReaderTests
+{
+    private static byte[] Wav(int format, int channels, int rate, int bits, byte[] data, int? claimedDataSize = null)
+    {
+        var ms = new MemoryStream();
+        var w = new BinaryWriter(ms);
+        w.Write("RIFF"u8); w.Write(36 + data.Length); w.Write("WAVE"u8);
+        w.Write("fmt "u8); w.Write(16); w.Write((short)format); w.Write((short)channels); w.Write(rate);
+        w.Write(rate * channels * bits / 8); w.Write((short)(channels * bits / 8)); w.Write((short)bits);
+        w.Write("data"u8); w.Write(claimedDataSize ?? data.Length); w.Write(data);
+        return ms.ToArray();
+    }
+
+    private static InvalidInputException Refused(byte[] bytes) =>
+        Assert.Throws<InvalidInputException>(() => WaveReader.Read(new MemoryStream(bytes), 16000, new AudioOptions()))!;
+
+    [Test]
+    public void Truncated_header() => Assert.That(Refused("RIFF\x10\0\0\0WA"u8.ToArray()).Message, Does.Contain("truncated"));
+
+    [Test]
+    public void Not_a_wav() => Assert.That(Refused("hello, this is text and not audio"u8.ToArray()).Message, Does.Contain("RIFF"));
+
+    [Test]
+    public void Data_chunk_longer_than_the_file() =>
+        Assert.That(Refused(Wav(1, 1, 16000, 16, new byte[2000], claimedDataSize: 200000)).Message, Does.Contain("truncated"));
+
+    [Test]
+    public void A_law_is_refused_by_name() => Assert.That(Refused(Wav(6, 1, 8000, 8, new byte[800])).Message, Does.Contain("A-law"));
+
+    [Test]
+    public void Zero_samples() => Assert.That(Refused(Wav(1, 1, 16000, 16, [])).Message, Does.Contain("no samples"));
+
+    [Test]
+    public void Eight_bit_pcm_is_read()
+    {
+        var wave = WaveReader.Read(new MemoryStream(Wav(1, 1, 16000, 8, [128, 255, 0, 192])), 16000, new AudioOptions());
+        Assert.That(wave.Samples, Is.EqualTo(new[] { 0f, 127 / 128f, -1f, 0.5f }));
+    }
+
+    [Test]
+    public void Twenty_four_bit_stereo_is_downmixed()
+    {
+        byte[] frame = [0x00, 0x00, 0x40, 0x00, 0x00, 0xC0];   // left +0.5, right -0.5
+        var wave = WaveReader.Read(new MemoryStream(Wav(1, 2, 16000, 24, frame)), 16000, new AudioOptions());
+        Assert.That(wave.Samples, Is.EqualTo(new[] { 0f }));
+    }
+
+    [Test]
+    public void Ten_minute_file_is_refused_from_its_header_with_the_limit()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"omm-10min-{Guid.NewGuid():N}.wav");
+        File.WriteAllBytes(path, Wav(1, 1, 16000, 16, new byte[10 * 60 * 16000 * 2]));
+        try
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var e = Assert.Throws<InvalidInputException>(() => WaveReader.Read(path, 16000, new AudioOptions()))!;
+            Assert.That(e.Message, Does.Contain("600.0 s").And.Contain("limit"));
+            Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.LessThan(1 << 20), "refused before reading samples");
+            var longer = WaveReader.Read(path, 16000, new AudioOptions { MaxSeconds = 700 });
+            Assert.That(longer.Samples, Has.Length.EqualTo(10 * 60 * 16000), "with a raised limit it reads, streaming in blocks");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Test]
+    public void Resampler_keeps_a_tone_and_removes_what_is_above_nyquist()
+    {
+        var tone = Enumerable.Range(0, 44100).Select(i => (float)Math.Sin(2 * Math.PI * 1000 * i / 44100)).ToArray();
+        var alias = Enumerable.Range(0, 44100).Select(i => (float)Math.Sin(2 * Math.PI * 12000 * i / 44100)).ToArray();
+        static double Rms(float[] x) => Math.Sqrt(x.Skip(1000).Take(x.Length - 2000).Average(v => (double)v * v));
+        Assert.That(Rms(Resampler.Resample(tone, 44100, 16000)), Is.EqualTo(Math.Sqrt(0.5)).Within(0.01), "1 kHz passes");
+        Assert.That(Rms(Resampler.Resample(alias, 44100, 16000)), Is.LessThan(0.01), "12 kHz is above the new Nyquist: filtered, not aliased");
+    }
+}
