@@ -7,6 +7,7 @@ root.Subcommands.Add(ChatCommand.Create());
 root.Subcommands.Add(VisionCommands.Caption());
 root.Subcommands.Add(VisionCommands.Ask());
 root.Subcommands.Add(VisionCommands.Imagine());
+root.Subcommands.Add(TranscribeCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 return await root.Parse(args).InvokeAsync();

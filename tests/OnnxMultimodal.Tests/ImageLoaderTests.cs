@@ -103,6 +103,16 @@ public class ImageLoaderTests
     }
 
     [Test]
+    public void Cmyk_jpeg_is_converted_to_rgb()
+    {
+        // Fixtures/cmyk.jpg: Pillow, CMYK (0, 255, 255, 0) = red, 48x40. ImageSharp decodes CMYK/YCCK JPEG.
+        string path = Path.Combine(TestData.RepoRoot, "tests", "OnnxMultimodal.Tests", "Fixtures", "cmyk.jpg");
+        var px = ImageLoader.LoadPixels(path, Options);
+        Assert.That(px[0], Is.GreaterThan(0.5f), "red");
+        Assert.That(px[64 * 64], Is.LessThan(-0.5f), "no green");
+    }
+
+    [Test]
     public void Transparent_pixels_become_white()
     {
         using var img = new Image<Rgba32>(8, 8, new Rgba32(0, 0, 0, 0));
