@@ -12,7 +12,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("llama", help="Llama-style text decoder")
     p.add_argument("--preset", default="tiny", help="tiny | 1b | 7b (synthetic weights)")
     p.add_argument("--checkpoint", help="a local transformers checkpoint folder (real weights)")
-    p.add_argument("--precision", default="fp32", choices=["fp32"], help="weight precision of the graph")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int4"], help="weight precision of the graph")
+    p.add_argument("--graph", default="reference", choices=["reference", "fused"],
+                   help="reference: standard ops, concatenating cache; fused: GroupQueryAttention, shared max-length cache, MatMulNBits")
+    p.add_argument("--block-size", type=int, default=32, help="int4 quantization block (32 or 128)")
+    p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy_level (0..4)")
+    p.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"], help="activation type of int4 graphs (fp16 for CUDA)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic initialisation")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--no-reference", action="store_true", help="skip PyTorch reference outputs")
@@ -53,6 +58,9 @@ def main(argv=None) -> int:
         elif args.family == "chameleon":
             from .families.chameleon import check_with_onnxruntime as check_images
             print(json.dumps(check_images(args.out), indent=1))
+        elif getattr(args, "graph", "reference") == "fused":
+            from .reference import check_fused_with_onnxruntime
+            print(json.dumps(check_fused_with_onnxruntime(args.out), indent=1))
         else:
             print(json.dumps(check_with_onnxruntime(args.out), indent=1))
     return 0

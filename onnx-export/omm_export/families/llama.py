@@ -127,8 +127,16 @@ def _first(x):
     return x[0] if isinstance(x, (list, tuple)) else x
 
 
+FUSED_IO = {
+    "inputs": {"input_ids": "input_ids", "seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
+               "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
+    "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
+}
+
+
 def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec, provenance: dict,
-                  precision: str = "fp32", extra: dict | None = None, components: dict | None = None) -> None:
+                  precision: str = "fp32", extra: dict | None = None, components: dict | None = None,
+                  fused: dict | None = None) -> None:
     cfg = model.config
     bos, eos, pad = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
     eos_list = eos if isinstance(eos, list) else [eos]
@@ -177,8 +185,16 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
     }
     if extra:
         manifest.update(extra)
-    with open(os.path.join(out_dir, "genai_config.json"), "w") as f:
-        json.dump(genai, f, indent=2)
+    if fused:
+        # GroupQueryAttention graph: one max-length KV buffer per layer, past and present bound together.
+        manifest["decoder"].update(kv_cache="shared", kv_dtype="float16" if fused["act_fp16"] else "float32",
+                                   inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
+        manifest["quantization"] = fused.get("quantization")
+        if os.path.exists(os.path.join(out_dir, "genai_config.json")):
+            os.remove(os.path.join(out_dir, "genai_config.json"))
+    else:
+        with open(os.path.join(out_dir, "genai_config.json"), "w") as f:
+            json.dump(genai, f, indent=2)
     with open(os.path.join(out_dir, "multimodal.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     tokenizer.save_pretrained(out_dir)
@@ -193,9 +209,21 @@ def export(args) -> None:
     os.makedirs(out, exist_ok=True)
     model, tokenizer, provenance = load_model(args, out)
     spec = spec_from_config(model.config)
-    onnx_model = build_decoder(spec, weights_from_model(model))
+    fused = None
+    if args.graph == "fused":
+        from ..fused_graph import FusedOptions, build_fused_decoder
+        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+                           int4_activation=args.int4_activation)
+        onnx_model = build_fused_decoder(spec, weights_from_model(model), opt)
+        fused = {"act_fp16": opt.act_dtype == np.float16,
+                 "quantization": {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
+                                  "accuracy_level": opt.accuracy_level} if args.precision == "int4" else None}
+    else:
+        if args.precision != "fp32":
+            raise SystemExit("--precision fp16/int4 needs --graph fused")
+        onnx_model = build_decoder(spec, weights_from_model(model))
     save_model(onnx_model, os.path.join(out, "decoder.onnx"))
-    write_package(out, "llama", model, tokenizer, spec, provenance)
+    write_package(out, "llama", model, tokenizer, spec, provenance, precision=args.precision, fused=fused)
     if not args.no_reference:
         write_text_references(out, model, tokenizer, REFERENCE_PROMPTS, TOKENIZER_PROBES, GREEDY_STEPS, SAMPLING)
     if os.path.isdir(os.path.join(out, ".hf")):

@@ -1,0 +1,135 @@
+"""Writes the fast decoder graph: ONNX Runtime contrib ops, a KV cache that is one max-length buffer
+per layer (past and present bound to the same memory), fp32 / fp16 / int4 weights.
+
+  inputs : input_ids [B,S] int64, seqlens_k [B] int32 (tokens so far - 1), total_sequence_length []
+           int32, past_key_values.{i}.key/value [B,kvH,max,hd]
+  outputs: logits [B,S,V] float32, present.{i}.key/value [B,kvH,max,hd] (the same buffers)
+Per layer: SkipSimplifiedLayerNormalization (residual add fused), one packed QKV projection (or q,k,v
+with Chameleon's qk-norm), GroupQueryAttention with rotary fused, o projection, fused gate|up
+projection and SiLU, down projection. int4 uses MatMulNBits (symmetric, zero point 8).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from .decoder_graph import DecoderSpec, DecoderWeights, rope_cache
+from .onnx_utils import MS_DOMAIN, GraphBuilder
+
+
+@dataclass(frozen=True)
+class FusedOptions:
+    precision: str = "fp32"        # fp32 | fp16 | int4
+    block_size: int = 32           # int4 quantization block along K (power of 2, >= 16)
+    accuracy_level: int = 4        # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
+    int4_activation: str = "fp32"  # activations of the int4 graph: fp32 (CPU) or fp16 (CUDA)
+
+    @property
+    def act_dtype(self):
+        return np.float16 if self.precision == "fp16" or (self.precision == "int4" and self.int4_activation == "fp16") else np.float32
+
+    @property
+    def act_type(self):
+        return TensorProto.FLOAT16 if self.act_dtype == np.float16 else TensorProto.FLOAT
+
+
+def quantize_int4(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """[K, N] weights -> MatMulNBits B uint8 [N, k_blocks, block/2] and scales [N, k_blocks].
+    Symmetric: q = clip(round(w / s), -8, 7) + 8 with s = absmax / 7 per block; dequant (q - 8) * s."""
+    k, n = w_in_out.shape
+    blocks = -(-k // block)
+    w = np.zeros((n, blocks * block), np.float32)
+    w[:, :k] = w_in_out.T
+    w = w.reshape(n, blocks, block)
+    scale = np.abs(w).max(axis=2) / 7.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(w / scale[..., None]), -8, 7).astype(np.int32) + 8          # [N, blocks, block] in 0..15
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)                  # low nibble first
+    return packed, scale.astype(np.float32)
+
+
+def dequantize_int4(packed: np.ndarray, scale: np.ndarray, k: int) -> np.ndarray:
+    lo, hi = packed & 0x0F, packed >> 4
+    q = np.stack([lo, hi], axis=-1).reshape(packed.shape[0], packed.shape[1], -1).astype(np.float32) - 8
+    return (q * scale[..., None]).reshape(packed.shape[0], -1)[:, :k].T                # [K, N]
+
+
+class _Writer:
+    def __init__(self, g: GraphBuilder, opt: FusedOptions):
+        self.g, self.opt = g, opt
+
+    def c(self, array, name):
+        return self.g.const(np.asarray(array).astype(self.opt.act_dtype), name)
+
+    def linear(self, x: str, w: np.ndarray, name: str) -> str:
+        """x [.., K] times w [K, N]."""
+        g, opt = self.g, self.opt
+        if opt.precision != "int4":
+            return g.op("MatMul", [x, self.c(w, name)], name)
+        k, n = w.shape
+        packed, scale = quantize_int4(w, opt.block_size)
+        return g.op("MatMulNBits", [x, g.const(packed, f"{name}.qweight"), self.c(scale, f"{name}.scales")], name,
+                    domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=opt.block_size, accuracy_level=opt.accuracy_level)
+
+
+def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder"):
+    g = GraphBuilder(name)
+    wr = _Writer(g, opt)
+    nH, kvH, hd, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_norm_eps
+    t = opt.act_type
+    ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
+    seqlens = g.add_input("seqlens_k", TensorProto.INT32, ["batch"])
+    total = g.add_input("total_sequence_length", TensorProto.INT32, [])
+    pasts = [(g.add_input(f"past_key_values.{i}.key", t, ["batch", kvH, "max_length", hd]),
+              g.add_input(f"past_key_values.{i}.value", t, ["batch", kvH, "max_length", hd])) for i in range(spec.num_layers)]
+    cos_np, sin_np = rope_cache(spec)
+    cos, sin = wr.c(cos_np, "cos_cache"), wr.c(sin_np, "sin_cache")   # [ctx, hd/2]
+    x = g.op("Gather", [wr.c(w.embed, "embed_tokens.weight"), ids], "embeds", axis=0)                    # [B,S,H]
+    residual_in = None
+    for i, L in enumerate(w.layers):
+        p = f"layers.{i}"
+        if residual_in is None:
+            h = g.op("SimplifiedLayerNormalization", [x, wr.c(L.input_norm, f"{p}.input_norm")], f"{p}.input_norm", axis=-1, epsilon=eps)
+        else:
+            h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(L.input_norm, f"{p}.input_norm")],
+                              f"{p}.input_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
+        if spec.qk_norm:
+            q = _head_norm(g, wr, wr.linear(h, L.q, f"{p}.q_proj"), nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
+            k = _head_norm(g, wr, wr.linear(h, L.k, f"{p}.k_proj"), kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
+            v = wr.linear(h, L.v, f"{p}.v_proj")
+            qkv_inputs = [q, k, v]
+        else:
+            qkv_inputs = [wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj"), "", ""]    # packed [B,S,(nH+2kvH)*hd]
+        attn, _, _ = g.op("GroupQueryAttention", qkv_inputs + [pasts[i][0], pasts[i][1], seqlens, total, cos, sin],
+                          f"{p}.attn", n_out=3, domain=MS_DOMAIN, num_heads=nH, kv_num_heads=kvH, do_rotary=1,
+                          rotary_interleaved=0, scale=float(hd ** -0.5))
+        g.nodes[-1].output[1] = f"present.{i}.key"
+        g.nodes[-1].output[2] = f"present.{i}.value"
+        g.add_output(f"present.{i}.key", t, ["batch", kvH, "max_length", hd])
+        g.add_output(f"present.{i}.value", t, ["batch", kvH, "max_length", hd])
+        o = wr.linear(attn, L.o, f"{p}.o_proj")
+        h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [o, x, wr.c(L.post_norm, f"{p}.post_norm")],
+                          f"{p}.post_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
+        gate_up = wr.linear(h, np.concatenate([L.gate, L.up], axis=1), f"{p}.gate_up_proj")                  # [B,S,2F]
+        gate, up = g.op("Split", [gate_up, g.i64([L.gate.shape[1], L.up.shape[1]])], f"{p}.gate_up", n_out=2, axis=-1)
+        act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up], f"{p}.swiglu")
+        residual_in = wr.linear(act, L.down, f"{p}.down_proj")
+    h, _, _, _ = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(w.final_norm, "final_norm")], "final_norm",
+                      n_out=4, domain=MS_DOMAIN, epsilon=eps)
+    logits = wr.linear(h, w.lm_head, "lm_head")
+    if opt.act_dtype == np.float16:
+        logits = g.op("Cast", [logits], "logits_fp32", to=TensorProto.FLOAT)
+    g.op_named("Identity", [logits], ["logits"])
+    g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
+    g.uses_ms_domain = True
+    return g.model("omm_export")
+
+
+def _head_norm(g, wr, x, heads, hd, w, b, eps, name):
+    """Chameleon qk-norm on [B,S,heads*hd]: LayerNorm over hd with per-head affine [heads, hd]."""
+    r = g.op("Reshape", [x, g.i64([0, 0, heads, hd])])
+    n = g.op("LayerNormalization", [r, wr.c(np.ones(hd), f"{name}.ones"), wr.c(np.zeros(hd), f"{name}.zeros")], f"{name}.ln", axis=-1, epsilon=eps)
+    n = g.op("Add", [g.op("Mul", [n, wr.c(w, f"{name}.weight")]), wr.c(b, f"{name}.bias")])
+    return g.op("Reshape", [n, g.i64([0, 0, heads * hd])], name)
