@@ -34,6 +34,10 @@ def _decode(model, ids: list[int], steps: int, choose) -> tuple[np.ndarray, list
     return first, tokens, extra
 
 
+def greedy_tokens(model, tokenizer, text: str, steps: int) -> list[int]:
+    return _decode(model, _prompt_ids(tokenizer, text), steps, _greedy)[1]
+
+
 def _greedy(logits: np.ndarray, _seen) -> tuple[int, float]:
     order = np.argsort(-logits, kind="stable")
     return int(order[0]), float(logits[order[0]] - logits[order[1]])

@@ -203,6 +203,17 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
             os.remove(os.path.join(out_dir, junk))
 
 
+@torch.no_grad()
+def dequantize_model_(model, block: int) -> None:
+    """Replaces every Linear weight the fused int4 graph quantizes by its int4 round trip."""
+    from ..fused_graph import dequantize_int4, quantize_int4
+    linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    for lin in linears:
+        w = lin.weight.detach().float().numpy().T        # [in, out]
+        packed, scale = quantize_int4(w, block)
+        lin.weight.copy_(torch.from_numpy(dequantize_int4(packed, scale, w.shape[0]).T.copy()))
+
+
 def export(args) -> None:
     from ..reference import write_text_references
     out = args.out
@@ -225,7 +236,21 @@ def export(args) -> None:
     save_model(onnx_model, os.path.join(out, "decoder.onnx"))
     write_package(out, "llama", model, tokenizer, spec, provenance, precision=args.precision, fused=fused)
     if not args.no_reference:
-        write_text_references(out, model, tokenizer, REFERENCE_PROMPTS, TOKENIZER_PROBES, GREEDY_STEPS, SAMPLING)
+        fp32_greedy = None
+        if args.precision == "int4":
+            # The references describe the int4 model: PyTorch with every quantized weight replaced by its
+            # dequantized value (the exact values MatMulNBits computes with). Agreement with the fp32
+            # model is a property of the quantization and is recorded beside them.
+            from ..reference import greedy_tokens
+            fp32_greedy = [greedy_tokens(model, tokenizer, t, GREEDY_STEPS) for t in REFERENCE_PROMPTS]
+            dequantize_model_(model, args.block_size)
+        doc = write_text_references(out, model, tokenizer, REFERENCE_PROMPTS, TOKENIZER_PROBES, GREEDY_STEPS, SAMPLING)
+        if fp32_greedy is not None:
+            import json as _json
+            doc["fp32_model_greedy"] = fp32_greedy
+            doc["quantized_reference"] = {"method": "int4 symmetric, dequantized into the PyTorch weights", "block_size": args.block_size}
+            with open(os.path.join(out, "reference", "reference.json"), "w", encoding="utf-8") as f:
+                _json.dump(doc, f, indent=1, ensure_ascii=False)
     if os.path.isdir(os.path.join(out, ".hf")):
         import shutil
         shutil.rmtree(os.path.join(out, ".hf"))
