@@ -23,6 +23,8 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
     private readonly OrtValue[] _outputs;              // logits, present key/value per layer
     private readonly long[] _step;                     // [0..B) input ids, [B..2B) positions; pinned (POH)
+    private readonly int[] _lengths = GC.AllocateArray<int>(2, pinned: true);   // shared cache: [0] seqlens_k, [1] total_sequence_length
+    private readonly OrtValue? _seqlens, _total;       // [1] and [] views of _lengths
     private readonly OrtValue _stepIds, _stepPositions;   // [B,1] views of _step
     private readonly float[] _stepLogits;              // [B * vocab], pinned
     private readonly OrtValue _stepLogitsValue;        // [B,1,vocab]
@@ -67,6 +69,13 @@ internal sealed unsafe class DecodeState : IDisposable
         {
             _mask = (long*)NativeMemory.Alloc((nuint)(Batch * (long)capacity), sizeof(long));
             _maskViews = new OrtValue?[capacity + 1];
+        }
+        if (decoder.SharedCache)
+        {
+            if (Batch != 1) throw new InvalidInputException("prompts", "the shared-cache (GroupQueryAttention) graph decodes one row; use a concat graph for guidance batches");
+            nint lengths = (nint)Unsafe.AsPointer(ref _lengths[0]);
+            _seqlens = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [1], lengths, sizeof(int));
+            _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + sizeof(int), sizeof(int));
         }
         _cache = engine.RentCache(Batch, capacity);
         _cache.Reset();
@@ -123,15 +132,28 @@ internal sealed unsafe class DecodeState : IDisposable
     {
         int past = Length, total = Length + newTokens;
         _inputs[0] = ids;
-        _inputs[1] = Batch == 1 ? _e.Mask(total) : Mask(total);
-        _inputs[2] = positions;
         _outputs[0] = logits;
-        for (int l = 0; l < _d.NumLayers; l++)
+        if (_cache.Shared)
         {
-            for (int kv = 0; kv < 2; kv++)
+            _lengths[0] = total - 1;                     // seqlens_k [1]
+            _lengths[1] = total;                         // total_sequence_length []
+            _inputs[1] = _seqlens!;
+            _inputs[2] = _total!;
+            for (int l = 0; l < _d.NumLayers; l++)
+                for (int kv = 0; kv < 2; kv++)
+                    _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [1, kvH, capacity, hd], appended in place
+        }
+        else
+        {
+            _inputs[1] = Batch == 1 ? _e.Mask(total) : Mask(total);
+            _inputs[2] = positions;
+            for (int l = 0; l < _d.NumLayers; l++)
             {
-                _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [B, kvH, past, hd]
-                _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [B, kvH, total, hd]
+                for (int kv = 0; kv < 2; kv++)
+                {
+                    _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [B, kvH, past, hd]
+                    _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [B, kvH, total, hd]
+                }
             }
         }
         using (ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions))
@@ -147,7 +169,7 @@ internal sealed unsafe class DecodeState : IDisposable
                 throw new InferenceException("decoder.onnx", e.Message, e);
             }
         }
-        _cache.Swap();
+        if (!_cache.Shared) _cache.Swap();
         Length = total;
         ct.ThrowIfCancellationRequested();
     }
@@ -171,6 +193,8 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepIds.Dispose();
         _stepPositions.Dispose();
         _stepLogitsValue.Dispose();
+        _seqlens?.Dispose();
+        _total?.Dispose();
         if (_maskViews is not null)
         {
             foreach (var v in _maskViews) v?.Dispose();

@@ -13,29 +13,34 @@ namespace OnnxMultimodal.Generation;
 /// </summary>
 internal sealed unsafe class KvCache : IDisposable
 {
-    private readonly int _layers, _kvHeads, _headDim;
+    private readonly int _layers, _kvHeads, _headDim, _elementSize;
+    private readonly TensorElementType _type;
     public int Batch { get; }
+    public bool Shared { get; }
     private readonly nint[] _buffers;          // [half * layers * 2 + layer * 2 + kv], each capacity floats * kvHeads * headDim
     private readonly OrtValue?[][] _views;     // per buffer, per length 0..capacity
     private int _pastHalf;
 
     public int Capacity { get; }
 
-    public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity)
+    public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float)
     {
         Batch = batch;
+        Shared = shared;
+        _type = type;
+        _elementSize = type == TensorElementType.Float16 ? 2 : 4;
         _layers = layers;
         _kvHeads = kvHeads;
         _headDim = headDim;
         Capacity = capacity;
-        int count = 2 * layers * 2;
+        int count = (shared ? 1 : 2) * layers * 2;
         _buffers = new nint[count];
         _views = new OrtValue?[count][];
-        nuint bytes = (nuint)((long)batch * kvHeads * capacity * headDim * sizeof(float));
+        nuint bytes = (nuint)((long)batch * kvHeads * capacity * headDim * _elementSize);
         for (int i = 0; i < count; i++)
         {
             _buffers[i] = (nint)NativeMemory.AlignedAlloc(bytes, 64);
-            _views[i] = new OrtValue?[capacity + 1];
+            _views[i] = new OrtValue?[shared ? 1 : capacity + 1];
         }
     }
 
@@ -51,12 +56,20 @@ internal sealed unsafe class KvCache : IDisposable
     /// <summary>After a step: the present just written becomes the past.</summary>
     public void Swap() => _pastHalf = 1 - _pastHalf;
 
+    /// <summary>Shared layout: the whole [batch, kvH, capacity, hd] buffer of a layer's key (0) or value (1).</summary>
+    public OrtValue Whole(int layer, int kv)
+    {
+        int index = layer * 2 + kv;
+        return _views[index][0] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _type,
+            [Batch, _kvHeads, Capacity, _headDim], _buffers[index], (long)Batch * _kvHeads * Capacity * _headDim * _elementSize);
+    }
+
     private OrtValue View(int half, int layer, int kv, int length)
     {
         if ((uint)length > (uint)Capacity) throw new InvalidOperationException($"KV length {length} exceeds the cache capacity {Capacity}");
         int index = (half * _layers + layer) * 2 + kv;
-        return _views[index][length] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float,
-            [Batch, _kvHeads, length, _headDim], _buffers[index], (long)Batch * _kvHeads * length * _headDim * sizeof(float));
+        return _views[index][length] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _type,
+            [Batch, _kvHeads, length, _headDim], _buffers[index], (long)Batch * _kvHeads * length * _headDim * _elementSize);
     }
 
     public void Dispose()

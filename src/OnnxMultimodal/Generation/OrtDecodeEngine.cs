@@ -62,12 +62,12 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     public static OrtDecodeEngine Create(ModelPackage package, ExecutionOptions execution)
     {
         var d = package.Decoder;
-        if (d.KvCache != "concat")
-            throw new ModelPackageException(package.DecoderPath, $"kv_cache '{d.KvCache}' needs the device-resident engine, which this build does not include");
         var (session, provider) = SessionFactory.Create(package.DecoderPath, execution);
         try
         {
-            var inputs = new List<string> { d.InputName("input_ids"), d.InputName("attention_mask"), d.InputName("position_ids") };
+            var inputs = d.SharedCache
+                ? new List<string> { d.InputName("input_ids"), d.InputName("seqlens_k"), d.InputName("total_sequence_length") }
+                : new List<string> { d.InputName("input_ids"), d.InputName("attention_mask"), d.InputName("position_ids") };
             var outputs = new List<string> { d.OutputName("logits") };
             for (int i = 0; i < d.NumLayers; i++)
             {
@@ -152,7 +152,8 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             cache.Dispose();
         }
         Interlocked.Increment(ref _cachesCreated);
-        return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)));
+        return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)),
+                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float);
     }
 
     internal void ReturnCache(KvCache cache)

@@ -38,6 +38,9 @@ public sealed record DecoderManifest
     [JsonPropertyName("kv_cache")] public string KvCache { get; init; } = "concat";
     /// <summary>Added to a token's index to get its position id (NLLB-style sinusoidal tables start after the padding row).</summary>
     [JsonPropertyName("position_offset")] public int PositionOffset { get; init; }
+    /// <summary>Element type of the KV cache: "float32" or "float16".</summary>
+    [JsonPropertyName("kv_dtype")] public string KvDtype { get; init; } = "float32";
+    public bool SharedCache => KvCache == "shared";
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
 
