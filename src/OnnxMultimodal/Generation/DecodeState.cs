@@ -31,6 +31,11 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly long* _mask;                      // B > 1: [B * capacity] rewritten per length
     private readonly OrtValue?[]? _maskViews;          // B > 1: [B, total] views by total
     private float[] _prefillLogits = [];               // [B, S, vocab]
+    // Device-resident decode (CUDA): step inputs and logits live on the device at fixed addresses (so a
+    // captured CUDA graph can replay them); the host writes 12 bytes in and reads the logits back.
+    private readonly OrtValue? _devIds, _devSeqlens, _devLogits;
+    private readonly OrtValue[]? _hostIn, _devIn, _hostOut, _devOut;
+    private readonly RunOptions? _prefillRunOptions;
     private bool _stepped;
 
     public int Batch { get; }
@@ -78,6 +83,22 @@ internal sealed unsafe class DecodeState : IDisposable
             _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + sizeof(int), sizeof(int));
         }
         _cache = engine.RentCache(Batch, capacity);
+        if (engine.Device is { } device)
+        {
+            _devIds = device.Tensor(TensorElementType.Int64, [1, 1]);
+            _devSeqlens = device.Tensor(TensorElementType.Int32, [1]);
+            _devLogits = device.Tensor(TensorElementType.Float, [1, 1, decoder.VocabSize]);
+            _hostIn = [_stepIds, _seqlens!];
+            _devIn = [_devIds, _devSeqlens];
+            _hostOut = [_stepLogitsValue];
+            _devOut = [_devLogits];
+            if (engine.CudaGraph)
+            {
+                _runOptions.AddRunConfigEntry("gpu_graph_id", "1");       // decode steps replay one captured graph
+                _prefillRunOptions = new RunOptions();
+                _prefillRunOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill runs uncaptured
+            }
+        }
         _cache.Reset();
         Prompts = prompts;
     }
@@ -101,7 +122,7 @@ internal sealed unsafe class DecodeState : IDisposable
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
         using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, s, v]);
-        Run(idsValue, posValue, logits, s, ct);
+        Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions);
     }
 
     /// <summary>[vocab] logits for the next token of <paramref name="row"/> (mutable: processors work in place).</summary>
@@ -124,11 +145,20 @@ internal sealed unsafe class DecodeState : IDisposable
             _step[r] = tokens[r];                        // input_ids [B,1]
             _step[Batch + r] = Length - _pads[r] + _d.PositionOffset;   // position_ids [B,1]
         }
-        Run(_stepIds, _stepPositions, _stepLogitsValue, 1, ct);
+        if (_devIds is null)
+        {
+            Run(_stepIds, _stepPositions, _stepLogitsValue, 1, ct, _runOptions);
+        }
+        else
+        {
+            Run(_devIds, _stepPositions, _devLogits!, 1, ct, _runOptions, onDevice: true);
+            OrtEnv.Instance().CopyTensors(_devOut!, _hostOut!, null);     // logits: device -> host
+        }
         _stepped = true;
     }
 
-    private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int newTokens, CancellationToken ct)
+    private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int newTokens, CancellationToken ct, RunOptions runOptions,
+                     bool onDevice = false)
     {
         int past = Length, total = Length + newTokens;
         _inputs[0] = ids;
@@ -136,9 +166,12 @@ internal sealed unsafe class DecodeState : IDisposable
         if (_cache.Shared)
         {
             _lengths[0] = total - 1;                     // seqlens_k [1]
-            _lengths[1] = total;                         // total_sequence_length []
-            _inputs[1] = _seqlens!;
+            // total_sequence_length []: under a captured CUDA graph it stays at the capacity, so every
+            // replay sees the same host value; the kernels take the real length from seqlens_k.
+            _lengths[1] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
+            _inputs[1] = onDevice ? _devSeqlens! : _seqlens!;
             _inputs[2] = _total!;
+            if (onDevice) OrtEnv.Instance().CopyTensors(_hostIn!, _devIn!, null);   // token and seqlens_k: host -> device
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
                     _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [1, kvH, capacity, hd], appended in place
@@ -156,15 +189,15 @@ internal sealed unsafe class DecodeState : IDisposable
                 }
             }
         }
-        using (ct.Register(static o => ((RunOptions)o!).Terminate = true, _runOptions))
+        using (ct.Register(static o => ((RunOptions)o!).Terminate = true, runOptions))
         {
             try
             {
-                _e.Session.Run(_runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+                _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
             }
             catch (OnnxRuntimeException e)
             {
-                _runOptions.Terminate = false;
+                runOptions.Terminate = false;
                 ct.ThrowIfCancellationRequested();
                 throw new InferenceException("decoder.onnx", e.Message, e);
             }
@@ -195,6 +228,10 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepLogitsValue.Dispose();
         _seqlens?.Dispose();
         _total?.Dispose();
+        _devIds?.Dispose();
+        _devSeqlens?.Dispose();
+        _devLogits?.Dispose();
+        _prefillRunOptions?.Dispose();
         if (_maskViews is not null)
         {
             foreach (var v in _maskViews) v?.Dispose();

@@ -5,11 +5,16 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace OnnxMultimodal.Generation;
 
 /// <summary>
-/// A preallocated KV cache for decoder graphs whose present = concat(past, new). Each layer's key
-/// and value own two native buffers of capacity [batch, kvHeads, capacity, headDim]: one holds the past,
-/// the graph writes the present straight into the other, and the two swap roles after each step.
-/// Tensor views over the buffers are created once per length and kept, so a warm cache runs a step
-/// without allocating anything, native or managed. Caches are pooled by the engine across requests.
+/// A preallocated KV cache, pooled by the engine across requests, on the host or on the session's
+/// device. Two layouts:
+/// <list type="bullet">
+/// <item>concat graphs (present = past ++ new): each layer's key and value own two buffers of
+/// [batch, kvHeads, capacity, headDim]; one holds the past, the graph writes the present straight into
+/// the other, and they swap roles after each step. Views are created once per length and kept.</item>
+/// <item>shared graphs (GroupQueryAttention): one buffer per layer key/value, bound as both past and
+/// present; the graph appends in place and <c>seqlens_k</c> says how much of it is valid.</item>
+/// </list>
+/// A warm cache runs a step without allocating anything, native or managed.
 /// </summary>
 internal sealed unsafe class KvCache : IDisposable
 {
@@ -23,8 +28,13 @@ internal sealed unsafe class KvCache : IDisposable
 
     public int Capacity { get; }
 
-    public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float)
+    private readonly Runtime.DeviceMemory? _device;
+    private readonly OrtValue?[] _deviceBuffers;
+
+    public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
+                   Runtime.DeviceMemory? device = null)
     {
+        _device = device;
         Batch = batch;
         Shared = shared;
         _type = type;
@@ -35,11 +45,13 @@ internal sealed unsafe class KvCache : IDisposable
         Capacity = capacity;
         int count = (shared ? 1 : 2) * layers * 2;
         _buffers = new nint[count];
+        _deviceBuffers = new OrtValue?[count];
         _views = new OrtValue?[count][];
         nuint bytes = (nuint)((long)batch * kvHeads * capacity * headDim * _elementSize);
         for (int i = 0; i < count; i++)
         {
-            _buffers[i] = (nint)NativeMemory.AlignedAlloc(bytes, 64);
+            if (device is null) _buffers[i] = (nint)NativeMemory.AlignedAlloc(bytes, 64);
+            else (_deviceBuffers[i], _buffers[i]) = device.Allocate((long)bytes);
             _views[i] = new OrtValue?[shared ? 1 : capacity + 1];
         }
     }
@@ -60,7 +72,7 @@ internal sealed unsafe class KvCache : IDisposable
     public OrtValue Whole(int layer, int kv)
     {
         int index = layer * 2 + kv;
-        return _views[index][0] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _type,
+        return _views[index][0] ??= OrtValue.CreateTensorValueWithData(_device?.Info ?? OrtMemoryInfo.DefaultInstance, _type,
             [Batch, _kvHeads, Capacity, _headDim], _buffers[index], (long)Batch * _kvHeads * Capacity * _headDim * _elementSize);
     }
 
@@ -68,7 +80,7 @@ internal sealed unsafe class KvCache : IDisposable
     {
         if ((uint)length > (uint)Capacity) throw new InvalidOperationException($"KV length {length} exceeds the cache capacity {Capacity}");
         int index = (half * _layers + layer) * 2 + kv;
-        return _views[index][length] ??= OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _type,
+        return _views[index][length] ??= OrtValue.CreateTensorValueWithData(_device?.Info ?? OrtMemoryInfo.DefaultInstance, _type,
             [Batch, _kvHeads, length, _headDim], _buffers[index], (long)Batch * _kvHeads * length * _headDim * _elementSize);
     }
 
@@ -77,7 +89,8 @@ internal sealed unsafe class KvCache : IDisposable
         for (int i = 0; i < _buffers.Length; i++)
         {
             foreach (var v in _views[i]) v?.Dispose();
-            if (_buffers[i] != 0) NativeMemory.AlignedFree((void*)_buffers[i]);
+            if (_deviceBuffers[i] is { } d) d.Dispose();
+            else if (_buffers[i] != 0) NativeMemory.AlignedFree((void*)_buffers[i]);
             _buffers[i] = 0;
         }
     }

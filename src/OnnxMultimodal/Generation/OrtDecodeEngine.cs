@@ -26,6 +26,9 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     private int _cachesCreated;
 
     internal InferenceSession Session { get; }
+    /// <summary>Set when the KV cache and step I/O live on the CUDA device.</summary>
+    internal Runtime.DeviceMemory? Device { get; private set; }
+    internal bool CudaGraph { get; private set; }
     internal string[] InputNames { get; }
     internal string[] OutputNames { get; }
 
@@ -81,7 +84,18 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             }
             ModelPackage.CheckNames(package.DecoderPath, session.InputMetadata.Keys, inputs, "inputs");
             ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, outputs, "outputs");
-            return new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
+            var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
+            if (provider == ExecutionProviderKind.Cuda && d.SharedCache && execution.DeviceResident)
+            {
+                engine.Device = new Runtime.DeviceMemory(session, execution.DeviceId);
+                engine.CudaGraph = execution.CudaGraph;
+            }
+            else if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda)
+            {
+                engine.Dispose();
+                throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
+            }
+            return engine;
         }
         catch
         {
@@ -152,8 +166,10 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             cache.Dispose();
         }
         Interlocked.Increment(ref _cachesCreated);
-        return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, Math.Max(capacity, Math.Min(ContextLength, 256)),
-                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float);
+        // Under a CUDA graph every request must bind the same addresses: one full-context cache.
+        int size = CudaGraph ? ContextLength : Math.Max(capacity, Math.Min(ContextLength, 256));
+        return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, size,
+                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float, Device);
     }
 
     internal void ReturnCache(KvCache cache)
@@ -182,6 +198,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             while (bag.TryTake(out var cache)) cache.Dispose();
         foreach (var v in _maskViews) v?.Dispose();
         unsafe { NativeMemory.Free((void*)_ones); }
+        Device?.Dispose();
         Session.Dispose();
     }
 

@@ -20,6 +20,13 @@ public sealed record ExecutionOptions
     /// <summary>Threads for one operator on CPU; 0 lets ONNX Runtime choose.</summary>
     public int IntraOpThreads { get; init; }
 
+    /// <summary>CUDA: capture the decode step once as a CUDA graph and replay it (fused shared-cache graphs only).</summary>
+    public bool CudaGraph { get; init; }
+
+    /// <summary>CUDA: keep the KV cache and step I/O on the device (IOBinding to device memory). Off = host KV,
+    /// copied by ONNX Runtime every step (the naive baseline).</summary>
+    public bool DeviceResident { get; init; } = true;
+
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
     public string? ProfileDirectory { get; init; }
 

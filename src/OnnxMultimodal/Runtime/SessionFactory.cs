@@ -98,26 +98,43 @@ public static class SessionFactory
                 case ExecutionProviderKind.Cpu:
                     return true;
                 case ExecutionProviderKind.Cuda:
-                    so.AppendExecutionProvider_CUDA(options.DeviceId);
+                    using (var cuda = new OrtCUDAProviderOptions())
+                    {
+                        cuda.UpdateOptions(new Dictionary<string, string>
+                        {
+                            ["device_id"] = options.DeviceId.ToString(),
+                            ["enable_cuda_graph"] = options.CudaGraph ? "1" : "0",
+                            ["cudnn_conv_algo_search"] = "HEURISTIC",
+                        });
+                        so.AppendExecutionProvider_CUDA(cuda);
+                    }
                     return true;
                 case ExecutionProviderKind.TensorRt:
                     so.AppendExecutionProvider_Tensorrt(options.DeviceId);
                     return true;
             }
         }
+        catch (OnnxRuntimeException e) when (e.Message.Contains("not enabled in this build", StringComparison.OrdinalIgnoreCase))
+        {
+            failures.Add($"{kind}: {CpuOnlyBuild}");
+            return false;
+        }
         catch (OnnxRuntimeException e)
         {
-            failures.Add($"{kind}: {e.Message.Trim()} (provider libraries are looked for beside libonnxruntime, then on LD_LIBRARY_PATH / PATH)");
+            failures.Add($"{kind}: {e.Message.Trim()} (provider libraries are looked for beside libonnxruntime, then on LD_LIBRARY_PATH / PATH; " +
+                         "CUDA 13 runtime, cuBLAS and cuDNN 9 must be loadable)");
             return false;
         }
         catch (EntryPointNotFoundException)
         {
-            failures.Add($"{kind}: the loaded ONNX Runtime is a CPU-only build; reference Microsoft.ML.OnnxRuntime.Gpu.Linux " +
-                         "(CUDA 13 and cuDNN 9 libraries on the library path) instead of Microsoft.ML.OnnxRuntime");
+            failures.Add($"{kind}: {CpuOnlyBuild}");
             return false;
         }
         return false;
     }
+
+    private const string CpuOnlyBuild = "the loaded ONNX Runtime is a CPU-only build; reference Microsoft.ML.OnnxRuntime.Gpu.Linux " +
+                                        "(CUDA 13 and cuDNN 9 libraries on the library path) instead of Microsoft.ML.OnnxRuntime";
 
     private static bool IsProviderFailure(OnnxRuntimeException e) =>
         e.Message.Contains("provider", StringComparison.OrdinalIgnoreCase) && e.Message.Contains("CUDA", StringComparison.OrdinalIgnoreCase);
