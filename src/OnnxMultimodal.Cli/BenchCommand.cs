@@ -27,6 +27,10 @@ internal static class BenchCommand
         cmd.Options.Add(CliCommon.Model);
         cmd.Options.Add(CliCommon.Provider);
         cmd.Options.Add(CliCommon.Threads);
+        cmd.Options.Add(CliCommon.CudaGraph);
+        cmd.Options.Add(CliCommon.HostKv);
+        var label = new Option<string?>("--label") { Description = "Name of this configuration in the JSON (e.g. a ladder rung)" };
+        cmd.Options.Add(label);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
@@ -47,6 +51,9 @@ internal static class BenchCommand
                 machine = new { os = RuntimeInformation.OSDescription, cpu_cores = Environment.ProcessorCount, arch = RuntimeInformation.ProcessArchitecture.ToString(), dotnet = Environment.Version.ToString() },
                 model = CliCommon.ModelPath(r),
                 provider = r.GetValue(CliCommon.Provider),
+                label = r.GetValue(label),
+                cuda_graph = r.GetValue(CliCommon.CudaGraph),
+                host_kv = r.GetValue(CliCommon.HostKv),
                 results,
                 ort_over_genai_tokens_per_s = results.Count == 2 ? Math.Round(results[0].TokensPerSecond / results[1].TokensPerSecond, 3) : (double?)null,
             };

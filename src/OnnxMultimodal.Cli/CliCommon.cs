@@ -14,6 +14,8 @@ internal static class CliCommon
     public static readonly Option<string> Engine = new("--engine") { Description = "Decode engine: ort | genai", DefaultValueFactory = _ => "ort" };
     public static readonly Option<string> Provider = new("--provider") { Description = "Execution providers in fallback order, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
     public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads per operator (0 = ONNX Runtime's choice)", DefaultValueFactory = _ => 0 };
+    public static readonly Option<bool> CudaGraph = new("--cuda-graph") { Description = "CUDA: capture the decode step once and replay it (fused graphs)" };
+    public static readonly Option<bool> HostKv = new("--host-kv") { Description = "CUDA: keep the KV cache on the host (the naive baseline)" };
     public static readonly Option<int> MaxTokens = new("--max-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 64 };
     public static readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
     public static readonly Option<float> Temperature = new("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
@@ -24,7 +26,7 @@ internal static class CliCommon
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
             c.Options.Add(o);
     }
 
@@ -40,6 +42,8 @@ internal static class CliCommon
     {
         Providers = ParseProviders(r.GetValue(Provider)!),
         IntraOpThreads = r.GetValue(Threads),
+        CudaGraph = r.GetValue(CudaGraph),
+        DeviceResident = !r.GetValue(HostKv),
     };
 
     public static EngineKind ParseEngine(string s) => s.ToLowerInvariant() switch

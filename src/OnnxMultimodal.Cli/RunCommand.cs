@@ -10,7 +10,8 @@ internal static class RunCommand
     {
         var prompt = new Argument<string>("prompt") { Description = "Text to continue", DefaultValueFactory = _ => "Once upon a time" };
         var stats = new Option<bool>("--stats") { Description = "Print timing statistics after the text" };
-        var cmd = new Command("run", "Generate text from a prompt, streaming it") { prompt, stats };
+        var ids = new Option<bool>("--print-ids") { Description = "Print the prompt and generated token ids (one JSON line on stderr)" };
+        var cmd = new Command("run", "Generate text from a prompt, streaming it") { prompt, stats, ids };
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
@@ -19,6 +20,8 @@ internal static class RunCommand
             await foreach (var update in pipeline.GenerateAsync(request, ct))
             {
                 Console.Write(update.TextDelta);
+                if (update.Stats is { } t && r.GetValue(ids))
+                    Console.Error.WriteLine(System.Text.Json.JsonSerializer.Serialize(new { prompt = pipeline.EncodePrompt(request), tokens = t.Tokens }));
                 if (update.Stats is { } s && r.GetValue(stats))
                     Console.Error.WriteLine($"\n[{s.Engine}] prompt {s.PromptTokens} tok, generated {s.GeneratedTokens} tok, " +
                                             $"ttft {s.TimeToFirstToken.TotalMilliseconds:F2} ms, {s.TokensPerSecond:F1} tok/s, finish {s.FinishReason}");

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One GPU session, as run on the device machine (no .NET there): reassemble the bundle made by
+# tools/bundle.sh, export the GPU model variants with onnx-export, check tokens on CUDA against the
+# references and the CPU, then the decode ladder. Results (JSON + logs) go to OUT_DIR.
+#   tools/gpu_session.sh PARTS_DIR OUT_DIR [ZSTD]
+set -uo pipefail
+parts=$1; out=$2; zstd_bin=${3:-zstd}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=/tmp/omm-gpu; mkdir -p "$work" "$out"
+[ -x "$work/omm/omm" ] || { cat "$parts"/omm.tar.zst.part-* | "$zstd_bin" -d | tar -C "$work" -xf - || exit 1; }
+site=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+OMM=$work/omm/omm
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+"$OMM" info --model "$repo/models/tiny-llama" 2>&1 | tail -9 | tee "$out/info.txt"
+
+# GPU model variants: fp16 and int4 with fp16 activations (GroupQueryAttention on CUDA is fp16/bf16 only).
+cd "$repo/onnx-export"
+m=$work/models; mkdir -p "$m"
+[ -d "$m/tiny-int4" ] || python3 -m omm_export llama --preset tiny --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --out "$m/tiny-int4" > "$out/export.log" 2>&1
+if [ "${OMM_MID:-1}" = 1 ]; then
+  [ -d "$m/1b-fp16" ] || python3 -m omm_export llama --preset 1b --graph fused --precision fp16 --no-reference --out "$m/1b-fp16" >> "$out/export.log" 2>&1
+  [ -d "$m/1b-int4" ] || python3 -m omm_export llama --preset 1b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --no-reference --out "$m/1b-int4" >> "$out/export.log" 2>&1
+fi
+cd "$repo"
+
+# Correctness on CUDA: token ids of each configuration (compared by tools/gpu_compare.py).
+ids() { "$OMM" run "The quick brown fox" --max-tokens 32 --ignore-eos --print-ids "$@" 2>&1 >/dev/null | grep '^{' ; }
+{
+  echo "{\"name\": \"ref-fp32-cpu\", \"ids\": $(ids --model models/tiny-llama --provider cpu)}"
+  echo "{\"name\": \"ref-fp32-cuda\", \"ids\": $(ids --model models/tiny-llama --provider cuda)}"
+  echo "{\"name\": \"fp16-cuda-hostkv\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda --host-kv)}"
+  echo "{\"name\": \"fp16-cuda-device\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda)}"
+  echo "{\"name\": \"fp16-cuda-graph\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda --cuda-graph)}"
+  echo "{\"name\": \"int4-cuda-device\", \"ids\": $(ids --model "$m/tiny-int4" --provider cuda)}"
+  echo "{\"name\": \"int4-cuda-graph\", \"ids\": $(ids --model "$m/tiny-int4" --provider cuda --cuda-graph)}"
+} > "$out/tokens.jsonl" 2> "$out/tokens.err"
+"$OMM" caption --image models/tiny-chameleon/reference/shapes.png --provider cuda --max-tokens 8 > "$out/caption_cuda.txt" 2>&1
+"$OMM" transcribe --audio models/tiny-seamless/reference/robot_16k.wav --provider cuda --max-tokens 8 > "$out/transcribe_cuda.txt" 2>&1
+
+# Decode ladder: ms/token of 200 forced tokens after a 32-token prompt (tiny) / 128-token prompt (1B).
+bench() { name=$1; shift; "$OMM" bench --engine ort --provider cuda --runs 5 --warmup 2 --label "$name" --json "$out/bench-$name.json" "$@" > "$out/bench-$name.log" 2>&1; tail -1 "$out/bench-$name.log" >/dev/null; }
+bench tiny-ref-fp32-plain --model models/tiny-llama --prompt-tokens 32 --new-tokens 200
+bench tiny-fp16-hostkv --model models/tiny-llama-fp16 --host-kv --prompt-tokens 32 --new-tokens 200
+bench tiny-fp16-device --model models/tiny-llama-fp16 --prompt-tokens 32 --new-tokens 200
+bench tiny-fp16-graph --model models/tiny-llama-fp16 --cuda-graph --prompt-tokens 32 --new-tokens 200
+bench tiny-int4-device --model "$m/tiny-int4" --prompt-tokens 32 --new-tokens 200
+bench tiny-int4-graph --model "$m/tiny-int4" --cuda-graph --prompt-tokens 32 --new-tokens 200
+if [ -d "$m/1b-fp16" ]; then
+  bench 1b-fp16-hostkv --model "$m/1b-fp16" --host-kv --prompt-tokens 128 --new-tokens 128
+  bench 1b-fp16-device --model "$m/1b-fp16" --prompt-tokens 128 --new-tokens 256
+  bench 1b-fp16-graph --model "$m/1b-fp16" --cuda-graph --prompt-tokens 128 --new-tokens 256
+  bench 1b-int4-device --model "$m/1b-int4" --prompt-tokens 128 --new-tokens 256
+  bench 1b-int4-graph --model "$m/1b-int4" --cuda-graph --prompt-tokens 128 --new-tokens 256
+fi
+# Device memory across 500 back-to-back generations (graph replay): used MiB before and after.
+nvidia-smi --query-gpu=memory.used --format=csv,noheader > "$out/mem.txt"
+"$OMM" bench --engine ort --provider cuda --cuda-graph --model models/tiny-llama-fp16 --runs 500 --warmup 5 --new-tokens 16 --prompt-tokens 8 > "$out/bench-500.log" 2>&1 &
+sleep 3; nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$out/mem.txt"; wait
+nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$out/mem.txt"
+ls "$out"
