@@ -54,8 +54,7 @@ if [ -d "$m/1b-fp16" ]; then
   bench 1b-int4-graph --model "$m/1b-int4" --cuda-graph --prompt-tokens 128 --new-tokens 256
 fi
 # Device memory across 500 back-to-back generations (graph replay): used MiB before and after.
-nvidia-smi --query-gpu=memory.used --format=csv,noheader > "$out/mem.txt"
 "$OMM" bench --engine ort --provider cuda --cuda-graph --model models/tiny-llama-fp16 --runs 500 --warmup 5 --new-tokens 16 --prompt-tokens 8 > "$out/bench-500.log" 2>&1 &
-sleep 3; nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$out/mem.txt"; wait
-nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$out/mem.txt"
+pid=$!
+while kill -0 $pid 2>/dev/null; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | grep "^$pid" >> "$out/mem.txt"; sleep 0.5; done
 ls "$out"
