@@ -90,5 +90,10 @@ internal static class CliCommon
             Console.Error.WriteLine("cancelled");
             return 130;
         }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"internal error ({e.GetType().Name}): {e.Message}");
+            return 1;
+        }
     }
 }

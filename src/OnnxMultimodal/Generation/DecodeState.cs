@@ -34,7 +34,7 @@ internal sealed unsafe class DecodeState : IDisposable
     // Device-resident decode (CUDA): step inputs and logits live on the device at fixed addresses (so a
     // captured CUDA graph can replay them); the host writes 12 bytes in and reads the logits back.
     private readonly OrtValue? _devIds, _devSeqlens, _devLogits;
-    private readonly OrtValue[]? _hostIn, _devIn, _hostOut, _devOut;
+    private readonly nint _devIdsAddress, _devSeqlensAddress, _devLogitsAddress;
     private readonly RunOptions? _prefillRunOptions;
     private bool _stepped;
 
@@ -88,10 +88,9 @@ internal sealed unsafe class DecodeState : IDisposable
             _devIds = device.Tensor(TensorElementType.Int64, [1, 1]);
             _devSeqlens = device.Tensor(TensorElementType.Int32, [1]);
             _devLogits = device.Tensor(TensorElementType.Float, [1, 1, decoder.VocabSize]);
-            _hostIn = [_stepIds, _seqlens!];
-            _devIn = [_devIds, _devSeqlens];
-            _hostOut = [_stepLogitsValue];
-            _devOut = [_devLogits];
+            _devIdsAddress = Runtime.DeviceMemory.Address(_devIds);
+            _devSeqlensAddress = Runtime.DeviceMemory.Address(_devSeqlens);
+            _devLogitsAddress = Runtime.DeviceMemory.Address(_devLogits);
             if (engine.CudaGraph)
             {
                 _runOptions.AddRunConfigEntry("gpu_graph_id", "1");       // decode steps replay one captured graph
@@ -152,7 +151,7 @@ internal sealed unsafe class DecodeState : IDisposable
         else
         {
             Run(_devIds, _stepPositions, _devLogits!, 1, ct, _runOptions, onDevice: true);
-            OrtEnv.Instance().CopyTensors(_devOut!, _hostOut!, null);     // logits: device -> host
+            Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _stepLogits[0]), _devLogitsAddress, _stepLogits.Length * sizeof(float));   // logits: device -> host
         }
         _stepped = true;
     }
@@ -171,7 +170,11 @@ internal sealed unsafe class DecodeState : IDisposable
             _lengths[1] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
             _inputs[1] = onDevice ? _devSeqlens! : _seqlens!;
             _inputs[2] = _total!;
-            if (onDevice) OrtEnv.Instance().CopyTensors(_hostIn!, _devIn!, null);   // token and seqlens_k: host -> device
+            if (onDevice)   // token and seqlens_k: host -> device, 12 bytes
+            {
+                Runtime.CudaRuntime.ToDevice(_devIdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), sizeof(long));
+                Runtime.CudaRuntime.ToDevice(_devSeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), sizeof(int));
+            }
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
                     _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [1, kvH, capacity, hd], appended in place

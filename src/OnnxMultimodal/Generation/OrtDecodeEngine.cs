@@ -87,6 +87,11 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
             if (provider == ExecutionProviderKind.Cuda && d.SharedCache && execution.DeviceResident)
             {
+                if (!Runtime.CudaRuntime.Available())
+                {
+                    engine.Dispose();
+                    throw new ExecutionProviderException("the device-resident decode loop needs libcudart.so.13 (CUDA 13 runtime) on the library path");
+                }
                 engine.Device = new Runtime.DeviceMemory(session, execution.DeviceId);
                 engine.CudaGraph = execution.CudaGraph;
             }

@@ -1,0 +1,43 @@
+using System.Runtime.InteropServices;
+
+namespace OnnxMultimodal.Runtime;
+
+/// <summary>
+/// The few CUDA runtime calls the device-resident decode loop needs: synchronous copies of the step
+/// inputs to the device and of the logits back. The CUDA execution provider of ONNX Runtime loads the
+/// same libcudart (CUDA 13), so nothing new is required of the machine.
+/// </summary>
+internal static partial class CudaRuntime
+{
+    private const string Library = "libcudart.so.13";
+    private const int HostToDevice = 1, DeviceToHost = 2;
+
+    [LibraryImport(Library, EntryPoint = "cudaMemcpy")]
+    private static partial int Memcpy(nint dst, nint src, nuint count, int kind);
+
+    [LibraryImport(Library, EntryPoint = "cudaGetErrorString")]
+    private static partial nint ErrorString(int error);
+
+    public static void ToDevice(nint device, nint host, long bytes) => Check(Memcpy(device, host, (nuint)bytes, HostToDevice), "host to device");
+
+    public static void ToHost(nint host, nint device, long bytes) => Check(Memcpy(host, device, (nuint)bytes, DeviceToHost), "device to host");
+
+    private static void Check(int status, string what)
+    {
+        if (status != 0)
+            throw new InferenceException("CUDA runtime", $"cudaMemcpy {what} failed: {Marshal.PtrToStringAnsi(ErrorString(status))} ({status})");
+    }
+
+    /// <summary>Whether libcudart can be loaded here (the device-resident loop needs it).</summary>
+    public static bool Available()
+    {
+        try
+        {
+            return NativeLibrary.TryLoad(Library, typeof(CudaRuntime).Assembly, null, out _);
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
+}
