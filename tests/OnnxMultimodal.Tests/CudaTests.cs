@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+using OnnxMultimodal.Runtime;
+
+namespace OnnxMultimodal.Tests;
+
+/// <summary>
+/// The CUDA decode loop. Runs where the CUDA build of ONNX Runtime and a GPU are present (build the
+/// tests with -p:OmmGpu=true; .github/workflows/cuda.yml does it on a GPU runner); elsewhere every
+/// test is skipped with the reason shown.
+/// </summary>
+[Category("Cuda")]
+public class CudaTests
+{
+    private static readonly ExecutionOptions Cuda = new() { Providers = [ExecutionProviderKind.Cuda] };
+
+    [OneTimeSetUp]
+    public void RequireCuda()
+    {
+        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
+        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+    }
+
+    private static int[] Greedy(string model, ExecutionOptions execution, IReadOnlyList<int> prompt, int tokens)
+    {
+        using var engine = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model(model)), execution);
+        using var seq = engine.Start(prompt, new SamplingOptions { MaxNewTokens = tokens, IgnoreStopTokens = true });
+        while (!seq.IsDone) seq.GenerateNextToken();
+        return seq.Tokens.Skip(prompt.Count).ToArray();
+    }
+
+    [TestCase("tiny-llama", 1.0)]        // fp32 reference graph, host KV
+    [TestCase("tiny-llama-fp16", 0.9)]   // fused fp16, device-resident KV
+    public void Reference_tokens_on_cuda(string model, double agreement)
+    {
+        foreach (var p in TestData.LoadTextReference(model).Prompts)
+        {
+            var tokens = Greedy(model, Cuda, p.Ids, p.Greedy.Length);
+            Assert.That(tokens.Zip(p.Greedy).Count(x => x.First == x.Second), Is.GreaterThanOrEqualTo((int)Math.Ceiling(agreement * p.Greedy.Length)), p.ToString());
+        }
+    }
+
+    [Test]
+    public void Cuda_graph_replay_gives_the_same_tokens_as_plain_runs()
+    {
+        var prompt = TestData.LoadTextReference("tiny-llama-fp16").Prompts[0].Ids;
+        var plain = Greedy("tiny-llama-fp16", Cuda, prompt, 64);
+        var graph = Greedy("tiny-llama-fp16", Cuda with { CudaGraph = true }, prompt, 64);
+        var hostKv = Greedy("tiny-llama-fp16", Cuda with { DeviceResident = false }, prompt, 64);
+        Assert.That(graph, Is.EqualTo(plain));
+        Assert.That(hostKv, Is.EqualTo(plain));
+    }
+
+    [Test]
+    public void Five_hundred_generations_keep_memory_flat_and_cancellation_leaves_the_engine_usable()
+    {
+        using var engine = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fp16")), Cuda with { CudaGraph = true });
+        var options = new SamplingOptions { MaxNewTokens = 16, IgnoreStopTokens = true };
+        int[] prompt = [1, 20, 30, 40];
+        long Resident() { GC.Collect(); GC.WaitForPendingFinalizers(); using var p = Process.GetCurrentProcess(); return p.WorkingSet64; }
+        for (int i = 0; i < 20; i++) { using var s = engine.Start(prompt, options); while (!s.IsDone) s.GenerateNextToken(); }
+        long before = Resident();
+        int caches = engine.CachesCreated;
+        for (int i = 0; i < 500; i++)
+        {
+            using var cts = new CancellationTokenSource();
+            using var s = engine.Start(prompt, options);
+            try
+            {
+                while (!s.IsDone)
+                {
+                    s.GenerateNextToken(cts.Token);
+                    if (i % 5 == 0 && s.Tokens.Count == prompt.Length + 4) cts.Cancel();
+                }
+            }
+            catch (OperationCanceledException) { }
+        }
+        Assert.That(engine.CachesCreated, Is.EqualTo(caches), "the device KV cache is reused, not reallocated");
+        Assert.That(Resident() - before, Is.LessThan(32L << 20));
+        using var after = engine.Start(prompt, options);
+        while (!after.IsDone) after.GenerateNextToken();
+        Assert.That(after.FinishReason, Is.EqualTo(FinishReason.MaxTokens));
+    }
+
+    [Test]
+    public async Task Every_task_runs_on_cuda()
+    {
+        var options = new PipelineOptions { Execution = Cuda };
+        await using (var chameleon = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-chameleon"), options))
+        {
+            var image = Path.Combine(TestData.Model("tiny-chameleon"), "reference", "shapes.png");
+            var (_, caption) = await chameleon.GenerateTextAsync(new GenerationRequest([Part.Image(image), Part.Text("A photo of")])
+                { Sampling = new SamplingOptions { MaxNewTokens = 8, IgnoreStopTokens = true } });
+            Assert.That(caption.GeneratedTokens, Is.EqualTo(8));
+            var (picture, _) = await chameleon.GenerateImageAsync(new GenerationRequest("a red circle"));
+            Assert.That(picture.Codes, Has.Count.EqualTo(chameleon.Package.Manifest.Image!.TokensPerImage));
+        }
+        await using var seamless = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-seamless"), options);
+        var wav = Path.Combine(TestData.Model("tiny-seamless"), "reference", "robot_16k.wav");
+        var (_, speech) = await seamless.GenerateTextAsync(new GenerationRequest([Part.Audio(wav)])
+            { TargetLanguage = "spa", Sampling = new SamplingOptions { MaxNewTokens = 8, IgnoreStopTokens = true } });
+        Assert.That(speech.GeneratedTokens, Is.EqualTo(8));
+    }
+}
