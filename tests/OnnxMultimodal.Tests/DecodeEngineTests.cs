@@ -18,7 +18,7 @@ public class DecodeEngineTests(EngineKind kind)
     public void Load()
     {
         var package = ModelPackage.Open(TestData.TinyLlama);
-        _engine = kind == EngineKind.Ort ? OrtDecodeEngine.Create(package, Runtime.ExecutionOptions.Cpu) : GenAiDecodeEngine.Create(package);
+        _engine = kind == EngineKind.Ort ? OrtDecodeEngine.Create(package, Runtime.ExecutionOptions.Cpu) : TestData.GenAi(package);
     }
 
     [OneTimeTearDown]
@@ -127,7 +127,7 @@ public class EngineAgreementTests
     {
         var package = ModelPackage.Open(TestData.TinyLlama);
         using var ort = OrtDecodeEngine.Create(package, Runtime.ExecutionOptions.Cpu);
-        using var genai = GenAiDecodeEngine.Create(package);
+        using var genai = TestData.GenAi(package);
         var prompts = new[] { new[] { 1, 20, 30, 40 }, new[] { 1, 300, 200, 100, 50, 7 } };
         foreach (var prompt in prompts)
         {

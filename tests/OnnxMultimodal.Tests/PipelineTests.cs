@@ -11,8 +11,11 @@ public class PipelineTests(EngineKind kind)
     private MultimodalPipeline _pipeline = null!;
 
     [OneTimeSetUp]
-    public async Task Load() =>
+    public async Task Load()
+    {
+        if (kind == EngineKind.GenAi) TestData.GenAi(ModelPackage.Open(TestData.TinyLlama)).Dispose();   // skip where GenAI is absent
         _pipeline = await MultimodalPipeline.LoadAsync(TestData.TinyLlama, new PipelineOptions { Engine = kind });
+    }
 
     [OneTimeTearDown]
     public async Task Unload() => await _pipeline.DisposeAsync();

@@ -32,6 +32,21 @@ internal static class TestData
         return dest;
     }
 
+    /// <summary>The GenAI engine, or the test is skipped with the reason where its native library is not
+    /// in this build (the CUDA build of the suite leaves it out: its CPU runtime would clash).</summary>
+    public static Generation.GenAiDecodeEngine GenAi(Pipeline.ModelPackage package)
+    {
+        try
+        {
+            return Generation.GenAiDecodeEngine.Create(package);
+        }
+        catch (ExecutionProviderException e)
+        {
+            Assert.Ignore(e.Message);
+            throw;
+        }
+    }
+
     public static TextReference LoadTextReference(string model)
     {
         string dir = Path.Combine(Model(model), "reference");
