@@ -22,7 +22,7 @@ public class DecodeEngineTests(EngineKind kind)
     }
 
     [OneTimeTearDown]
-    public void Unload() => _engine.Dispose();
+    public void Unload() => _engine?.Dispose();
 
     private static IEnumerable<PromptCase> Prompts() => Ref.Prompts;
 

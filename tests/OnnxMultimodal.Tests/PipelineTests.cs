@@ -18,7 +18,7 @@ public class PipelineTests(EngineKind kind)
     }
 
     [OneTimeTearDown]
-    public async Task Unload() => await _pipeline.DisposeAsync();
+    public async Task Unload() { if (_pipeline is not null) await _pipeline.DisposeAsync(); }
 
     private static GenerationRequest Request(string text, int tokens = 24) =>
         new(text) { Sampling = new SamplingOptions { MaxNewTokens = tokens, IgnoreStopTokens = true } };
