@@ -27,6 +27,21 @@ public sealed record ExecutionOptions
     /// copied by ONNX Runtime every step (the naive baseline).</summary>
     public bool DeviceResident { get; init; } = true;
 
+    /// <summary>CUDA: cap on the memory ONNX Runtime's arena may take on the device, in bytes; 0 = no cap.</summary>
+    public long GpuMemoryLimit { get; init; }
+
+    /// <summary>CUDA: cuDNN convolution algorithm search (EXHAUSTIVE, HEURISTIC, DEFAULT); the VQ and speech convolutions use it.</summary>
+    public string CudnnConvAlgoSearch { get; init; } = "HEURISTIC";
+
+    /// <summary>TensorRT: build fp16 engines.</summary>
+    public bool TensorRtFp16 { get; init; } = true;
+
+    /// <summary>TensorRT: folder where built engines are cached between runs (null: no cache).</summary>
+    public string? TensorRtEngineCache { get; init; }
+
+    /// <summary>TensorRT: builder workspace in bytes.</summary>
+    public long TensorRtWorkspace { get; init; } = 4L << 30;
+
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
     public string? ProfileDirectory { get; init; }
 

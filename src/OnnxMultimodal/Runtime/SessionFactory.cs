@@ -104,13 +104,30 @@ public static class SessionFactory
                         {
                             ["device_id"] = options.DeviceId.ToString(),
                             ["enable_cuda_graph"] = options.CudaGraph ? "1" : "0",
-                            ["cudnn_conv_algo_search"] = "HEURISTIC",
+                            ["cudnn_conv_algo_search"] = options.CudnnConvAlgoSearch,
+                            ["gpu_mem_limit"] = (options.GpuMemoryLimit > 0 ? options.GpuMemoryLimit : long.MaxValue).ToString(),
                         });
                         so.AppendExecutionProvider_CUDA(cuda);
                     }
                     return true;
                 case ExecutionProviderKind.TensorRt:
-                    so.AppendExecutionProvider_Tensorrt(options.DeviceId);
+                    using (var trt = new OrtTensorRTProviderOptions())
+                    {
+                        var settings = new Dictionary<string, string>
+                        {
+                            ["device_id"] = options.DeviceId.ToString(),
+                            ["trt_fp16_enable"] = options.TensorRtFp16 ? "1" : "0",
+                            ["trt_max_workspace_size"] = options.TensorRtWorkspace.ToString(),
+                        };
+                        if (options.TensorRtEngineCache is { } cache)
+                        {
+                            Directory.CreateDirectory(cache);
+                            settings["trt_engine_cache_enable"] = "1";
+                            settings["trt_engine_cache_path"] = cache;
+                        }
+                        trt.UpdateOptions(settings);
+                        so.AppendExecutionProvider_Tensorrt(trt);
+                    }
                     return true;
             }
         }
