@@ -26,7 +26,12 @@ def main(argv=None) -> int:
     c.add_argument("--preset", default="tiny", help="tiny | 7b (synthetic weights)")
     c.add_argument("--checkpoint", help="a local transformers Chameleon checkpoint folder")
     c.add_argument("--vqgan", help="the original VQ-GAN checkpoint (decoder weights), optional")
-    c.add_argument("--precision", default="fp32", choices=["fp32"])
+    c.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int4"])
+    c.add_argument("--graph", default="reference", choices=["reference", "fused"],
+                   help="fused: GroupQueryAttention decoder with the shared cache (image->text; guidance needs the reference graph)")
+    c.add_argument("--block-size", type=int, default=32)
+    c.add_argument("--accuracy-level", type=int, default=4)
+    c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--out", required=True)
     c.add_argument("--no-reference", action="store_true")

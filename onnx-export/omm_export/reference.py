@@ -70,7 +70,9 @@ def write_text_references(out_dir, model, tokenizer, prompts, probes, greedy_ste
 
 
 def ort_greedy(sess, dec: dict, ids: list[int], steps: int, banned=None) -> tuple[np.ndarray, list[int]]:
-    """Greedy decoding of decoder.onnx on onnxruntime with a growing cache; returns prefill logits and tokens."""
+    """Greedy decoding of decoder.onnx on onnxruntime (growing or shared cache); returns prefill logits and tokens."""
+    if dec.get("kv_cache") == "shared":
+        return _ort_greedy_shared(sess, dec, ids, steps, banned)
     past = {}
     for i in range(dec["num_layers"]):
         for kv in ("key", "value"):
@@ -91,6 +93,28 @@ def ort_greedy(sess, dec: dict, ids: list[int], steps: int, banned=None) -> tupl
             row[banned] = np.finfo(np.float32).min
         tokens.append(int(np.argmax(row)))
         feed, pos0 = [tokens[-1]], total
+
+
+def _ort_greedy_shared(sess, dec, ids, steps, banned):
+    dt = np.float16 if dec.get("kv_dtype") == "float16" else np.float32
+    past = {f"past_key_values.{i}.{kv}": np.zeros((1, dec["num_kv_heads"], dec["context_length"], dec["head_dim"]), dt)
+            for i in range(dec["num_layers"]) for kv in ("key", "value")}
+    feed, total, tokens, first = list(ids), 0, [], None
+    while True:
+        total += len(feed)
+        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), seqlens_k=np.array([total - 1], np.int32),
+                                   total_sequence_length=np.array(total, np.int32)))
+        if first is None:
+            first = outs[0][0]
+        for j, o in enumerate(sess.get_outputs()[1:]):
+            past[o.name.replace("present", "past_key_values")] = outs[j + 1]
+        if len(tokens) == steps:
+            return first, tokens
+        row = outs[0][0, -1].astype(np.float32).copy()
+        if banned is not None:
+            row[banned] = np.finfo(np.float32).min
+        tokens.append(int(np.argmax(row)))
+        feed = [tokens[-1]]
 
 
 def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
@@ -116,29 +140,13 @@ def check_fused_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
     import onnxruntime as ort
     with open(os.path.join(out_dir, "multimodal.json")) as f:
         man = json.load(f)
-    dec = man["decoder"]
     with open(os.path.join(out_dir, "reference", "reference.json")) as f:
         doc = json.load(f)
     sess = ort.InferenceSession(os.path.join(out_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
-    dt = np.float16 if dec.get("kv_dtype") == "float16" else np.float32
     result = []
     for p in doc["prompts"]:
         ref = np.fromfile(os.path.join(out_dir, "reference", p["logits_file"]), dtype="<f4").reshape(p["logits_shape"])
-        past = {f"past_key_values.{i}.{kv}": np.zeros((1, dec["num_kv_heads"], dec["context_length"], dec["head_dim"]), dt)
-                for i in range(dec["num_layers"]) for kv in ("key", "value")}
-        feed, total, tokens, first = list(p["ids"]), 0, [], None
-        while True:
-            total += len(feed)
-            outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), seqlens_k=np.array([total - 1], np.int32),
-                                       total_sequence_length=np.array(total, np.int32)))
-            if first is None:
-                first = outs[0][0]
-            for j, o in enumerate(sess.get_outputs()[1:]):
-                past[o.name.replace("present", "past_key_values")] = outs[j + 1]
-            if len(tokens) == steps:
-                break
-            tokens.append(int(np.argmax(outs[0][0, -1])))
-            feed = [tokens[-1]]
+        first, tokens = _ort_greedy_shared(sess, man["decoder"], p["ids"], steps, None)
         rel = float(np.abs(first - ref).max() / np.abs(ref).max())
         agree = sum(a == b for a, b in zip(tokens, p["greedy"]))
         result.append({"prompt": p["text"], "logits_rel_err": rel, "greedy_agree": agree, "of": steps})

@@ -209,7 +209,18 @@ def export(args) -> None:
     n_codes = grid * grid
 
     spec = spec_from_config(model.config, qk_norm=True)
-    save_model(build_decoder(spec, weights_from_model(model, qk_norm=True)), os.path.join(out, "decoder.onnx"))
+    fused = None
+    if args.graph == "fused":
+        from ..fused_graph import FusedOptions, build_fused_decoder
+        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+                           int4_activation=args.int4_activation)
+        save_model(build_fused_decoder(spec, weights_from_model(model, qk_norm=True), opt), os.path.join(out, "decoder.onnx"))
+        fused = {"act_fp16": opt.act_dtype == np.float16, "quantization": None if args.precision != "int4" else
+                 {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}}
+    else:
+        if args.precision != "fp32":
+            raise SystemExit("--precision fp16/int4 needs --graph fused")
+        save_model(build_decoder(spec, weights_from_model(model, qk_norm=True)), os.path.join(out, "decoder.onnx"))
     enc = ImageEncoderGraph(model.model.vqmodel).eval()
     _export_module(enc, torch.zeros(1, 3, size, size), os.path.join(out, "image_encoder.onnx"), "pixel_values", "codes")
     _export_module(image_decoder, torch.zeros(1, n_codes, dtype=torch.long), os.path.join(out, "image_decoder.onnx"), "codes", "pixels")
@@ -226,8 +237,8 @@ def export(args) -> None:
         "image_encoder": {"input": "pixel_values", "output": "codes"},
         "image_decoder": {"input": "codes", "output": "pixels"},
     }
-    write_package(out, "chameleon", model, tokenizer, spec, provenance, extra=extra,
-                  components={"image_encoder": "image_encoder.onnx", "image_decoder": "image_decoder.onnx"})
+    write_package(out, "chameleon", model, tokenizer, spec, provenance, precision=args.precision, extra=extra,
+                  components={"image_encoder": "image_encoder.onnx", "image_decoder": "image_decoder.onnx"}, fused=fused)
     if not args.no_reference:
         write_references(out, model, tokenizer, image_decoder, code_ids, size, n_codes, preset.guidance_scale)
     if os.path.isdir(os.path.join(out, ".hf")):
