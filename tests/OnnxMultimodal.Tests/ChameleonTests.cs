@@ -149,3 +149,24 @@ public class ChameleonTests
         Assert.That(e.Input, Is.EqualTo("engine"));
     }
 }
+
+/// <summary>Chameleon's decoder as the fused graph: qk-norm before GroupQueryAttention, shared cache.</summary>
+public class ChameleonFusedTests
+{
+    [Test]
+    public async Task Captions_equal_pytorch_with_the_fused_decoder_and_guidance_is_refused_clearly()
+    {
+        var reference = ChameleonReference.Load();
+        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-chameleon-fused"));
+        Assert.That(pipeline.Package.Decoder.SharedCache);
+        var suppress = new SuppressTokensProcessor(pipeline.ImageVocabulary!.ImageTokenIds);
+        foreach (var c in reference.Captions)
+        {
+            using var seq = pipeline.Engine.Start(c.Ids, new SamplingOptions { MaxNewTokens = c.Tokens.Length, IgnoreStopTokens = true }, [suppress]);
+            while (!seq.IsDone) seq.GenerateNextToken();
+            Assert.That(seq.Tokens.Skip(c.Ids.Length), Is.EqualTo(c.Tokens), c.ToString());
+        }
+        var e = Assert.ThrowsAsync<InvalidInputException>(async () => await pipeline.GenerateImageAsync(new GenerationRequest("a red circle")))!;
+        Assert.That(e.Message, Does.Contain("one row"));
+    }
+}
