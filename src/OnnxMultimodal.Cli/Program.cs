@@ -10,4 +10,5 @@ root.Subcommands.Add(VisionCommands.Imagine());
 root.Subcommands.Add(TranscribeCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(ProfileCommand.Create());
 return await root.Parse(args).InvokeAsync();

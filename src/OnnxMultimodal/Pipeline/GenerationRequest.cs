@@ -71,6 +71,8 @@ public sealed record GenerationStats
     /// <summary>Milliseconds of each token after the first.</summary>
     public IReadOnlyList<double> TokenMilliseconds { get; init; } = [];
     public FinishReason FinishReason { get; init; }
+    /// <summary>Wall milliseconds per phase: preprocess, encode, prefill, decode, detokenize.</summary>
+    public IReadOnlyDictionary<string, double> Phases { get; init; } = new Dictionary<string, double>();
     public IReadOnlyList<int> Tokens { get; init; } = [];
     public double TokensPerSecond => TokenMilliseconds.Count == 0 ? 0 : 1000.0 * TokenMilliseconds.Count / TokenMilliseconds.Sum();
 }

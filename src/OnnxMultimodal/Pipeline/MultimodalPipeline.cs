@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using OnnxMultimodal.Generation;
+using OnnxMultimodal.Profiling;
 using OnnxMultimodal.Runtime;
 using OnnxMultimodal.Speech;
 using OnnxMultimodal.Text;
@@ -116,7 +117,9 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <summary>The token ids a request's prompt becomes: begin-of-sequence first where the model wants
     /// it, text parts tokenized, image parts as begin-image, the image's tokens, end-image.</summary>
     /// <exception cref="InvalidInputException">A part this model cannot take, or an unreadable image.</exception>
-    public IReadOnlyList<int> EncodePrompt(GenerationRequest request)
+    public IReadOnlyList<int> EncodePrompt(GenerationRequest request) => EncodePrompt(request, new PhaseTimer());
+
+    private IReadOnlyList<int> EncodePrompt(GenerationRequest request, PhaseTimer phases)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (SpeechEncoder is not null) return SpeechDecoderPrompt(request);
@@ -132,7 +135,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     ids.AddRange(Tokenizer.Encode(text));
                     break;
                 case ImagePart image:
-                    ids.AddRange(ImageTokens(image, $"parts[{i}]"));
+                    ids.AddRange(ImageTokens(image, $"parts[{i}]", phases));
                     break;
                 case AudioPart:
                     throw new InvalidInputException($"parts[{i}]", $"model family '{Package.Manifest.Family}' has no speech encoder");
@@ -155,31 +158,38 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     }
 
     /// <summary>Reads the request's single audio part and runs the speech encoder on it.</summary>
-    private EncoderStates EncodeAudio(GenerationRequest request, CancellationToken ct)
+    private EncoderStates EncodeAudio(GenerationRequest request, PhaseTimer phases, CancellationToken ct)
     {
         var audio = request.Parts.OfType<AudioPart>().ToList();
         if (audio.Count != 1 || request.Parts.Count != 1)
             throw new InvalidInputException("parts", $"model family '{Package.Manifest.Family}' transcribes exactly one audio part (got {request.Parts.Count} parts, {audio.Count} audio)");
         var part = audio[0];
-        var wave = part.Path is { } path
-            ? WaveReader.Read(path, Fbank.SampleRate, _options.Audio, "parts[0]")
-            : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, _options.Audio, "parts[0]");
-        var fbank = Fbank.Default.Compute(wave.Samples);
-        var features = Fbank.NormaliseAndStack(fbank, Fbank.FrameCount(wave.Samples.Length));
+        float[] features;
+        using (phases.Measure("preprocess"))
+        {
+            var wave = part.Path is { } path
+                ? WaveReader.Read(path, Fbank.SampleRate, _options.Audio, "parts[0]")
+                : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, _options.Audio, "parts[0]");
+            features = Fbank.NormaliseAndStack(Fbank.Default.Compute(wave.Samples), Fbank.FrameCount(wave.Samples.Length));
+        }
         ct.ThrowIfCancellationRequested();
-        return SpeechEncoder!.Encode(features, cancellationToken: ct);
+        using (phases.Measure("encode")) return SpeechEncoder!.Encode(features, cancellationToken: ct);
     }
 
-    private List<int> ImageTokens(ImagePart part, string input)
+    private List<int> ImageTokens(ImagePart part, string input, PhaseTimer phases)
     {
         if (ImageTokenizer is null || ImageVocabulary is null)
             throw new InvalidInputException(input, $"model family '{Package.Manifest.Family}' has no image encoder");
         var options = _options.Images with { Size = ImageTokenizer.ImageSize };
-        float[] pixels = part.Path is { } path
-            ? ImageLoader.LoadPixels(path, options, input)
-            : ImageLoader.LoadPixels(new MemoryStream(part.Encoded ?? []), options, input);
+        float[] pixels;
+        using (phases.Measure("preprocess"))
+            pixels = part.Path is { } path
+                ? ImageLoader.LoadPixels(path, options, input)
+                : ImageLoader.LoadPixels(new MemoryStream(part.Encoded ?? []), options, input);
+        long[] codes;
+        using (phases.Measure("encode")) codes = ImageTokenizer.Encode(pixels);
         var tokens = new List<int>(ImageTokenizer.TokensPerImage + 2) { ImageVocabulary.BeginImage };
-        foreach (long code in ImageTokenizer.Encode(pixels)) tokens.Add(ImageVocabulary.TokenOf((int)code));
+        foreach (long code in codes) tokens.Add(ImageVocabulary.TokenOf((int)code));
         tokens.Add(ImageVocabulary.EndImage);
         return tokens;
     }
@@ -231,15 +241,18 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     private void ProduceText(GenerationRequest request, ChannelWriter<GenerationUpdate> writer, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
-        var prompt = EncodePrompt(request);
+        var phases = new PhaseTimer();
+        var prompt = EncodePrompt(request, phases);
         if (prompt.Count >= Engine.ContextLength) throw new PromptTooLongException(prompt.Count, Engine.ContextLength);
         // Like transformers' Chameleon, text output never picks image tokens.
         IReadOnlyList<ILogitsProcessor>? processors = ImageVocabulary is { } v ? [new SuppressTokensProcessor(v.ImageTokenIds)] : null;
-        using var encoder = SpeechEncoder is null ? null : EncodeAudio(request, ct);
+        using var encoder = SpeechEncoder is null ? null : EncodeAudio(request, phases, ct);
+        var prefillStart = clock.Elapsed;
         using var seq = encoder is null
             ? Engine.Start(prompt, request.Sampling, processors, ct)
             : ((OrtDecodeEngine)Engine).StartWithEncoder(encoder, prompt, request.Sampling, processors, ct);
         var prefill = clock.Elapsed;
+        phases.Add("prefill", (prefill - prefillStart).TotalMilliseconds);
         var decoder = Tokenizer.CreateStreamingDecoder();
         var tokenMs = new List<double>();
         TimeSpan ttft = default, last = default;
@@ -252,13 +265,14 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             last = now;
             writer.TryWrite(new GenerationUpdate { TextDelta = decoder.Append(token), TokenId = token });
         }
+        phases.Add("decode", (clock.Elapsed - prefill).TotalMilliseconds);
         writer.TryWrite(new GenerationUpdate
         {
             TextDelta = decoder.Flush(),
             Stats = new GenerationStats
             {
                 Engine = Engine.Name, PromptTokens = seq.PromptLength, GeneratedTokens = seq.Tokens.Count - seq.PromptLength,
-                Prefill = prefill, TimeToFirstToken = ttft, Total = clock.Elapsed, TokenMilliseconds = tokenMs,
+                Prefill = prefill, TimeToFirstToken = ttft, Total = clock.Elapsed, TokenMilliseconds = tokenMs, Phases = phases.Milliseconds,
                 FinishReason = seq.FinishReason ?? FinishReason.MaxTokens, Tokens = seq.Tokens.Skip(seq.PromptLength).ToArray(),
             },
         });
@@ -271,7 +285,8 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         if (Engine is not OrtDecodeEngine ort)
             throw new InvalidInputException("engine", "image output runs guided batch decoding, which only the 'ort' engine does");
         var clock = Stopwatch.StartNew();
-        var conditional = EncodePrompt(request).Append(ImageVocabulary.BeginImage).ToArray();
+        var phases = new PhaseTimer();
+        var conditional = EncodePrompt(request, phases).Append(ImageVocabulary.BeginImage).ToArray();
         var unconditional = new List<int>();
         if (Package.Manifest.Tokens is { AddBos: true, Bos: int bos }) unconditional.Add(bos);
         unconditional.Add(ImageVocabulary.BeginImage);
@@ -288,9 +303,15 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                 last = now;
                 writer.TryWrite(new GenerationUpdate { TokenId = token });
             }, ct);
+        phases.Add("decode", clock.Elapsed.TotalMilliseconds - phases.Milliseconds.Values.Sum());   // guided prefill + decode
         var codes = tokens.Select(ImageVocabulary.CodeOf).ToArray();
-        var pixels = ImageDetokenizer.Decode(codes);
-        var png = ImageDetokenizer.ToPng(pixels, image.Size);
+        float[] pixels;
+        byte[] png;
+        using (phases.Measure("detokenize"))
+        {
+            pixels = ImageDetokenizer.Decode(codes);
+            png = ImageDetokenizer.ToPng(pixels, image.Size);
+        }
         writer.TryWrite(new GenerationUpdate
         {
             Image = new GeneratedImage(png, image.Size, image.Size, codes, pixels),
@@ -298,6 +319,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             {
                 Engine = Engine.Name, PromptTokens = conditional.Length, GeneratedTokens = tokens.Length, TimeToFirstToken = ttft,
                 Total = clock.Elapsed, TokenMilliseconds = tokenMs, FinishReason = FinishReason.MaxTokens, Tokens = tokens,
+                Phases = phases.Milliseconds,
             },
         });
     }
