@@ -47,6 +47,8 @@ bench tiny-fp16-graph --model models/tiny-llama-fp16 --cuda-graph --prompt-token
 bench tiny-int4-device --model "$m/tiny-int4" --prompt-tokens 32 --new-tokens 200
 bench tiny-int4-graph --model "$m/tiny-int4" --cuda-graph --prompt-tokens 32 --new-tokens 200
 if [ -d "$m/1b-fp16" ]; then
+  "$OMM" bench --ladder --provider cuda --model models/tiny-llama --fp16-model "$m/1b-fp16" --int4-model "$m/1b-int4" --prompt-tokens 128 --new-tokens 256 --runs 5 --json "$out/ladder-1b.json" > "$out/ladder-1b.log" 2>&1 || true
+  (cd onnx-export && PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_decode.py --preset 1b --prompt-tokens 128 --new-tokens 256 > "$out/torch-1b.json" 2> "$out/torch-1b.err")
   bench 1b-fp16-hostkv --model "$m/1b-fp16" --host-kv --prompt-tokens 128 --new-tokens 128
   bench 1b-fp16-device --model "$m/1b-fp16" --prompt-tokens 128 --new-tokens 256
   bench 1b-fp16-graph --model "$m/1b-fp16" --cuda-graph --prompt-tokens 128 --new-tokens 256

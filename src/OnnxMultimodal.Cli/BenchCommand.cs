@@ -31,8 +31,17 @@ internal static class BenchCommand
         cmd.Options.Add(CliCommon.HostKv);
         var label = new Option<string?>("--label") { Description = "Name of this configuration in the JSON (e.g. a ladder rung)" };
         cmd.Options.Add(label);
+        var ladder = new Option<bool>("--ladder") { Description = "Add one lever at a time (needs --fp16-model, optionally --int4-model; --model is the reference graph)" };
+        var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
+        var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder" };
+        cmd.Options.Add(ladder);
+        cmd.Options.Add(fp16Model);
+        cmd.Options.Add(int4Model);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
+            if (r.GetValue(ladder))
+                return await Ladder(r, r.GetValue(fp16Model) ?? throw new InvalidInputException("--fp16-model", "the ladder needs a fused fp16 model"),
+                                    r.GetValue(int4Model), r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), r.GetValue(json), ct);
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
             foreach (var name in list)
@@ -64,6 +73,52 @@ internal static class BenchCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>The decode ladder: one lever at a time, each rung measured on the same prompt and length.</summary>
+    private static async Task<int> Ladder(ParseResult r, string fp16, string? int4, int promptTokens, int newTokens, int runs, int warmup,
+                                          string? json, CancellationToken ct)
+    {
+        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true };
+        string precision = ModelPackage.Open(fp16).Manifest.Precision;
+        var rungs = new List<(string Name, string Model, Runtime.ExecutionOptions Exec)>
+        {
+            ("naive: reference graph, plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
+            ($"+ fused graph (GroupQueryAttention, {precision}), cache still on the host", fp16, baseExec with { DeviceResident = false }),
+            ("+ cache and step I/O on the device", fp16, baseExec),
+            ("+ CUDA graph", fp16, baseExec with { CudaGraph = true }),
+        };
+        if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = true }));
+        var results = new List<(string Name, BenchResult Result)>();
+        foreach (var (name, model, exec) in rungs)
+        {
+            await using var pipeline = await MultimodalPipeline.LoadAsync(model, new PipelineOptions { Execution = exec }, cancellationToken: ct);
+            results.Add((name, Measure(pipeline, promptTokens, newTokens, runs, warmup, ct)));
+        }
+        double naive = results[0].Result.TpotMsP50;
+        var t = new Table().AddColumns("rung", "ms/token p50", "p99", "TTFT ms", "tokens/s", "speed-up vs naive");
+        foreach (var (name, x) in results)
+            t.AddRow(Markup.Escape(name), x.TpotMsP50.ToString("F4"), x.TpotMsP99.ToString("F4"), x.TtftMsP50.ToString("F3"), x.TokensPerSecond.ToString("F0"), (naive / x.TpotMsP50).ToString("F2") + "x");
+        AnsiConsole.Write(t);
+        var doc = new
+        {
+            date = DateTime.UtcNow.ToString("yyyy-MM-dd"), provider = r.GetValue(CliCommon.Provider),
+            rungs = results.Select(x => new { name = x.Name, result = x.Result, speedup = Math.Round(naive / x.Result.TpotMsP50, 3) }),
+        };
+        string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
+        Console.WriteLine(text);
+        if (json is not null)
+        {
+            await File.WriteAllTextAsync(json, text, ct);
+            var plt = new ScottPlot.Plot();
+            var bars = plt.Add.Bars(results.Select(x => x.Result.TpotMsP50).ToArray());
+            plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+                Enumerable.Range(0, results.Count).Select(i => (double)i).ToArray(), Enumerable.Range(1, results.Count).Select(i => $"rung {i}").ToArray());
+            plt.YLabel("ms per token (p50)");
+            plt.Title("Decode ladder: one lever at a time");
+            plt.SavePng(Path.ChangeExtension(json, ".png"), 800, 480);
+        }
+        return 0;
     }
 
     public sealed record BenchResult(string Engine, int PromptTokens, int NewTokens, int Runs,

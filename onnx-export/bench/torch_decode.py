@@ -1,0 +1,153 @@
+"""PyTorch baselines for the decode benchmarks, on the same synthetic weights as our exported graphs
+(same preset and seed): transformers' eager forward with its own cache (the paper's baseline), a
+static-cache decode loop with SDPA, and that loop under torch.compile(mode="reduce-overhead") (CUDA
+graphs). Prints JSON: ms/token p50 for each, and the card's measured copy bandwidth.
+
+  python bench/torch_decode.py --preset 1b --prompt-tokens 128 --new-tokens 256
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from omm_export.families import llama  # noqa: E402
+
+
+class StaticCacheLlama(torch.nn.Module):
+    """A Llama decode step over transformers' modules with a preallocated KV cache written by position."""
+
+    def __init__(self, hf, max_len: int):
+        super().__init__()
+        cfg = hf.config
+        self.m, self.lm = hf.model, hf.lm_head
+        self.nh, self.kvh = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.hd = cfg.hidden_size // self.nh
+        L, dev, dt = cfg.num_hidden_layers, hf.device, hf.dtype
+        self.register_buffer("k", torch.zeros(L, 1, self.kvh, max_len, self.hd, device=dev, dtype=dt))   # [L, 1, kvH, max, hd]
+        self.register_buffer("v", torch.zeros_like(self.k))
+        theta = float((getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+        inv = 1.0 / theta ** (torch.arange(0, self.hd, 2, device=dev).float() / self.hd)
+        f = torch.outer(torch.arange(max_len, device=dev).float(), inv)
+        emb = torch.cat([f, f], dim=-1)
+        self.register_buffer("cos", emb.cos().to(dt))   # [max, hd]
+        self.register_buffer("sin", emb.sin().to(dt))
+        self.register_buffer("keys", torch.arange(max_len, device=dev))
+
+    @staticmethod
+    def _rot(x):
+        a, b = x.chunk(2, dim=-1)
+        return torch.cat([-b, a], dim=-1)
+
+    def forward(self, ids, pos):          # ids [1,S], pos [S]
+        s = ids.shape[1]
+        x = self.m.embed_tokens(ids)
+        cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]                     # [1,1,S,hd]
+        mask = (self.keys[None, :] <= pos[:, None])[None, None]                             # [1,1,S,max]
+        for i, layer in enumerate(self.m.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = a.q_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2)
+            k = a.k_proj(h).view(1, s, self.kvh, self.hd).transpose(1, 2)
+            v = a.v_proj(h).view(1, s, self.kvh, self.hd).transpose(1, 2)
+            q, k = q * cos + self._rot(q) * sin, k * cos + self._rot(k) * sin
+            self.k[i].index_copy_(2, pos, k)
+            self.v[i].index_copy_(2, pos, v)
+            o = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask, enable_gqa=True)
+            x = x + a.o_proj(o.transpose(1, 2).reshape(1, s, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm(self.m.norm(x[:, -1:]))
+
+
+def timed_steps(step, first_token, start, n):
+    tok, times = first_token, []
+    for i in range(n):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        logits = step(tok, start + i)
+        tok = logits.argmax(-1).view(1, 1)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="1b")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--skip-compile", action="store_true")
+    a = ap.parse_args()
+
+    class Args:
+        checkpoint, preset, seed = None, a.preset, a.seed
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, _, _ = llama.load_model(Args(), tmp)
+    hf = hf.to(device="cuda", dtype=torch.float16).eval()
+    prompt = torch.randint(10, hf.config.vocab_size - 10, (1, a.prompt_tokens), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    out = {"card": torch.cuda.get_device_name(0), "torch": torch.__version__, "preset": a.preset,
+           "params": sum(p.numel() for p in hf.parameters()), "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens}
+
+    buf = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(buf)
+    for _ in range(3):
+        dst.copy_(buf)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(buf)
+    torch.cuda.synchronize()
+    out["copy_bandwidth_tb_s"] = round(2 * 10 * buf.numel() / (time.perf_counter() - t0) / 1e12, 3)
+    del buf, dst
+
+    with torch.no_grad():
+        # 1. transformers eager, its dynamic cache (the paper's baseline)
+        o = hf(input_ids=prompt, use_cache=True)
+        past, tok, times = o.past_key_values, o.logits[:, -1:].argmax(-1), []
+        for _ in range(a.new_tokens):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            o = hf(input_ids=tok, past_key_values=past, use_cache=True)
+            past, tok = o.past_key_values, o.logits[:, -1:].argmax(-1)
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - t0) * 1000)
+        out["transformers_eager_ms"] = round(statistics.median(times[5:]), 4)
+
+        # 2. static cache + SDPA, eager
+        model = StaticCacheLlama(hf, a.prompt_tokens + a.new_tokens + 8)
+        n = a.prompt_tokens
+        first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
+        pos = torch.zeros(1, dtype=torch.long, device="cuda")
+
+        def eager_step(tok, p):
+            pos.fill_(p)
+            return model(tok, pos)
+        out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(eager_step, first, n, a.new_tokens)[5:]), 4)
+
+        # 3. the same step under torch.compile with CUDA graphs
+        if not a.skip_compile:
+            compiled = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+            t0 = time.perf_counter()
+            for i in range(3):
+                pos.fill_(n + i)
+                compiled(first, pos)
+            out["compile_seconds"] = round(time.perf_counter() - t0, 1)
+
+            def compiled_step(tok, p):
+                pos.fill_(p)
+                return compiled(tok, pos)
+            out["static_sdpa_compiled_ms"] = round(statistics.median(timed_steps(compiled_step, first, n, a.new_tokens)[5:]), 4)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
