@@ -19,6 +19,7 @@ cd "$repo/onnx-export"
 m=$work/models; mkdir -p "$m"
 [ -d "$m/tiny-int4" ] || python3 -m omm_export llama --preset tiny --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --out "$m/tiny-int4" > "$out/export.log" 2>&1
 if [ "${OMM_MID:-1}" = 1 ]; then
+  [ -d "$m/1b-ref" ] || python3 -m omm_export llama --preset 1b --no-reference --out "$m/1b-ref" >> "$out/export.log" 2>&1
   [ -d "$m/1b-fp16" ] || python3 -m omm_export llama --preset 1b --graph fused --precision fp16 --no-reference --out "$m/1b-fp16" >> "$out/export.log" 2>&1
   [ -d "$m/1b-int4" ] || python3 -m omm_export llama --preset 1b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --no-reference --out "$m/1b-int4" >> "$out/export.log" 2>&1
 fi
@@ -47,13 +48,9 @@ bench tiny-fp16-graph --model models/tiny-llama-fp16 --cuda-graph --prompt-token
 bench tiny-int4-device --model "$m/tiny-int4" --prompt-tokens 32 --new-tokens 200
 bench tiny-int4-graph --model "$m/tiny-int4" --cuda-graph --prompt-tokens 32 --new-tokens 200
 if [ -d "$m/1b-fp16" ]; then
-  "$OMM" bench --ladder --provider cuda --model models/tiny-llama --fp16-model "$m/1b-fp16" --int4-model "$m/1b-int4" --prompt-tokens 128 --new-tokens 256 --runs 5 --json "$out/ladder-1b.json" > "$out/ladder-1b.log" 2>&1 || true
+  "$OMM" bench --ladder --provider cuda --model "$m/1b-ref" --fp16-model "$m/1b-fp16" --int4-model "$m/1b-int4" --prompt-tokens 128 --new-tokens 256 --runs 5 --json "$out/ladder-1b.json" > "$out/ladder-1b.log" 2>&1 || true
   (cd onnx-export && PYTHONUNBUFFERED=1 timeout 400 python3 bench/torch_decode.py --preset 1b --prompt-tokens 128 --new-tokens 256 > "$out/torch-1b.json" 2> "$out/torch-1b.err")
-  bench 1b-fp16-hostkv --model "$m/1b-fp16" --host-kv --prompt-tokens 128 --new-tokens 128
-  bench 1b-fp16-device --model "$m/1b-fp16" --prompt-tokens 128 --new-tokens 256
-  bench 1b-fp16-graph --model "$m/1b-fp16" --cuda-graph --prompt-tokens 128 --new-tokens 256
   bench 1b-int4-device --model "$m/1b-int4" --prompt-tokens 128 --new-tokens 256
-  bench 1b-int4-graph --model "$m/1b-int4" --cuda-graph --prompt-tokens 128 --new-tokens 256
 fi
 # Device memory across 500 back-to-back generations (graph replay): used MiB before and after.
 "$OMM" bench --engine ort --provider cuda --cuda-graph --model models/tiny-llama-fp16 --runs 500 --warmup 5 --new-tokens 16 --prompt-tokens 8 > "$out/bench-500.log" 2>&1 &

@@ -81,9 +81,10 @@ internal static class BenchCommand
     {
         var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true };
         string precision = ModelPackage.Open(fp16).Manifest.Precision;
+        string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
         var rungs = new List<(string Name, string Model, Runtime.ExecutionOptions Exec)>
         {
-            ("naive: reference graph, plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
+            ($"naive: reference graph ({naivePrecision}, standard ops), plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
             ($"+ fused graph (GroupQueryAttention, {precision}), cache still on the host", fp16, baseExec with { DeviceResident = false }),
             ("+ cache and step I/O on the device", fp16, baseExec),
             ("+ CUDA graph", fp16, baseExec with { CudaGraph = true }),
