@@ -65,48 +65,38 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     public static OrtDecodeEngine Create(ModelPackage package, ExecutionOptions execution)
     {
         var d = package.Decoder;
-        var (session, provider) = SessionFactory.Create(package.DecoderPath, execution);
-        try
+        var inputs = d.SharedCache
+            ? new List<string> { d.InputName("input_ids"), d.InputName("seqlens_k"), d.InputName("total_sequence_length") }
+            : new List<string> { d.InputName("input_ids"), d.InputName("attention_mask"), d.InputName("position_ids") };
+        var outputs = new List<string> { d.OutputName("logits") };
+        for (int i = 0; i < d.NumLayers; i++)
         {
-            var inputs = d.SharedCache
-                ? new List<string> { d.InputName("input_ids"), d.InputName("seqlens_k"), d.InputName("total_sequence_length") }
-                : new List<string> { d.InputName("input_ids"), d.InputName("attention_mask"), d.InputName("position_ids") };
-            var outputs = new List<string> { d.OutputName("logits") };
-            for (int i = 0; i < d.NumLayers; i++)
-            {
-                inputs.Add(d.PastKey(i)); inputs.Add(d.PastValue(i));
-                outputs.Add(d.PresentKey(i)); outputs.Add(d.PresentValue(i));
-            }
-            if (d.HasCrossAttention)
-            {
-                for (int i = 0; i < d.NumLayers; i++) { inputs.Add(d.CrossKey(i)); inputs.Add(d.CrossValue(i)); }
-                inputs.Add(d.InputName("encoder_attention_mask"));
-            }
-            ModelPackage.CheckNames(package.DecoderPath, session.InputMetadata.Keys, inputs, "inputs");
-            ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, outputs, "outputs");
-            var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
-            if (provider == ExecutionProviderKind.Cuda && d.SharedCache && execution.DeviceResident)
-            {
-                if (!Runtime.CudaRuntime.Available())
-                {
-                    engine.Dispose();
-                    throw new ExecutionProviderException("the device-resident decode loop needs libcudart.so.13 (CUDA 13 runtime) on the library path");
-                }
-                engine.Device = new Runtime.DeviceMemory(session, execution.DeviceId);
-                engine.CudaGraph = execution.CudaGraph;
-            }
-            else if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda)
+            inputs.Add(d.PastKey(i)); inputs.Add(d.PastValue(i));
+            outputs.Add(d.PresentKey(i)); outputs.Add(d.PresentValue(i));
+        }
+        if (d.HasCrossAttention)
+        {
+            for (int i = 0; i < d.NumLayers; i++) { inputs.Add(d.CrossKey(i)); inputs.Add(d.CrossValue(i)); }
+            inputs.Add(d.InputName("encoder_attention_mask"));
+        }
+        var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
+        var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
+        if (provider == ExecutionProviderKind.Cuda && d.SharedCache && execution.DeviceResident)
+        {
+            if (!Runtime.CudaRuntime.Available())
             {
                 engine.Dispose();
-                throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
+                throw new ExecutionProviderException("the device-resident decode loop needs libcudart.so.13 (CUDA 13 runtime) on the library path");
             }
-            return engine;
+            engine.Device = new Runtime.DeviceMemory(session, execution.DeviceId);
+            engine.CudaGraph = execution.CudaGraph;
         }
-        catch
+        else if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda)
         {
-            session.Dispose();
-            throw;
+            engine.Dispose();
+            throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
         }
+        return engine;
     }
 
     public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,

@@ -36,8 +36,8 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
                         long len = (long)ReadVarint(stream, path);
                         if (len < 0 || stream.Position + len > stream.Length)
                             throw new ModelPackageException(path, "truncated or corrupt ONNX protobuf (a field runs past the end of the file)");
-                        if (field == 8 && len < 4096) ReadOpset(ReadBytes(stream, (int)len, path), opsets, path);
-                        else if (field == 2 && len < 4096) producer = System.Text.Encoding.UTF8.GetString(ReadBytes(stream, (int)len, path));
+                        if (field == 8 && len < 4096) ReadOpset(ReadBytes(stream, (int)len), opsets, path);
+                        else if (field == 2 && len < 4096) producer = System.Text.Encoding.UTF8.GetString(ReadBytes(stream, (int)len));
                         else stream.Seek(len, SeekOrigin.Current);
                         break;
                     case 1: stream.Seek(8, SeekOrigin.Current); break;
@@ -76,7 +76,7 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
             else if (wire == 2)
             {
                 int len = (int)ReadVarint(s, path);
-                var b = ReadBytes(s, len, path);
+                var b = ReadBytes(s, len);
                 if (field == 1) domain = System.Text.Encoding.UTF8.GetString(b);
             }
             else throw new ModelPackageException(path, "corrupt opset_import entry");
@@ -84,7 +84,7 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
         opsets[domain == "ai.onnx" ? "" : domain] = version;
     }
 
-    private static byte[] ReadBytes(Stream s, int len, string path)
+    private static byte[] ReadBytes(Stream s, int len)
     {
         var b = new byte[len];
         s.ReadExactly(b);

@@ -43,6 +43,27 @@ public static class SessionFactory
         throw new ExecutionProviderException($"no execution provider could be created for {path}: {string.Join("; ", failures)}");
     }
 
+    /// <summary>Creates a session and checks that the graph has the inputs and outputs the manifest names;
+    /// the session is disposed if it does not.</summary>
+    /// <exception cref="ModelPackageException">The graph does not load or an expected name is missing.</exception>
+    /// <exception cref="ExecutionProviderException">No requested execution provider could be created.</exception>
+    public static (InferenceSession Session, ExecutionProviderKind Provider) CreateChecked(string path, ExecutionOptions options,
+        IEnumerable<string> inputs, IEnumerable<string> outputs)
+    {
+        var (session, provider) = Create(path, options);
+        try
+        {
+            Pipeline.ModelPackage.CheckNames(path, session.InputMetadata.Keys, inputs, "inputs");
+            Pipeline.ModelPackage.CheckNames(path, session.OutputMetadata.Keys, outputs, "outputs");
+            return (session, provider);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Providers compiled into the loaded ONNX Runtime (a listed provider can still fail to load its libraries).</summary>
     public static IReadOnlyList<string> AvailableProviders()
     {

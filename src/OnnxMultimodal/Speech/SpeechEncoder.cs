@@ -37,17 +37,7 @@ public sealed class SpeechEncoder : IDisposable
         int layers = package.Decoder.NumLayers;
         var outputs = new List<string> { states };
         for (int i = 0; i < layers; i++) { outputs.Add(ck.Replace("%d", i.ToString())); outputs.Add(cv.Replace("%d", i.ToString())); }
-        var (session, _) = SessionFactory.Create(path, execution);
-        try
-        {
-            ModelPackage.CheckNames(path, session.InputMetadata.Keys, [features, mask], "inputs");
-            ModelPackage.CheckNames(path, session.OutputMetadata.Keys, outputs, "outputs");
-        }
-        catch
-        {
-            session.Dispose();
-            throw;
-        }
+        var (session, _) = SessionFactory.CreateChecked(path, execution, [features, mask], outputs);
         return new SpeechEncoder(session, path, features, mask, outputs.ToArray(), layers);
     }
 

@@ -27,18 +27,8 @@ public sealed class ImageDetokenizer : IDisposable
     public static ImageDetokenizer Create(ModelPackage package, ExecutionOptions execution)
     {
         string path = package.ComponentPath("image_decoder");
-        var (session, _) = SessionFactory.Create(path, execution);
         var io = package.Manifest.ImageDecoder ?? new ComponentIo { Input = "codes", Output = "pixels" };
-        try
-        {
-            ModelPackage.CheckNames(path, session.InputMetadata.Keys, [io.Input], "inputs");
-            ModelPackage.CheckNames(path, session.OutputMetadata.Keys, [io.Output], "outputs");
-        }
-        catch
-        {
-            session.Dispose();
-            throw;
-        }
+        var (session, _) = SessionFactory.CreateChecked(path, execution, [io.Input], [io.Output]);
         return new ImageDetokenizer(session, path, package.Manifest.Image!, io.Input, io.Output);
     }
 

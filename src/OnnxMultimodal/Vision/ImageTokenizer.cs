@@ -26,18 +26,8 @@ public sealed class ImageTokenizer : IDisposable
     public static ImageTokenizer Create(ModelPackage package, ExecutionOptions execution)
     {
         string path = package.ComponentPath("image_encoder");
-        var (session, _) = SessionFactory.Create(path, execution);
         var io = package.Manifest.ImageEncoder ?? new ComponentIo { Input = "pixel_values", Output = "codes" };
-        try
-        {
-            ModelPackage.CheckNames(path, session.InputMetadata.Keys, [io.Input], "inputs");
-            ModelPackage.CheckNames(path, session.OutputMetadata.Keys, [io.Output], "outputs");
-        }
-        catch
-        {
-            session.Dispose();
-            throw;
-        }
+        var (session, _) = SessionFactory.CreateChecked(path, execution, [io.Input], [io.Output]);
         return new ImageTokenizer(session, path, package.Manifest.Image!, io.Input, io.Output);
     }
 
