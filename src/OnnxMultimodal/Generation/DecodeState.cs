@@ -31,10 +31,9 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly long* _mask;                      // B > 1: [B * capacity] rewritten per length
     private readonly OrtValue?[]? _maskViews;          // B > 1: [B, total] views by total
     private float[] _prefillLogits = [];               // [B, S, vocab]
-    // Device-resident decode (CUDA): step inputs and logits live on the device at fixed addresses (so a
-    // captured CUDA graph can replay them); the host writes 12 bytes in and reads the logits back.
-    private readonly OrtValue? _devIds, _devSeqlens, _devLogits;
-    private readonly nint _devIdsAddress, _devSeqlensAddress, _devLogitsAddress;
+    // Device-resident decode (CUDA): step inputs and logits live on the device at the cache's fixed
+    // addresses (so its captured CUDA graph replays them); the host writes 12 bytes in and reads the logits back.
+    private readonly KvCache.DeviceStep? _device;
     private readonly RunOptions? _prefillRunOptions;
     private bool _stepped;
 
@@ -83,20 +82,12 @@ internal sealed unsafe class DecodeState : IDisposable
             _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + sizeof(int), sizeof(int));
         }
         _cache = engine.RentCache(Batch, capacity);
-        if (engine.Device is { } device)
+        _device = _cache.Step;
+        if (_device is not null && engine.CudaGraph)
         {
-            _devIds = device.Tensor(TensorElementType.Int64, [1, 1]);
-            _devSeqlens = device.Tensor(TensorElementType.Int32, [1]);
-            _devLogits = device.Tensor(TensorElementType.Float, [1, 1, decoder.VocabSize]);
-            _devIdsAddress = Runtime.DeviceMemory.Address(_devIds);
-            _devSeqlensAddress = Runtime.DeviceMemory.Address(_devSeqlens);
-            _devLogitsAddress = Runtime.DeviceMemory.Address(_devLogits);
-            if (engine.CudaGraph)
-            {
-                _runOptions.AddRunConfigEntry("gpu_graph_id", "1");       // decode steps replay one captured graph
-                _prefillRunOptions = new RunOptions();
-                _prefillRunOptions.AddRunConfigEntry("gpu_graph_id", "-1"); // prefill runs uncaptured
-            }
+            _runOptions.AddRunConfigEntry("gpu_graph_id", _cache.GraphId.ToString());   // decode steps replay this cache's graph
+            _prefillRunOptions = new RunOptions();
+            _prefillRunOptions.AddRunConfigEntry("gpu_graph_id", "-1");                   // prefill runs uncaptured
         }
         _cache.Reset();
         Prompts = prompts;
@@ -144,14 +135,14 @@ internal sealed unsafe class DecodeState : IDisposable
             _step[r] = tokens[r];                        // input_ids [B,1]
             _step[Batch + r] = Length - _pads[r] + _d.PositionOffset;   // position_ids [B,1]
         }
-        if (_devIds is null)
+        if (_device is null)
         {
             Run(_stepIds, _stepPositions, _stepLogitsValue, 1, ct, _runOptions);
         }
         else
         {
-            Run(_devIds, _stepPositions, _devLogits!, 1, ct, _runOptions, onDevice: true);
-            Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _stepLogits[0]), _devLogitsAddress, _stepLogits.Length * sizeof(float));   // logits: device -> host
+            Run(_device.Ids, _stepPositions, _device.Logits, 1, ct, _runOptions, onDevice: true);
+            Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _stepLogits[0]), _device.LogitsAddress, _stepLogits.Length * sizeof(float));   // logits: device -> host
         }
         _stepped = true;
     }
@@ -168,12 +159,12 @@ internal sealed unsafe class DecodeState : IDisposable
             // total_sequence_length []: under a captured CUDA graph it stays at the capacity, so every
             // replay sees the same host value; the kernels take the real length from seqlens_k.
             _lengths[1] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
-            _inputs[1] = onDevice ? _devSeqlens! : _seqlens!;
+            _inputs[1] = onDevice ? _device!.Seqlens : _seqlens!;
             _inputs[2] = _total!;
             if (onDevice)   // token and seqlens_k: host -> device, 12 bytes
             {
-                Runtime.CudaRuntime.ToDevice(_devIdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), sizeof(long));
-                Runtime.CudaRuntime.ToDevice(_devSeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), sizeof(int));
+                Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), sizeof(long));
+                Runtime.CudaRuntime.ToDevice(_device.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), sizeof(int));
             }
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
@@ -196,7 +187,10 @@ internal sealed unsafe class DecodeState : IDisposable
         {
             try
             {
-                _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+                if (_e.CudaGraph)
+                    lock (_e.GraphLock) _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);   // capture and replay one at a time
+                else
+                    _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
             }
             catch (OnnxRuntimeException e)
             {
@@ -231,9 +225,6 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepLogitsValue.Dispose();
         _seqlens?.Dispose();
         _total?.Dispose();
-        _devIds?.Dispose();
-        _devSeqlens?.Dispose();
-        _devLogits?.Dispose();
         _prefillRunOptions?.Dispose();
         if (_maskViews is not null)
         {

@@ -31,10 +31,27 @@ internal sealed unsafe class KvCache : IDisposable
     private readonly Runtime.DeviceMemory? _device;
     private readonly OrtValue?[] _deviceBuffers;
 
+    /// <summary>Device-resident decode: the step inputs and logits, at addresses that live as long as the
+    /// cache, so a CUDA graph captured with this cache can be replayed by every later request that rents it.</summary>
+    public sealed record DeviceStep(OrtValue Ids, OrtValue Seqlens, OrtValue Logits, nint IdsAddress, nint SeqlensAddress, nint LogitsAddress);
+
+    public DeviceStep? Step { get; }
+
+    /// <summary>The CUDA graph id this cache's decode steps are captured under (0: none).</summary>
+    public int GraphId { get; }
+
     public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
-                   Runtime.DeviceMemory? device = null)
+                   Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0)
     {
         _device = device;
+        GraphId = graphId;
+        if (device is not null)
+        {
+            var ids = device.Tensor(TensorElementType.Int64, [batch, 1]);
+            var seqlens = device.Tensor(TensorElementType.Int32, [batch]);
+            var logits = device.Tensor(TensorElementType.Float, [batch, 1, vocabulary]);
+            Step = new DeviceStep(ids, seqlens, logits, Runtime.DeviceMemory.Address(ids), Runtime.DeviceMemory.Address(seqlens), Runtime.DeviceMemory.Address(logits));
+        }
         Batch = batch;
         Shared = shared;
         _type = type;
@@ -86,6 +103,12 @@ internal sealed unsafe class KvCache : IDisposable
 
     public void Dispose()
     {
+        if (Step is { } step)
+        {
+            step.Ids.Dispose();
+            step.Seqlens.Dispose();
+            step.Logits.Dispose();
+        }
         for (int i = 0; i < _buffers.Length; i++)
         {
             foreach (var v in _views[i]) v?.Dispose();

@@ -29,6 +29,8 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     /// <summary>Set when the KV cache and step I/O live on the CUDA device.</summary>
     internal Runtime.DeviceMemory? Device { get; private set; }
     internal bool CudaGraph { get; private set; }
+    /// <summary>Serialises runs under CUDA graphs (capture must not overlap another run on the session).</summary>
+    internal object GraphLock { get; } = new();
     internal string[] InputNames { get; }
     internal string[] OutputNames { get; }
 
@@ -160,11 +162,12 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             if (cache.Capacity >= capacity) return cache;
             cache.Dispose();
         }
-        Interlocked.Increment(ref _cachesCreated);
+        int created = Interlocked.Increment(ref _cachesCreated);
         // Under a CUDA graph every request must bind the same addresses: one full-context cache.
         int size = CudaGraph ? ContextLength : Math.Max(capacity, Math.Min(ContextLength, 256));
         return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, size,
-                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float, Device);
+                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float, Device,
+                           _decoder.VocabSize, graphId: created);   // each pooled cache captures its own CUDA graph
     }
 
     internal void ReturnCache(KvCache cache)
