@@ -8,8 +8,9 @@ namespace OnnxMultimodal.Generation;
 
 /// <summary>
 /// The decoder state of one request: B rows decoded in lockstep (B = 1 for text, 2 for classifier-free
-/// guidance). Rows are left-padded to a common length; padded keys are masked and positions count
-/// from each row's first real token. Every step input and output is bound to memory allocated once:
+/// guidance). Concat graphs take the rows left-padded (padded keys masked, positions counted from each
+/// row's first real token); shared-cache graphs take them right-padded, each row's valid length given
+/// by its own seqlens_k, so every row's cache starts at position 0. Every step input and output is bound to memory allocated once:
 /// the per-row token/position pairs, the attention mask, the [B, vocab] logits the sampler reads in
 /// place, and a pooled <see cref="KvCache"/> the graph writes into. A warm step allocates nothing.
 /// </summary>
@@ -19,12 +20,13 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly DecoderManifest _d;
     private readonly RunOptions _runOptions = new();
     private readonly KvCache _cache;
-    private readonly int[] _pads;                      // left padding per row
+    private readonly int[] _pads;                      // left padding per row (concat graphs)
+    private readonly int[] _rowLength;                 // valid tokens per row so far
     private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
     private readonly OrtValue[] _outputs;              // logits, present key/value per layer
     private readonly long[] _step;                     // [0..B) input ids, [B..2B) positions; pinned (POH)
-    private readonly int[] _lengths = GC.AllocateArray<int>(2, pinned: true);   // shared cache: [0] seqlens_k, [1] total_sequence_length
-    private readonly OrtValue? _seqlens, _total;       // [1] and [] views of _lengths
+    private readonly int[] _lengths;                   // shared cache, pinned: [0..B) seqlens_k, [B] total_sequence_length
+    private readonly OrtValue? _seqlens, _total;       // [B] and [] views of _lengths
     private readonly OrtValue _stepIds, _stepPositions;   // [B,1] views of _step
     private readonly float[] _stepLogits;              // [B * vocab], pinned
     private readonly OrtValue _stepLogitsValue;        // [B,1,vocab]
@@ -48,7 +50,9 @@ internal sealed unsafe class DecodeState : IDisposable
         _d = decoder;
         Batch = prompts.Count;
         int longest = prompts.Max(p => p.Count);
-        _pads = prompts.Select(p => longest - p.Count).ToArray();
+        _pads = decoder.SharedCache ? new int[Batch] : prompts.Select(p => longest - p.Count).ToArray();
+        _rowLength = prompts.Select(p => p.Count).ToArray();
+        _lengths = GC.AllocateArray<int>(Batch + 1, pinned: true);
         _inputs = new OrtValue[engine.InputNames.Length];
         if (decoder.HasCrossAttention)
         {
@@ -76,10 +80,9 @@ internal sealed unsafe class DecodeState : IDisposable
         }
         if (decoder.SharedCache)
         {
-            if (Batch != 1) throw new InvalidInputException("prompts", "the shared-cache (GroupQueryAttention) graph decodes one row; use a concat graph for guidance batches");
             nint lengths = (nint)Unsafe.AsPointer(ref _lengths[0]);
-            _seqlens = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [1], lengths, sizeof(int));
-            _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + sizeof(int), sizeof(int));
+            _seqlens = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [Batch], lengths, Batch * sizeof(int));
+            _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + Batch * sizeof(int), sizeof(int));
         }
         _cache = engine.RentCache(Batch, capacity);
         _device = _cache.Step;
@@ -95,7 +98,7 @@ internal sealed unsafe class DecodeState : IDisposable
 
     private IReadOnlyList<IReadOnlyList<int>> Prompts { get; }
 
-    /// <summary>Runs the prompts: [B, S] left-padded.</summary>
+    /// <summary>Runs the prompts: [B, S], left-padded (concat graphs) or right-padded (shared cache).</summary>
     public void Prefill(CancellationToken ct)
     {
         int s = Prompts.Max(p => p.Count), v = _d.VocabSize;
@@ -105,7 +108,7 @@ internal sealed unsafe class DecodeState : IDisposable
             for (int i = 0; i < s; i++)
             {
                 int k = i - _pads[r];
-                ids[r * s + i] = k >= 0 ? Prompts[r][k] : 0;
+                ids[r * s + i] = k >= 0 && k < Prompts[r].Count ? Prompts[r][k] : 0;
                 pos[r * s + i] = Math.Max(k, 0) + _d.PositionOffset;
             }
         _prefillLogits = new float[Batch * s * v];
@@ -121,7 +124,8 @@ internal sealed unsafe class DecodeState : IDisposable
         int v = _d.VocabSize;
         if (_stepped) return _stepLogits.AsSpan(row * v, v);
         int s = _prefillLogits.Length / (Batch * v);
-        return _prefillLogits.AsSpan((row * s + s - 1) * v, v);
+        int last = _d.SharedCache ? _rowLength[row] - 1 : s - 1;   // right padding: the row's own last token
+        return _prefillLogits.AsSpan((row * s + last) * v, v);
     }
 
     /// <summary>All prompt positions' logits of a single-row state, [S * vocab].</summary>
@@ -155,16 +159,17 @@ internal sealed unsafe class DecodeState : IDisposable
         _outputs[0] = logits;
         if (_cache.Shared)
         {
-            _lengths[0] = total - 1;                     // seqlens_k [1]
+            for (int r = 0; r < Batch; r++)
+                _lengths[r] = (newTokens == 1 ? _rowLength[r] + 1 : _rowLength[r]) - 1;   // seqlens_k [B]: valid tokens - 1, this run included
             // total_sequence_length []: under a captured CUDA graph it stays at the capacity, so every
             // replay sees the same host value; the kernels take the real length from seqlens_k.
-            _lengths[1] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
+            _lengths[Batch] = onDevice && _e.CudaGraph ? _cache.Capacity : (newTokens == 1 ? _rowLength.Max() + 1 : total);
             _inputs[1] = onDevice ? _device!.Seqlens : _seqlens!;
             _inputs[2] = _total!;
             if (onDevice)   // token and seqlens_k: host -> device, 12 bytes
             {
-                Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), sizeof(long));
-                Runtime.CudaRuntime.ToDevice(_device.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), sizeof(int));
+                Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), Batch * sizeof(long));
+                Runtime.CudaRuntime.ToDevice(_device.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), Batch * sizeof(int));
             }
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
@@ -200,6 +205,7 @@ internal sealed unsafe class DecodeState : IDisposable
             }
         }
         if (!_cache.Shared) _cache.Swap();
+        if (newTokens == 1) for (int r = 0; r < Batch; r++) _rowLength[r]++;
         Length = total;
         ct.ThrowIfCancellationRequested();
     }
