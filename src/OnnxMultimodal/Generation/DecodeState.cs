@@ -159,21 +159,22 @@ internal sealed unsafe class DecodeState : IDisposable
         _outputs[0] = logits;
         if (_cache.Shared)
         {
+            int appended = past == 0 ? 0 : newTokens;   // prefill: _rowLength already counts the prompt
             for (int r = 0; r < Batch; r++)
-                _lengths[r] = (newTokens == 1 ? _rowLength[r] + 1 : _rowLength[r]) - 1;   // seqlens_k [B]: valid tokens - 1, this run included
+                _lengths[r] = _rowLength[r] + appended - 1;   // seqlens_k [B]: the row's valid tokens after this run, minus one
             // total_sequence_length []: under a captured CUDA graph it stays at the capacity, so every
             // replay sees the same host value; the kernels take the real length from seqlens_k.
-            _lengths[Batch] = onDevice && _e.CudaGraph ? _cache.Capacity : (newTokens == 1 ? _rowLength.Max() + 1 : total);
+            _lengths[Batch] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
             _inputs[1] = onDevice ? _device!.Seqlens : _seqlens!;
             _inputs[2] = _total!;
-            if (onDevice)   // token and seqlens_k: host -> device, 12 bytes
+            if (onDevice)   // tokens and seqlens_k: host -> device, 12 bytes a row
             {
                 Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), Batch * sizeof(long));
                 Runtime.CudaRuntime.ToDevice(_device.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), Batch * sizeof(int));
             }
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
-                    _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [1, kvH, capacity, hd], appended in place
+                    _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [B, kvH, capacity, hd], appended in place
         }
         else
         {
@@ -205,7 +206,7 @@ internal sealed unsafe class DecodeState : IDisposable
             }
         }
         if (!_cache.Shared) _cache.Swap();
-        if (newTokens == 1) for (int r = 0; r < Batch; r++) _rowLength[r]++;
+        if (past > 0) for (int r = 0; r < Batch; r++) _rowLength[r] += newTokens;
         Length = total;
         ct.ThrowIfCancellationRequested();
     }
