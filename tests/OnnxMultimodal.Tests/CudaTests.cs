@@ -118,6 +118,52 @@ public class CudaTests
     }
 
     [Test]
+    public void Chameleon_references_on_cuda()
+    {
+        // fp32 reference graph on CUDA (cache on the host): captions and guided image tokens as PyTorch.
+        var reference = ChameleonReference.Load();
+        var package = ModelPackage.Open(TestData.Model("tiny-chameleon"));
+        using var engine = OrtDecodeEngine.Create(package, Cuda);
+        var image = package.Manifest.Image!;
+        var suppress = new SuppressTokensProcessor(image.CodeToToken);
+        foreach (var c in reference.Captions)
+        {
+            using var seq = engine.Start(c.Ids, new SamplingOptions { MaxNewTokens = c.Tokens.Length, IgnoreStopTokens = true }, [suppress]);
+            while (!seq.IsDone) seq.GenerateNextToken();
+            Assert.That(seq.Tokens.Skip(c.Ids.Length), Is.EqualTo(c.Tokens), c.ToString());
+        }
+        foreach (var g in reference.Imagine)
+        {
+            var sampling = g.Mode == "greedy" ? SamplingOptions.Greedy : new SamplingOptions { Temperature = g.Temperature, TopP = g.TopP, Seed = g.Seed };
+            var tokens = ClassifierFreeGuidance.Generate(engine, g.CondIds, g.UncondIds, g.Tokens.Length, g.Scale, sampling,
+                new ImageSpanConstraint(engine.VocabularySize, image.CodeToToken));
+            Assert.That(tokens, Is.EqualTo(g.Tokens), g.ToString());
+        }
+    }
+
+    [Test]
+    public async Task Seamless_references_on_cuda()
+    {
+        // Speech encoder and decoder on CUDA: the sampled transcript of robot_16k from the WAV, as PyTorch.
+        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-seamless"), new PipelineOptions { Execution = Cuda });
+        string dir = Path.Combine(TestData.Model("tiny-seamless"), "reference");
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")));
+        var t = doc.RootElement.GetProperty("transcripts").EnumerateArray()
+            .First(x => x.GetProperty("audio").GetString() == "robot_16k" && x.GetProperty("mode").GetString() == "sampled");
+        var p = t.GetProperty("sampling");
+        var expected = t.GetProperty("tokens").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        var request = new GenerationRequest([Part.Audio(Path.Combine(dir, "robot_16k.wav"))])
+        {
+            TargetLanguage = t.GetProperty("lang").GetString(),
+            Sampling = new SamplingOptions { Temperature = p.GetProperty("temperature").GetSingle(), TopP = p.GetProperty("top_p").GetSingle(),
+                RepetitionPenalty = p.GetProperty("repetition_penalty").GetSingle(), Seed = p.GetProperty("seed").GetUInt64(),
+                MaxNewTokens = expected.Length, IgnoreStopTokens = true },
+        };
+        var (_, stats) = await pipeline.GenerateTextAsync(request);
+        Assert.That(stats.Tokens, Is.EqualTo(expected));
+    }
+
+    [Test]
     public async Task Every_task_runs_on_cuda()
     {
         var options = new PipelineOptions { Execution = Cuda };
