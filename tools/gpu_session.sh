@@ -30,7 +30,6 @@ ids() { "$OMM" run "The quick brown fox" --max-tokens 32 --ignore-eos --print-id
 {
   echo "{\"name\": \"ref-fp32-cpu\", \"ids\": $(ids --model models/tiny-llama --provider cpu)}"
   echo "{\"name\": \"ref-fp32-cuda\", \"ids\": $(ids --model models/tiny-llama --provider cuda)}"
-  echo "{\"name\": \"fp16-cuda-hostkv\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda --host-kv)}"
   echo "{\"name\": \"fp16-cuda-device\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda)}"
   echo "{\"name\": \"fp16-cuda-graph\", \"ids\": $(ids --model models/tiny-llama-fp16 --provider cuda --cuda-graph)}"
   echo "{\"name\": \"int4-cuda-device\", \"ids\": $(ids --model "$m/tiny-int4" --provider cuda)}"
@@ -42,7 +41,6 @@ ids() { "$OMM" run "The quick brown fox" --max-tokens 32 --ignore-eos --print-id
 # Decode ladder: ms/token of 200 forced tokens after a 32-token prompt (tiny) / 128-token prompt (1B).
 bench() { name=$1; shift; "$OMM" bench --engine ort --provider cuda --runs 5 --warmup 2 --label "$name" --json "$out/bench-$name.json" "$@" > "$out/bench-$name.log" 2>&1; tail -1 "$out/bench-$name.log" >/dev/null; }
 bench tiny-ref-fp32-plain --model models/tiny-llama --prompt-tokens 32 --new-tokens 200
-bench tiny-fp16-hostkv --model models/tiny-llama-fp16 --host-kv --prompt-tokens 32 --new-tokens 200
 bench tiny-fp16-device --model models/tiny-llama-fp16 --prompt-tokens 32 --new-tokens 200
 bench tiny-fp16-graph --model models/tiny-llama-fp16 --cuda-graph --prompt-tokens 32 --new-tokens 200
 bench tiny-int4-device --model "$m/tiny-int4" --prompt-tokens 32 --new-tokens 200

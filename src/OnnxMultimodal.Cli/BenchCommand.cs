@@ -85,8 +85,7 @@ internal static class BenchCommand
         var rungs = new List<(string Name, string Model, Runtime.ExecutionOptions Exec)>
         {
             ($"naive: reference graph ({naivePrecision}, standard ops), plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
-            ($"+ fused graph (GroupQueryAttention, {precision}), cache still on the host", fp16, baseExec with { DeviceResident = false }),
-            ("+ cache and step I/O on the device", fp16, baseExec),
+            ($"+ fused graph (GroupQueryAttention, {precision}) with its cache and step I/O on the device", fp16, baseExec),
             ("+ CUDA graph", fp16, baseExec with { CudaGraph = true }),
         };
         if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = true }));

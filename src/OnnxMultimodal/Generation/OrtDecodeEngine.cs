@@ -93,6 +93,12 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             engine.Device = new Runtime.DeviceMemory(session, execution.DeviceId);
             engine.CudaGraph = execution.CudaGraph;
         }
+        else if (provider == ExecutionProviderKind.Cuda && d.SharedCache)
+        {
+            engine.Dispose();
+            throw new InvalidInputException("execution.DeviceResident",
+                "a shared-cache (GroupQueryAttention) graph on CUDA needs its cache on the device: it appends in place, and host copies would split past from present");
+        }
         else if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda)
         {
             engine.Dispose();

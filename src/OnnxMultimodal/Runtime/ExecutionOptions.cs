@@ -24,8 +24,13 @@ public sealed record ExecutionOptions
     public bool CudaGraph { get; init; }
 
     /// <summary>CUDA: keep the KV cache and step I/O on the device (IOBinding to device memory). Off = host KV,
-    /// copied by ONNX Runtime every step (the naive baseline).</summary>
+    /// copied by ONNX Runtime every step (the naive baseline; reference graphs only, since a shared-cache
+    /// graph appends in place and the copies would split its past from its present).</summary>
     public bool DeviceResident { get; init; } = true;
+
+    /// <summary>CUDA: let fp32 matrix products use TF32 (faster, ~1e-3 relative). Off by default so fp32
+    /// graphs give fp32 results.</summary>
+    public bool CudaTf32 { get; init; }
 
     /// <summary>CUDA: cap on the memory ONNX Runtime's arena may take on the device, in bytes; 0 = no cap.</summary>
     public long GpuMemoryLimit { get; init; }

@@ -126,6 +126,7 @@ public static class SessionFactory
                             ["device_id"] = options.DeviceId.ToString(),
                             ["enable_cuda_graph"] = options.CudaGraph ? "1" : "0",
                             ["cudnn_conv_algo_search"] = options.CudnnConvAlgoSearch,
+                            ["use_tf32"] = options.CudaTf32 ? "1" : "0",
                             ["gpu_mem_limit"] = (options.GpuMemoryLimit > 0 ? options.GpuMemoryLimit : long.MaxValue).ToString(),
                         });
                         so.AppendExecutionProvider_CUDA(cuda);
