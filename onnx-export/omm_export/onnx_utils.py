@@ -95,4 +95,3 @@ def save_model(model: onnx.ModelProto, path: str) -> None:
         onnx.save_model(model, path)
 
 
-TENSOR_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64}

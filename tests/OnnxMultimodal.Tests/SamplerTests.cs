@@ -14,6 +14,20 @@ public class SamplerTests
     }
 
     [Test]
+    public void One_uniform_is_drawn_per_sampled_token_and_none_for_greedy()
+    {
+        var rng = new SplitMix64(99);
+        var s = new Sampler(new SamplingOptions { Temperature = 1f, Seed = 99 });
+        s.Next(new float[] { 0f, 1f, 2f }, []);
+        Assert.That(s.LastUniform, Is.EqualTo(rng.NextDouble()));
+        s.Next(new float[] { 0f, 1f, 2f }, []);
+        Assert.That(s.LastUniform, Is.EqualTo(rng.NextDouble()));
+        var greedy = new Sampler(SamplingOptions.Greedy);
+        greedy.Next(new float[] { 0f, 1f }, []);
+        Assert.That(greedy.LastUniform, Is.NaN);
+    }
+
+    [Test]
     public void Greedy_picks_the_argmax_and_the_lower_id_on_ties()
     {
         var s = new Sampler(SamplingOptions.Greedy);

@@ -26,7 +26,6 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
     public abstract ReadOnlySpan<float> PrefillLogits { get; }
     public bool IsDone => FinishReason is not null;
     public FinishReason? FinishReason { get; private set; }
-    public double LastUniform => _sampler.LastUniform;
 
     /// <summary>Mutable [vocab] logits for the next position, valid after prefill or <see cref="RunStep"/>.</summary>
     protected abstract Span<float> NextLogits { get; }
