@@ -12,18 +12,12 @@ namespace OnnxMultimodal.Speech;
 /// </summary>
 public sealed class SpeechEncoder : IDisposable
 {
-    private readonly InferenceSession _session;
-    private readonly string _path, _features, _mask;
-    private readonly string[] _outputs;
+    private readonly GraphSession _graph;
     private readonly int _layers;
 
-    private SpeechEncoder(InferenceSession session, string path, string features, string mask, string[] outputs, int layers)
+    private SpeechEncoder(GraphSession graph, int layers)
     {
-        _session = session;
-        _path = path;
-        _features = features;
-        _mask = mask;
-        _outputs = outputs;
+        _graph = graph;
         _layers = layers;
     }
 
@@ -37,8 +31,7 @@ public sealed class SpeechEncoder : IDisposable
         int layers = package.Decoder.NumLayers;
         var outputs = new List<string> { states };
         for (int i = 0; i < layers; i++) { outputs.Add(ck.Replace("%d", i.ToString())); outputs.Add(cv.Replace("%d", i.ToString())); }
-        var (session, _) = SessionFactory.CreateChecked(path, execution, [features, mask], outputs);
-        return new SpeechEncoder(session, path, features, mask, outputs.ToArray(), layers);
+        return new SpeechEncoder(new GraphSession(path, execution, [features, mask], outputs), layers);
     }
 
     /// <param name="features">[T * 160] stacked features (see <see cref="Fbank.NormaliseAndStack"/>).</param>
@@ -50,21 +43,10 @@ public sealed class SpeechEncoder : IDisposable
         Array.Fill(mask, 1L);
         using var x = OrtValue.CreateTensorValueFromMemory(features, [1, t, featureDim]);
         using var m = OrtValue.CreateTensorValueFromMemory(mask, [1, t]);
-        using var runOptions = new RunOptions();
-        using var reg = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, runOptions);
-        try
-        {
-            var outputs = _session.Run(runOptions, [_features, _mask], [x, m], _outputs);
-            return new EncoderStates(outputs, _layers);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            throw new InferenceException(Path.GetFileName(_path), e.Message, e);
-        }
+        return new EncoderStates(_graph.Run([x, m], cancellationToken), _layers);
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose() => _graph.Dispose();
 }
 
 /// <summary>One request's encoder output: states, per-layer cross K/V and the encoder mask. Owns native memory.</summary>

@@ -9,17 +9,12 @@ namespace OnnxMultimodal.Vision;
 /// <summary>The VQ detokenizer: codes [B, N] -> pixels [B, 3, H, W] in [-1, 1] (image_decoder.onnx), and PNG.</summary>
 public sealed class ImageDetokenizer : IDisposable
 {
-    private readonly InferenceSession _session;
-    private readonly string _input, _output, _path;
-    private readonly int _size, _tokens, _codebook;
+    private readonly GraphSession _graph;
+    private readonly int _tokens, _codebook;
 
-    private ImageDetokenizer(InferenceSession session, string path, ImageManifest image, string input, string output)
+    private ImageDetokenizer(GraphSession graph, ImageManifest image)
     {
-        _session = session;
-        _path = path;
-        _input = input;
-        _output = output;
-        _size = image.Size;
+        _graph = graph;
         _tokens = image.TokensPerImage;
         _codebook = image.CodebookSize;
     }
@@ -28,8 +23,7 @@ public sealed class ImageDetokenizer : IDisposable
     {
         string path = package.ComponentPath("image_decoder");
         var io = package.Manifest.ImageDecoder ?? new ComponentIo { Input = "codes", Output = "pixels" };
-        var (session, _) = SessionFactory.CreateChecked(path, execution, [io.Input], [io.Output]);
-        return new ImageDetokenizer(session, path, package.Manifest.Image!, io.Input, io.Output);
+        return new ImageDetokenizer(new GraphSession(path, execution, [io.Input], [io.Output]), package.Manifest.Image!);
     }
 
     /// <returns>[3, H, W] pixels in [-1, 1].</returns>
@@ -43,16 +37,8 @@ public sealed class ImageDetokenizer : IDisposable
             data[i] = codes[i];
         }
         using var input = OrtValue.CreateTensorValueFromMemory(data, [1, _tokens]);
-        using var runOptions = new RunOptions();
-        try
-        {
-            using var outputs = _session.Run(runOptions, [_input], [input], [_output]);
-            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new InferenceException(Path.GetFileName(_path), e.Message, e);
-        }
+        using var outputs = _graph.Run([input]);
+        return outputs[0].GetTensorDataAsSpan<float>().ToArray();
     }
 
     /// <summary>[3, H, W] in [-1, 1] -> 8-bit RGB PNG bytes.</summary>
@@ -78,5 +64,5 @@ public sealed class ImageDetokenizer : IDisposable
         return ms.ToArray();
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose() => _graph.Dispose();
 }
