@@ -63,9 +63,6 @@ def main(argv=None) -> int:
         elif args.family == "chameleon":
             from .families.chameleon import check_with_onnxruntime as check_images
             print(json.dumps(check_images(args.out), indent=1))
-        elif getattr(args, "graph", "reference") == "fused":
-            from .reference import check_fused_with_onnxruntime
-            print(json.dumps(check_fused_with_onnxruntime(args.out), indent=1))
         else:
             print(json.dumps(check_with_onnxruntime(args.out), indent=1))
     return 0

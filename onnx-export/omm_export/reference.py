@@ -70,40 +70,22 @@ def write_text_references(out_dir, model, tokenizer, prompts, probes, greedy_ste
 
 
 def ort_greedy(sess, dec: dict, ids: list[int], steps: int, banned=None) -> tuple[np.ndarray, list[int]]:
-    """Greedy decoding of decoder.onnx on onnxruntime (growing or shared cache); returns prefill logits and tokens."""
-    if dec.get("kv_cache") == "shared":
-        return _ort_greedy_shared(sess, dec, ids, steps, banned)
-    past = {}
-    for i in range(dec["num_layers"]):
-        for kv in ("key", "value"):
-            past[f"past_key_values.{i}.{kv}"] = np.zeros((1, dec["num_kv_heads"], 0, dec["head_dim"]), np.float32)
-    feed, pos0, tokens, first = list(ids), 0, [], None
-    while True:
-        total = pos0 + len(feed)
-        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), attention_mask=np.ones((1, total), np.int64),
-                                   position_ids=np.arange(pos0, total, dtype=np.int64)[None]))
-        if first is None:
-            first = outs[0][0]
-        for j, o in enumerate(sess.get_outputs()[1:]):
-            past[o.name.replace("present", "past_key_values")] = outs[j + 1]
-        if len(tokens) == steps:
-            return first, tokens
-        row = outs[0][0, -1].copy()
-        if banned is not None:
-            row[banned] = np.finfo(np.float32).min
-        tokens.append(int(np.argmax(row)))
-        feed, pos0 = [tokens[-1]], total
-
-
-def _ort_greedy_shared(sess, dec, ids, steps, banned):
+    """Greedy decoding of decoder.onnx on onnxruntime; returns prefill logits and tokens. Reference graphs
+    take a growing cache, mask and positions; fused graphs one max-length cache and seqlens_k/total."""
+    shared = dec.get("kv_cache") == "shared"
     dt = np.float16 if dec.get("kv_dtype") == "float16" else np.float32
-    past = {f"past_key_values.{i}.{kv}": np.zeros((1, dec["num_kv_heads"], dec["context_length"], dec["head_dim"]), dt)
+    past = {f"past_key_values.{i}.{kv}": np.zeros((1, dec["num_kv_heads"], dec["context_length"] if shared else 0, dec["head_dim"]), dt)
             for i in range(dec["num_layers"]) for kv in ("key", "value")}
+
+    def feeds(new, total):
+        if shared:
+            return dict(seqlens_k=np.array([total - 1], np.int32), total_sequence_length=np.array(total, np.int32))
+        return dict(attention_mask=np.ones((1, total), np.int64), position_ids=np.arange(total - len(new), total, dtype=np.int64)[None])
+
     feed, total, tokens, first = list(ids), 0, [], None
     while True:
         total += len(feed)
-        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), seqlens_k=np.array([total - 1], np.int32),
-                                   total_sequence_length=np.array(total, np.int32)))
+        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), **feeds(feed, total)))
         if first is None:
             first = outs[0][0]
         for j, o in enumerate(sess.get_outputs()[1:]):
@@ -118,10 +100,11 @@ def _ort_greedy_shared(sess, dec, ids, steps, banned):
 
 
 def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
-    """Runs decoder.onnx on ORT's CPU provider against reference.json; returns the figures."""
+    """Runs decoder.onnx (reference or fused) on ORT's CPU provider against reference.json; returns the figures."""
     import onnxruntime as ort
     with open(os.path.join(out_dir, "multimodal.json")) as f:
-        dec = json.load(f)["decoder"]
+        man = json.load(f)
+    dec = man["decoder"]
     with open(os.path.join(out_dir, "reference", "reference.json")) as f:
         doc = json.load(f)
     sess = ort.InferenceSession(os.path.join(out_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
@@ -129,24 +112,6 @@ def check_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
     for p in doc["prompts"]:
         ref = np.fromfile(os.path.join(out_dir, "reference", p["logits_file"]), dtype="<f4").reshape(p["logits_shape"])
         first, tokens = ort_greedy(sess, dec, p["ids"], steps)
-        rel = float(np.abs(first - ref).max() / np.abs(ref).max())
-        agree = sum(a == b for a, b in zip(tokens, p["greedy"]))
-        result.append({"prompt": p["text"], "logits_rel_err": rel, "greedy_agree": agree, "of": steps})
-    return {"onnxruntime": ort.__version__, "prompts": result}
-
-
-def check_fused_with_onnxruntime(out_dir: str, steps: int = 32) -> dict:
-    """The fused graph on ORT's CPU provider: shared max-length cache, seqlens_k / total_sequence_length."""
-    import onnxruntime as ort
-    with open(os.path.join(out_dir, "multimodal.json")) as f:
-        man = json.load(f)
-    with open(os.path.join(out_dir, "reference", "reference.json")) as f:
-        doc = json.load(f)
-    sess = ort.InferenceSession(os.path.join(out_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
-    result = []
-    for p in doc["prompts"]:
-        ref = np.fromfile(os.path.join(out_dir, "reference", p["logits_file"]), dtype="<f4").reshape(p["logits_shape"])
-        first, tokens = _ort_greedy_shared(sess, man["decoder"], p["ids"], steps, None)
         rel = float(np.abs(first - ref).max() / np.abs(ref).max())
         agree = sum(a == b for a, b in zip(tokens, p["greedy"]))
         result.append({"prompt": p["text"], "logits_rel_err": rel, "greedy_agree": agree, "of": steps})
