@@ -7,7 +7,7 @@ set -uo pipefail
 parts=$1; out=$2; zstd_bin=${3:-zstd}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-gpu; mkdir -p "$work" "$out"
-[ -x "$work/omm/omm" ] || { cat "$parts"/omm.tar.zst.part-* | "$zstd_bin" -d | tar -C "$work" -xf - || exit 1; }
+[ -x "$work/omm/omm" ] || { cat "$parts"/omm.tar.zst.part-* | "$zstd_bin" -d --long=27 | tar -C "$work" -xf - || exit 1; }
 site=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 OMM=$work/omm/omm

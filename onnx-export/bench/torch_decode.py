@@ -121,6 +121,7 @@ def main():
             torch.cuda.synchronize()
             times.append((time.perf_counter() - t0) * 1000)
         out["transformers_eager_ms"] = round(statistics.median(times[5:]), 4)
+        print(json.dumps(out), flush=True)   # partial results, in case a later section is cut off
 
         # 2. static cache + SDPA, eager
         model = StaticCacheLlama(hf, a.prompt_tokens + a.new_tokens + 8)
@@ -132,6 +133,7 @@ def main():
             pos.fill_(p)
             return model(tok, pos)
         out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(eager_step, first, n, a.new_tokens)[5:]), 4)
+        print(json.dumps(out), flush=True)
 
         # 3. the same step under torch.compile with CUDA graphs
         if not a.skip_compile:
@@ -146,7 +148,7 @@ def main():
                 pos.fill_(p)
                 return compiled(tok, pos)
             out["static_sdpa_compiled_ms"] = round(statistics.median(timed_steps(compiled_step, first, n, a.new_tokens)[5:]), 4)
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Conventions (ORT GenAI naming, KV cache that grows by concatenation):
   inputs : input_ids [B,S] int64, attention_mask [B,T] int64, position_ids [B,S] int64,
            past_key_values.{i}.key / .value [B,kvH,P,hd]
   outputs: logits [B,S,V], present.{i}.key / .value [B,kvH,T,hd]      (T = P + S)
-Standard ONNX ops only (opset 17), fp32: runs on every execution provider and is the reference
-graph the fused builder (GroupQueryAttention, MatMulNBits) is checked against.
+Standard ONNX ops only (opset 17): runs on every execution provider and is the reference graph the
+fused builder (GroupQueryAttention, MatMulNBits) is checked against. fp32, or fp16 weights, cache and
+activations (norms computed in fp32 as transformers does; logits cast to fp32): the naive rung of the
+GPU ladder.
 """
 from __future__ import annotations
 
@@ -67,12 +69,17 @@ def rope_cache(spec: DecoderSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
 
 
-def _rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, hint: str) -> str:
+def _rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, hint: str, dtype=np.float32) -> str:
+    fp16 = dtype == np.float16
+    if fp16:
+        x = g.op("Cast", [x], f"{hint}_fp32", to=TensorProto.FLOAT)
     sq = g.op("Mul", [x, x], f"{hint}_sq")
     var = g.op("ReduceMean", [sq], f"{hint}_var", axes=[-1], keepdims=1)          # [B,S,1]
     denom = g.op("Sqrt", [g.op("Add", [var, g.f32(eps)])], f"{hint}_rms")
     normed = g.op("Div", [x, denom], f"{hint}_normed")
-    return g.op("Mul", [normed, g.const(weight.astype(np.float32), f"{hint}.weight")], hint)
+    if fp16:
+        normed = g.op("Cast", [normed], f"{hint}_fp16", to=TensorProto.FLOAT16)
+    return g.op("Mul", [normed, g.const(weight.astype(dtype), f"{hint}.weight")], hint)
 
 
 def _heads(g: GraphBuilder, x: str, heads: int, hd: int, hint: str) -> str:
@@ -88,8 +95,11 @@ def _rotate(g: GraphBuilder, x: str, cos: str, sin: str, hd: int, hint: str) -> 
     return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rotated, sin])], f"{hint}_rope")
 
 
-def _head_layer_norm(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, eps: float, hint: str) -> str:
-    # x [B,h,S,hd]; w,b [h,hd] -> broadcast as [1,h,1,hd]
+def _head_layer_norm(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, eps: float, hint: str, dtype=np.float32) -> str:
+    # x [B,h,S,hd]; w,b [h,hd] -> broadcast as [1,h,1,hd]; fp16 graphs normalise in fp32
+    if dtype == np.float16:
+        y = _head_layer_norm(g, g.op("Cast", [x], f"{hint}_fp32", to=TensorProto.FLOAT), w, b, eps, f"{hint}32")
+        return g.op("Cast", [y], hint, to=TensorProto.FLOAT16)
     mean = g.op("ReduceMean", [x], f"{hint}_mean", axes=[-1], keepdims=1)
     centred = g.op("Sub", [x, mean])
     var = g.op("ReduceMean", [g.op("Mul", [centred, centred])], f"{hint}_var", axes=[-1], keepdims=1)
@@ -110,16 +120,20 @@ def _repeat_kv(g: GraphBuilder, x: str, kv_heads: int, rep: int, hd: int, hint: 
     return g.op("Reshape", [e, g.i64([0, kv_heads * rep, -1, hd])], f"{hint}_rep")
 
 
-def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder"):
-    g = GraphBuilder(name)
+def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder", dtype=np.float32, data_path: str | None = None):
+    """dtype np.float32 or np.float16 (weights, cache, activations); data_path: stream weights there."""
+    g = GraphBuilder(name, data_path)
+    dtype = np.dtype(dtype).type
+    t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    c = lambda a, n=None: g.const(np.asarray(a).astype(dtype), n)
     nH, kvH, hd = spec.num_heads, spec.num_kv_heads, spec.head_dim
     input_ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
     mask = g.add_input("attention_mask", TensorProto.INT64, ["batch", "total"])
     position_ids = g.add_input("position_ids", TensorProto.INT64, ["batch", "seq"])
     pasts = []
     for i in range(spec.num_layers):
-        pk = g.add_input(f"past_key_values.{i}.key", TensorProto.FLOAT, ["batch", kvH, "past", hd])
-        pv = g.add_input(f"past_key_values.{i}.value", TensorProto.FLOAT, ["batch", kvH, "past", hd])
+        pk = g.add_input(f"past_key_values.{i}.key", t, ["batch", kvH, "past", hd])
+        pv = g.add_input(f"past_key_values.{i}.value", t, ["batch", kvH, "past", hd])
         pasts.append((pk, pv))
 
     # Additive attention bias [B,1,S,T]: key j visible to query i iff j <= past+i and mask[b,j] == 1.
@@ -132,25 +146,25 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder"):
     causal = g.op("LessOrEqual", [key_pos, query_pos], "causal")                                                             # [S,T]
     padded = g.op("Unsqueeze", [g.op("Cast", [mask], to=TensorProto.BOOL), g.i64([1, 2])], "key_valid")                     # [B,1,1,T]
     allowed = g.op("And", [causal, padded], "allowed")                                                                       # [B,1,S,T]
-    bias = g.op("Where", [allowed, g.f32(0.0), g.f32(np.finfo(np.float32).min)], "attn_bias")
+    bias = g.op("Where", [allowed, c(0.0), c(np.finfo(dtype).min)], "attn_bias")
 
     cos_np, sin_np = rope_cache(spec)
-    cos_c = g.const(np.concatenate([cos_np, cos_np], axis=1), "rope.cos")   # [ctx, hd]
-    sin_c = g.const(np.concatenate([sin_np, sin_np], axis=1), "rope.sin")
+    cos_c = c(np.concatenate([cos_np, cos_np], axis=1), "rope.cos")   # [ctx, hd]
+    sin_c = c(np.concatenate([sin_np, sin_np], axis=1), "rope.sin")
     cos = g.op("Unsqueeze", [g.op("Gather", [cos_c, position_ids], axis=0), g.i64([1])], "cos")  # [B,1,S,hd]
     sin = g.op("Unsqueeze", [g.op("Gather", [sin_c, position_ids], axis=0), g.i64([1])], "sin")
 
-    x = g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), input_ids], "embeds", axis=0)  # [B,S,H]
-    scale = g.f32(1.0 / np.sqrt(hd))
+    x = g.op("Gather", [c(w.embed, "embed_tokens.weight"), input_ids], "embeds", axis=0)  # [B,S,H]
+    scale = c(1.0 / np.sqrt(hd))
     for i, lw in enumerate(w.layers):
         p = f"layers.{i}"
-        h = _rms_norm(g, x, lw.input_norm, spec.rms_norm_eps, f"{p}.input_norm")
-        q = _heads(g, g.op("MatMul", [h, g.const(lw.q, f"{p}.q_proj")]), nH, hd, f"{p}.q")       # [B,nH,S,hd]
-        k = _heads(g, g.op("MatMul", [h, g.const(lw.k, f"{p}.k_proj")]), kvH, hd, f"{p}.k")      # [B,kvH,S,hd]
-        v = _heads(g, g.op("MatMul", [h, g.const(lw.v, f"{p}.v_proj")]), kvH, hd, f"{p}.v")
+        h = _rms_norm(g, x, lw.input_norm, spec.rms_norm_eps, f"{p}.input_norm", dtype)
+        q = _heads(g, g.op("MatMul", [h, c(lw.q, f"{p}.q_proj")]), nH, hd, f"{p}.q")       # [B,nH,S,hd]
+        k = _heads(g, g.op("MatMul", [h, c(lw.k, f"{p}.k_proj")]), kvH, hd, f"{p}.k")      # [B,kvH,S,hd]
+        v = _heads(g, g.op("MatMul", [h, c(lw.v, f"{p}.v_proj")]), kvH, hd, f"{p}.v")
         if spec.qk_norm:
-            q = _head_layer_norm(g, q, lw.q_norm_w, lw.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
-            k = _head_layer_norm(g, k, lw.k_norm_w, lw.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
+            q = _head_layer_norm(g, q, lw.q_norm_w, lw.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm", dtype)
+            k = _head_layer_norm(g, k, lw.k_norm_w, lw.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm", dtype)
         q = _rotate(g, q, cos, sin, hd, f"{p}.q")
         k = _rotate(g, k, cos, sin, hd, f"{p}.k")
         present_k, present_v = f"present.{i}.key", f"present.{i}.value"
@@ -162,16 +176,19 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder"):
         probs = g.op("Softmax", [g.op("Add", [scores, bias])], f"{p}.probs", axis=-1)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, vr])], f"{p}.ctx", perm=[0, 2, 1, 3])    # [B,S,nH,hd]
         ctx = g.op("Reshape", [ctx, g.i64([0, 0, nH * hd])])
-        x = g.op("Add", [x, g.op("MatMul", [ctx, g.const(lw.o, f"{p}.o_proj")])], f"{p}.attn_out")
-        h = _rms_norm(g, x, lw.post_norm, spec.rms_norm_eps, f"{p}.post_norm")
-        gate = g.op("MatMul", [h, g.const(lw.gate, f"{p}.gate_proj")])
-        up = g.op("MatMul", [h, g.const(lw.up, f"{p}.up_proj")])
+        x = g.op("Add", [x, g.op("MatMul", [ctx, c(lw.o, f"{p}.o_proj")])], f"{p}.attn_out")
+        h = _rms_norm(g, x, lw.post_norm, spec.rms_norm_eps, f"{p}.post_norm", dtype)
+        gate = g.op("MatMul", [h, c(lw.gate, f"{p}.gate_proj")])
+        up = g.op("MatMul", [h, c(lw.up, f"{p}.up_proj")])
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up], f"{p}.swiglu")
-        x = g.op("Add", [x, g.op("MatMul", [act, g.const(lw.down, f"{p}.down_proj")])], f"{p}.out")
-        g.add_output(present_k, TensorProto.FLOAT, ["batch", kvH, "total", hd])
-        g.add_output(present_v, TensorProto.FLOAT, ["batch", kvH, "total", hd])
+        x = g.op("Add", [x, g.op("MatMul", [act, c(lw.down, f"{p}.down_proj")])], f"{p}.out")
+        g.add_output(present_k, t, ["batch", kvH, "total", hd])
+        g.add_output(present_v, t, ["batch", kvH, "total", hd])
 
-    x = _rms_norm(g, x, w.final_norm, spec.rms_norm_eps, "final_norm")
-    g.op_named("MatMul", [x, g.const(w.lm_head.astype(np.float32), "lm_head.weight")], ["logits"])
+    x = _rms_norm(g, x, w.final_norm, spec.rms_norm_eps, "final_norm", dtype)
+    if dtype == np.float16:
+        g.op_named("Cast", [g.op("MatMul", [x, c(w.lm_head, "lm_head.weight")], "logits_fp16")], ["logits"], to=TensorProto.FLOAT)
+    else:
+        g.op_named("MatMul", [x, c(w.lm_head, "lm_head.weight")], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
     return g.model("omm_export")

@@ -39,6 +39,10 @@ def quantize_int4(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndar
     """[K, N] weights -> MatMulNBits B uint8 [N, k_blocks, block/2] and scales [N, k_blocks].
     Symmetric: q = clip(round(w / s), -8, 7) + 8 with s = absmax / 7 per block; dequant (q - 8) * s."""
     k, n = w_in_out.shape
+    if w_in_out.size >= 1 << 22:
+        fast = _quantize_int4_torch(w_in_out, block)
+        if fast is not None:
+            return fast
     blocks = -(-k // block)
     w = np.zeros((n, blocks * block), np.float32)
     w[:, :k] = w_in_out.T
@@ -48,6 +52,28 @@ def quantize_int4(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndar
     q = np.clip(np.rint(w / scale[..., None]), -8, 7).astype(np.int32) + 8          # [N, blocks, block] in 0..15
     packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)                  # low nibble first
     return packed, scale.astype(np.float32)
+
+
+def _quantize_int4_torch(w_in_out: np.ndarray, block: int, device: str = "cuda"):
+    """The same arithmetic as quantize_int4 (fp32 division, round half to even) on the GPU, for the
+    multi-billion-weight graphs; None where torch or a GPU is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        return None
+    k, n = w_in_out.shape
+    blocks = -(-k // block)
+    with torch.no_grad():
+        w = torch.zeros((n, blocks * block), dtype=torch.float32, device=device)
+        w[:, :k] = torch.from_numpy(np.ascontiguousarray(w_in_out)).to(device, torch.float32).T
+        w = w.view(n, blocks, block)
+        scale = w.abs().amax(dim=2) / 7.0
+        scale[scale == 0] = 1.0
+        q = torch.clamp(torch.round(w / scale[..., None]), -8, 7).to(torch.int32) + 8
+        packed = (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8)
+        return packed.cpu().numpy(), scale.cpu().numpy()
 
 
 def dequantize_int4(packed: np.ndarray, scale: np.ndarray, k: int) -> np.ndarray:
@@ -74,8 +100,8 @@ class _Writer:
                     domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=opt.block_size, accuracy_level=opt.accuracy_level)
 
 
-def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder"):
-    g = GraphBuilder(name)
+def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder", data_path: str | None = None):
+    g = GraphBuilder(name, data_path)
     wr = _Writer(g, opt)
     nH, kvH, hd, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_norm_eps
     t = opt.act_type

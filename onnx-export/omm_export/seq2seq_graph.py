@@ -80,8 +80,8 @@ def _attend(g: GraphBuilder, q: str, k: str, v: str, bias: str, hint: str) -> st
     return g.op("Transpose", [g.op("MatMul", [probs, v])], f"{hint}.ctx", perm=[0, 2, 1, 3])   # [B,S,H,hd]
 
 
-def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "decoder"):
-    g = GraphBuilder(name)
+def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "decoder", data_path: str | None = None):
+    g = GraphBuilder(name, data_path)
     H, hd = spec.num_heads, spec.head_dim
     ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
     pos = g.add_input("position_ids", TensorProto.INT64, ["batch", "seq"])

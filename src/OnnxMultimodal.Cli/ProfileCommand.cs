@@ -9,10 +9,13 @@ using Spectre.Console;
 namespace OnnxMultimodal.Cli;
 
 /// <summary>
-/// <c>omm profile</c>: where one request's time goes. Phases (preprocess, encode, prefill, decode,
-/// detokenize), per-token latency, kernel time by operator class from ONNX Runtime's profiler, the
-/// share of wall time spent outside ONNX Runtime (host overhead: on a GPU, a lower bound of its idle
-/// time), peak host memory. Writes profile.json, profile.md, phases.png and opclasses.png.
+/// <c>omm profile</c>: where one request's time goes. A warm-up run, then a measured run with nothing
+/// else switched on: phases (preprocess, encode, prefill, decode, detokenize), time to first token,
+/// per-token latency p50/p99, peak host memory and, on a GPU, the busy and idle share of the card
+/// (NVML, sampled during the run; decode window separately) and its peak memory. Then, unless
+/// --op-classes false, one more run in a session with ONNX Runtime's profiler for the kernel time by
+/// operator class (on CUDA, set CUDA_LAUNCH_BLOCKING=1 so each node's time is its kernels' time, not
+/// its launch). Writes profile.json, profile.md, phases.png and opclasses.png.
 /// </summary>
 internal static class ProfileCommand
 {
@@ -23,14 +26,15 @@ internal static class ProfileCommand
         var image = new Option<string?>("--image") { Description = "Image for caption (default: the tiny model's reference image)" };
         var audio = new Option<string?>("--audio") { Description = "WAV for transcribe (default: the tiny model's reference WAV)" };
         var output = new Option<string>("--out") { Description = "Report folder", DefaultValueFactory = _ => "profile" };
-        var cmd = new Command("profile", "Profile one request: phases, op classes, host overhead; JSON, Markdown and PNG") { task, prompt, image, audio, output };
+        var opClasses = new Option<bool>("--op-classes") { Description = "Also run once under ONNX Runtime's profiler for the op-class split", DefaultValueFactory = _ => true };
+        var cmd = new Command("profile", "Profile one request: phases, latency, GPU busy share, op classes; JSON, Markdown and PNG") { task, prompt, image, audio, output, opClasses };
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             string dir = Path.GetFullPath(r.GetValue(output)!);
             string ortDir = Path.Combine(dir, "ort");
             if (Directory.Exists(ortDir)) Directory.Delete(ortDir, recursive: true);
-            var options = CliCommon.PipelineOptions(r) with { Execution = CliCommon.Execution(r) with { ProfileDirectory = ortDir } };
+            var options = CliCommon.PipelineOptions(r) with { Execution = CliCommon.Execution(r) };
             string family = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Family;
             string kind = r.GetValue(task) is "auto" ? family switch { "chameleon" => "caption", "seamless" => "transcribe", _ => "text" } : r.GetValue(task)!;
             string model = CliCommon.ModelPath(r);
@@ -39,55 +43,88 @@ internal static class ProfileCommand
                 "caption" => new GenerationRequest([Part.Image(r.GetValue(image) ?? Path.Combine(model, "reference", "shapes.png")), Part.Text(r.GetValue(prompt)!)]),
                 "imagine" => new GenerationRequest(r.GetValue(prompt)!) { Output = OutputModality.Image },
                 "transcribe" => new GenerationRequest([Part.Audio(r.GetValue(audio) ?? Path.Combine(model, "reference", "robot_16k.wav"))]),
-                _ => new GenerationRequest(r.GetValue(prompt)!),
+                "text" => new GenerationRequest(r.GetValue(prompt)!),
+                var other => throw new InvalidInputException("--task", $"'{other}' is not one of text, caption, imagine, transcribe"),
             };
             request = request with { Sampling = CliCommon.Sampling(r) with { IgnoreStopTokens = true } };
+            bool gpu = options.Execution.Providers.FirstOrDefault() is not Runtime.ExecutionProviderKind.Cpu;
 
-            GenerationStats? warm = null, stats = null;
-            var pipeline = await MultimodalPipeline.LoadAsync(model, options, cancellationToken: ct);
-            try
+            // 1. Timings: warm-up, then the measured run with the GPU sampled every 5 ms.
+            GenerationStats stats;
+            GpuReport? card = null;
+            string? gpuReason = gpu ? null : "CPU run";
+            using (var pipeline = await MultimodalPipeline.LoadAsync(model, options, cancellationToken: ct))
             {
-                await foreach (var u in pipeline.GenerateAsync(request, ct)) warm = u.Stats ?? warm;   // first run: warms caches and pools
-                await foreach (var u in pipeline.GenerateAsync(request, ct)) stats = u.Stats ?? stats;
+                await Run(pipeline, request, ct);
+                using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(5), out gpuReason) : null;
+                long start = Stopwatch.GetTimestamp();
+                stats = await Run(pipeline, request, ct);
+                long end = Stopwatch.GetTimestamp();
+                if (monitor is not null)
+                {
+                    double decodeMs = stats.Phases.TryGetValue("decode", out var d) ? d : 0;
+                    long decodeFrom = end - (long)(decodeMs / 1000.0 * Stopwatch.Frequency);
+                    double? busy = monitor.BusyShare(start, end), busyDecode = monitor.BusyShare(decodeFrom, end);
+                    card = new GpuReport(monitor.Name, busy, busy is { } b ? 1 - b : null, busyDecode, busyDecode is { } bd ? 1 - bd : null,
+                                         monitor.Count(start, end), Math.Round(monitor.PeakUsedMiB, 1),
+                                         "NVML utilisation (share of each sample period with a kernel running), sampled every 5 ms; mean over the window");
+                }
             }
-            finally
+
+            // 2. Op classes: one more run in a profiled session.
+            ProfileSummary? summary = null;
+            if (r.GetValue(opClasses))
             {
-                pipeline.Dispose();   // ends the ONNX Runtime profiles (the JSON files are written now)
+                var profiled = options with { Execution = options.Execution with { ProfileDirectory = ortDir } };
+                var p2 = await MultimodalPipeline.LoadAsync(model, profiled, cancellationToken: ct);
+                try { await Run(p2, request, ct); }
+                finally { p2.Dispose(); }   // ends the ONNX Runtime profiles (the JSON files are written now)
+                summary = OrtProfile.Summarise(Directory.EnumerateFiles(ortDir, "*.json"));
             }
-            var summary = OrtProfile.Summarise(Directory.EnumerateFiles(ortDir, "*.json"));
-            double wallMicros = (warm!.Total + stats!.Total).TotalMilliseconds * 1000;
             var tokens = stats.TokenMilliseconds.Order().ToArray();
             var report = new
             {
                 date = DateTime.UtcNow.ToString("yyyy-MM-dd"),
                 model, family, task = kind, provider = r.GetValue(CliCommon.Provider), cuda_graph = r.GetValue(CliCommon.CudaGraph),
                 prompt_tokens = stats.PromptTokens, generated_tokens = stats.GeneratedTokens,
-                time_to_first_token_ms = stats.TimeToFirstToken.TotalMilliseconds,
-                ms_per_token_p50 = tokens.Length > 0 ? tokens[tokens.Length / 2] : 0,
-                ms_per_token_p99 = tokens.Length > 0 ? tokens[Math.Min(tokens.Length - 1, (int)(tokens.Length * 0.99))] : 0,
-                end_to_end_ms = stats.Total.TotalMilliseconds,
-                phases_ms = stats.Phases,
-                op_class_share = summary.Shares.ToDictionary(kv => kv.Key.ToString().ToLowerInvariant(), kv => Math.Round(kv.Value, 4)),
-                top_ops_us = summary.OpMicros.OrderByDescending(kv => kv.Value).Take(12).ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value)),
-                ort_runs = summary.Runs,
-                outside_ort_share = Math.Round(Math.Max(0, 1 - summary.RunMicros / wallMicros), 4),
+                time_to_first_token_ms = Math.Round(stats.TimeToFirstToken.TotalMilliseconds, 3),
+                ms_per_token_p50 = tokens.Length > 0 ? Math.Round(tokens[tokens.Length / 2], 4) : 0,
+                ms_per_token_p99 = tokens.Length > 0 ? Math.Round(tokens[Math.Min(tokens.Length - 1, (int)(tokens.Length * 0.99))], 4) : 0,
+                end_to_end_ms = Math.Round(stats.Total.TotalMilliseconds, 3),
+                phases_ms = stats.Phases.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 3)),
+                gpu = card,
+                gpu_unavailable = card is null ? gpuReason : null,
+                op_class_share = summary?.Shares.ToDictionary(kv => kv.Key.ToString().ToLowerInvariant(), kv => Math.Round(kv.Value, 4)),
+                top_ops_us = summary?.OpMicros.OrderByDescending(kv => kv.Value).Take(12).ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value)),
+                ort_runs = summary?.Runs,
                 peak_host_mb = Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 1),
-                note = "op classes from ONNX Runtime's kernel timers (both runs); on CUDA these are mostly launch times. " +
-                       "outside_ort_share: wall time not inside a Run call; on a GPU its idle share is at least this.",
+                note = "timings and GPU share from a measured run with the profiler off; op classes from a separate profiled run " +
+                       "(ONNX Runtime's node timers: on CUDA they time launches unless CUDA_LAUNCH_BLOCKING=1; CUDA-graph replays record no nodes).",
             };
             Directory.CreateDirectory(dir);
             var json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
             await File.WriteAllTextAsync(Path.Combine(dir, "profile.json"), json, ct);
-            await File.WriteAllTextAsync(Path.Combine(dir, "profile.md"), Markdown(report.task, model, stats, summary, report.outside_ort_share), ct);
+            await File.WriteAllTextAsync(Path.Combine(dir, "profile.md"), Markdown(report.task, model, stats, summary, card), ct);
             Charts(dir, stats.Phases, summary);
             Console.WriteLine(json);
-            AnsiConsole.MarkupLine($"[grey]wrote {Markup.Escape(dir)}/profile.json, profile.md, phases.png, opclasses.png[/]");
+            AnsiConsole.MarkupLine($"[grey]wrote {Markup.Escape(dir)}/profile.json, profile.md, phases.png{(summary is null ? "" : ", opclasses.png")}[/]");
             return 0;
         }));
         return cmd;
     }
 
-    private static string Markdown(string task, string model, GenerationStats s, ProfileSummary p, double outside)
+    /// <summary>The GPU's side of a measured run.</summary>
+    internal sealed record GpuReport(string Card, double? BusyShare, double? IdleShare, double? DecodeBusyShare, double? DecodeIdleShare,
+                                     int Samples, double PeakDeviceMemoryMiB, string Method);
+
+    private static async Task<GenerationStats> Run(MultimodalPipeline pipeline, GenerationRequest request, CancellationToken ct)
+    {
+        GenerationStats? stats = null;
+        await foreach (var u in pipeline.GenerateAsync(request, ct)) stats = u.Stats ?? stats;
+        return stats ?? throw new InferenceException("pipeline", "the request ended without statistics");
+    }
+
+    private static string Markdown(string task, string model, GenerationStats s, ProfileSummary? p, GpuReport? gpu)
     {
         var sb = new System.Text.StringBuilder();
         sb.AppendLine($"# Profile: {task} on {Path.GetFileName(model)}\n");
@@ -96,13 +133,18 @@ internal static class ProfileCommand
         sb.AppendLine("| phase | ms | share |\n|---|---|---|");
         double total = s.Phases.Values.Sum();
         foreach (var (k, v) in s.Phases) sb.AppendLine($"| {k} | {v:F2} | {v / total:P1} |");
-        sb.AppendLine("\n| op class | kernel ms | share |\n|---|---|---|");
-        foreach (var (k, v) in p.ClassMicros.OrderByDescending(kv => kv.Value)) sb.AppendLine($"| {k.ToString().ToLowerInvariant()} | {v / 1000:F2} | {p.Shares[k]:P1} |");
-        sb.AppendLine($"\nWall time outside ONNX Runtime: {outside:P1} (host overhead; a lower bound of GPU idle time on CUDA).");
+        if (p is not null)
+        {
+            sb.AppendLine("\n| op class | kernel ms | share |\n|---|---|---|");
+            foreach (var (k, v) in p.ClassMicros.OrderByDescending(kv => kv.Value)) sb.AppendLine($"| {k.ToString().ToLowerInvariant()} | {v / 1000:F2} | {p.Shares[k]:P1} |");
+        }
+        if (gpu is not null)
+            sb.AppendLine($"\nGPU ({gpu.Card}): busy {gpu.BusyShare:P1} of the run, idle {gpu.IdleShare:P1}; during decode busy {gpu.DecodeBusyShare:P1}, " +
+                          $"idle {gpu.DecodeIdleShare:P1} ({gpu.Samples} NVML samples); peak device memory {gpu.PeakDeviceMemoryMiB:F0} MiB.");
         return sb.ToString();
     }
 
-    private static void Charts(string dir, IReadOnlyDictionary<string, double> phases, ProfileSummary p)
+    private static void Charts(string dir, IReadOnlyDictionary<string, double> phases, ProfileSummary? p)
     {
         var palette = new ScottPlot.Palettes.Category10();
         void Stacked(string file, string title, string unit, IEnumerable<(string Label, double Value)> parts)
@@ -124,7 +166,8 @@ internal static class ProfileCommand
             plt.SavePng(Path.Combine(dir, file), 640, 480);
         }
         Stacked("phases.png", "Where the request's time goes", "ms", phases.Select(kv => (kv.Key, kv.Value)));
-        Stacked("opclasses.png", "Kernel time by operator class", "%", p.Shares.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value)
+        if (p is not null)
+            Stacked("opclasses.png", "Kernel time by operator class", "%", p.Shares.Where(kv => kv.Value > 0).OrderByDescending(kv => kv.Value)
             .Select(kv => (kv.Key.ToString().ToLowerInvariant(), kv.Value * 100)));
     }
 }

@@ -30,8 +30,8 @@ public class CudaTests
         return seq.Tokens.Skip(prompt.Count).ToArray();
     }
 
-    [TestCase("tiny-llama", 1.0)]        // fp32 reference graph, host KV
-    [TestCase("tiny-llama-fp16", 0.9)]   // fused fp16, device-resident KV
+    [TestCase("tiny-llama", 1.0)]        // fp32 reference graph, device-resident ping-pong KV
+    [TestCase("tiny-llama-fp16", 0.9)]   // fused fp16, device-resident shared KV
     public void Reference_tokens_on_cuda(string model, double agreement)
     {
         foreach (var p in TestData.LoadTextReference(model).Prompts)
@@ -39,6 +39,20 @@ public class CudaTests
             var tokens = Greedy(model, Cuda, p.Ids, p.Greedy.Length);
             Assert.That(tokens.Zip(p.Greedy).Count(x => x.First == x.Second), Is.GreaterThanOrEqualTo((int)Math.Ceiling(agreement * p.Greedy.Length)), p.ToString());
         }
+    }
+
+    [Test]
+    public void Reference_graph_with_its_cache_on_the_device_equals_the_host_cache_and_refuses_cuda_graphs()
+    {
+        foreach (var p in TestData.LoadTextReference("tiny-llama").Prompts)
+        {
+            var device = Greedy("tiny-llama", Cuda, p.Ids, 48);
+            var host = Greedy("tiny-llama", Cuda with { DeviceResident = false }, p.Ids, 48);
+            Assert.That(device, Is.EqualTo(host), p.ToString());
+            Assert.That(device.Take(p.Greedy.Length), Is.EqualTo(p.Greedy), p.ToString());
+        }
+        var e = Assert.Throws<InvalidInputException>(() => Greedy("tiny-llama", Cuda with { CudaGraph = true }, [1, 2, 3], 2))!;
+        Assert.That(e.Message, Does.Contain("shared-cache"));
     }
 
     [Test]

@@ -48,4 +48,23 @@ public class ProfilingTests
         Assert.That(stats.Phases.Values.All(v => v > 0));
         Assert.That(stats.Phases.Values.Sum(), Is.LessThanOrEqualTo(stats.Total.TotalMilliseconds + 1e-6));
     }
+
+    [Test]
+    public void The_gpu_monitor_samples_a_gpu_or_says_why_it_cannot()
+    {
+        using var monitor = GpuMonitor.TryStart(0, TimeSpan.FromMilliseconds(2), out var reason);
+        if (monitor is null)
+        {
+            // No driver here (CI): a reason naming NVML, and no exception escaped.
+            Assert.That(reason, Does.Contain("NVML"));
+            return;
+        }
+        long from = System.Diagnostics.Stopwatch.GetTimestamp();
+        Thread.Sleep(100);
+        long to = System.Diagnostics.Stopwatch.GetTimestamp();
+        Assert.That(monitor.Count(from, to), Is.GreaterThan(5), monitor.Name);
+        Assert.That(monitor.BusyShare(from, to), Is.InRange(0.0, 1.0));
+        Assert.That(monitor.PeakUsedMiB, Is.GreaterThan(0));
+        Assert.That(monitor.BusyShare(to + System.Diagnostics.Stopwatch.Frequency, to + 2 * System.Diagnostics.Stopwatch.Frequency), Is.Null, "no readings in the future");
+    }
 }

@@ -14,6 +14,10 @@ internal static class TestData
 
     private static string FindRoot()
     {
+        // A published test executable (the GPU bundle) may live outside the checkout: OMM_REPO_ROOT names it.
+        if (Environment.GetEnvironmentVariable("OMM_REPO_ROOT") is { Length: > 0 } root)
+            return File.Exists(Path.Combine(root, "OnnxMultimodal.sln")) ? root
+                : throw new InvalidOperationException($"OMM_REPO_ROOT={root} holds no OnnxMultimodal.sln");
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "OnnxMultimodal.sln"))) return dir.FullName;
         throw new InvalidOperationException("OnnxMultimodal.sln not found above " + AppContext.BaseDirectory);

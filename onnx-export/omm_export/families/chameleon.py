@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..decoder_graph import build_decoder
 from ..onnx_utils import IR_VERSION, save_model
 from ..sampling import SplitMix64, sample_next
 from ..text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe
 from ..vq_decoder import ImageDecoderGraph, ImageEncoderGraph
-from .llama import spec_from_config, weights_from_model, write_package
+from .llama import build_graph, spec_from_config, write_package
 
 BOI, EOI, IMAGE = "<racm3:break>", "<eoss>", "<image>"
 
@@ -83,20 +82,33 @@ def load(args, out_dir):
                   latent_channels=preset.latent_channels, resolution=preset.image_size, in_channels=3,
                   base_channels=preset.base_channels, channel_multiplier=list(preset.channel_multiplier),
                   num_res_blocks=preset.num_res_blocks, attn_resolutions=None, dropout=0.0, attn_type="vanilla")
-        cfg = ChameleonConfig(vocab_size=len(vocab), hidden_size=preset.hidden_size, intermediate_size=preset.intermediate_size,
+        # The 7B preset keeps Chameleon's 65536-entry vocabulary (ids past the trained tokenizer are never produced by it).
+        vocab_size = len(vocab) if preset.text_vocab is None else max(len(vocab), preset.text_vocab + preset.codebook_size + 3)
+        cfg = ChameleonConfig(vocab_size=vocab_size, hidden_size=preset.hidden_size, intermediate_size=preset.intermediate_size,
                               num_hidden_layers=preset.num_layers, num_attention_heads=preset.num_heads,
                               num_key_value_heads=preset.num_kv_heads, max_position_embeddings=preset.context_length,
                               initializer_range=preset.initializer_range, rms_norm_eps=1e-5, tie_word_embeddings=False,
                               bos_token_id=vocab["<|bos|>"], eos_token_id=vocab["<|eos|>"], pad_token_id=vocab["<|pad|>"],
                               vq_config=vq, vocabulary_map=vocab)
-        torch.manual_seed(args.seed)
-        model = ChameleonForConditionalGeneration(cfg)
-        src = os.path.join(out_dir, ".hf")
-        model.save_pretrained(src)
-        fast.save_pretrained(src)
         provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(preset)}
-    model = ChameleonForConditionalGeneration.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(src)
+        if args.preset != "tiny":
+            # Benchmark shapes: the decoder is initialised on the GPU and never round-tripped; the VQ
+            # model comes back to the CPU, where its graphs are traced.
+            from .llama import synthetic_model
+            model = synthetic_model(cfg, args.seed, ChameleonForConditionalGeneration)
+            model.model.vqmodel.float().cpu()
+            fast.save_pretrained(out_dir)
+            tokenizer = AutoTokenizer.from_pretrained(out_dir)
+            src = None
+        else:
+            torch.manual_seed(args.seed)
+            model = ChameleonForConditionalGeneration(cfg)
+            src = os.path.join(out_dir, ".hf")
+            model.save_pretrained(src)
+            fast.save_pretrained(src)
+    if src is not None:
+        model = ChameleonForConditionalGeneration.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
+        tokenizer = AutoTokenizer.from_pretrained(src)
     torch.manual_seed(args.seed + 1)
     vqm = model.model.vqmodel
     image_decoder = ImageDecoderGraph(vqm.config, vqm.quantize.embedding, vqm.post_quant_conv).eval()
@@ -209,18 +221,9 @@ def export(args) -> None:
     n_codes = grid * grid
 
     spec = spec_from_config(model.config, qk_norm=True)
-    fused = None
-    if args.graph == "fused":
-        from ..fused_graph import FusedOptions, build_fused_decoder
-        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation)
-        save_model(build_fused_decoder(spec, weights_from_model(model, qk_norm=True), opt), os.path.join(out, "decoder.onnx"))
-        fused = {"act_fp16": opt.act_dtype == np.float16, "quantization": None if args.precision != "int4" else
-                 {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}}
-    else:
-        if args.precision != "fp32":
-            raise SystemExit("--precision fp16/int4 needs --graph fused")
-        save_model(build_decoder(spec, weights_from_model(model, qk_norm=True)), os.path.join(out, "decoder.onnx"))
+    onnx_model, fused = build_graph(args, spec, model, out, qk_norm=True)
+    save_model(onnx_model, os.path.join(out, "decoder.onnx"))
+    del onnx_model
     enc = ImageEncoderGraph(model.model.vqmodel).eval()
     _export_module(enc, torch.zeros(1, 3, size, size), os.path.join(out, "image_encoder.onnx"), "pixel_values", "codes")
     _export_module(image_decoder, torch.zeros(1, n_codes, dtype=torch.long), os.path.join(out, "image_decoder.onnx"), "codes", "pixels")
@@ -239,6 +242,8 @@ def export(args) -> None:
     }
     write_package(out, "chameleon", model, tokenizer, spec, provenance, precision=args.precision, extra=extra,
                   components={"image_encoder": "image_encoder.onnx", "image_decoder": "image_decoder.onnx"}, fused=fused)
+    if not args.no_reference and next(model.parameters()).device.type != "cpu":
+        model = model.float().cpu()   # the references run on the CPU in fp32
     if not args.no_reference:
         write_references(out, model, tokenizer, image_decoder, code_ids, size, n_codes, preset.guidance_scale)
     if os.path.isdir(os.path.join(out, ".hf")):

@@ -78,15 +78,39 @@ def load_model(args, out_dir: str):
                                        pad_token="<|pad|>", clean_up_tokenization_spaces=False)
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         vocab = preset.vocab_size or tok.get_vocab_size()
+        cfg = _hf_config(preset, vocab, ids["<|bos|>"], ids["<|eos|>"], ids["<|pad|>"])
+        provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(preset)}
+        if args.preset != "tiny":
+            # Benchmark shapes: initialise on the GPU (seconds instead of minutes for 7B) and skip the
+            # save/load round trip; bench/torch_decode.py builds the same weights the same way.
+            model = synthetic_model(cfg, args.seed)
+            fast.save_pretrained(out_dir)
+            provenance["initialised_on"] = str(model.device)
+            return model, AutoTokenizer.from_pretrained(out_dir), provenance
         torch.manual_seed(args.seed)
-        model = LlamaForCausalLM(_hf_config(preset, vocab, ids["<|bos|>"], ids["<|eos|>"], ids["<|pad|>"]))
+        model = LlamaForCausalLM(cfg)
         src = os.path.join(out_dir, ".hf")
         model.save_pretrained(src)
         fast.save_pretrained(src)
-        provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(preset)}
     model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(src)
     return model, tokenizer, provenance
+
+
+def synthetic_model(cfg, seed: int, model_class=None):
+    """A transformers model with seeded random weights, initialised on the GPU where there is one."""
+    from transformers import LlamaForCausalLM
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = (model_class or LlamaForCausalLM)(cfg)
+    return model.eval()
+
+
+def large_weights(model) -> bool:
+    """Graphs whose weights are worth streaming to disk as they are written (see GraphBuilder)."""
+    from ..onnx_utils import EXTERNAL_DATA_THRESHOLD
+    return sum(p.numel() for p in model.parameters()) * 2 > EXTERNAL_DATA_THRESHOLD
 
 
 def _rope_theta(cfg) -> float:
@@ -103,9 +127,14 @@ def spec_from_config(cfg, qk_norm: bool = False) -> DecoderSpec:
                        rms_norm_eps=cfg.rms_norm_eps, rope_theta=_rope_theta(cfg))
 
 
-def weights_from_model(model, qk_norm: bool = False) -> DecoderWeights:
-    sd = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    t = lambda k: np.ascontiguousarray(sd[k].T)  # torch Linear [out,in] -> MatMul [in,out]
+def weights_from_model(model, qk_norm: bool = False, dtype=np.float32) -> DecoderWeights:
+    """The decoder's weights as numpy arrays of `dtype` (converted and transposed where the model lives,
+    the GPU for the benchmark presets)."""
+    tdt = torch.float16 if dtype == np.float16 else torch.float32
+    params = model.state_dict()
+    sd = {k: v.detach().to(tdt).cpu().numpy() for k, v in params.items() if not k.endswith("_proj.weight")}
+    # torch Linear [out,in] -> MatMul [in,out]
+    t = lambda k: params[k].detach().to(tdt).T.contiguous().cpu().numpy()
     layers = []
     for i in range(model.config.num_hidden_layers):
         p = f"model.layers.{i}"
@@ -119,6 +148,7 @@ def weights_from_model(model, qk_norm: bool = False) -> DecoderWeights:
             lw.k_norm_w, lw.k_norm_b = sd[f"{p}.self_attn.k_norm.weight"], sd[f"{p}.self_attn.k_norm.bias"]
         layers.append(lw)
     lm = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    del params
     return DecoderWeights(embed=sd["model.embed_tokens.weight"], layers=layers,
                           final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T))
 
@@ -185,6 +215,8 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
     }
     if extra:
         manifest.update(extra)
+    if precision == "fp16" and not fused:
+        manifest["decoder"]["kv_dtype"] = "float16"
     if fused:
         # GroupQueryAttention graph: one max-length KV buffer per layer, past and present bound together.
         manifest["decoder"].update(kv_cache="shared", kv_dtype="float16" if fused["act_fp16"] else "float32",
@@ -201,6 +233,25 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
     for junk in ("special_tokens_map.json", "chat_template.jinja"):
         if os.path.exists(os.path.join(out_dir, junk)):
             os.remove(os.path.join(out_dir, junk))
+
+
+def build_graph(args, spec: DecoderSpec, model, out: str, qk_norm: bool = False):
+    """The decoder graph the arguments ask for: (onnx model, fused-manifest info or None)."""
+    data_path = os.path.join(out, "decoder.onnx.data") if large_weights(model) else None
+    if args.graph == "fused":
+        from ..fused_graph import FusedOptions, build_fused_decoder
+        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+                           int4_activation=args.int4_activation)
+        # fp16 weights feed both the fp16 graph and int4 quantization of an fp16-activation graph
+        wdt = np.float16 if data_path and opt.act_dtype == np.float16 else np.float32
+        onnx_model = build_fused_decoder(spec, weights_from_model(model, qk_norm, wdt), opt, data_path=data_path)
+        return onnx_model, {"act_fp16": opt.act_dtype == np.float16,
+                            "quantization": {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
+                                             "accuracy_level": opt.accuracy_level} if args.precision == "int4" else None}
+    if args.precision == "int4":
+        raise SystemExit("--precision int4 needs --graph fused")
+    dtype = np.float16 if args.precision == "fp16" else np.float32
+    return build_decoder(spec, weights_from_model(model, qk_norm, dtype), dtype=dtype, data_path=data_path), None
 
 
 @torch.no_grad()
@@ -220,21 +271,11 @@ def export(args) -> None:
     os.makedirs(out, exist_ok=True)
     model, tokenizer, provenance = load_model(args, out)
     spec = spec_from_config(model.config)
-    fused = None
-    if args.graph == "fused":
-        from ..fused_graph import FusedOptions, build_fused_decoder
-        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation)
-        onnx_model = build_fused_decoder(spec, weights_from_model(model), opt)
-        fused = {"act_fp16": opt.act_dtype == np.float16,
-                 "quantization": {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
-                                  "accuracy_level": opt.accuracy_level} if args.precision == "int4" else None}
-    else:
-        if args.precision != "fp32":
-            raise SystemExit("--precision fp16/int4 needs --graph fused")
-        onnx_model = build_decoder(spec, weights_from_model(model))
+    onnx_model, fused = build_graph(args, spec, model, out)
     save_model(onnx_model, os.path.join(out, "decoder.onnx"))
     write_package(out, "llama", model, tokenizer, spec, provenance, precision=args.precision, fused=fused)
+    if not args.no_reference and next(model.parameters()).device.type != "cpu":
+        model = model.float().cpu()   # the references run on the CPU in fp32
     if not args.no_reference:
         fp32_greedy = None
         if args.precision == "int4":

@@ -85,6 +85,13 @@ def load(args, out_dir):
             t2u_encoder_attention_heads=2, t2u_decoder_attention_heads=2, t2u_vocab_size=32, char_vocab_size=32,
             t2u_variance_predictor_embed_dim=p.hidden_size, t2u_variance_predictor_hidden_dim=32, unit_embed_dim=32,
             upsample_initial_channel=16, unit_hifi_gan_vocab_size=16, spkr_embed_dim=8, lang_embed_dim=8)
+        provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(p)}
+        if args.preset != "tiny":
+            # Benchmark shapes: initialise on the GPU, skip the save/load round trip; export runs on the CPU copy.
+            from .llama import synthetic_model
+            model = synthetic_model(cfg, args.seed, SeamlessM4Tv2ForSpeechToText).float().cpu()
+            fast.save_pretrained(out_dir)
+            return model, AutoTokenizer.from_pretrained(out_dir), provenance
         torch.manual_seed(args.seed)
         model = SeamlessM4Tv2ForSpeechToText(cfg)
         src = os.path.join(out_dir, ".hf")
@@ -197,11 +204,14 @@ def normalise_stack(f: np.ndarray) -> np.ndarray:
 
 def _export(module, args, path, input_names, output_names, dynamic_axes):
     import onnx
-    tmp = path + ".tmp"
+    # In a folder of its own: graphs over 2 GB come out of the exporter as one file per weight.
+    tmp_dir = path + ".tmp"
+    os.makedirs(tmp_dir, exist_ok=True)
+    tmp = os.path.join(tmp_dir, "model.onnx")
     torch.onnx.export(module, args, tmp, dynamo=False, opset_version=17, input_names=input_names,
                       output_names=output_names, dynamic_axes=dynamic_axes)
     m = onnx.load(tmp)
-    os.remove(tmp)
+    shutil.rmtree(tmp_dir)
     m.ir_version = IR_VERSION
     save_model(m, path)
 
@@ -211,7 +221,9 @@ def export(args) -> None:
     os.makedirs(out, exist_ok=True)
     model, tokenizer, provenance = load(args, out)
     spec, weights, padding_idx = decoder_weights(model)
-    save_model(build_seq2seq_decoder(spec, weights), os.path.join(out, "decoder.onnx"))
+    from .llama import large_weights
+    data_path = os.path.join(out, "decoder.onnx.data") if large_weights(model.text_decoder) else None
+    save_model(build_seq2seq_decoder(spec, weights, data_path=data_path), os.path.join(out, "decoder.onnx"))
     n = spec.num_layers
     enc_graph = SpeechEncoderGraph(model).eval()
     names = ["encoder_hidden_states"] + [f"cross.{i}.{kv}" for i in range(n) for kv in ("key", "value")]

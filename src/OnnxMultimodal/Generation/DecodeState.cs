@@ -34,7 +34,8 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly OrtValue?[]? _maskViews;          // B > 1: [B, total] views by total
     private float[] _prefillLogits = [];               // [B, S, vocab]
     // Device-resident decode (CUDA): step inputs and logits live on the device at the cache's fixed
-    // addresses (so its captured CUDA graph replays them); the host writes 12 bytes in and reads the logits back.
+    // addresses (so a captured CUDA graph replays them); the host writes the token (and seqlens_k, or
+    // the small position and mask inputs of concat graphs) and reads the logits back.
     private readonly KvCache.DeviceStep? _device;
     private readonly RunOptions? _prefillRunOptions;
     private bool _stepped;
@@ -157,6 +158,8 @@ internal sealed unsafe class DecodeState : IDisposable
         int past = Length, total = Length + newTokens;
         _inputs[0] = ids;
         _outputs[0] = logits;
+        if (onDevice)   // the step's tokens: host -> device, 8 bytes a row
+            Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), Batch * sizeof(long));
         if (_cache.Shared)
         {
             int appended = past == 0 ? 0 : newTokens;   // prefill: _rowLength already counts the prompt
@@ -167,11 +170,8 @@ internal sealed unsafe class DecodeState : IDisposable
             _lengths[Batch] = onDevice && _e.CudaGraph ? _cache.Capacity : total;
             _inputs[1] = onDevice ? _device!.Seqlens : _seqlens!;
             _inputs[2] = _total!;
-            if (onDevice)   // tokens and seqlens_k: host -> device, 12 bytes a row
-            {
-                Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), Batch * sizeof(long));
-                Runtime.CudaRuntime.ToDevice(_device.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), Batch * sizeof(int));
-            }
+            if (onDevice)   // seqlens_k: host -> device, 4 bytes a row
+                Runtime.CudaRuntime.ToDevice(_device!.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), Batch * sizeof(int));
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
                     _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [B, kvH, capacity, hd], appended in place

@@ -8,8 +8,9 @@ using OnnxMultimodal.Runtime;
 namespace OnnxMultimodal.Generation;
 
 /// <summary>
-/// Our decode loop over the ONNX Runtime C# API for decoder graphs whose KV cache grows by
-/// concatenation. The session is shared and thread-safe; each request owns a <see cref="DecodeState"/>
+/// Our decode loop over the ONNX Runtime C# API, for decoder graphs whose KV cache grows by
+/// concatenation and for fused graphs that append to one shared max-length cache; on CUDA the cache
+/// and the step I/O stay on the device. The session is shared and thread-safe; each request owns a <see cref="DecodeState"/>
 /// (preallocated step I/O, pooled ping-pong KV cache), so a warm decode step allocates nothing.
 /// Several rows decode in one batch for classifier-free guidance.
 /// </summary>
@@ -83,8 +84,15 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
         var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
-        if (provider == ExecutionProviderKind.Cuda && d.SharedCache && execution.DeviceResident)
+        if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda && !(d.SharedCache && execution.DeviceResident))
         {
+            engine.Dispose();
+            throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
+        }
+        if (provider == ExecutionProviderKind.Cuda && execution.DeviceResident)
+        {
+            // Both layouts keep their cache on the device: concat graphs ping-pong between two device
+            // buffers per layer, shared graphs append in place (and may be captured as a CUDA graph).
             if (!Runtime.CudaRuntime.Available())
             {
                 engine.Dispose();
@@ -98,11 +106,6 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             engine.Dispose();
             throw new InvalidInputException("execution.DeviceResident",
                 "a shared-cache (GroupQueryAttention) graph on CUDA needs its cache on the device: it appends in place, and host copies would split past from present");
-        }
-        else if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda)
-        {
-            engine.Dispose();
-            throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
         }
         return engine;
     }

@@ -23,7 +23,7 @@ public sealed record ExecutionOptions
     /// <summary>CUDA: capture the decode step once as a CUDA graph and replay it (fused shared-cache graphs only).</summary>
     public bool CudaGraph { get; init; }
 
-    /// <summary>CUDA: keep the KV cache and step I/O on the device (IOBinding to device memory). Off = host KV,
+    /// <summary>CUDA: keep the KV cache (either layout) and the step I/O on the device (IOBinding to device memory). Off = host KV,
     /// copied by ONNX Runtime every step (the naive baseline; reference graphs only, since a shared-cache
     /// graph appends in place and the copies would split its past from its present).</summary>
     public bool DeviceResident { get; init; } = true;

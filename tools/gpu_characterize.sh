@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The characterization session at real shapes, as run on the GPU machine (no .NET there), stage by
+# stage so that a cut-off session still leaves every finished stage's results in OUT_DIR:
+#   tests     the Cuda NUnit category from the bundle (tools/bundle.sh --tests)
+#   llama     text->text, Llama/CodeLlama-7B shapes: exports (reference fp16, fused fp16, fused int4),
+#             `omm bench --ladder` (154-token prompt, 358 forced tokens), PyTorch eager/SDPA/compile on
+#             the same weights, `omm profile` (timings + GPU busy share; op classes with launch blocking)
+#   chameleon image->text and text->image, Chameleon-7B shapes + VQ 512x512: fused fp16 and int4
+#   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens
+#   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
+set -uo pipefail
+parts=$1; out=$2; zstd_bin=$3; shift 3
+stages=${*:-tests llama chameleon seamless}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=/tmp/omm-gpu; m=$work/models; mkdir -p "$work" "$m" "$out"
+log() { echo "$(date +%T) $*" | tee -a "$out/progress.log"; }
+[ -x "$work/omm/omm" ] || { cat "$parts"/omm.tar.zst.part-* | "$zstd_bin" -d --long=27 | tar -C "$work" -xf - || { log "bundle: reassembly failed"; exit 1; }; }
+site=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 OMM_REPO_ROOT=$repo
+OMM=$work/omm/omm
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+log "start: stages $stages on $(cat "$out/gpu.txt")"
+export_model() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && return 0
+  local t0=$SECONDS; (cd "$repo/onnx-export" && python3 -m omm_export "$@" --no-reference --out "$m/$name") >> "$out/export.log" 2>&1
+  local rc=$?; log "export $name: rc=$rc in $((SECONDS - t0)) s, $(du -sh "$m/$name" 2>/dev/null | cut -f1)"; return $rc; }
+profile() { local name=$1; shift; local t0=$SECONDS
+  "$OMM" profile --provider cuda --out "$out/profile-$name" --op-classes false "$@" > "$out/profile-$name.log" 2>&1; local rc=$?
+  log "profile $name: rc=$rc in $((SECONDS - t0)) s: $(grep -E '"(prompt_tokens|time_to_first_token_ms|ms_per_token_p50|end_to_end_ms|IdleShare|DecodeIdleShare)"' "$out/profile-$name/profile.json" 2>/dev/null | tr -d ' \n')"; }
+opclasses() { local name=$1; shift; local t0=$SECONDS   # kernel-accurate node times: every launch waits for its kernel
+  CUDA_LAUNCH_BLOCKING=1 "$OMM" profile --provider cuda --out "$out/opclasses-$name" "$@" > "$out/opclasses-$name.log" 2>&1; local rc=$?
+  rm -rf "$out/opclasses-$name/ort"; log "op classes $name: rc=$rc in $((SECONDS - t0)) s"; }
+text_prompt=$(printf 'The robot climbed the stairs, cleaned the lamp, and counted the ships that passed. %.0s' 1 2 3 4 5 6 7 8)
+
+for stage in $stages; do case $stage in
+tests)
+  t0=$SECONDS
+  "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --output detailed > "$out/cuda-tests.log" 2>&1
+  log "tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:' "$out/cuda-tests.log" | tr -d ' \n')"
+  ;;
+llama)
+  export_model 7b-ref16 llama --preset 7b --precision fp16
+  export_model 7b-fp16 llama --preset 7b --graph fused --precision fp16
+  export_model 7b-int4 llama --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
+  t0=$SECONDS
+  "$OMM" bench --ladder --provider cuda --model "$m/7b-ref16" --fp16-model "$m/7b-fp16" --int4-model "$m/7b-int4" \
+    --prompt-tokens 154 --new-tokens 358 --runs 2 --warmup 1 --json "$out/ladder-7b.json" > "$out/ladder-7b.log" 2>&1
+  log "ladder 7b: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-7b.log" | tr '\n' ';')"
+  t0=$SECONDS
+  (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 > "$out/torch-7b.json" 2> "$out/torch-7b.err")
+  log "torch 7b: rc=$? in $((SECONDS - t0)) s: $(tr -d ' \n' < "$out/torch-7b.json")"
+  profile text-7b-int4-graph --model "$m/7b-int4" --cuda-graph --task text --prompt "$text_prompt" --max-tokens 358
+  profile text-7b-fp16-graph --model "$m/7b-fp16" --cuda-graph --task text --prompt "$text_prompt" --max-tokens 358
+  opclasses text-7b-int4 --model "$m/7b-int4" --task text --prompt "$text_prompt" --max-tokens 64
+  rm -rf "$m/7b-ref16" "$m/7b-fp16" "$m/7b-int4"
+  ;;
+chameleon)
+  python3 - "$work/photo.png" <<'EOF'
+import sys
+from PIL import Image, ImageDraw
+im = Image.new("RGB", (640, 512))
+d = ImageDraw.Draw(im)
+for y in range(512):
+    d.line((0, y, 640, y), fill=(40 + y // 4, 90 + y // 6, 200 - y // 4))
+d.ellipse((380, 60, 500, 180), fill=(250, 220, 90))
+d.polygon([(0, 512), (200, 250), (420, 512)], fill=(70, 110, 60))
+d.polygon([(250, 512), (470, 220), (640, 512)], fill=(50, 80, 50))
+im.save(sys.argv[1])
+EOF
+  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
+  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16
+  for v in int4 fp16; do
+    profile caption-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+    profile imagine-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
+  done
+  profile caption-7b-fp16-plain --model "$m/cham-fp16" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+  profile imagine-7b-fp16-plain --model "$m/cham-fp16" --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
+  opclasses caption-7b-int4 --model "$m/cham-int4" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+  rm -rf "$m/cham-int4" "$m/cham-fp16"
+  ;;
+seamless)
+  python3 - "$work/speech_10s.wav" "$repo/models/tiny-seamless/reference" <<'EOF'
+import sys, wave
+frames, srcs = b"", ["robot_16k.wav", "fox_16k.wav", "sky_16k.wav"]
+while len(frames) < 10 * 16000 * 2:
+    for s in srcs:
+        with wave.open(f"{sys.argv[2]}/{s}") as w:
+            frames += w.readframes(w.getnframes()) + b"\0\0" * 1600
+with wave.open(sys.argv[1], "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames[: 10 * 16000 * 2])
+EOF
+  export_model seamless-large seamless --preset large
+  profile transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  opclasses transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  ;;
+esac; done
+log "done"
