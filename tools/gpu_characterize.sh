@@ -7,6 +7,7 @@
 #             the same weights, `omm profile` (timings + GPU busy share; op classes with launch blocking)
 #   chameleon image->text and text->image, Chameleon-7B shapes + VQ 512x512: fused fp16 and int4
 #   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens
+#   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 set -uo pipefail
 parts=$1; out=$2; zstd_bin=$3; shift 3
@@ -49,6 +50,10 @@ llama)
   t0=$SECONDS
   (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 > "$out/torch-7b.json" 2> "$out/torch-7b.err")
   log "torch 7b: rc=$? in $((SECONDS - t0)) s: $(tr -d ' \n' < "$out/torch-7b.json")"
+  ;&
+llama-profile)   # (also the end of the llama stage) timings with the GPU's busy share, then op classes
+  export_model 7b-fp16 llama --preset 7b --graph fused --precision fp16
+  export_model 7b-int4 llama --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
   profile text-7b-int4-graph --model "$m/7b-int4" --cuda-graph --task text --prompt "$text_prompt" --max-tokens 358
   profile text-7b-fp16-graph --model "$m/7b-fp16" --cuda-graph --task text --prompt "$text_prompt" --max-tokens 358
   opclasses text-7b-int4 --model "$m/7b-int4" --task text --prompt "$text_prompt" --max-tokens 64

@@ -80,4 +80,16 @@ public class TextTokenizerTests
         Assert.That(Assert.Throws<ModelPackageException>(() => TextTokenizer.Load(path))!.Message, Does.Contain("WordPiece"));
         Assert.Throws<ModelPackageException>(() => TextTokenizer.Load(Path.Combine(dir, "missing.json")));
     }
+
+    [Test]
+    public void Ids_past_the_tokenizer_but_inside_a_padded_model_vocabulary_decode_as_replacement_characters()
+    {
+        var tok = Tokenizer;
+        var hello = tok.Encode("hello");
+        var stream = tok.CreateStreamingDecoder();
+        string text = string.Concat(hello.Select(stream.Append)) + stream.Append(tok.VocabularySize + 100) + stream.Flush();
+        Assert.That(text, Is.EqualTo("hello\uFFFD"));
+        Assert.That(tok.Decode([.. hello, 1_000_000]), Is.EqualTo("hello\uFFFD"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tok.Decode([-1]));
+    }
 }

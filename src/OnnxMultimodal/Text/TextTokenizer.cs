@@ -86,8 +86,9 @@ public sealed partial class TextTokenizer
         return text.Length == 0 ? [] : _bpe.EncodeToIds(text);
     }
 
-    /// <summary>Text of <paramref name="ids"/>; invalid UTF-8 becomes U+FFFD.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">An id is outside the vocabulary.</exception>
+    /// <summary>Text of <paramref name="ids"/>; invalid UTF-8, and ids past the tokenizer's vocabulary (a model's
+    /// embedding table may be padded beyond it), become U+FFFD.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">An id is negative.</exception>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         var buffer = new List<byte>();
@@ -99,13 +100,14 @@ public sealed partial class TextTokenizer
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
+    private static readonly byte[] Replacement = [0xEF, 0xBF, 0xBD];   // U+FFFD in UTF-8
+
     public bool IsSpecial(int id) => (uint)id < (uint)_isSpecial.Length && _isSpecial[id];
 
     internal ReadOnlySpan<byte> TokenBytes(int id)
     {
-        if ((uint)id >= (uint)_tokenBytes.Length)
-            throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside the vocabulary of {_tokenBytes.Length}");
-        return _tokenBytes[id];
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        return id < _tokenBytes.Length ? _tokenBytes[id] : Replacement;
     }
 
     /// <summary>A decoder for a stream of ids that returns only complete UTF-8 characters.</summary>
