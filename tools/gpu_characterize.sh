@@ -9,6 +9,7 @@
 #   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens
 #   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
+# OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only).
 set -uo pipefail
 parts=$1; out=$2; zstd_bin=$3; shift 3
 stages=${*:-tests llama chameleon seamless}
@@ -28,7 +29,7 @@ export_model() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && retu
 profile() { local name=$1; shift; local t0=$SECONDS
   "$OMM" profile --provider cuda --out "$out/profile-$name" --op-classes false "$@" > "$out/profile-$name.log" 2>&1; local rc=$?
   log "profile $name: rc=$rc in $((SECONDS - t0)) s: $(grep -E '"(prompt_tokens|time_to_first_token_ms|ms_per_token_p50|end_to_end_ms|IdleShare|DecodeIdleShare)"' "$out/profile-$name/profile.json" 2>/dev/null | tr -d ' \n')"; }
-opclasses() { local name=$1; shift; local t0=$SECONDS   # kernel-accurate node times: every launch waits for its kernel
+opclasses() { [ "${OMM_QUICK:-0}" = 1 ] && return 0; local name=$1; shift; local t0=$SECONDS   # kernel-accurate node times: every launch waits for its kernel
   CUDA_LAUNCH_BLOCKING=1 "$OMM" profile --provider cuda --out "$out/opclasses-$name" "$@" > "$out/opclasses-$name.log" 2>&1; local rc=$?
   rm -rf "$out/opclasses-$name/ort"; log "op classes $name: rc=$rc in $((SECONDS - t0)) s"; }
 text_prompt=$(printf 'The robot climbed the stairs, cleaned the lamp, and counted the ships that passed. %.0s' 1 2 3 4 5 6 7 8)
@@ -78,8 +79,8 @@ EOF
     profile caption-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
     profile imagine-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
   done
-  profile caption-7b-fp16-plain --model "$m/cham-fp16" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
-  profile imagine-7b-fp16-plain --model "$m/cham-fp16" --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
+  [ "${OMM_QUICK:-0}" = 1 ] || profile caption-7b-fp16-plain --model "$m/cham-fp16" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+  [ "${OMM_QUICK:-0}" = 1 ] || profile imagine-7b-fp16-plain --model "$m/cham-fp16" --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
   opclasses caption-7b-int4 --model "$m/cham-int4" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
   rm -rf "$m/cham-int4" "$m/cham-fp16"
   ;;

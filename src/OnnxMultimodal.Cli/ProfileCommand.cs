@@ -11,8 +11,8 @@ namespace OnnxMultimodal.Cli;
 /// <summary>
 /// <c>omm profile</c>: where one request's time goes. A warm-up run, then a measured run with nothing
 /// else switched on: phases (preprocess, encode, prefill, decode, detokenize), time to first token,
-/// per-token latency p50/p99, peak host memory and, on a GPU, the busy and idle share of the card
-/// (NVML, sampled during the run; decode window separately) and its peak memory. Then, unless
+/// per-token latency p50/p99, peak host memory; on a GPU a third run sampled through NVML for the busy
+/// and idle share of the card (whole run and decode window) and its peak memory. Then, unless
 /// --op-classes false, one more run in a session with ONNX Runtime's profiler for the kernel time by
 /// operator class (on CUDA, set CUDA_LAUNCH_BLOCKING=1 so each node's time is its kernels' time, not
 /// its launch). Writes profile.json, profile.md, phases.png and opclasses.png.
@@ -49,25 +49,29 @@ internal static class ProfileCommand
             request = request with { Sampling = CliCommon.Sampling(r) with { IgnoreStopTokens = true } };
             bool gpu = options.Execution.Providers.FirstOrDefault() is not Runtime.ExecutionProviderKind.Cpu;
 
-            // 1. Timings: warm-up, then the measured run with the GPU sampled every 5 ms.
+            // 1. Timings: warm-up, then the measured run with nothing else running. Then, on a GPU, one
+            //    more run sampled through NVML (its driver calls slow kernel launches down a little, so
+            //    that run gives the busy share, not the timings).
             GenerationStats stats;
             GpuReport? card = null;
             string? gpuReason = gpu ? null : "CPU run";
             using (var pipeline = await MultimodalPipeline.LoadAsync(model, options, cancellationToken: ct))
             {
                 await Run(pipeline, request, ct);
-                using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(5), out gpuReason) : null;
-                long start = Stopwatch.GetTimestamp();
                 stats = await Run(pipeline, request, ct);
-                long end = Stopwatch.GetTimestamp();
+                using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(20), out gpuReason) : null;
                 if (monitor is not null)
                 {
-                    double decodeMs = stats.Phases.TryGetValue("decode", out var d) ? d : 0;
+                    long start = Stopwatch.GetTimestamp();
+                    var sampled = await Run(pipeline, request, ct);
+                    long end = Stopwatch.GetTimestamp();
+                    double decodeMs = sampled.Phases.TryGetValue("decode", out var d) ? d : 0;
                     long decodeFrom = end - (long)(decodeMs / 1000.0 * Stopwatch.Frequency);
                     double? busy = monitor.BusyShare(start, end), busyDecode = monitor.BusyShare(decodeFrom, end);
                     card = new GpuReport(monitor.Name, busy, busy is { } b ? 1 - b : null, busyDecode, busyDecode is { } bd ? 1 - bd : null,
-                                         monitor.Count(start, end), Math.Round(monitor.PeakUsedMiB, 1),
-                                         "NVML utilisation (share of each sample period with a kernel running), sampled every 5 ms; mean over the window");
+                                         monitor.Count(start, end), Math.Round(monitor.PeakUsedMiB, 1), Math.Round(sampled.Total.TotalMilliseconds, 3),
+                                         "NVML utilisation (share of each sample period, 1/6 s to 1 s by card, with a kernel running), read every 20 ms " +
+                                         "during a separate run; mean over the run and over its decode phase");
                 }
             }
 
@@ -115,7 +119,7 @@ internal static class ProfileCommand
 
     /// <summary>The GPU's side of a measured run.</summary>
     internal sealed record GpuReport(string Card, double? BusyShare, double? IdleShare, double? DecodeBusyShare, double? DecodeIdleShare,
-                                     int Samples, double PeakDeviceMemoryMiB, string Method);
+                                     int Samples, double PeakDeviceMemoryMiB, double SampledRunMs, string Method);
 
     private static async Task<GenerationStats> Run(MultimodalPipeline pipeline, GenerationRequest request, CancellationToken ct)
     {

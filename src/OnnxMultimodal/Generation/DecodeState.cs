@@ -112,7 +112,9 @@ internal sealed unsafe class DecodeState : IDisposable
                 ids[r * s + i] = k >= 0 && k < Prompts[r].Count ? Prompts[r][k] : 0;
                 pos[r * s + i] = Math.Max(k, 0) + _d.PositionOffset;
             }
-        _prefillLogits = new float[Batch * s * v];
+        // Uninitialised and pinned: [B, S, vocab] is hundreds of MB for a 1k-token multimodal prompt, and
+        // zeroing it or copying it through pageable memory would show up in the time to first token.
+        _prefillLogits = GC.AllocateUninitializedArray<float>(Batch * s * v, pinned: true);
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
         using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, s, v]);

@@ -18,7 +18,8 @@ internal sealed class GraphSession : IDisposable
     /// <exception cref="ExecutionProviderException">No requested execution provider could be created.</exception>
     public GraphSession(string path, ExecutionOptions execution, IReadOnlyList<string> inputs, IReadOnlyList<string> outputs)
     {
-        (_session, _) = SessionFactory.CreateChecked(path, execution, inputs, outputs);
+        // Run once per request with shapes that vary: never under CUDA-graph capture (that is for decode steps).
+        (_session, _) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, outputs);
         _file = Path.GetFileName(path);
         Inputs = inputs;
         Outputs = outputs;
