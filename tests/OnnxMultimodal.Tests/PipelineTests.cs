@@ -94,6 +94,32 @@ public class PipelineTests(EngineKind kind)
     }
 
     [Test]
+    public async Task Requests_run_on_long_lived_decode_threads_and_wait_for_a_free_one()
+    {
+        // One request at a time: always the same thread (ONNX Runtime's per-thread CUDA state stays warm).
+        await using (var p = await MultimodalPipeline.LoadAsync(TestData.TinyLlama, new PipelineOptions { MaxConcurrentRequests = 3 }))
+        {
+            for (int i = 0; i < 4; i++) await p.GenerateTextAsync(Request("The quick brown fox", 4));
+            Assert.That(p.Workers.ThreadIds, Has.Count.EqualTo(1));
+            Assert.That(p.Workers.ThreadIds[0], Is.Not.EqualTo(Environment.CurrentManagedThreadId));
+            var many = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(() => p.GenerateTextAsync(Request("Once upon a time", 16)))));
+            Assert.That(many.Select(m => m.Stats.Tokens), Is.All.EqualTo(many[0].Stats.Tokens));
+            Assert.That(p.Workers.ThreadIds, Has.Count.InRange(1, 3), "never more threads than MaxConcurrentRequests");
+        }
+        // One worker, busy: a request cancelled while it waits never runs, and the pipeline carries on.
+        await using (var p = await MultimodalPipeline.LoadAsync(TestData.TinyLlama, new PipelineOptions { MaxConcurrentRequests = 1 }))
+        {
+            var first = p.GenerateTextAsync(Request("The quick brown fox", 200));
+            using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(1));
+            Assert.CatchAsync<OperationCanceledException>(async () => await p.GenerateTextAsync(Request("Once upon a time", 200), cts.Token));
+            Assert.That((await first).Stats.GeneratedTokens, Is.GreaterThan(0));
+            Assert.That((await p.GenerateTextAsync(Request("Once upon a time", 8))).Stats.GeneratedTokens, Is.EqualTo(8));
+        }
+        var e = Assert.ThrowsAsync<InvalidInputException>(() => MultimodalPipeline.LoadAsync(TestData.TinyLlama, new PipelineOptions { MaxConcurrentRequests = 0 }))!;
+        Assert.That(e.Message, Does.Contain("MaxConcurrentRequests"));
+    }
+
+    [Test]
     public async Task Concurrent_requests_give_the_same_tokens_as_sequential_ones()
     {
         var prompts = new[] { "The quick brown fox", "Once upon a time", "def add(a, b):", "The weather today", "Translate to French:", "A photo of a cat" };

@@ -28,6 +28,8 @@ public sealed record PipelineOptions
     public ImageLoaderOptions Images { get; init; } = new();
     /// <summary>Limits for reading input audio.</summary>
     public AudioOptions Audio { get; init; } = new();
+    /// <summary>Requests that run at once, each on its own long-lived decode thread; more wait for a free one.</summary>
+    public int MaxConcurrentRequests { get; init; } = 4;
 }
 
 /// <summary>
@@ -37,6 +39,8 @@ public sealed record PipelineOptions
 public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
 {
     private readonly PipelineOptions _options;
+    private readonly DecodeWorkers _workers;
+    internal DecodeWorkers Workers => _workers;
 
     public ModelPackage Package { get; }
     public TextTokenizer Tokenizer { get; }
@@ -52,6 +56,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     {
         SpeechEncoder = speechEncoder;
         _options = options;
+        _workers = new DecodeWorkers(options.MaxConcurrentRequests);
         Package = package;
         Tokenizer = tokenizer;
         Engine = engine;
@@ -67,6 +72,8 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                                                      IProgress<float>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new PipelineOptions();
+        if (options.MaxConcurrentRequests < 1)
+            throw new InvalidInputException("options.MaxConcurrentRequests", $"is {options.MaxConcurrentRequests}: at least one request must be able to run");
         return Task.Run(() =>
         {
             var owned = new List<IDisposable>();
@@ -211,18 +218,29 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Action<GenerationRequest, ChannelWriter<GenerationUpdate>, CancellationToken> produce =
             request.Output == OutputModality.Image ? ProduceImage : ProduceText;
-        var worker = Task.Run(() =>
+        var worker = Dispatch();
+        async Task Dispatch()
         {
             try
             {
-                produce(request, channel.Writer, stop.Token);
-                channel.Writer.TryComplete();
+                await _workers.RunAsync(() =>
+                {
+                    try
+                    {
+                        produce(request, channel.Writer, stop.Token);
+                        channel.Writer.TryComplete();
+                    }
+                    catch (Exception e)
+                    {
+                        channel.Writer.TryComplete(e);
+                    }
+                }, stop.Token).ConfigureAwait(false);
             }
-            catch (Exception e)
+            catch (Exception e)   // cancelled (or disposed) while waiting for a decode thread
             {
                 channel.Writer.TryComplete(e);
             }
-        }, CancellationToken.None);
+        }
         try
         {
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -352,6 +370,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
 
     public void Dispose()
     {
+        _workers.Dispose();
         Engine.Dispose();
         ImageTokenizer?.Dispose();
         ImageDetokenizer?.Dispose();
