@@ -68,13 +68,25 @@ public sealed class Fbank
     {
         int frames = FrameCount(samples.Length);
         var result = new float[frames * MelBins];
+        // Frames are independent: blocks of them run in parallel, each block with its own buffers
+        // (10 s of audio is 1000 frames; the result does not depend on how they are split).
+        const int block = 64;
+        int blocks = (frames + block - 1) / block;
+        var input = samples.ToArray();
+        Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, k =>
+            ComputeFrames(input, result, k * block, Math.Min(frames, (k + 1) * block)));
+        return result;
+    }
+
+    private void ComputeFrames(float[] samples, float[] result, int from, int to)
+    {
         var frame = new double[FrameLength];
         var re = new double[FftSize];
         var im = new double[FftSize];
         var power = new double[FftSize / 2 + 1];
-        for (int t = 0; t < frames; t++)
+        for (int t = from; t < to; t++)
         {
-            var source = samples.Slice(t * FrameShift, FrameLength);
+            var source = samples.AsSpan(t * FrameShift, FrameLength);
             for (int n = 0; n < FrameLength; n++) frame[n] = source[n] * 32768.0;                    // 16-bit range
             TensorPrimitives.Subtract(frame, TensorPrimitives.Sum<double>(frame) / FrameLength, frame); // remove DC
             for (int n = FrameLength - 1; n > 0; n--) frame[n] -= Preemphasis * frame[n - 1];          // pre-emphasis
@@ -93,7 +105,6 @@ public sealed class Fbank
                 row[b] = (float)Math.Log(Math.Max(energy, LogFloor));
             }
         }
-        return result;
     }
 
     /// <summary>In-place radix-2 FFT; the input is already in bit-reversed order.</summary>
