@@ -11,4 +11,5 @@ root.Subcommands.Add(TranscribeCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ProfileCommand.Create());
+root.Subcommands.Add(ChartCommand.Create());
 return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,108 @@
+using System.CommandLine;
+using System.Text.Json;
+
+namespace OnnxMultimodal.Cli;
+
+/// <summary>
+/// <c>omm chart</c>: PNG charts from the JSON that <c>omm bench --ladder</c>, <c>omm profile</c> and
+/// <c>onnx-export/bench/torch_decode.py</c> write, so results from a machine without fonts (or from
+/// several runs) are drawn where the report is written.
+///   omm chart ladder --in ladder.json [--torch torch.json] --out ladder.png
+///   omm chart tasks --in a/profile.json b/profile.json ... --out tasks.png
+/// </summary>
+internal static class ChartCommand
+{
+    public static Command Create()
+    {
+        var cmd = new Command("chart", "Draw PNG charts from bench/profile JSON");
+        var input = new Option<string[]>("--in") { Description = "Input JSON file(s)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var torch = new Option<string?>("--torch") { Description = "PyTorch baseline JSON (bench/torch_decode.py) to draw beside the ladder" };
+        var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
+        var title = new Option<string?>("--title") { Description = "Chart title" };
+
+        var ladder = new Command("ladder", "ms/token of each ladder rung (and PyTorch's, if given)") { input, torch, output, title };
+        ladder.SetAction((r, ct) => CliCommon.Guard(() =>
+        {
+            using var doc = Read(r.GetValue(input)!.Single());
+            var bars = doc.RootElement.GetProperty("rungs").EnumerateArray()
+                .Select((x, i) => (Label: Short(x.GetProperty("name").GetString() ?? $"rung {i + 1}"), Value: x.GetProperty("result").GetProperty("tpot_ms_p50").GetDouble(), Ours: true)).ToList();
+            if (r.GetValue(torch) is { } torchFile)
+            {
+                // torch_decode.py prints one JSON line per finished section; the last is the fullest.
+                if (!File.Exists(torchFile)) throw new InvalidInputException("--torch", $"file not found: {torchFile}");
+                var last = File.ReadAllLines(torchFile).LastOrDefault(l => l.TrimStart().StartsWith('{'))
+                           ?? throw new InvalidInputException("--torch", $"{torchFile} holds no JSON line");
+                using var t = Parse(last, torchFile);
+                foreach (var (key, label) in new[] { ("transformers_eager_ms", "HF eager"), ("static_sdpa_eager_ms", "SDPA eager"), ("static_sdpa_compiled_ms", "compile") })
+                    if (t.RootElement.TryGetProperty(key, out var v)) bars.Add((label, v.GetDouble(), false));
+            }
+            var plt = new ScottPlot.Plot();
+            var palette = new ScottPlot.Palettes.Category10();
+            for (int i = 0; i < bars.Count; i++)
+            {
+                var bar = new ScottPlot.Bar { Position = i, Value = bars[i].Value, FillColor = palette.GetColor(bars[i].Ours ? 0 : 1), Label = bars[i].Value.ToString("F2") };
+                plt.Add.Bars(new[] { bar });
+            }
+            plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+                Enumerable.Range(0, bars.Count).Select(i => (double)i).ToArray(), bars.Select(b => b.Label).ToArray());
+            plt.Axes.Margins(bottom: 0);
+            plt.YLabel("ms per token (p50)");
+            plt.Title(r.GetValue(title) ?? "Decode, one lever at a time (blue: ours; orange: PyTorch)");
+            plt.SavePng(r.GetValue(output)!, 900, 520);
+            Console.WriteLine($"wrote {r.GetValue(output)}");
+            return Task.FromResult(0);
+        }));
+
+        var tasks = new Command("tasks", "Stacked phase bars, one per profile (the paper's per-task breakdown)") { input, output, title };
+        tasks.SetAction((r, ct) => CliCommon.Guard(() =>
+        {
+            var profiles = r.GetValue(input)!.Select(f =>
+            {
+                using var d = Read(f);
+                var root = d.RootElement;
+                string folder = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(f)))!;
+                string label = folder.StartsWith("profile-") ? folder["profile-".Length..] : $"{root.GetProperty("task").GetString()} ({folder})";
+                var phases = root.GetProperty("phases_ms").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+                return (Label: label, Phases: phases);
+            }).ToList();
+            string[] order = ["preprocess", "encode", "prefill", "decode", "detokenize"];
+            var palette = new ScottPlot.Palettes.Category10();
+            var plt = new ScottPlot.Plot();
+            for (int p = 0; p < order.Length; p++)
+            {
+                var bars = new List<ScottPlot.Bar>();
+                for (int i = 0; i < profiles.Count; i++)
+                {
+                    double below = order.Take(p).Sum(o => profiles[i].Phases.GetValueOrDefault(o));
+                    double value = profiles[i].Phases.GetValueOrDefault(order[p]);
+                    if (value > 0) bars.Add(new ScottPlot.Bar { Position = i, ValueBase = below, Value = below + value, FillColor = palette.GetColor(p) });
+                }
+                if (bars.Count > 0) plt.Add.Bars(bars).LegendText = order[p];
+            }
+            plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+                Enumerable.Range(0, profiles.Count).Select(i => (double)i).ToArray(), profiles.Select(x => x.Label).ToArray());
+            plt.Axes.Margins(bottom: 0);
+            plt.YLabel("ms");
+            plt.ShowLegend(ScottPlot.Alignment.UpperRight);
+            plt.Title(r.GetValue(title) ?? "Where each request's time goes");
+            plt.SavePng(r.GetValue(output)!, 1000, 600);
+            Console.WriteLine($"wrote {r.GetValue(output)}");
+            return Task.FromResult(0);
+        }));
+        cmd.Subcommands.Add(ladder);
+        cmd.Subcommands.Add(tasks);
+        return cmd;
+    }
+
+    /// <summary>A rung's short name for an axis: "naive", "+ CUDA graph", ...</summary>
+    private static string Short(string name) => name.Split(':', '(')[0].Trim() is var s && s.Length <= 16 ? s : s[..16];
+
+    private static JsonDocument Read(string path) =>
+        File.Exists(path) ? Parse(File.ReadAllText(path), path) : throw new InvalidInputException("--in", $"file not found: {path}");
+
+    private static JsonDocument Parse(string text, string path)
+    {
+        try { return JsonDocument.Parse(text); }
+        catch (JsonException e) { throw new InvalidInputException("--in", $"{path} is not JSON ({e.Message})"); }
+    }
+}
