@@ -8,6 +8,7 @@
 #   chameleon image->text and text->image, Chameleon-7B shapes + VQ 512x512: fused fp16 and int4
 #   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens
 #   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
+#   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes (not yet run)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only).
 set -uo pipefail
@@ -83,6 +84,18 @@ EOF
   [ "${OMM_QUICK:-0}" = 1 ] || profile imagine-7b-fp16-plain --model "$m/cham-fp16" --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
   opclasses caption-7b-int4 --model "$m/cham-int4" --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
   rm -rf "$m/cham-int4" "$m/cham-fp16"
+  ;;
+task-ladders)   # per-task ladders through whole requests (reference fp16 -> device cache -> fused -> CUDA graph -> int4)
+  [ -f "$work/photo.png" ] || python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
+  export_model cham-ref16 chameleon --preset 7b --precision fp16
+  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16
+  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
+  for t in caption imagine; do t0=$SECONDS
+    "$OMM" bench --ladder --task $t --provider cuda --model "$m/cham-ref16" --fp16-model "$m/cham-fp16" --int4-model "$m/cham-int4" \
+      --image "$work/photo.png" --prompt "$([ $t = caption ] && echo 'What is in this image?' || echo 'A photo of a mountain lake at sunrise')" \
+      --new-tokens 30 --runs 1 --warmup 1 --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
+    log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
+  rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4"
   ;;
 seamless)
   python3 - "$work/speech_10s.wav" "$repo/models/tiny-seamless/reference" <<'EOF'

@@ -31,17 +31,36 @@ internal static class BenchCommand
         cmd.Options.Add(CliCommon.HostKv);
         var label = new Option<string?>("--label") { Description = "Name of this configuration in the JSON (e.g. a ladder rung)" };
         cmd.Options.Add(label);
-        var ladder = new Option<bool>("--ladder") { Description = "Add one lever at a time (needs --fp16-model, optionally --int4-model; --model is the reference graph)" };
+        var ladder = new Option<bool>("--ladder") { Description = "Add one lever at a time (--model is the reference graph; --fp16-model and --int4-model add the fused rungs)" };
+        var task = new Option<string>("--task") { Description = "Ladder task: text (engine-level) | caption | imagine | transcribe (whole requests)", DefaultValueFactory = _ => "text" };
+        var prompt = new Option<string>("--prompt") { Description = "Ladder prompt for caption / imagine", DefaultValueFactory = _ => "What is in this image?" };
+        var image = new Option<string?>("--image") { Description = "Ladder image for caption" };
+        var audio = new Option<string?>("--audio") { Description = "Ladder WAV for transcribe" };
         var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
         var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder" };
         cmd.Options.Add(ladder);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
+        cmd.Options.Add(task);
+        cmd.Options.Add(prompt);
+        cmd.Options.Add(image);
+        cmd.Options.Add(audio);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             if (r.GetValue(ladder))
-                return await Ladder(r, r.GetValue(fp16Model) ?? throw new InvalidInputException("--fp16-model", "the ladder needs a fused fp16 model"),
-                                    r.GetValue(int4Model), r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), r.GetValue(json), ct);
+            {
+                Func<MultimodalPipeline, BenchResult> measure;
+                string kind = r.GetValue(task)!;
+                if (kind == "text")
+                    measure = p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct);
+                else
+                {
+                    var (_, request) = CliCommon.TaskRequest(kind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
+                    request = request with { Sampling = new SamplingOptions { MaxNewTokens = r.GetValue(newTokens), IgnoreStopTokens = true } };
+                    measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
+                }
+                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), measure, r.GetValue(json), ct);
+            }
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
             foreach (var name in list)
@@ -76,25 +95,28 @@ internal static class BenchCommand
     }
 
     /// <summary>The decode ladder: one lever at a time, each rung measured on the same prompt and length.</summary>
-    private static async Task<int> Ladder(ParseResult r, string fp16, string? int4, int promptTokens, int newTokens, int runs, int warmup,
+    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, Func<MultimodalPipeline, BenchResult> measure,
                                           string? json, CancellationToken ct)
     {
         var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true };
-        string precision = ModelPackage.Open(fp16).Manifest.Precision;
         string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
         var rungs = new List<(string Name, string Model, Runtime.ExecutionOptions Exec)>
         {
             ($"naive: reference graph ({naivePrecision}, standard ops), plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
             ("+ IOBinding: cache and step I/O on the device", CliCommon.ModelPath(r), baseExec),
-            ($"+ fused graph (GroupQueryAttention, {precision}, in-place cache)", fp16, baseExec),
-            ("+ CUDA graph", fp16, baseExec with { CudaGraph = true }),
         };
-        if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = true }));
+        if (fp16 is not null)
+        {
+            string precision = ModelPackage.Open(fp16).Manifest.Precision;
+            rungs.Add(($"+ fused graph (GroupQueryAttention, {precision}, in-place cache)", fp16, baseExec));
+            rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
+        }
+        if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = fp16 is not null }));
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)
         {
             await using var pipeline = await MultimodalPipeline.LoadAsync(model, new PipelineOptions { Execution = exec }, cancellationToken: ct);
-            results.Add((name, Measure(pipeline, promptTokens, newTokens, runs, warmup, ct)));
+            results.Add((name, measure(pipeline)));
             Console.Error.WriteLine($"{name}: {results[^1].Result.TpotMsP50} ms/token");
         }
         // TensorRT: the last lever where its libraries exist. Its EP takes standard ops only, so it runs
@@ -105,7 +127,7 @@ internal static class BenchCommand
         {
             var exec = baseExec with { Providers = [Runtime.ExecutionProviderKind.TensorRt, Runtime.ExecutionProviderKind.Cuda] };
             await using var pipeline = await MultimodalPipeline.LoadAsync(CliCommon.ModelPath(r), new PipelineOptions { Execution = exec }, cancellationToken: ct);
-            results.Add(("TensorRT (reference graph, fp16 engines, device cache)", Measure(pipeline, promptTokens, newTokens, runs, warmup, ct)));
+            results.Add(("TensorRT (reference graph, fp16 engines, device cache)", measure(pipeline)));
         }
         else
         {
@@ -113,14 +135,16 @@ internal static class BenchCommand
             Console.Error.WriteLine(trtSkipped);
         }
         double naive = results[0].Result.TpotMsP50;
-        var t = new Table().AddColumns("rung", "ms/token p50", "p99", "TTFT ms", "tokens/s", "speed-up vs naive");
+        var t = new Table().AddColumns("rung", "ms/token p50", "p99", "TTFT ms", "end-to-end ms", "speed-up vs naive (token / end to end)");
         foreach (var (name, x) in results)
-            t.AddRow(Markup.Escape(name), x.TpotMsP50.ToString("F4"), x.TpotMsP99.ToString("F4"), x.TtftMsP50.ToString("F3"), x.TokensPerSecond.ToString("F0"), (naive / x.TpotMsP50).ToString("F2") + "x");
+            t.AddRow(Markup.Escape(name), x.TpotMsP50.ToString("F4"), x.TpotMsP99.ToString("F4"), x.TtftMsP50.ToString("F3"), x.EndToEndMsP50.ToString("F1"),
+                     $"{naive / x.TpotMsP50:F2}x / {results[0].Result.EndToEndMsP50 / x.EndToEndMsP50:F2}x");
         AnsiConsole.Write(t);
         var doc = new
         {
-            date = DateTime.UtcNow.ToString("yyyy-MM-dd"), provider = r.GetValue(CliCommon.Provider), tensorrt = trtSkipped ?? "run",
-            rungs = results.Select(x => new { name = x.Name, result = x.Result, speedup = Math.Round(naive / x.Result.TpotMsP50, 3) }),
+            date = DateTime.UtcNow.ToString("yyyy-MM-dd"), task, provider = r.GetValue(CliCommon.Provider), tensorrt = trtSkipped ?? "run",
+            rungs = results.Select(x => new { name = x.Name, result = x.Result, speedup = Math.Round(naive / x.Result.TpotMsP50, 3),
+                                              end_to_end_speedup = Math.Round(results[0].Result.EndToEndMsP50 / x.Result.EndToEndMsP50, 3) }),
         };
         string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
         Console.WriteLine(text);
@@ -169,6 +193,29 @@ internal static class BenchCommand
         }
         double mean = tpot.Average();
         return new BenchResult(p.Engine.Name, prompt.Count, newTokens, runs, Percentile(ttft, 50), Percentile(tpot, 50), Percentile(tpot, 99),
+            Math.Round(mean, 4), Math.Round(1000.0 / mean, 1), Percentile(e2e, 50), Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 1));
+    }
+
+    /// <summary>Whole requests through the pipeline (image or audio in, text or image out): TTFT, per-token and end-to-end latency.</summary>
+    private static BenchResult MeasureRequests(MultimodalPipeline p, GenerationRequest request, int runs, int warmup, CancellationToken ct)
+    {
+        var ttft = new List<double>();
+        var tpot = new List<double>();
+        var e2e = new List<double>();
+        GenerationStats? stats = null;
+        for (int run = 0; run < warmup + runs; run++)
+        {
+            stats = null;
+            var updates = p.GenerateAsync(request, ct).ToBlockingEnumerable(ct);
+            foreach (var u in updates) stats = u.Stats ?? stats;
+            if (run < warmup || stats is null) continue;
+            ttft.Add(stats.TimeToFirstToken.TotalMilliseconds);
+            tpot.AddRange(stats.TokenMilliseconds);
+            e2e.Add(stats.Total.TotalMilliseconds);
+        }
+        if (stats is null || tpot.Count == 0) throw new InferenceException("pipeline", "the request produced no statistics to measure");
+        double mean = tpot.Average();
+        return new BenchResult(p.Engine.Name, stats.PromptTokens, stats.GeneratedTokens, runs, Percentile(ttft, 50), Percentile(tpot, 50), Percentile(tpot, 99),
             Math.Round(mean, 4), Math.Round(1000.0 / mean, 1), Percentile(e2e, 50), Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / 1048576.0, 1));
     }
 

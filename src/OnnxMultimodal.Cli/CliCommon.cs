@@ -32,6 +32,23 @@ internal static class CliCommon
 
     public static string ModelPath(ParseResult r) => r.GetValue(Model) ?? DefaultModel;
 
+    /// <summary>The request of a task (text | caption | imagine | transcribe; auto: from the model family), with the tiny
+    /// models' reference image and WAV as defaults.</summary>
+    public static (string Kind, GenerationRequest Request) TaskRequest(string task, string model, string prompt, string? image, string? audio)
+    {
+        string family = ModelPackage.Open(model).Manifest.Family;
+        string kind = task is "auto" ? family switch { "chameleon" => "caption", "seamless" => "transcribe", _ => "text" } : task;
+        GenerationRequest request = kind switch
+        {
+            "caption" => new([Part.Image(image ?? Path.Combine(model, "reference", "shapes.png")), Part.Text(prompt)]),
+            "imagine" => new(prompt) { Output = OutputModality.Image },
+            "transcribe" => new([Part.Audio(audio ?? Path.Combine(model, "reference", "robot_16k.wav"))]),
+            "text" => new(prompt),
+            var other => throw new InvalidInputException("--task", $"'{other}' is not one of text, caption, imagine, transcribe"),
+        };
+        return (kind, request);
+    }
+
     public static PipelineOptions PipelineOptions(ParseResult r) => new()
     {
         Engine = ParseEngine(r.GetValue(Engine)!),

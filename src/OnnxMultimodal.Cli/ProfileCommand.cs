@@ -35,17 +35,9 @@ internal static class ProfileCommand
             string ortDir = Path.Combine(dir, "ort");
             if (Directory.Exists(ortDir)) Directory.Delete(ortDir, recursive: true);
             var options = CliCommon.PipelineOptions(r) with { Execution = CliCommon.Execution(r) };
-            string family = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Family;
-            string kind = r.GetValue(task) is "auto" ? family switch { "chameleon" => "caption", "seamless" => "transcribe", _ => "text" } : r.GetValue(task)!;
             string model = CliCommon.ModelPath(r);
-            var request = kind switch
-            {
-                "caption" => new GenerationRequest([Part.Image(r.GetValue(image) ?? Path.Combine(model, "reference", "shapes.png")), Part.Text(r.GetValue(prompt)!)]),
-                "imagine" => new GenerationRequest(r.GetValue(prompt)!) { Output = OutputModality.Image },
-                "transcribe" => new GenerationRequest([Part.Audio(r.GetValue(audio) ?? Path.Combine(model, "reference", "robot_16k.wav"))]),
-                "text" => new GenerationRequest(r.GetValue(prompt)!),
-                var other => throw new InvalidInputException("--task", $"'{other}' is not one of text, caption, imagine, transcribe"),
-            };
+            string family = ModelPackage.Open(model).Manifest.Family;
+            var (kind, request) = CliCommon.TaskRequest(r.GetValue(task)!, model, r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
             request = request with { Sampling = CliCommon.Sampling(r) with { IgnoreStopTokens = true } };
             bool gpu = options.Execution.Providers.FirstOrDefault() is not Runtime.ExecutionProviderKind.Cpu;
 
