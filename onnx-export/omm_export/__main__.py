@@ -44,7 +44,21 @@ def main(argv=None) -> int:
     m.add_argument("--out", required=True)
     m.add_argument("--no-reference", action="store_true")
     m.add_argument("--check", action="store_true")
+    v = sub.add_parser("convert", help="rebuild an fp32 reference package's decoder as fp16 / fused / int4 (numpy + onnx only)")
+    v.add_argument("--from", dest="source", required=True, help="the fp32 reference package folder")
+    v.add_argument("--out", required=True)
+    v.add_argument("--graph", default="reference", choices=["reference", "fused"])
+    v.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int4"])
+    v.add_argument("--block-size", type=int, default=32)
+    v.add_argument("--accuracy-level", type=int, default=4)
+    v.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
+    v.add_argument("--external-data", action="store_true", help="stream the weights to decoder.onnx.data even when small")
     args = ap.parse_args(argv)
+
+    if args.family == "convert":
+        from .convert import convert
+        print(json.dumps(convert(args), indent=1))
+        return 0
 
     if args.family == "llama":
         from .families import llama

@@ -32,6 +32,7 @@ public class CudaTests
 
     [TestCase("tiny-llama", 1.0)]        // fp32 reference graph, device-resident ping-pong KV
     [TestCase("tiny-llama-fp16", 0.9)]   // fused fp16, device-resident shared KV
+    [TestCase("tiny-llama-ref16", 0.9)]  // reference graph in fp16, device-resident fp16 ping-pong KV
     public void Reference_tokens_on_cuda(string model, double agreement)
     {
         foreach (var p in TestData.LoadTextReference(model).Prompts)

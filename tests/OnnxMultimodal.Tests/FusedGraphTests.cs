@@ -7,11 +7,13 @@ namespace OnnxMultimodal.Tests;
 
 /// <summary>
 /// The fused decoder graphs (GroupQueryAttention with one max-length cache bound as past and present,
-/// SkipSimplifiedLayerNorm, MatMulNBits) through our engine's shared-cache path, on CPU.
+/// SkipSimplifiedLayerNorm, MatMulNBits) through our engine's shared-cache path, and the fp16 reference graph through
+/// its concat path, on CPU, against the PyTorch references.
 /// </summary>
 [TestFixture("tiny-llama-fused", 1e-4, 1.0)]   // fp32: float reassociation only
 [TestFixture("tiny-llama-fp16", 1e-2, 0.9)]    // fp16 weights, activations and cache
 [TestFixture("tiny-llama-int4", 1e-4, 1.0)]    // int4 weights at accuracy level 1 (fp32 compute) against the dequantized PyTorch model
+[TestFixture("tiny-llama-ref16", 1e-2, 0.9)]   // the reference graph in fp16 (concat cache in fp16, weights in decoder.onnx.data), made by `omm_export convert`
 public class FusedGraphTests(string model, double logitTolerance, double tokenAgreement)
 {
     private TextReference _ref = null!;

@@ -1,0 +1,124 @@
+"""Rebuilds the decoder of an exported reference package (fp32 reference graph) in another form
+without the checkpoint or PyTorch: `python -m omm_export convert --from DIR --out DIR --graph
+reference|fused --precision fp32|fp16|int4`. Needs numpy and onnx only.
+
+The weights are read back from the reference graph by the names our writer gives them; the norm
+epsilons and the rotary base from the graph's own constants. Every other file of the package
+(tokenizer, image/speech graphs, references) is copied; the references still describe the source
+model, so a converted package is checked against them with a tolerance, as the fp16 and int4 tests do.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .decoder_graph import DecoderSpec, DecoderWeights, LayerWeights, build_decoder
+from .onnx_utils import EXTERNAL_DATA_THRESHOLD, save_model
+
+FUSED_IO = {
+    "inputs": {"input_ids": "input_ids", "seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
+               "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
+    "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
+}
+
+
+def _scalar_after(model: onnx.ModelProto, producer_prefix: str, init: dict) -> float:
+    """The constant added to the output of the node whose output starts with `producer_prefix` (a norm's epsilon)."""
+    outputs = {o for n in model.graph.node for o in n.output if o.startswith(producer_prefix)}
+    for n in model.graph.node:
+        if n.op_type == "Add" and n.input[0] in outputs and n.input[1] in init:
+            return float(init[n.input[1]].reshape(-1)[0])
+    raise SystemExit(f"convert: no epsilon found after {producer_prefix}*: not a reference graph written by omm_export")
+
+
+def read_reference(src: str):
+    """(DecoderSpec, DecoderWeights, manifest) of a reference package written by omm_export."""
+    with open(os.path.join(src, "multimodal.json"), encoding="utf-8") as f:
+        manifest = json.load(f)
+    d = manifest["decoder"]
+    if d.get("kv_cache", "concat") != "concat" or "cross_key" in d.get("inputs", {}):
+        raise SystemExit("convert: the source must be a decoder-only reference package (kv_cache 'concat', no cross-attention)")
+    model = onnx.load(os.path.join(src, manifest["components"]["decoder"]))
+    init = {t.name: numpy_helper.to_array(t).astype(np.float32) if t.data_type in (1, 10) else numpy_helper.to_array(t)
+            for t in model.graph.initializer}
+    need = ["embed_tokens.weight", "lm_head.weight", "rope.cos", "rope.sin", "final_norm.weight"]
+    missing = [n for n in need if n not in init]
+    if missing:
+        raise SystemExit(f"convert: {missing} not in the source graph: only reference graphs written by omm_export can be converted")
+    hd = d["head_dim"]
+    cos, sin = init["rope.cos"], init["rope.sin"]                  # [ctx, hd]: each half repeated
+    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1]))    # position 1, frequency index 1
+    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}")
+    qk = "layers.0.q_norm.weight" in init
+    spec = DecoderSpec(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
+                       intermediate_size=init["layers.0.gate_proj"].shape[1], num_layers=d["num_layers"],
+                       num_heads=d["num_heads"], num_kv_heads=d["num_kv_heads"], head_dim=hd,
+                       context_length=d["context_length"], rms_norm_eps=_scalar_after(model, "layers.0.input_norm_var", init),
+                       rope_theta=theta, qk_norm=qk,
+                       qk_norm_eps=_scalar_after(model, "layers.0.q_norm_var", init) if qk else 1e-5)
+    layers = []
+    for i in range(spec.num_layers):
+        p = f"layers.{i}"
+        lw = LayerWeights(input_norm=init[f"{p}.input_norm.weight"], post_norm=init[f"{p}.post_norm.weight"],
+                          q=init[f"{p}.q_proj"], k=init[f"{p}.k_proj"], v=init[f"{p}.v_proj"], o=init[f"{p}.o_proj"],
+                          gate=init[f"{p}.gate_proj"], up=init[f"{p}.up_proj"], down=init[f"{p}.down_proj"])
+        if qk:
+            lw.q_norm_w = init[f"{p}.q_norm.weight"].reshape(spec.num_heads, hd)
+            lw.q_norm_b = init[f"{p}.q_norm.bias"].reshape(spec.num_heads, hd)
+            lw.k_norm_w = init[f"{p}.k_norm.weight"].reshape(spec.num_kv_heads, hd)
+            lw.k_norm_b = init[f"{p}.k_norm.bias"].reshape(spec.num_kv_heads, hd)
+        layers.append(lw)
+    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=init["lm_head.weight"])
+    return spec, w, manifest
+
+
+def convert(args) -> dict:
+    src, out = args.source, args.out
+    if os.path.abspath(src) == os.path.abspath(out):
+        raise SystemExit("convert: --out must differ from --from")
+    spec, w, manifest = read_reference(src)
+    if manifest.get("precision", "fp32") != "fp32":
+        raise SystemExit(f"convert: the source is {manifest.get('precision')}; convert from the fp32 reference package")
+    os.makedirs(out, exist_ok=True)
+    weight_bytes = sum(a.nbytes for a in [w.embed, w.lm_head] + [x for L in w.layers for x in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down)])
+    data_path = os.path.join(out, "decoder.onnx.data") if weight_bytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
+    decoder = manifest["decoder"]
+    if args.graph == "fused":
+        from .fused_graph import FusedOptions, build_fused_decoder
+        opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
+                           int4_activation=args.int4_activation)
+        model = build_fused_decoder(spec, w, opt, data_path=data_path)
+        decoder.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
+                       inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
+        if args.precision == "int4":
+            manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
+                                        "accuracy_level": opt.accuracy_level}
+    else:
+        if args.precision == "int4":
+            raise SystemExit("convert: --precision int4 needs --graph fused")
+        dtype = np.float16 if args.precision == "fp16" else np.float32
+        model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
+        decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
+    save_model(model, os.path.join(out, "decoder.onnx"))
+    # Everything else travels with the package; GenAI's config only describes the fp32 reference graph.
+    skip = {"decoder.onnx", "decoder.onnx.data", "multimodal.json", "genai_config.json"}
+    for name in os.listdir(src):
+        if name in skip:
+            continue
+        s = os.path.join(src, name)
+        (shutil.copytree(s, os.path.join(out, name), dirs_exist_ok=True) if os.path.isdir(s) else shutil.copy2(s, out))
+    manifest["name"] = os.path.basename(os.path.normpath(out))
+    manifest["precision"] = args.precision
+    manifest["provenance"] = dict(manifest.get("provenance", {}), converted_from=os.path.basename(os.path.normpath(src)),
+                                  conversion=f"--graph {args.graph} --precision {args.precision}",
+                                  note="reference/ describes the source model")
+    with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return {"out": out, "graph": args.graph, "precision": args.precision, "rope_theta": spec.rope_theta,
+            "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm, "external_data": data_path is not None}
