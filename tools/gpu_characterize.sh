@@ -74,8 +74,8 @@ d.polygon([(0, 512), (200, 250), (420, 512)], fill=(70, 110, 60))
 d.polygon([(250, 512), (470, 220), (640, 512)], fill=(50, 80, 50))
 im.save(sys.argv[1])
 EOF
-  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
-  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16
+  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --last-logits
+  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits
   for v in int4 fp16; do
     profile caption-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
     profile imagine-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise with a small red boat"
@@ -88,8 +88,8 @@ EOF
 task-ladders)   # per-task ladders through whole requests (reference fp16 -> device cache -> fused -> CUDA graph -> int4)
   [ -f "$work/photo.png" ] || python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
   export_model cham-ref16 chameleon --preset 7b --precision fp16
-  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16
-  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32
+  export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits
+  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --last-logits
   for t in caption imagine; do t0=$SECONDS
     "$OMM" bench --ladder --task $t --provider cuda --model "$m/cham-ref16" --fp16-model "$m/cham-fp16" --int4-model "$m/cham-int4" \
       --image "$work/photo.png" --prompt "$([ $t = caption ] && echo 'What is in this image?' || echo 'A photo of a mountain lake at sunrise')" \

@@ -18,6 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--block-size", type=int, default=32, help="int4 quantization block (32 or 128)")
     p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy_level (0..4)")
     p.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"], help="activation type of int4 graphs (fp16 for CUDA)")
+    p.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic initialisation")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--no-reference", action="store_true", help="skip PyTorch reference outputs")
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     c.add_argument("--block-size", type=int, default=32)
     c.add_argument("--accuracy-level", type=int, default=4)
     c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
+    c.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--out", required=True)
     c.add_argument("--no-reference", action="store_true")
@@ -53,6 +55,8 @@ def main(argv=None) -> int:
     v.add_argument("--accuracy-level", type=int, default=4)
     v.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     v.add_argument("--external-data", action="store_true", help="stream the weights to decoder.onnx.data even when small")
+    v.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
+    v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
     args = ap.parse_args(argv)
 
     if args.family == "convert":

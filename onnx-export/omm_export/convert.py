@@ -92,8 +92,10 @@ def convert(args) -> dict:
     if args.graph == "fused":
         from .fused_graph import FusedOptions, build_fused_decoder
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation)
+                           int4_activation=args.int4_activation, last_logits=args.last_logits)
         model = build_fused_decoder(spec, w, opt, data_path=data_path)
+        if opt.last_logits:
+            decoder["logits"] = "last"
         decoder.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
                        inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
         if args.precision == "int4":
@@ -106,8 +108,15 @@ def convert(args) -> dict:
         model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
-    # Everything else travels with the package; GenAI's config only describes the fp32 reference graph.
+    # Everything else travels with the package (GenAI's config only describes the fp32 reference graph);
+    # with --link-components the other graphs are referenced where they are and the references stay behind.
     skip = {"decoder.onnx", "decoder.onnx.data", "multimodal.json", "genai_config.json"}
+    if args.link_components:
+        for role, file in manifest["components"].items():
+            if role not in ("decoder", "tokenizer"):
+                manifest["components"][role] = os.path.relpath(os.path.join(src, file), out).replace(os.sep, "/")
+                skip.update({file, file + ".data"})
+        skip.add("reference")
     for name in os.listdir(src):
         if name in skip:
             continue

@@ -25,6 +25,7 @@ class FusedOptions:
     block_size: int = 32           # int4 quantization block along K (power of 2, >= 16)
     accuracy_level: int = 4        # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
     int4_activation: str = "fp32"  # activations of the int4 graph: fp32 (CPU) or fp16 (CUDA)
+    last_logits: bool = False      # logits only at each row's last valid position: [B, 1, V] (prefill skips S-1 rows of lm_head)
 
     @property
     def act_dtype(self):
@@ -144,13 +145,29 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
         residual_in = wr.linear(act, L.down, f"{p}.down_proj")
     h, _, _, _ = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(w.final_norm, "final_norm")], "final_norm",
                       n_out=4, domain=MS_DOMAIN, epsilon=eps)
+    if opt.last_logits:
+        h = _last_rows(g, h, seqlens, spec.hidden_size)
     logits = wr.linear(h, w.lm_head, "lm_head")
     if opt.act_dtype == np.float16:
         logits = g.op("Cast", [logits], "logits_fp32", to=TensorProto.FLOAT)
     g.op_named("Identity", [logits], ["logits"])
-    g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
+    g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                      ["batch", 1 if opt.last_logits else "seq", spec.vocab_size]))
     g.uses_ms_domain = True
     return g.model("omm_export")
+
+
+def _last_rows(g, h, seqlens, hidden):
+    """h [B,S,H] -> [B,1,H] at each row's last valid position: min(seqlens_k[b], S-1) (rows are
+    right-padded; a decode step has S = 1, so position 0)."""
+    shape = g.op("Shape", [h])
+    b = g.op("Gather", [shape, g.i64(0)], "rows", axis=0)
+    s = g.op("Gather", [shape, g.i64(1)], "positions", axis=0)
+    last = g.op("Min", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.op("Sub", [s, g.i64(1)])], "last_position")   # [B]
+    start = g.op("Mul", [g.op("Range", [g.i64(0), b, g.i64(1)]), s], "row_start")                                     # [B]
+    flat = g.op("Reshape", [h, g.i64([-1, hidden])], "hidden_flat")                                                   # [B*S, H]
+    rows = g.op("Gather", [flat, g.op("Add", [start, last])], "last_hidden", axis=0)                                  # [B, H]
+    return g.op("Unsqueeze", [rows, g.i64([1])], "last_hidden_3d")                                                    # [B, 1, H]
 
 
 def _head_norm(g, wr, x, heads, hd, w, b, eps, name):

@@ -153,12 +153,20 @@ public class ChameleonTests
 /// <summary>Chameleon's decoder as the fused graph: qk-norm before GroupQueryAttention, shared cache.</summary>
 public class ChameleonFusedTests
 {
-    [Test]
-    public async Task Captions_and_guided_images_equal_pytorch_with_the_fused_decoder()
+    // tiny-chameleon-last: the same weights with logits only at each row's last valid position
+    // (`omm_export convert --last-logits`): a right-padded guidance batch must pick each row's own token.
+    [TestCase("tiny-chameleon-fused")]
+    [TestCase("tiny-chameleon-last")]
+    public async Task Captions_and_guided_images_equal_pytorch_with_the_fused_decoder(string model)
     {
         var reference = ChameleonReference.Load();
-        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-chameleon-fused"));
+        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model(model));
         Assert.That(pipeline.Package.Decoder.SharedCache);
+        if (pipeline.Package.Decoder.LastLogitsOnly)
+        {
+            using var probe = pipeline.Engine.Start(reference.Captions[0].Ids, new SamplingOptions { MaxNewTokens = 1 });
+            Assert.That(OrtDecodeEngine.AllPrefillLogits(probe).Length, Is.EqualTo(pipeline.Engine.VocabularySize), "one row of prefill logits");
+        }
         var suppress = new SuppressTokensProcessor(pipeline.ImageVocabulary!.ImageTokenIds);
         foreach (var c in reference.Captions)
         {

@@ -89,6 +89,20 @@ public class ModelPackageTests
     }
 
     [Test]
+    public void A_logits_mode_the_engine_cannot_honour_is_named()
+    {
+        string dir = TestData.CopyModel("tiny-llama");
+        string manifest = Path.Combine(dir, "multimodal.json");
+        var json = JsonNode.Parse(File.ReadAllText(manifest))!;
+        json["decoder"]!["logits"] = "first";
+        File.WriteAllText(manifest, json.ToJsonString());
+        Assert.That(Assert.Throws<ModelPackageException>(() => ModelPackage.Open(dir))!.Message, Does.Contain("'first'"));
+        json["decoder"]!["logits"] = "last";   // only the fused writer makes such graphs
+        File.WriteAllText(manifest, json.ToJsonString());
+        Assert.That(Assert.Throws<ModelPackageException>(() => ModelPackage.Open(dir))!.Message, Does.Contain("shared-cache"));
+    }
+
+    [Test]
     public void Io_names_that_do_not_match_the_manifest_are_named()
     {
         string dir = TestData.CopyModel("tiny-llama");

@@ -114,10 +114,11 @@ internal sealed unsafe class DecodeState : IDisposable
             }
         // Uninitialised and pinned: [B, S, vocab] is hundreds of MB for a 1k-token multimodal prompt, and
         // zeroing it or copying it through pageable memory would show up in the time to first token.
-        _prefillLogits = GC.AllocateUninitializedArray<float>(Batch * s * v, pinned: true);
+        int rows = _d.LastLogitsOnly ? 1 : s;
+        _prefillLogits = GC.AllocateUninitializedArray<float>(Batch * rows * v, pinned: true);
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
-        using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, s, v]);
+        using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, rows, v]);
         Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions);
     }
 
@@ -127,11 +128,11 @@ internal sealed unsafe class DecodeState : IDisposable
         int v = _d.VocabSize;
         if (_stepped) return _stepLogits.AsSpan(row * v, v);
         int s = _prefillLogits.Length / (Batch * v);
-        int last = _d.SharedCache ? _rowLength[row] - 1 : s - 1;   // right padding: the row's own last token
+        int last = _d.LastLogitsOnly ? 0 : _d.SharedCache ? _rowLength[row] - 1 : s - 1;   // right padding: the row's own last token
         return _prefillLogits.AsSpan((row * s + last) * v, v);
     }
 
-    /// <summary>All prompt positions' logits of a single-row state, [S * vocab].</summary>
+    /// <summary>The prompt's logits of a single-row state: [S * vocab], or [vocab] for a graph with last-position logits.</summary>
     public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
 
     /// <summary>Appends one token per row and runs the decoder on them.</summary>

@@ -41,6 +41,10 @@ public sealed record DecoderManifest
     /// <summary>Element type of the KV cache: "float32" or "float16".</summary>
     [JsonPropertyName("kv_dtype")] public string KvDtype { get; init; } = "float32";
     public bool SharedCache => KvCache == "shared";
+    /// <summary>"all": logits for every input position; "last": only each row's last valid position ([B, 1, vocab]),
+    /// so a long prompt's prefill skips the rest of the vocabulary projection and its copy to the host.</summary>
+    [JsonPropertyName("logits")] public string Logits { get; init; } = "all";
+    public bool LastLogitsOnly => Logits == "last";
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
 

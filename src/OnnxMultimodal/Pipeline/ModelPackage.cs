@@ -62,6 +62,10 @@ public sealed class ModelPackage
             throw new ModelPackageException(manifestPath, "decoder section needs positive num_layers, num_heads, num_kv_heads, head_dim, vocab_size, context_length");
         if (d.KvCache is not ("concat" or "shared"))
             throw new ModelPackageException(manifestPath, $"decoder.kv_cache '{d.KvCache}' is not 'concat' or 'shared'");
+        if (d.Logits is not ("all" or "last"))
+            throw new ModelPackageException(manifestPath, $"decoder.logits '{d.Logits}' is not 'all' or 'last'");
+        if (d.Logits == "last" && !d.SharedCache)
+            throw new ModelPackageException(manifestPath, "decoder.logits 'last' is written only for shared-cache (fused) graphs");
 
         if (manifest.Components.ContainsKey("image_encoder") || manifest.Components.ContainsKey("image_decoder"))
         {
