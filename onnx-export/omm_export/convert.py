@@ -78,10 +78,59 @@ def read_reference(src: str):
     return spec, w, manifest
 
 
+def read_seq2seq_reference(src: str, manifest: dict):
+    """(Seq2SeqSpec, Seq2SeqWeights) of an encoder-decoder reference package written by omm_export."""
+    from .seq2seq_graph import Linear, Seq2SeqLayer, Seq2SeqSpec, Seq2SeqWeights
+    d = manifest["decoder"]
+    model = onnx.load(os.path.join(src, manifest["components"]["decoder"]))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    gather = next(n.output[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] == "embed_tokens.weight")
+    scale = next(float(init[n.input[1]].reshape(-1)[0]) for n in model.graph.node if n.op_type == "Mul" and n.input[0] == gather)
+    eps = next(a.f for n in model.graph.node if n.op_type == "LayerNormalization" for a in n.attribute if a.name == "epsilon")
+    lin = lambda n: Linear(init[f"{n}.weight"], init.get(f"{n}.bias"))
+    ln = lambda n: (init[f"{n}.weight"], init[f"{n}.bias"])
+    layers = []
+    for i in range(d["num_layers"]):
+        p = f"layers.{i}"
+        layers.append(Seq2SeqLayer(self_norm=ln(f"{p}.self_attn_layer_norm"), q=lin(f"{p}.self_attn.q_proj"), k=lin(f"{p}.self_attn.k_proj"),
+                                   v=lin(f"{p}.self_attn.v_proj"), o=lin(f"{p}.self_attn.out_proj"),
+                                   cross_norm=ln(f"{p}.cross_attention_layer_norm"), cq=lin(f"{p}.cross_attention.q_proj"),
+                                   co=lin(f"{p}.cross_attention.out_proj"), ffn_norm=ln(f"{p}.ffn_layer_norm"),
+                                   fc1=lin(f"{p}.ffn.fc1"), fc2=lin(f"{p}.ffn.fc2")))
+    spec = Seq2SeqSpec(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"], num_layers=d["num_layers"], num_heads=d["num_heads"],
+                       context_length=d["context_length"], embed_scale=scale, layer_norm_eps=eps)
+    w = Seq2SeqWeights(embed=init["embed_tokens.weight"], positions=init["embed_positions.weights"], layers=layers,
+                       final_norm=ln("layer_norm"), lm_head=init["lm_head.weight"])
+    return spec, w
+
+
+def _convert_seq2seq(args, manifest: dict) -> dict:
+    from .seq2seq_graph import build_fused_seq2seq_decoder
+    src, out = args.source, args.out
+    if args.graph != "fused" or args.precision != "fp32":
+        raise SystemExit("convert: encoder-decoder packages convert to --graph fused --precision fp32 only")
+    spec, w = read_seq2seq_reference(src, manifest)
+    os.makedirs(out, exist_ok=True)
+    d = manifest["decoder"]
+    nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
+    data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
+    save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path), os.path.join(out, "decoder.onnx"))
+    cross = {k: v for k, v in d["inputs"].items() if k in ("cross_key", "cross_value", "encoder_attention_mask")}
+    d.update(kv_cache="shared", kv_dtype="float32", inputs=dict(FUSED_IO["inputs"], **cross), outputs=FUSED_IO["outputs"])
+    return {"spec": spec, "data_path": data_path}
+
+
 def convert(args) -> dict:
     src, out = args.source, args.out
     if os.path.abspath(src) == os.path.abspath(out):
         raise SystemExit("convert: --out must differ from --from")
+    with open(os.path.join(src, "multimodal.json"), encoding="utf-8") as f:
+        peek = json.load(f)
+    if "cross_key" in peek.get("decoder", {}).get("inputs", {}):
+        if os.path.abspath(src) == os.path.abspath(out):
+            raise SystemExit("convert: --out must differ from --from")
+        done = _convert_seq2seq(args, peek)
+        return _finish(args, peek, done["data_path"], {"embed_scale": done["spec"].embed_scale, "layer_norm_eps": done["spec"].layer_norm_eps})
     spec, w, manifest = read_reference(src)
     if manifest.get("precision", "fp32") != "fp32":
         raise SystemExit(f"convert: the source is {manifest.get('precision')}; convert from the fp32 reference package")
@@ -108,6 +157,11 @@ def convert(args) -> dict:
         model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
+    return _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+
+
+def _finish(args, manifest: dict, data_path, facts: dict) -> dict:
+    src, out = args.source, args.out
     # Everything else travels with the package (GenAI's config only describes the fp32 reference graph);
     # with --link-components the other graphs are referenced where they are and the references stay behind.
     skip = {"decoder.onnx", "decoder.onnx.data", "multimodal.json", "genai_config.json"}
@@ -129,5 +183,4 @@ def convert(args) -> dict:
                                   note="reference/ describes the source model")
     with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
-    return {"out": out, "graph": args.graph, "precision": args.precision, "rope_theta": spec.rope_theta,
-            "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm, "external_data": data_path is not None}
+    return dict({"out": out, "graph": args.graph, "precision": args.precision, "external_data": data_path is not None}, **facts)

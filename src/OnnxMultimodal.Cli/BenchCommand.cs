@@ -109,9 +109,10 @@ internal static class BenchCommand
         {
             string precision = ModelPackage.Open(fp16).Manifest.Precision;
             rungs.Add(($"+ fused graph (GroupQueryAttention, {precision}, in-place cache)", fp16, baseExec));
-            rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
+            if (!ModelPackage.Open(fp16).Decoder.HasCrossAttention)   // encoder-decoder graphs are not captured yet
+                rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
         }
-        if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = fp16 is not null }));
+        if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = rungs.Any(x => x.Exec.CudaGraph) }));
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)
         {

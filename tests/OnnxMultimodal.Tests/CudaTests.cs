@@ -54,6 +54,11 @@ public class CudaTests
         }
         var e = Assert.Throws<InvalidInputException>(() => Greedy("tiny-llama", Cuda with { CudaGraph = true }, [1, 2, 3], 2))!;
         Assert.That(e.Message, Does.Contain("shared-cache"));
+        // Fused graphs in fp32 (the CPU's) are named as such on CUDA, where GroupQueryAttention is fp16 only.
+        e = Assert.Throws<InvalidInputException>(() => Greedy("tiny-llama-fused", Cuda, [1, 2, 3], 2))!;
+        Assert.That(e.Message, Does.Contain("fp16").And.Contain("decoder.onnx"));
+        e = Assert.Throws<InvalidInputException>(() => OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-seamless")), Cuda with { CudaGraph = true }))!;
+        Assert.That(e.Message, Does.Contain("CUDA graph"));
     }
 
     [Test]

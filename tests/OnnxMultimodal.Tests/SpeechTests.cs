@@ -34,8 +34,12 @@ public sealed record TranscriptCase
     public override string ToString() => $"{Audio} {Lang} {Mode}";
 }
 
-/// <summary>Seamless speech->text against torchaudio and PyTorch references of the tiny model.</summary>
-public class SpeechTests
+/// <summary>Seamless speech->text against torchaudio and PyTorch references of the tiny model; the
+/// decoder as the reference graph and as the fused graph (GroupQueryAttention over one shared cache,
+/// positions from seqlens_k, made by `omm_export convert`).</summary>
+[TestFixture("tiny-seamless")]
+[TestFixture("tiny-seamless-fused")]
+public class SpeechTests(string model)
 {
     private static readonly string ModelDir = TestData.Model("tiny-seamless");
     private static readonly string RefDir = Path.Combine(ModelDir, "reference");
@@ -45,7 +49,7 @@ public class SpeechTests
     private MultimodalPipeline _pipeline = null!;
 
     [OneTimeSetUp]
-    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(ModelDir);
+    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(TestData.Model(model));
 
     [OneTimeTearDown]
     public void Unload() => _pipeline.Dispose();

@@ -89,6 +89,18 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             engine.Dispose();
             throw new InvalidInputException("execution.CudaGraph", "CUDA graphs need a fused shared-cache decoder graph (kv_cache 'shared') with the device-resident cache");
         }
+        if (provider == ExecutionProviderKind.Cuda && d.SharedCache && d.KvDtype != "float16")
+        {
+            engine.Dispose();
+            throw new InvalidInputException("decoder", $"{package.DecoderPath}: GroupQueryAttention runs only in fp16 on CUDA; this fused graph is " +
+                $"{package.Manifest.Precision} with a {d.KvDtype} cache: export it with --precision fp16 (or int4 with --int4-activation fp16), or run it on the CPU");
+        }
+        if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda && d.HasCrossAttention)
+        {
+            engine.Dispose();
+            throw new InvalidInputException("execution.CudaGraph",
+                "CUDA graphs are not yet supported for encoder-decoder graphs: their cross-attention K/V change size and place with every request");
+        }
         if (provider == ExecutionProviderKind.Cuda && execution.DeviceResident)
         {
             // Both layouts keep their cache on the device: concat graphs ping-pong between two device
