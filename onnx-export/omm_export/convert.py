@@ -19,13 +19,9 @@ import onnx
 from onnx import numpy_helper
 
 from .decoder_graph import DecoderSpec, DecoderWeights, LayerWeights, build_decoder
+from .fused_graph import FUSED_IO
 from .onnx_utils import EXTERNAL_DATA_THRESHOLD, save_model
 
-FUSED_IO = {
-    "inputs": {"input_ids": "input_ids", "seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
-               "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
-    "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
-}
 
 
 def _scalar_after(model: onnx.ModelProto, producer_prefix: str, init: dict) -> float:

@@ -19,6 +19,14 @@ from .decoder_graph import DecoderSpec, DecoderWeights, rope_cache
 from .onnx_utils import MS_DOMAIN, GraphBuilder
 
 
+# I/O names of the fused graphs (decoder-only and seq2seq), as the manifests give them.
+FUSED_IO = {
+    "inputs": {"input_ids": "input_ids", "seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
+               "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
+    "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
+}
+
+
 @dataclass(frozen=True)
 class FusedOptions:
     precision: str = "fp32"        # fp32 | fp16 | int4

@@ -80,6 +80,28 @@ def _attend(g: GraphBuilder, q: str, k: str, v: str, bias: str, hint: str) -> st
     return g.op("Transpose", [g.op("MatMul", [probs, v])], f"{hint}.ctx", perm=[0, 2, 1, 3])   # [B,S,H,hd]
 
 
+def _cross_bias(g: GraphBuilder, enc_mask: str, floor: str) -> str:
+    """[B,1,1,Te]: 0 where the encoder frame is valid, the float minimum where it is padding."""
+    return g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), g.f32(0.0), floor], "cross_bias")
+
+
+def _embed(g: GraphBuilder, spec: Seq2SeqSpec, w: Seq2SeqWeights, ids: str, pos: str) -> str:
+    """Token embeddings scaled by embed_scale plus the sinusoidal position rows."""
+    x = g.op("Mul", [g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), ids], axis=0), g.f32(spec.embed_scale)])
+    return g.op("Add", [x, g.op("Gather", [g.const(w.positions.astype(np.float32), "embed_positions.weights"), pos], axis=0)], "embeds")
+
+
+def _cross_and_ffn(g: GraphBuilder, x: str, L: Seq2SeqLayer, cross_kv: tuple, cross_bias: str, scaling: str, eps: float,
+                   H: int, hd: int, p: str) -> str:
+    """The rest of a layer after self-attention: cross-attention over the encoder's K/V, then the ReLU FFN."""
+    h = _layer_norm(g, x, L.cross_norm, eps, f"{p}.cross_attention_layer_norm")
+    cq = _heads(g, g.op("Mul", [_linear(g, h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
+    ctx = g.op("Reshape", [_attend(g, cq, cross_kv[0], cross_kv[1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
+    x = g.op("Add", [x, _linear(g, ctx, L.co, f"{p}.cross_attention.out_proj")])
+    h = _layer_norm(g, x, L.ffn_norm, eps, f"{p}.ffn_layer_norm")
+    return g.op("Add", [x, _linear(g, g.op("Relu", [_linear(g, h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
+
+
 def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "decoder", data_path: str | None = None):
     g = GraphBuilder(name, data_path)
     H, hd = spec.num_heads, spec.head_dim
@@ -106,10 +128,9 @@ def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "dec
                           g.op("Unsqueeze", [g.op("Cast", [mask], to=TensorProto.BOOL), g.i64([1, 2])])])
     floor = g.f32(np.finfo(np.float32).min)
     self_bias = g.op("Where", [allowed, g.f32(0.0), floor], "self_bias")
-    cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), g.f32(0.0), floor], "cross_bias")
+    cross_bias = _cross_bias(g, enc_mask, floor)
 
-    x = g.op("Mul", [g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), ids], axis=0), g.f32(spec.embed_scale)])
-    x = g.op("Add", [x, g.op("Gather", [g.const(w.positions.astype(np.float32), "embed_positions.weights"), pos], axis=0)], "embeds")
+    x = _embed(g, spec, w, ids, pos)
     scaling = g.f32(hd ** -0.5)
     eps = spec.layer_norm_eps
     for i, L in enumerate(w.layers):
@@ -123,12 +144,7 @@ def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "dec
         ctx = _attend(g, q, f"present.{i}.key", f"present.{i}.value", self_bias, f"{p}.self")
         ctx = g.op("Reshape", [ctx, g.i64([0, 0, H * hd])])
         x = g.op("Add", [x, _linear(g, ctx, L.o, f"{p}.self_attn.out_proj")])
-        h = _layer_norm(g, x, L.cross_norm, eps, f"{p}.cross_attention_layer_norm")
-        cq = _heads(g, g.op("Mul", [_linear(g, h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
-        ctx = g.op("Reshape", [_attend(g, cq, cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
-        x = g.op("Add", [x, _linear(g, ctx, L.co, f"{p}.cross_attention.out_proj")])
-        h = _layer_norm(g, x, L.ffn_norm, eps, f"{p}.ffn_layer_norm")
-        x = g.op("Add", [x, _linear(g, g.op("Relu", [_linear(g, h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
+        x = _cross_and_ffn(g, x, L, cross[i], cross_bias, scaling, eps, H, hd, p)
         g.add_output(f"present.{i}.key", TensorProto.FLOAT, ["batch", H, "total", hd])
         g.add_output(f"present.{i}.value", TensorProto.FLOAT, ["batch", H, "total", hd])
     x = _layer_norm(g, x, w.final_norm, eps, "layer_norm")
@@ -165,10 +181,9 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
     first = g.op("Sub", [g.op("Add", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.i64(1 + position_offset)]), seq], "first_position")  # [B]
     pos = g.op("Add", [g.op("Unsqueeze", [first, g.i64([1])]), g.op("Range", [g.i64(0), seq, g.i64(1)])], "position_ids")              # [B,S]
     floor = g.f32(np.finfo(np.float32).min)
-    cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), g.f32(0.0), floor], "cross_bias")
+    cross_bias = _cross_bias(g, enc_mask, floor)
 
-    x = g.op("Mul", [g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), ids], axis=0), g.f32(spec.embed_scale)])
-    x = g.op("Add", [x, g.op("Gather", [g.const(w.positions.astype(np.float32), "embed_positions.weights"), pos], axis=0)], "embeds")
+    x = _embed(g, spec, w, ids, pos)
     scaling = g.f32(hd ** -0.5)
     eps = spec.layer_norm_eps
     for i, L in enumerate(w.layers):
@@ -184,12 +199,7 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
         g.add_output(f"present.{i}.key", TensorProto.FLOAT, ["batch", H, "max_length", hd])
         g.add_output(f"present.{i}.value", TensorProto.FLOAT, ["batch", H, "max_length", hd])
         x = g.op("Add", [x, _linear(g, attn, L.o, f"{p}.self_attn.out_proj")])
-        h = _layer_norm(g, x, L.cross_norm, eps, f"{p}.cross_attention_layer_norm")
-        cq = _heads(g, g.op("Mul", [_linear(g, h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
-        ctx = g.op("Reshape", [_attend(g, cq, cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
-        x = g.op("Add", [x, _linear(g, ctx, L.co, f"{p}.cross_attention.out_proj")])
-        h = _layer_norm(g, x, L.ffn_norm, eps, f"{p}.ffn_layer_norm")
-        x = g.op("Add", [x, _linear(g, g.op("Relu", [_linear(g, h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
+        x = _cross_and_ffn(g, x, L, cross[i], cross_bias, scaling, eps, H, hd, p)
     x = _layer_norm(g, x, w.final_norm, eps, "layer_norm")
     g.op_named("MatMul", [x, g.const(w.lm_head.astype(np.float32), "lm_head.weight")], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))

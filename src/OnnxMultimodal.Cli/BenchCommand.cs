@@ -55,7 +55,7 @@ internal static class BenchCommand
                     measure = p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct);
                 else
                 {
-                    var (_, request) = CliCommon.TaskRequest(kind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
+                    var (_, _, request) = CliCommon.TaskRequest(kind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
                     request = request with { Sampling = new SamplingOptions { MaxNewTokens = r.GetValue(newTokens), IgnoreStopTokens = true } };
                     measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
                 }

@@ -34,7 +34,7 @@ internal static class CliCommon
 
     /// <summary>The request of a task (text | caption | imagine | transcribe; auto: from the model family), with the tiny
     /// models' reference image and WAV as defaults.</summary>
-    public static (string Kind, GenerationRequest Request) TaskRequest(string task, string model, string prompt, string? image, string? audio)
+    public static (string Kind, string Family, GenerationRequest Request) TaskRequest(string task, string model, string prompt, string? image, string? audio)
     {
         string family = ModelPackage.Open(model).Manifest.Family;
         string kind = task is "auto" ? family switch { "chameleon" => "caption", "seamless" => "transcribe", _ => "text" } : task;
@@ -46,7 +46,7 @@ internal static class CliCommon
             "text" => new(prompt),
             var other => throw new InvalidInputException("--task", $"'{other}' is not one of text, caption, imagine, transcribe"),
         };
-        return (kind, request);
+        return (kind, family, request);
     }
 
     public static PipelineOptions PipelineOptions(ParseResult r) => new()

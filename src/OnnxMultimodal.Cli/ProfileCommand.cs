@@ -36,8 +36,7 @@ internal static class ProfileCommand
             if (Directory.Exists(ortDir)) Directory.Delete(ortDir, recursive: true);
             var options = CliCommon.PipelineOptions(r) with { Execution = CliCommon.Execution(r) };
             string model = CliCommon.ModelPath(r);
-            string family = ModelPackage.Open(model).Manifest.Family;
-            var (kind, request) = CliCommon.TaskRequest(r.GetValue(task)!, model, r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
+            var (kind, family, request) = CliCommon.TaskRequest(r.GetValue(task)!, model, r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
             request = request with { Sampling = CliCommon.Sampling(r) with { IgnoreStopTokens = true } };
             bool gpu = options.Execution.Providers.FirstOrDefault() is not Runtime.ExecutionProviderKind.Cpu;
 

@@ -94,11 +94,9 @@ def load(args, out_dir):
         if args.preset != "tiny":
             # Benchmark shapes: the decoder is initialised on the GPU and never round-tripped; the VQ
             # model comes back to the CPU, where its graphs are traced.
-            from .llama import synthetic_model
-            model = synthetic_model(cfg, args.seed, ChameleonForConditionalGeneration)
+            from .llama import synthetic_package
+            model, tokenizer = synthetic_package(cfg, args.seed, fast, out_dir, ChameleonForConditionalGeneration)
             model.model.vqmodel.float().cpu()
-            fast.save_pretrained(out_dir)
-            tokenizer = AutoTokenizer.from_pretrained(out_dir)
             src = None
         else:
             torch.manual_seed(args.seed)

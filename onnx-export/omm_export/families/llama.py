@@ -11,6 +11,7 @@ import torch
 
 from .. import __version__
 from ..decoder_graph import DecoderSpec, DecoderWeights, LayerWeights, build_decoder
+from ..fused_graph import FUSED_IO
 from ..onnx_utils import save_model
 from ..text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe
 
@@ -83,10 +84,9 @@ def load_model(args, out_dir: str):
         if args.preset != "tiny":
             # Benchmark shapes: initialise on the GPU (seconds instead of minutes for 7B) and skip the
             # save/load round trip; bench/torch_decode.py builds the same weights the same way.
-            model = synthetic_model(cfg, args.seed)
-            fast.save_pretrained(out_dir)
+            model, tokenizer = synthetic_package(cfg, args.seed, fast, out_dir)
             provenance["initialised_on"] = str(model.device)
-            return model, AutoTokenizer.from_pretrained(out_dir), provenance
+            return model, tokenizer, provenance
         torch.manual_seed(args.seed)
         model = LlamaForCausalLM(cfg)
         src = os.path.join(out_dir, ".hf")
@@ -97,14 +97,17 @@ def load_model(args, out_dir: str):
     return model, tokenizer, provenance
 
 
-def synthetic_model(cfg, seed: int, model_class=None):
-    """A transformers model with seeded random weights, initialised on the GPU where there is one."""
-    from transformers import LlamaForCausalLM
+def synthetic_package(cfg, seed: int, fast_tokenizer, out_dir: str, model_class=None):
+    """The benchmark presets' path: a transformers model with seeded random weights, initialised on the
+    GPU where there is one (seconds instead of minutes at 7B), and its tokenizer written to `out_dir`
+    and read back; no save/load round trip of the weights. Returns (model, tokenizer)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(seed)
     with torch.device(device):
         model = (model_class or LlamaForCausalLM)(cfg)
-    return model.eval()
+    fast_tokenizer.save_pretrained(out_dir)
+    return model.eval(), AutoTokenizer.from_pretrained(out_dir)
 
 
 def large_weights(model) -> bool:
@@ -157,11 +160,6 @@ def _first(x):
     return x[0] if isinstance(x, (list, tuple)) else x
 
 
-FUSED_IO = {
-    "inputs": {"input_ids": "input_ids", "seqlens_k": "seqlens_k", "total_sequence_length": "total_sequence_length",
-               "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
-    "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
-}
 
 
 def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec, provenance: dict,

@@ -88,10 +88,9 @@ def load(args, out_dir):
         provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(p)}
         if args.preset != "tiny":
             # Benchmark shapes: initialise on the GPU, skip the save/load round trip; export runs on the CPU copy.
-            from .llama import synthetic_model
-            model = synthetic_model(cfg, args.seed, SeamlessM4Tv2ForSpeechToText).float().cpu()
-            fast.save_pretrained(out_dir)
-            return model, AutoTokenizer.from_pretrained(out_dir), provenance
+            from .llama import synthetic_package
+            model, tokenizer = synthetic_package(cfg, args.seed, fast, out_dir, SeamlessM4Tv2ForSpeechToText)
+            return model.float().cpu(), tokenizer, provenance
         torch.manual_seed(args.seed)
         model = SeamlessM4Tv2ForSpeechToText(cfg)
         src = os.path.join(out_dir, ".hf")
