@@ -101,18 +101,25 @@ def read_seq2seq_reference(src: str, manifest: dict):
 
 
 def _convert_seq2seq(args, manifest: dict) -> dict:
+    from .fused_graph import FusedOptions
     from .seq2seq_graph import build_fused_seq2seq_decoder
     src, out = args.source, args.out
-    if args.graph != "fused" or args.precision != "fp32":
-        raise SystemExit("convert: encoder-decoder packages convert to --graph fused --precision fp32 only")
+    if args.graph != "fused" or args.last_logits:
+        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits) only")
     spec, w = read_seq2seq_reference(src, manifest)
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
+    opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level, int4_activation=args.int4_activation)
     nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
     data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
-    save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path), os.path.join(out, "decoder.onnx"))
+    save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt), os.path.join(out, "decoder.onnx"))
     cross = {k: v for k, v in d["inputs"].items() if k in ("cross_key", "cross_value", "encoder_attention_mask")}
-    d.update(kv_cache="shared", kv_dtype="float32", inputs=dict(FUSED_IO["inputs"], **cross), outputs=FUSED_IO["outputs"])
+    # kv_dtype is the type of the self-attention cache and of the cross K/V the graph takes (the engine
+    # converts the encoder's fp32 K/V once per request).
+    d.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
+             inputs=dict(FUSED_IO["inputs"], **cross), outputs=FUSED_IO["outputs"])
+    if args.precision == "int4":
+        manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}
     return {"spec": spec, "data_path": data_path}
 
 

@@ -155,53 +155,75 @@ def build_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, name: str = "dec
 
 
 def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_offset: int, name: str = "decoder",
-                                data_path: str | None = None):
+                                data_path: str | None = None, opt=None):
     """The same decoder with its self-attention cache as one max-length buffer per layer (past and
-    present bound to the same memory, GroupQueryAttention appending in place, no rotary): fp32.
+    present bound to the same memory, GroupQueryAttention appending in place, no rotary), in fp32
+    (CPU), fp16 or int4 (MatMulNBits, fp16 activations for CUDA) as `opt` (a FusedOptions) says.
 
       inputs : input_ids [B,S], seqlens_k [B] (tokens so far - 1), total_sequence_length [],
                past_key_values.{i}.key/value [B,H,max,hd], encoder_attention_mask [B,Te], cross.{i}.key/value [B,H,Te,hd]
-      outputs: logits [B,S,V], present.{i}.key/value [B,H,max,hd] (the same buffers)
-    Positions come from seqlens_k inside the graph: token j of this run sits at seqlens_k + 1 - S + j
-    (+ the table's offset), so no position or mask input changes between steps.
+      outputs: logits [B,S,V] float32, present.{i}.key/value [B,H,max,hd] (the same buffers)
+    Cache and cross K/V are in the activation type. Positions come from seqlens_k inside the graph:
+    token j of this run sits at seqlens_k + 1 - S + j (+ the table's offset), so no position or mask
+    input changes between steps, and the cross K/V may be padded to a fixed Te (masked by
+    encoder_attention_mask) so one captured CUDA graph serves every request.
     """
+    from .fused_graph import FusedOptions, _Writer
     from .onnx_utils import MS_DOMAIN
+    opt = opt or FusedOptions()
     g = GraphBuilder(name, data_path)
+    wr = _Writer(g, opt)
+    t = opt.act_type
     H, hd = spec.num_heads, spec.head_dim
     ids = g.add_input("input_ids", TensorProto.INT64, ["batch", "seq"])
     seqlens = g.add_input("seqlens_k", TensorProto.INT32, ["batch"])
     total = g.add_input("total_sequence_length", TensorProto.INT32, [])
     enc_mask = g.add_input("encoder_attention_mask", TensorProto.INT64, ["batch", "encoder_seq"])
-    pasts = [(g.add_input(f"past_key_values.{i}.key", TensorProto.FLOAT, ["batch", H, "max_length", hd]),
-              g.add_input(f"past_key_values.{i}.value", TensorProto.FLOAT, ["batch", H, "max_length", hd])) for i in range(spec.num_layers)]
-    cross = [(g.add_input(f"cross.{i}.key", TensorProto.FLOAT, ["batch", H, "encoder_seq", hd]),
-              g.add_input(f"cross.{i}.value", TensorProto.FLOAT, ["batch", H, "encoder_seq", hd])) for i in range(spec.num_layers)]
+    pasts = [(g.add_input(f"past_key_values.{i}.key", t, ["batch", H, "max_length", hd]),
+              g.add_input(f"past_key_values.{i}.value", t, ["batch", H, "max_length", hd])) for i in range(spec.num_layers)]
+    cross = [(g.add_input(f"cross.{i}.key", t, ["batch", H, "encoder_seq", hd]),
+              g.add_input(f"cross.{i}.value", t, ["batch", H, "encoder_seq", hd])) for i in range(spec.num_layers)]
 
     seq = g.op("Gather", [g.op("Shape", [ids]), g.i64(1)], "seq_len", axis=0)
     first = g.op("Sub", [g.op("Add", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.i64(1 + position_offset)]), seq], "first_position")  # [B]
     pos = g.op("Add", [g.op("Unsqueeze", [first, g.i64([1])]), g.op("Range", [g.i64(0), seq, g.i64(1)])], "position_ids")              # [B,S]
-    floor = g.f32(np.finfo(np.float32).min)
-    cross_bias = _cross_bias(g, enc_mask, floor)
+    floor = wr.c(np.finfo(opt.act_dtype).min, "mask_floor")
+    cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), wr.c(0.0, "mask_zero"), floor],
+                      "cross_bias")   # [B,1,1,Te]
 
-    x = _embed(g, spec, w, ids, pos)
-    scaling = g.f32(hd ** -0.5)
-    eps = spec.layer_norm_eps
+    def linear(x, lin: Linear, n):
+        y = wr.linear(x, lin.w, f"{n}.weight")
+        return g.op("Add", [y, wr.c(lin.b, f"{n}.bias")], n) if lin.b is not None else y
+
+    def norm(x, wb, n):
+        return g.op("LayerNormalization", [x, wr.c(wb[0], f"{n}.weight"), wr.c(wb[1], f"{n}.bias")], n, axis=-1, epsilon=spec.layer_norm_eps)
+
+    x = g.op("Mul", [g.op("Gather", [wr.c(w.embed, "embed_tokens.weight"), ids], axis=0), wr.c(spec.embed_scale, "embed_scale")])
+    x = g.op("Add", [x, g.op("Gather", [wr.c(w.positions, "embed_positions.weights"), pos], axis=0)], "embeds")
+    scaling = wr.c(hd ** -0.5, "attn_scaling")
     for i, L in enumerate(w.layers):
         p = f"layers.{i}"
-        h = _layer_norm(g, x, L.self_norm, eps, f"{p}.self_attn_layer_norm")
-        q = _linear(g, h, L.q, f"{p}.self_attn.q_proj")
-        k = _linear(g, h, L.k, f"{p}.self_attn.k_proj")
-        v = _linear(g, h, L.v, f"{p}.self_attn.v_proj")
+        h = norm(x, L.self_norm, f"{p}.self_attn_layer_norm")
+        q, k, v = (linear(h, lin, f"{p}.self_attn.{n}_proj") for lin, n in ((L.q, "q"), (L.k, "k"), (L.v, "v")))
         attn, _, _ = g.op("GroupQueryAttention", [q, k, v, pasts[i][0], pasts[i][1], seqlens, total], f"{p}.self", n_out=3,
                           domain=MS_DOMAIN, num_heads=H, kv_num_heads=H, do_rotary=0, scale=float(hd ** -0.5))
         g.nodes[-1].output[1] = f"present.{i}.key"
         g.nodes[-1].output[2] = f"present.{i}.value"
-        g.add_output(f"present.{i}.key", TensorProto.FLOAT, ["batch", H, "max_length", hd])
-        g.add_output(f"present.{i}.value", TensorProto.FLOAT, ["batch", H, "max_length", hd])
-        x = g.op("Add", [x, _linear(g, attn, L.o, f"{p}.self_attn.out_proj")])
-        x = _cross_and_ffn(g, x, L, cross[i], cross_bias, scaling, eps, H, hd, p)
-    x = _layer_norm(g, x, w.final_norm, eps, "layer_norm")
-    g.op_named("MatMul", [x, g.const(w.lm_head.astype(np.float32), "lm_head.weight")], ["logits"])
+        g.add_output(f"present.{i}.key", t, ["batch", H, "max_length", hd])
+        g.add_output(f"present.{i}.value", t, ["batch", H, "max_length", hd])
+        x = g.op("Add", [x, linear(attn, L.o, f"{p}.self_attn.out_proj")])
+        # cross-attention over the encoder's K/V, then the ReLU FFN
+        h = norm(x, L.cross_norm, f"{p}.cross_attention_layer_norm")
+        cq = _heads(g, g.op("Mul", [linear(h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
+        ctx = g.op("Reshape", [_attend(g, cq, cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
+        x = g.op("Add", [x, linear(ctx, L.co, f"{p}.cross_attention.out_proj")])
+        h = norm(x, L.ffn_norm, f"{p}.ffn_layer_norm")
+        x = g.op("Add", [x, linear(g.op("Relu", [linear(h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
+    x = norm(x, w.final_norm, "layer_norm")
+    logits = wr.linear(x, w.lm_head, "lm_head.weight")
+    if opt.act_dtype == np.float16:
+        logits = g.op("Cast", [logits], "logits_fp32", to=TensorProto.FLOAT)
+    g.op_named("Identity", [logits], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
     g.uses_ms_domain = True
     return g.model("omm_export")

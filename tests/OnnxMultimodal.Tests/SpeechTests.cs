@@ -250,3 +250,51 @@ public class WaveReaderTests
         Assert.That(Rms(Resampler.Resample(alias, 44100, 16000)), Is.LessThan(0.01), "12 kHz is above the new Nyquist: filtered, not aliased");
     }
 }
+
+/// <summary>
+/// The fused seq2seq decoder in fp16 and in int4 (MatMulNBits, fp16 activations), as made for CUDA by
+/// `omm_export convert --graph fused --precision fp16|int4`, run on the CPU against the fp32 PyTorch
+/// references of tiny-seamless: first-step logits within a relative tolerance, greedy tokens agreeing
+/// on a share of the positions (the figures are printed). The encoder's fp32 cross K/V are converted
+/// to fp16 once per request.
+/// </summary>
+[TestFixture("tiny-seamless-fp16", 1e-2, 0.9)]    // measured: 4.8e-4 relative, 48/48 tokens
+[TestFixture("tiny-seamless-int4", 0.25, 0.9)]   // measured: 1.8e-1 relative, 48/48 tokens
+public class ReducedPrecisionSpeechTests(string model, double logitTolerance, double tokenAgreement)
+{
+    private static readonly string RefDir = Path.Combine(TestData.Model("tiny-seamless"), "reference");
+    private MultimodalPipeline _pipeline = null!;
+
+    [OneTimeSetUp]
+    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(TestData.Model(model));
+
+    [OneTimeTearDown]
+    public void Unload() => _pipeline.Dispose();
+
+    [Test]
+    public void Greedy_transcripts_and_first_logits_are_close_to_pytorch()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(RefDir, "reference.json")));
+        var audio = doc.RootElement.GetProperty("audio").Deserialize<List<AudioCase>>()!;
+        var greedy = doc.RootElement.GetProperty("transcripts").Deserialize<List<TranscriptCase>>()!.Where(t => t.Mode == "greedy").ToList();
+        Assert.That(greedy, Is.Not.Empty);
+        int agree = 0, total = 0;
+        double worst = 0;
+        foreach (var t in greedy)
+        {
+            var a = audio.Single(x => x.Name == t.Audio);
+            using var encoder = _pipeline.SpeechEncoder!.Encode(TestData.ReadFloats(Path.Combine(RefDir, a.FeaturesFile)));
+            using var seq = ((OrtDecodeEngine)_pipeline.Engine).StartWithEncoder(encoder, t.Ids, new SamplingOptions { MaxNewTokens = t.Tokens.Length, IgnoreStopTokens = true });
+            var first = TestData.ReadFloats(Path.Combine(RefDir, t.FirstLogitsFile));
+            double diff = 0;
+            for (int i = 0; i < first.Length; i++) diff = Math.Max(diff, Math.Abs(seq.PrefillLogits[i] - first[i]));
+            worst = Math.Max(worst, diff / first.Max(Math.Abs));
+            while (!seq.IsDone) seq.GenerateNextToken();
+            agree += seq.Tokens.Skip(t.Ids.Length).Zip(t.Tokens).Count(x => x.First == x.Second);
+            total += t.Tokens.Length;
+        }
+        TestContext.Out.WriteLine($"{model}: first-step logits within {worst:E2} relative; {agree}/{total} greedy tokens agree with fp32 PyTorch");
+        Assert.That(worst, Is.LessThan(logitTolerance), "first-step logits");
+        Assert.That(agree, Is.GreaterThanOrEqualTo((int)Math.Ceiling(tokenAgreement * total)), "greedy tokens");
+    }
+}

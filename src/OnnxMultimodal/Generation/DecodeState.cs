@@ -39,6 +39,7 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly KvCache.DeviceStep? _device;
     private readonly RunOptions? _prefillRunOptions;
     private bool _stepped;
+    private Speech.EncoderStates? _crossToLoad;
 
     public int Batch { get; }
     /// <summary>Positions filled so far, padding included.</summary>
@@ -59,13 +60,6 @@ internal sealed unsafe class DecodeState : IDisposable
         {
             if (encoder is null) throw new InvalidInputException("encoder", "this decoder cross-attends to an encoder: encode the input first");
             if (Batch != 1) throw new InvalidInputException("prompts", "encoder-decoder models decode one row");
-            int c = 3 + 2 * decoder.NumLayers;   // cross K/V and the encoder mask stay bound, unchanged, for every step
-            for (int l = 0; l < decoder.NumLayers; l++)
-            {
-                _inputs[c + 2 * l] = encoder.CrossKey(l);
-                _inputs[c + 2 * l + 1] = encoder.CrossValue(l);
-            }
-            _inputs[c + 2 * decoder.NumLayers] = encoder.Mask;
         }
         _outputs = new OrtValue[1 + 2 * decoder.NumLayers];
         _step = GC.AllocateArray<long>(2 * Batch, pinned: true);
@@ -85,8 +79,20 @@ internal sealed unsafe class DecodeState : IDisposable
             _seqlens = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [Batch], lengths, Batch * sizeof(int));
             _total = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int32, [], lengths + Batch * sizeof(int), sizeof(int));
         }
-        _cache = engine.RentCache(Batch, capacity);
+        bool deviceCross = decoder.HasCrossAttention && engine.Device is not null;
+        _cache = engine.RentCache(Batch, capacity, deviceCross ? encoder!.Length : 0);
         _device = _cache.Step;
+        if (decoder.HasCrossAttention)
+        {
+            // Cross K/V and the encoder mask stay bound, unchanged, for every step: on the device, copied
+            // once into the cache's fixed buffers; on the host, the encoder's own tensors (fp16 copies for fp16 graphs).
+            int c = 3 + 2 * decoder.NumLayers;
+            if (deviceCross) _crossToLoad = encoder;   // copied in Prefill, where a failure disposes this state
+            for (int l = 0; l < decoder.NumLayers; l++)
+                for (int kv = 0; kv < 2; kv++)
+                    _inputs[c + 2 * l + kv] = deviceCross ? _cache.Cross(l, kv) : encoder!.Cross(l, kv, engine.KvType);
+            _inputs[c + 2 * decoder.NumLayers] = deviceCross ? _cache.CrossMask : encoder!.Mask;
+        }
         if (_device is not null && engine.CudaGraph)
         {
             _runOptions.AddRunConfigEntry("gpu_graph_id", _cache.GraphId.ToString());   // decode steps replay this cache's graph
@@ -102,6 +108,11 @@ internal sealed unsafe class DecodeState : IDisposable
     /// <summary>Runs the prompts: [B, S], left-padded (concat graphs) or right-padded (shared cache).</summary>
     public void Prefill(CancellationToken ct)
     {
+        if (_crossToLoad is not null)
+        {
+            _cache.LoadCross(_crossToLoad);
+            _crossToLoad = null;
+        }
         int s = Prompts.Max(p => p.Count), v = _d.VocabSize;
         var ids = new long[Batch * s];
         var pos = new long[Batch * s];

@@ -14,6 +14,10 @@ namespace OnnxMultimodal.Generation;
 /// <item>shared graphs (GroupQueryAttention): one buffer per layer key/value, bound as both past and
 /// present; the graph appends in place and <c>seqlens_k</c> says how much of it is valid.</item>
 /// </list>
+/// Encoder-decoder graphs on the device also get each layer's cross-attention K/V
+/// [batch, heads, crossCapacity, hd] and the encoder mask [batch, crossCapacity] here: a request's
+/// encoder output is copied into their head once and the rest is masked, so every request binds the
+/// same addresses and shapes (a captured CUDA graph replays them) and no step copies them again.
 /// A warm cache runs a step without allocating anything, native or managed.
 /// </summary>
 internal sealed unsafe class KvCache : IDisposable
@@ -40,11 +44,38 @@ internal sealed unsafe class KvCache : IDisposable
     /// <summary>The CUDA graph id this cache's decode steps are captured under (0: none).</summary>
     public int GraphId { get; }
 
+    /// <summary>Encoder frames the cross K/V buffers hold (0: no cross-attention buffers).</summary>
+    public int CrossCapacity { get; }
+    private readonly int _crossHeads;
+    private readonly (OrtValue Owner, nint Address)[] _cross = [];   // [layer * 2 + kv]
+    private readonly OrtValue?[] _crossViews = [];
+    private readonly OrtValue? _crossMask;                         // [batch, crossCapacity] int64 on the device
+    private readonly nint _crossMaskAddress;
+    private readonly long[] _crossMaskHost = [];                     // pinned staging row
+
     public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
-                   Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0)
+                   Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0, int crossHeads = 0, int crossCapacity = 0)
     {
         _device = device;
         GraphId = graphId;
+        if (crossCapacity > 0)
+        {
+            if (device is null) throw new InvalidOperationException("cross-attention buffers live on the device");
+            if (batch != 1) throw new InvalidOperationException("encoder-decoder graphs decode one row");
+            CrossCapacity = crossCapacity;
+            _crossHeads = crossHeads;
+            long crossBytes = (long)batch * crossHeads * crossCapacity * headDim * (type == TensorElementType.Float16 ? 2 : 4);
+            _cross = new (OrtValue, nint)[layers * 2];
+            _crossViews = new OrtValue?[layers * 2];
+            for (int i = 0; i < _cross.Length; i++)
+            {
+                _cross[i] = device.Allocate(crossBytes);
+                Runtime.CudaRuntime.Zero(_cross[i].Address, crossBytes);   // padding stays finite: masked scores times zero
+            }
+            _crossMask = device.Tensor(TensorElementType.Int64, [batch, crossCapacity]);
+            _crossMaskAddress = Runtime.DeviceMemory.Address(_crossMask);
+            _crossMaskHost = GC.AllocateArray<long>(crossCapacity, pinned: true);
+        }
         if (device is not null)
         {
             var ids = device.Tensor(TensorElementType.Int64, [batch, 1]);
@@ -93,6 +124,40 @@ internal sealed unsafe class KvCache : IDisposable
             [Batch, _kvHeads, Capacity, _headDim], _buffers[index], (long)Batch * _kvHeads * Capacity * _headDim * _elementSize);
     }
 
+    /// <summary>Cross K/V of <paramref name="layer"/> on the device, [batch, heads, crossCapacity, hd].</summary>
+    public OrtValue Cross(int layer, int kv)
+    {
+        int index = layer * 2 + kv;
+        return _crossViews[index] ??= OrtValue.CreateTensorValueWithData(_device!.Info, _type, [Batch, _crossHeads, CrossCapacity, _headDim],
+            _cross[index].Address, (long)Batch * _crossHeads * CrossCapacity * _headDim * _elementSize);
+    }
+
+    /// <summary>encoder_attention_mask [batch, crossCapacity] on the device: ones over the loaded frames.</summary>
+    public OrtValue CrossMask => _crossMask!;
+
+    /// <summary>Copies a request's cross K/V into the head of the buffers and masks the rest.</summary>
+    /// <exception cref="InvalidInputException">The encoder output does not have the decoder's heads and head size.</exception>
+    public void LoadCross(Speech.EncoderStates encoder)
+    {
+        var shape = encoder.CrossShape;   // [1, heads, Te, hd]
+        int frames = encoder.Length;
+        if (shape.Length != 4 || shape[0] != Batch || shape[1] != _crossHeads || shape[2] != frames || shape[3] != _headDim)
+            throw new InvalidInputException("encoder", $"cross-attention K/V of shape [{string.Join(", ", shape)}] do not fit the decoder's [{Batch}, {_crossHeads}, Te, {_headDim}]");
+        if (frames > CrossCapacity) throw new InvalidOperationException($"{frames} encoder frames exceed the cache's {CrossCapacity}");
+        long rowBytes = (long)frames * _headDim * _elementSize, pitch = (long)CrossCapacity * _headDim * _elementSize;
+        for (int layer = 0; layer < _layers; layer++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var bytes = encoder.CrossBytes(layer, kv, _type);
+                fixed (byte* src = bytes)   // [heads] rows of Te * hd into rows of capacity * hd
+                    Runtime.CudaRuntime.ToDevice2D(_cross[layer * 2 + kv].Address, pitch, (nint)src, rowBytes, (long)Batch * _crossHeads);
+            }
+        _crossMaskHost.AsSpan(0, frames).Fill(1);
+        _crossMaskHost.AsSpan(frames).Clear();
+        fixed (long* mask = _crossMaskHost)
+            Runtime.CudaRuntime.ToDevice(_crossMaskAddress, (nint)mask, (long)CrossCapacity * sizeof(long));
+    }
+
     private OrtValue View(int half, int layer, int kv, int length)
     {
         if ((uint)length > (uint)Capacity) throw new InvalidOperationException($"KV length {length} exceeds the cache capacity {Capacity}");
@@ -109,6 +174,9 @@ internal sealed unsafe class KvCache : IDisposable
             step.Seqlens.Dispose();
             step.Logits.Dispose();
         }
+        foreach (var v in _crossViews) v?.Dispose();
+        foreach (var (owner, _) in _cross) owner.Dispose();
+        _crossMask?.Dispose();
         for (int i = 0; i < _buffers.Length; i++)
         {
             foreach (var v in _views[i]) v?.Dispose();

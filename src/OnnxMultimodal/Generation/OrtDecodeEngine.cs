@@ -95,12 +95,6 @@ public sealed class OrtDecodeEngine : IDecodeEngine
             throw new InvalidInputException("decoder", $"{package.DecoderPath}: GroupQueryAttention runs only in fp16 on CUDA; this fused graph is " +
                 $"{package.Manifest.Precision} with a {d.KvDtype} cache: export it with --precision fp16 (or int4 with --int4-activation fp16), or run it on the CPU");
         }
-        if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda && d.HasCrossAttention)
-        {
-            engine.Dispose();
-            throw new InvalidInputException("execution.CudaGraph",
-                "CUDA graphs are not yet supported for encoder-decoder graphs: their cross-attention K/V change size and place with every request");
-        }
         if (provider == ExecutionProviderKind.Cuda && execution.DeviceResident)
         {
             // Both layouts keep their cache on the device: concat graphs ping-pong between two device
@@ -175,21 +169,28 @@ public sealed class OrtDecodeEngine : IDecodeEngine
                 throw new InvalidInputException("prompt", $"token id {id} is outside the vocabulary of {_decoder.VocabSize}");
     }
 
-    internal KvCache RentCache(int batch, int capacity)
+    /// <param name="crossFrames">Encoder frames of the request (encoder-decoder graphs with a device cache), else 0.</param>
+    internal KvCache RentCache(int batch, int capacity, int crossFrames = 0)
     {
         var bag = _cachePool.GetOrAdd(batch, _ => new ConcurrentBag<KvCache>());
         if (bag.TryTake(out var cache))
         {
-            if (cache.Capacity >= capacity) return cache;
+            if (cache.Capacity >= capacity && cache.CrossCapacity >= crossFrames) return cache;
             cache.Dispose();
         }
         int created = Interlocked.Increment(ref _cachesCreated);
-        // Under a CUDA graph every request must bind the same addresses: one full-context cache.
+        // Under a CUDA graph every request must bind the same addresses: one full-context cache, and
+        // cross K/V buffers in steps of 256 frames (about 20 s of audio), so most requests fit the first.
         int size = CudaGraph ? ContextLength : Math.Max(capacity, Math.Min(ContextLength, 256));
+        int step = CudaGraph ? 256 : 64;
+        int crossCapacity = crossFrames == 0 ? 0 : (crossFrames + step - 1) / step * step;
         return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, size,
-                           _decoder.SharedCache, _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float, Device,
-                           _decoder.VocabSize, graphId: created);   // each pooled cache captures its own CUDA graph
+                           _decoder.SharedCache, KvType, Device, _decoder.VocabSize, graphId: created,   // each pooled cache captures its own CUDA graph
+                           crossHeads: _decoder.NumHeads, crossCapacity: crossCapacity);
     }
+
+    /// <summary>The element type of the KV cache and of the cross-attention K/V the graph takes.</summary>
+    internal TensorElementType KvType => _decoder.KvDtype == "float16" ? TensorElementType.Float16 : TensorElementType.Float;
 
     internal void ReturnCache(KvCache cache)
     {

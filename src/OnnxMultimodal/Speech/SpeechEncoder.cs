@@ -54,6 +54,8 @@ public sealed class EncoderStates : IDisposable
 {
     private readonly IDisposableReadOnlyCollection<OrtValue> _outputs;
     private readonly long[] _maskData;
+    private Half[][]? _half;              // fp16 copies of the cross K/V, made once for an fp16 decoder
+    private OrtValue[]? _halfValues;
 
     internal EncoderStates(IDisposableReadOnlyCollection<OrtValue> outputs, int layers)
     {
@@ -62,6 +64,7 @@ public sealed class EncoderStates : IDisposable
         var shape = outputs[0].GetTensorTypeAndShape().Shape;   // [1, Te, H]
         Length = (int)shape[1];
         Width = (int)shape[2];
+        CrossShape = outputs[1].GetTensorTypeAndShape().Shape;  // [1, heads, Te, hd]
         _maskData = new long[Length];
         Array.Fill(_maskData, 1L);
         Mask = OrtValue.CreateTensorValueFromMemory(_maskData, [1, Length]);
@@ -73,13 +76,54 @@ public sealed class EncoderStates : IDisposable
     public int Width { get; }
     /// <summary>[Te * H] final encoder states.</summary>
     public ReadOnlySpan<float> States => _outputs[0].GetTensorDataAsSpan<float>();
+    /// <summary>[1, heads, Te, hd] of every cross K/V tensor.</summary>
+    internal long[] CrossShape { get; }
     internal OrtValue CrossKey(int layer) => _outputs[1 + 2 * layer];
     internal OrtValue CrossValue(int layer) => _outputs[2 + 2 * layer];
     /// <summary>encoder_attention_mask [1, Te] of ones (batch 1 has no padding).</summary>
     internal OrtValue Mask { get; }
 
+    /// <summary>Cross K/V of <paramref name="layer"/> (kv 0 = key, 1 = value) as the decoder takes them:
+    /// the encoder's fp32 tensor, or an fp16 copy converted once and kept with these states.</summary>
+    internal OrtValue Cross(int layer, int kv, TensorElementType type)
+    {
+        if (type == TensorElementType.Float) return _outputs[1 + 2 * layer + kv];
+        if (type != TensorElementType.Float16) throw new InvalidInputException("decoder", $"cross-attention K/V of type {type} are not supported (float or float16)");
+        ConvertToHalf();
+        return _halfValues![2 * layer + kv];
+    }
+
+    /// <summary>The bytes of <see cref="Cross"/> (host memory), for copies to the device.</summary>
+    internal ReadOnlySpan<byte> CrossBytes(int layer, int kv, TensorElementType type)
+    {
+        _ = Cross(layer, kv, type);   // checks the type, converts once for fp16
+        return type == TensorElementType.Float16
+            ? System.Runtime.InteropServices.MemoryMarshal.AsBytes<Half>(_half![2 * layer + kv])
+            : System.Runtime.InteropServices.MemoryMarshal.AsBytes(_outputs[1 + 2 * layer + kv].GetTensorDataAsSpan<float>());
+    }
+
+    private void ConvertToHalf()
+    {
+        if (_half is not null) return;
+        _half = new Half[2 * Layers][];
+        _halfValues = new OrtValue[2 * Layers];
+        Parallel.For(0, 2 * Layers, i =>
+        {
+            var src = _outputs[1 + i].GetTensorDataAsSpan<float>();
+            _half[i] = GC.AllocateUninitializedArray<Half>(src.Length, pinned: true);
+            System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(src, _half[i]);
+        });
+        for (int i = 0; i < 2 * Layers; i++)
+            unsafe   // the arrays are pinned (POH) for as long as these states live
+            {
+                _halfValues[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float16, CrossShape,
+                    (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref _half[i][0]), (long)_half[i].Length * 2);
+            }
+    }
+
     public void Dispose()
     {
+        if (_halfValues is not null) foreach (var v in _halfValues) v?.Dispose();
         Mask.Dispose();
         _outputs.Dispose();
     }
