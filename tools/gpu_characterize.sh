@@ -6,9 +6,11 @@
 #             `omm bench --ladder` (154-token prompt, 358 forced tokens), PyTorch eager/SDPA/compile on
 #             the same weights, `omm profile` (timings + GPU busy share; op classes with launch blocking)
 #   chameleon image->text and text->image, Chameleon-7B shapes + VQ 512x512: fused fp16 and int4
-#   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens
+#   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens; the fused fp16 / int4
+#             seq2seq decoders (omm_export convert), the transcribe ladder, profiles, PyTorch eager
 #   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
-#   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes (not yet run)
+#   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
+#             eager / compiled on the same weights (bench/torch_tasks.py)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only).
 set -uo pipefail
@@ -93,9 +95,12 @@ task-ladders)   # per-task ladders through whole requests (reference fp16 -> dev
   for t in caption imagine; do t0=$SECONDS
     "$OMM" bench --ladder --task $t --provider cuda --model "$m/cham-ref16" --fp16-model "$m/cham-fp16" --int4-model "$m/cham-int4" \
       --image "$work/photo.png" --prompt "$([ $t = caption ] && echo 'What is in this image?' || echo 'A photo of a mountain lake at sunrise')" \
-      --new-tokens 30 --runs 1 --warmup 1 --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
+      --new-tokens 30 --runs 1 --warmup $([ $t = caption ] && echo 1 || echo 0) --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
     log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
   rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4"
+  for t in caption imagine; do t0=$SECONDS
+    (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_tasks.py --task $t > "$out/torch-$t.json" 2> "$out/torch-$t.err")
+    log "torch $t: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t.json")"; done
   ;;
 seamless)
   python3 - "$work/speech_10s.wav" "$repo/models/tiny-seamless/reference" <<'EOF'
@@ -109,8 +114,22 @@ with wave.open(sys.argv[1], "wb") as w:
     w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames[: 10 * 16000 * 2])
 EOF
   export_model seamless-large seamless --preset large
-  profile transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
-  opclasses transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  for v in fp16 int4; do [ -f "$m/seamless-$v/multimodal.json" ] && continue; t0=$SECONDS
+    (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-$v" --graph fused --precision $v \
+       --int4-activation fp16 --accuracy-level 0 --block-size 32 --link-components) >> "$out/export.log" 2>&1
+    log "convert seamless-$v: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/seamless-$v" | cut -f1)"; done
+  t0=$SECONDS
+  "$OMM" bench --ladder --task transcribe --provider cuda --model "$m/seamless-large" --fp16-model "$m/seamless-fp16" --int4-model "$m/seamless-int4" \
+    --audio "$work/speech_10s.wav" --new-tokens 35 --runs 3 --warmup 1 --json "$out/ladder-transcribe-large.json" > "$out/ladder-transcribe-large.log" 2>&1
+  log "ladder transcribe: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-transcribe-large.log" | tr '\n' ';')"
+  for v in fp16 int4; do
+    profile transcribe-large-$v-graph --model "$m/seamless-$v" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35; done
+  [ "${OMM_QUICK:-0}" = 1 ] || profile transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  opclasses transcribe-large-int4 --model "$m/seamless-int4" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  rm -rf "$m/seamless-large" "$m/seamless-fp16" "$m/seamless-int4"
+  t0=$SECONDS
+  (cd "$repo/onnx-export" && timeout 300 python3 bench/torch_tasks.py --task speech --steps 35 --audio "$work/speech_10s.wav" > "$out/torch-speech.json" 2> "$out/torch-speech.err")
+  log "torch speech: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-speech.json")"
   ;;
 esac; done
 log "done"

@@ -23,16 +23,17 @@ from omm_export.families import llama  # noqa: E402
 
 
 class StaticCacheLlama(torch.nn.Module):
-    """A Llama decode step over transformers' modules with a preallocated KV cache written by position."""
+    """A Llama decode step over transformers' modules with a preallocated KV cache written by position;
+    B rows in lockstep, and Chameleon's per-head qk-norm where the attention has one."""
 
-    def __init__(self, hf, max_len: int):
+    def __init__(self, hf, max_len: int, batch: int = 1):
         super().__init__()
         cfg = hf.config
         self.m, self.lm = hf.model, hf.lm_head
         self.nh, self.kvh = cfg.num_attention_heads, cfg.num_key_value_heads
         self.hd = cfg.hidden_size // self.nh
         L, dev, dt = cfg.num_hidden_layers, hf.device, hf.dtype
-        self.register_buffer("k", torch.zeros(L, 1, self.kvh, max_len, self.hd, device=dev, dtype=dt))   # [L, 1, kvH, max, hd]
+        self.register_buffer("k", torch.zeros(L, batch, self.kvh, max_len, self.hd, device=dev, dtype=dt))   # [L, B, kvH, max, hd]
         self.register_buffer("v", torch.zeros_like(self.k))
         theta = float((getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
         inv = 1.0 / theta ** (torch.arange(0, self.hd, 2, device=dev).float() / self.hd)
@@ -47,22 +48,25 @@ class StaticCacheLlama(torch.nn.Module):
         a, b = x.chunk(2, dim=-1)
         return torch.cat([-b, a], dim=-1)
 
-    def forward(self, ids, pos):          # ids [1,S], pos [S]
-        s = ids.shape[1]
+    def forward(self, ids, pos):          # ids [B,S], pos [S]
+        b, s = ids.shape
         x = self.m.embed_tokens(ids)
         cos, sin = self.cos[pos][None, None], self.sin[pos][None, None]                     # [1,1,S,hd]
         mask = (self.keys[None, :] <= pos[:, None])[None, None]                             # [1,1,S,max]
         for i, layer in enumerate(self.m.layers):
             a = layer.self_attn
             h = layer.input_layernorm(x)
-            q = a.q_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2)
-            k = a.k_proj(h).view(1, s, self.kvh, self.hd).transpose(1, 2)
-            v = a.v_proj(h).view(1, s, self.kvh, self.hd).transpose(1, 2)
+            q = a.q_proj(h).view(b, s, self.nh, self.hd)
+            k = a.k_proj(h).view(b, s, self.kvh, self.hd)
+            if hasattr(a, "q_norm"):      # Chameleon: LayerNorm over each head with a per-head affine
+                q, k = a.q_norm(q), a.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            v = a.v_proj(h).view(b, s, self.kvh, self.hd).transpose(1, 2)
             q, k = q * cos + self._rot(q) * sin, k * cos + self._rot(k) * sin
             self.k[i].index_copy_(2, pos, k)
             self.v[i].index_copy_(2, pos, v)
             o = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask, enable_gqa=True)
-            x = x + a.o_proj(o.transpose(1, 2).reshape(1, s, -1))
+            x = x + a.o_proj(o.transpose(1, 2).reshape(b, s, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.lm(self.m.norm(x[:, -1:]))
 

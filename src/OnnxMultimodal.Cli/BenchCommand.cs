@@ -109,8 +109,7 @@ internal static class BenchCommand
         {
             string precision = ModelPackage.Open(fp16).Manifest.Precision;
             rungs.Add(($"+ fused graph (GroupQueryAttention, {precision}, in-place cache)", fp16, baseExec));
-            if (!ModelPackage.Open(fp16).Decoder.HasCrossAttention)   // encoder-decoder graphs are not captured yet
-                rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
+            rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
         }
         if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = rungs.Any(x => x.Exec.CudaGraph) }));
         var results = new List<(string Name, BenchResult Result)>();

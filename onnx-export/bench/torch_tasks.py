@@ -1,0 +1,183 @@
+"""PyTorch baselines for the multimodal tasks, on the same synthetic weights (same preset and seed) as
+our exported graphs, fp16 on the GPU:
+
+  caption  Chameleon-7B + VQ 512x512: VQ tokenization + prefill of the 1034-token prompt (time to first
+           token), then 30 decode steps; transformers eager with its own cache (the paper's baseline)
+           and a static-cache SDPA step under torch.compile(mode="reduce-overhead") (CUDA graphs).
+  imagine  the same decoder, 2 rows (classifier-free guidance): ms per guided step, eager and compiled,
+           extrapolated to 1024 image tokens, plus the VQ decoder's 512x512 decode.
+  speech   Seamless-large: Kaldi fbank (torchaudio, CPU), speech encoder + cross K/V, 35 decode steps with
+           transformers' own cache; eager.
+
+Prints JSON (partial results as each section finishes).
+
+  python bench/torch_tasks.py --task caption|imagine|speech [--audio WAV]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+from torch_decode import StaticCacheLlama  # noqa: E402
+
+
+def sync_ms(fn, reps=1):
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        r = fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1000 / reps, r
+
+
+def chameleon_tasks(a, out):
+    from omm_export.families import chameleon
+
+    class Args:
+        checkpoint, preset, seed, vqgan = None, "7b", a.seed, None
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, _, image_decoder, _ = chameleon.load(Args(), tmp)
+    hf = hf.to(device="cuda", dtype=torch.float16).eval()
+    image_decoder = image_decoder.to(device="cuda", dtype=torch.float16).eval()
+    cfg = hf.config
+    out.update(card=torch.cuda.get_device_name(0), torch=torch.__version__, params=sum(p.numel() for p in hf.model.layers.parameters()))
+    g = torch.Generator("cuda").manual_seed(0)
+    rows = 1 if a.task == "caption" else 2
+    prompt_len = 1034 if a.task == "caption" else 14
+    steps = a.steps if a.task == "caption" else 64
+    prompt = torch.randint(10, 60000, (rows, prompt_len), device="cuda", generator=g)
+    with torch.no_grad():
+        if a.task == "caption":
+            pixels = torch.rand(1, 3, 512, 512, device="cuda", dtype=torch.float16) * 2 - 1
+            for _ in range(2):
+                ms_vq, codes = sync_ms(lambda: hf.model.get_image_tokens(pixels))
+            out["vq_encode_ms"] = round(ms_vq, 2)
+        # 1. transformers eager with its dynamic cache
+        for run in range(2):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            o = hf(input_ids=prompt, use_cache=True)
+            past, tok = o.past_key_values, o.logits[:, -1:].argmax(-1)
+            torch.cuda.synchronize()
+            prefill = (time.perf_counter() - t0) * 1000
+            times = []
+            for _ in range(steps):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                o = hf(input_ids=tok, past_key_values=past, use_cache=True)
+                past, tok = o.past_key_values, o.logits[:, -1:].argmax(-1)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000)
+            del past, o
+        out["transformers_eager_prefill_ms"] = round(prefill, 2)
+        out["transformers_eager_step_ms"] = round(statistics.median(times[3:]), 4)
+        if a.task == "caption":
+            out["transformers_eager_ttft_ms"] = round(out["vq_encode_ms"] + prefill, 2)
+            out["transformers_eager_end_to_end_ms"] = round(out["vq_encode_ms"] + prefill + sum(times), 1)
+        else:
+            codes = torch.randint(0, cfg.vq_config.num_embeddings, (1, 1024), device="cuda", generator=g)
+            for _ in range(2):
+                ms_dec, _ = sync_ms(lambda: image_decoder(codes))
+            out["vq_decode_ms"] = round(ms_dec, 2)
+            out["transformers_eager_image_s"] = round((prefill + 1024 * out["transformers_eager_step_ms"] + ms_dec) / 1000, 2)
+        print(json.dumps(out), flush=True)
+
+        # 2. static cache + SDPA, eager and compiled (CUDA graphs)
+        model = StaticCacheLlama(hf, prompt_len + steps + 16, batch=rows)
+        first = model(prompt, torch.arange(prompt_len, device="cuda")).argmax(-1).view(rows, 1)
+        pos = torch.zeros(1, dtype=torch.long, device="cuda")
+
+        def run_steps(fn, n):
+            tok, times = first, []
+            for i in range(n):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                pos.fill_(prompt_len + i)
+                tok = fn(tok, pos).argmax(-1).view(rows, 1)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(times[3:])
+        out["static_sdpa_eager_step_ms"] = round(run_steps(model, steps), 4)
+        print(json.dumps(out), flush=True)
+        compiled = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+        t0 = time.perf_counter()
+        for i in range(3):
+            pos.fill_(prompt_len + i)
+            compiled(first, pos)
+        out["compile_seconds"] = round(time.perf_counter() - t0, 1)
+        out["static_sdpa_compiled_step_ms"] = round(run_steps(compiled, steps), 4)
+        if a.task == "caption":
+            out["compiled_end_to_end_ms"] = round(out["vq_encode_ms"] + prefill + steps * out["static_sdpa_compiled_step_ms"], 1)
+        else:
+            out["compiled_image_s"] = round((prefill + 1024 * out["static_sdpa_compiled_step_ms"] + out["vq_decode_ms"]) / 1000, 2)
+    print(json.dumps(out), flush=True)
+
+
+def speech_task(a, out):
+    from omm_export.families import seamless
+
+    class Args:
+        checkpoint, preset, seed = None, "large", a.seed
+    with tempfile.TemporaryDirectory() as tmp:
+        hf, _, _ = seamless.load(Args(), tmp)
+    hf = hf.to(device="cuda", dtype=torch.float16).eval()
+    out.update(card=torch.cuda.get_device_name(0), torch=torch.__version__, params=sum(p.numel() for p in hf.parameters()))
+    samples = seamless.load_audio(a.audio)
+    t0 = time.perf_counter()
+    feats = seamless.normalise_stack(seamless.fbank(samples))
+    out["preprocess_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    x = torch.from_numpy(feats)[None].to("cuda", torch.float16)
+    mask = torch.ones(x.shape[:2], dtype=torch.long, device="cuda")
+    start = [hf.config.decoder_start_token_id, 4]
+    with torch.no_grad():
+        for run in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            enc = hf.speech_encoder(input_features=x, attention_mask=mask).last_hidden_state
+            torch.cuda.synchronize()
+            encode = (time.perf_counter() - t0) * 1000
+            o = hf.text_decoder(input_ids=torch.tensor([start], device="cuda"), encoder_hidden_states=enc, use_cache=True)
+            past, tok = o.past_key_values, hf.lm_head(o.last_hidden_state[:, -1:]).argmax(-1)
+            torch.cuda.synchronize()
+            prefill = (time.perf_counter() - t0) * 1000 - encode
+            times = []
+            for _ in range(a.steps - 1):
+                t1 = time.perf_counter()
+                o = hf.text_decoder(input_ids=tok, encoder_hidden_states=enc, past_key_values=past, use_cache=True)
+                past, tok = o.past_key_values, hf.lm_head(o.last_hidden_state[:, -1:]).argmax(-1)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - t1) * 1000)
+            total = (time.perf_counter() - t0) * 1000
+        out.update(encoder_frames=int(enc.shape[1]), transformers_eager_encode_ms=round(encode, 2), transformers_eager_prefill_ms=round(prefill, 2),
+                   transformers_eager_step_ms=round(statistics.median(times), 4), transformers_eager_end_to_end_ms=round(total + out["preprocess_ms"], 1))
+    print(json.dumps(out), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", required=True, choices=["caption", "imagine", "speech"])
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--steps", type=int, default=30, help="decode steps (caption 30, speech 35)")
+    ap.add_argument("--audio", help="speech: a 16 kHz WAV")
+    a = ap.parse_args()
+    out = {"task": a.task}
+    try:
+        (speech_task if a.task == "speech" else chameleon_tasks)(a, out)
+    except Exception as e:   # keep what was measured
+        out["error"] = f"{type(e).__name__}: {e}"
+        print(json.dumps(out), flush=True)
+        raise
+
+
+if __name__ == "__main__":
+    main()
