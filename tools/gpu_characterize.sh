@@ -12,7 +12,8 @@
 #   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
 #             eager / compiled on the same weights (bench/torch_tasks.py)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
-# OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only).
+# OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
+# OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders.
 set -uo pipefail
 parts=$1; out=$2; zstd_bin=$3; shift 3
 stages=${*:-tests llama chameleon seamless}
@@ -98,7 +99,7 @@ task-ladders)   # per-task ladders through whole requests (reference fp16 -> dev
       --new-tokens 30 --runs 1 --warmup $([ $t = caption ] && echo 1 || echo 0) --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
     log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
   rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4"
-  for t in caption imagine; do t0=$SECONDS
+  [ "${OMM_SKIP_TORCH:-0}" = 1 ] || for t in caption imagine; do t0=$SECONDS
     (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_tasks.py --task $t > "$out/torch-$t.json" 2> "$out/torch-$t.err")
     log "torch $t: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t.json")"; done
   ;;

@@ -132,7 +132,7 @@ def speech_task(a, out):
         hf, _, _ = seamless.load(Args(), tmp)
     hf = hf.to(device="cuda", dtype=torch.float16).eval()
     out.update(card=torch.cuda.get_device_name(0), torch=torch.__version__, params=sum(p.numel() for p in hf.parameters()))
-    samples = seamless.load_audio(a.audio)
+    samples, _, _ = seamless.load_audio(a.audio)   # mono float32 at 16 kHz, source rate, channels
     t0 = time.perf_counter()
     feats = seamless.normalise_stack(seamless.fbank(samples))
     out["preprocess_ms"] = round((time.perf_counter() - t0) * 1000, 2)

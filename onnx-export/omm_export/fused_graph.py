@@ -167,15 +167,16 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
 
 def _last_rows(g, h, seqlens, hidden):
     """h [B,S,H] -> [B,1,H] at each row's last valid position: min(seqlens_k[b], S-1) (rows are
-    right-padded; a decode step has S = 1, so position 0)."""
+    right-padded; a decode step has S = 1, so position 0). Shapes (host memory under CUDA) feed only
+    host-side inputs (Range's limit, Expand's shape); the index arithmetic stays on the device, so the
+    graph needs no host/device copies and can be captured as a CUDA graph."""
     shape = g.op("Shape", [h])
-    b = g.op("Gather", [shape, g.i64(0)], "rows", axis=0)
-    s = g.op("Gather", [shape, g.i64(1)], "positions", axis=0)
-    last = g.op("Min", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.op("Sub", [s, g.i64(1)])], "last_position")   # [B]
-    start = g.op("Mul", [g.op("Range", [g.i64(0), b, g.i64(1)]), s], "row_start")                                     # [B]
-    flat = g.op("Reshape", [h, g.i64([-1, hidden])], "hidden_flat")                                                   # [B*S, H]
-    rows = g.op("Gather", [flat, g.op("Add", [start, last])], "last_hidden", axis=0)                                  # [B, H]
-    return g.op("Unsqueeze", [rows, g.i64([1])], "last_hidden_3d")                                                    # [B, 1, H]
+    s = g.op("Gather", [shape, g.i64([1])], "positions", axis=0)                                                      # [1]
+    last_offset = g.op("Gather", [g.op("Range", [g.i64(0), g.op("Squeeze", [s]), g.i64(1)]), g.i64(-1)], "last_offset", axis=0)  # S - 1
+    last = g.op("Min", [g.op("Cast", [seqlens], to=TensorProto.INT64), last_offset], "last_position")                 # [B]
+    index_shape = g.op("Concat", [g.op("Gather", [shape, g.i64([0])], axis=0), g.i64([1, hidden])], "index_shape", axis=0)
+    index = g.op("Expand", [g.op("Unsqueeze", [last, g.i64([1, 2])]), index_shape], "last_index")                    # [B,1,H]
+    return g.op("GatherElements", [h, index], "last_hidden_3d", axis=1)                                                # [B,1,H]
 
 
 def _head_norm(g, wr, x, heads, hd, w, b, eps, name):

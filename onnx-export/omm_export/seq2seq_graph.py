@@ -184,9 +184,15 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
     cross = [(g.add_input(f"cross.{i}.key", t, ["batch", H, "encoder_seq", hd]),
               g.add_input(f"cross.{i}.value", t, ["batch", H, "encoder_seq", hd])) for i in range(spec.num_layers)]
 
+    # Token j of this run sits at seqlens_k - (S - 1) + j (+ offset). S comes from a shape (host
+    # memory under CUDA), so it only feeds Range's host-side limit; S - 1 is read back from the range on
+    # the device. Mixing a host shape value into device arithmetic would need a copy, and ONNX Runtime
+    # refuses CUDA-graph capture of any graph with copies between host and device.
     seq = g.op("Gather", [g.op("Shape", [ids]), g.i64(1)], "seq_len", axis=0)
-    first = g.op("Sub", [g.op("Add", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.i64(1 + position_offset)]), seq], "first_position")  # [B]
-    pos = g.op("Add", [g.op("Unsqueeze", [first, g.i64([1])]), g.op("Range", [g.i64(0), seq, g.i64(1)])], "position_ids")              # [B,S]
+    steps = g.op("Range", [g.i64(0), seq, g.i64(1)], "run_offsets")                                                   # [S] 0..S-1
+    last = g.op("Gather", [steps, g.i64(-1)], "last_offset", axis=0)                                                  # S - 1
+    first = g.op("Sub", [g.op("Add", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.i64(position_offset)]), last], "first_position")  # [B]
+    pos = g.op("Add", [g.op("Unsqueeze", [first, g.i64([1])]), steps], "position_ids")                               # [B,S]
     floor = wr.c(np.finfo(opt.act_dtype).min, "mask_floor")
     cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), wr.c(0.0, "mask_zero"), floor],
                       "cross_bias")   # [B,1,1,Te]
