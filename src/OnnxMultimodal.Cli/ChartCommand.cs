@@ -7,7 +7,7 @@ namespace OnnxMultimodal.Cli;
 /// <c>omm chart</c>: PNG charts from the JSON that <c>omm bench --ladder</c>, <c>omm profile</c> and
 /// <c>onnx-export/bench/torch_decode.py</c> write, so results from a machine without fonts (or from
 /// several runs) are drawn where the report is written.
-///   omm chart ladder --in ladder.json [--torch torch.json] --out ladder.png
+///   omm chart ladder --in ladder.json [--torch torch.json] [--metric token|request] --out ladder.png
 ///   omm chart tasks --in a/profile.json b/profile.json ... --out tasks.png
 /// </summary>
 internal static class ChartCommand
@@ -20,12 +20,20 @@ internal static class ChartCommand
         var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
         var title = new Option<string?>("--title") { Description = "Chart title" };
 
-        var ladder = new Command("ladder", "ms/token of each ladder rung (and PyTorch's, if given)") { input, torch, output, title };
+        var metric = new Option<string>("--metric") { Description = "token: ms/token p50 | request: end-to-end ms p50 (whole requests)", DefaultValueFactory = _ => "token" };
+        var ladder = new Command("ladder", "ms/token (or end-to-end ms) of each ladder rung, and PyTorch's if given") { input, torch, output, title, metric };
         ladder.SetAction((r, ct) => CliCommon.Guard(() =>
         {
             using var doc = Read(r.GetValue(input)!.Single());
+            bool request = r.GetValue(metric) switch
+            {
+                "token" => false,
+                "request" => true,
+                var m => throw new InvalidInputException("--metric", $"'{m}' is not token or request"),
+            };
             var bars = doc.RootElement.GetProperty("rungs").EnumerateArray()
-                .Select((x, i) => (Label: Short(x.GetProperty("name").GetString() ?? $"rung {i + 1}"), Value: x.GetProperty("result").GetProperty("tpot_ms_p50").GetDouble(), Ours: true)).ToList();
+                .Select((x, i) => (Label: Short(x.GetProperty("name").GetString() ?? $"rung {i + 1}"),
+                                   Value: x.GetProperty("result").GetProperty(request ? "end_to_end_ms_p50" : "tpot_ms_p50").GetDouble(), Ours: true)).ToList();
             if (r.GetValue(torch) is { } torchFile)
             {
                 // torch_decode.py prints one JSON line per finished section; the last is the fullest.
@@ -33,8 +41,14 @@ internal static class ChartCommand
                 var last = File.ReadAllLines(torchFile).LastOrDefault(l => l.TrimStart().StartsWith('{'))
                            ?? throw new InvalidInputException("--torch", $"{torchFile} holds no JSON line");
                 using var t = Parse(last, torchFile);
-                foreach (var (key, label) in new[] { ("transformers_eager_ms", "HF eager"), ("static_sdpa_eager_ms", "SDPA eager"), ("static_sdpa_compiled_ms", "compile") })
-                    if (t.RootElement.TryGetProperty(key, out var v)) bars.Add((label, v.GetDouble(), false));
+                // torch_decode.py (text: ms/token) and torch_tasks.py (per step, and whole requests in ms or, for images, s)
+                var keys = request
+                    ? new[] { ("transformers_eager_end_to_end_ms", "HF eager", 1.0), ("transformers_eager_image_s", "HF eager", 1000.0),
+                              ("compiled_end_to_end_ms", "compile", 1.0), ("compiled_image_s", "compile", 1000.0) }
+                    : new[] { ("transformers_eager_ms", "HF eager", 1.0), ("transformers_eager_step_ms", "HF eager", 1.0), ("static_sdpa_eager_ms", "SDPA eager", 1.0),
+                              ("static_sdpa_eager_step_ms", "SDPA eager", 1.0), ("static_sdpa_compiled_ms", "compile", 1.0), ("static_sdpa_compiled_step_ms", "compile", 1.0) };
+                foreach (var (key, label, scale) in keys)
+                    if (t.RootElement.TryGetProperty(key, out var v)) bars.Add((label, v.GetDouble() * scale, false));
             }
             var plt = new ScottPlot.Plot();
             var palette = new ScottPlot.Palettes.Category10();
@@ -46,8 +60,8 @@ internal static class ChartCommand
             plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
                 Enumerable.Range(0, bars.Count).Select(i => (double)i).ToArray(), bars.Select(b => b.Label).ToArray());
             plt.Axes.Margins(bottom: 0);
-            plt.YLabel("ms per token (p50)");
-            plt.Title(r.GetValue(title) ?? "Decode, one lever at a time (blue: ours; orange: PyTorch)");
+            plt.YLabel(request ? "end-to-end ms per request (p50)" : "ms per token (p50)");
+            plt.Title(r.GetValue(title) ?? (request ? "Whole requests, one lever at a time (blue: ours; orange: PyTorch)" : "Decode, one lever at a time (blue: ours; orange: PyTorch)"));
             plt.SavePng(r.GetValue(output)!, 900, 520);
             Console.WriteLine($"wrote {r.GetValue(output)}");
             return Task.FromResult(0);
