@@ -24,6 +24,7 @@ public sealed class ImageSpanConstraint : ILogitsProcessor
 
     public bool IsAllowed(int id) => (uint)id < (uint)_allowed.Length && _allowed[id];
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Process(Span<float> logits, IReadOnlyList<int> sequence)
     {
         for (int i = 0; i < logits.Length; i++)

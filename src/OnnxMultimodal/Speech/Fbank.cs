@@ -1,4 +1,4 @@
-using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace OnnxMultimodal.Speech;
 
@@ -78,6 +78,10 @@ public sealed class Fbank
         return result;
     }
 
+    // Hot loops run once per request: optimised from the first call, not after tiering (a request right
+    // after start-up otherwise computes its filter banks in unoptimised code, 2-3x slower). Plain loops,
+    // not TensorPrimitives: its generic double instantiations would themselves start unoptimised.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ComputeFrames(float[] samples, float[] result, int from, int to)
     {
         var frame = new double[FrameLength];
@@ -87,11 +91,13 @@ public sealed class Fbank
         for (int t = from; t < to; t++)
         {
             var source = samples.AsSpan(t * FrameShift, FrameLength);
-            for (int n = 0; n < FrameLength; n++) frame[n] = source[n] * 32768.0;                    // 16-bit range
-            TensorPrimitives.Subtract(frame, TensorPrimitives.Sum<double>(frame) / FrameLength, frame); // remove DC
+            double sum = 0;
+            for (int n = 0; n < FrameLength; n++) sum += frame[n] = source[n] * 32768.0;             // 16-bit range
+            double mean = sum / FrameLength;
+            for (int n = 0; n < FrameLength; n++) frame[n] -= mean;                                   // remove DC
             for (int n = FrameLength - 1; n > 0; n--) frame[n] -= Preemphasis * frame[n - 1];          // pre-emphasis
             frame[0] -= Preemphasis * frame[0];
-            TensorPrimitives.Multiply(frame, _window, frame);                                          // Povey window
+            for (int n = 0; n < FrameLength; n++) frame[n] *= _window[n];                             // Povey window
             Array.Clear(re);
             Array.Clear(im);
             for (int n = 0; n < FrameLength; n++) re[_bitReverse[n]] = frame[n];                       // zero-padded to 512
@@ -101,13 +107,15 @@ public sealed class Fbank
             for (int b = 0; b < MelBins; b++)
             {
                 var (first, weights) = _mel[b];
-                double energy = weights.Length == 0 ? 0 : TensorPrimitives.Dot<double>(weights, power.AsSpan(first, weights.Length));
+                double energy = 0;
+                for (int i = 0; i < weights.Length; i++) energy += weights[i] * power[first + i];
                 row[b] = (float)Math.Log(Math.Max(energy, LogFloor));
             }
         }
     }
 
     /// <summary>In-place radix-2 FFT; the input is already in bit-reversed order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void Fft(double[] re, double[] im)
     {
         for (int size = 2; size <= FftSize; size <<= 1)
@@ -132,6 +140,7 @@ public sealed class Fbank
     /// with the unbiased variance, an odd frame count padded with one zero frame, then frame pairs
     /// stacked: [frames * 80] -> [(frames + 1) / 2 * 160].
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float[] NormaliseAndStack(float[] fbank, int frames)
     {
         if (frames < 2) throw new InvalidInputException("audio", $"{frames} filter-bank frames: at least 2 (about 35 ms of audio) are needed");
