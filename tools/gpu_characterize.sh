@@ -12,6 +12,7 @@
 #   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
 #             eager / compiled on the same weights (bench/torch_tasks.py)
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
+#   torch-extra    PyTorch only: torch.compile max-autotune for every task, the compiled speech decoder
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
 # OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders.
 set -uo pipefail
@@ -131,6 +132,20 @@ EOF
   t0=$SECONDS
   (cd "$repo/onnx-export" && timeout 300 python3 bench/torch_tasks.py --task speech --steps 35 --audio "$work/speech_10s.wav" > "$out/torch-speech.json" 2> "$out/torch-speech.err")
   log "torch speech: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-speech.json")"
+  ;;
+torch-extra)   # PyTorch baselines not yet run: torch.compile max-autotune (text, caption, imagine) and the
+               # static-cache compiled speech decoder. The speech stage's WAV is made here if missing.
+  [ -f "$work/speech_10s.wav" ] || python3 -c "
+import wave; w = wave.open('$work/speech_10s.wav', 'wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
+import math; w.writeframes(b''.join(int(8000 * math.sin(i * 0.05) * math.sin(i * 0.0007)).to_bytes(2, 'little', signed=True) for i in range(160000)))"
+  for t in speech caption imagine; do t0=$SECONDS
+    (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_tasks.py --task $t --steps $([ $t = speech ] && echo 35 || echo 30) \
+       --audio "$work/speech_10s.wav" --compile-modes reduce-overhead,max-autotune > "$out/torch-$t-autotune.json" 2> "$out/torch-$t-autotune.err")
+    log "torch $t autotune: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t-autotune.json")"; done
+  t0=$SECONDS
+  (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 \
+     --compile-modes reduce-overhead,max-autotune > "$out/torch-7b-autotune.json" 2> "$out/torch-7b-autotune.err")
+  log "torch 7b autotune: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-7b-autotune.json")"
   ;;
 esac; done
 log "done"

@@ -7,7 +7,9 @@ our exported graphs, fp16 on the GPU:
   imagine  the same decoder, 2 rows (classifier-free guidance): ms per guided step, eager and compiled,
            extrapolated to 1024 image tokens, plus the VQ decoder's 512x512 decode.
   speech   Seamless-large: Kaldi fbank (torchaudio, CPU), speech encoder + cross K/V, 35 decode steps with
-           transformers' own cache; eager.
+           transformers' own cache (eager), then a static-cache step (cross K/V computed once) eager and
+           under torch.compile.
+  --compile-modes reduce-overhead,max-autotune adds Triton-autotuned compiled steps.
 
 Prints JSON (partial results as each section finishes).
 
@@ -25,10 +27,58 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_decode import StaticCacheLlama  # noqa: E402
+from torch_decode import COMPILE_KEYS, StaticCacheLlama  # noqa: E402
+
+
+class StaticCacheSeq2Seq(torch.nn.Module):
+    """The NLLB-style text decoder of Seamless as one step over transformers' modules: a preallocated
+    self-attention cache written by position, every layer's cross K/V computed once from the encoder
+    states, SDPA. The same arithmetic as our seq2seq graph (pre-LayerNorm, ReLU FFN, sinusoidal rows at
+    position + padding_idx + 1)."""
+
+    def __init__(self, hf, enc, max_len: int):
+        super().__init__()
+        from omm_export.families.seamless import _cross
+        dec = hf.text_decoder
+        self.dec, self.lm = dec, hf.lm_head
+        self.nh = hf.config.decoder_attention_heads
+        self.hd = hf.config.hidden_size // self.nh
+        self.offset = dec.embed_positions.padding_idx + 1
+        self.register_buffer("table", dec.embed_positions.weights.to(enc.dtype))
+        L, dt = len(dec.layers), enc.dtype
+        self.register_buffer("k", torch.zeros(L, 1, self.nh, max_len, self.hd, device=enc.device, dtype=dt))
+        self.register_buffer("v", torch.zeros_like(self.k))
+        self.register_buffer("keys", torch.arange(max_len, device=enc.device))
+        t = enc.shape[1]
+        with torch.no_grad():
+            ck = [_cross(layer).k_proj(enc).view(1, t, self.nh, self.hd).transpose(1, 2) for layer in dec.layers]
+            cv = [_cross(layer).v_proj(enc).view(1, t, self.nh, self.hd).transpose(1, 2) for layer in dec.layers]
+        self.register_buffer("ck", torch.stack(ck))   # [L, 1, H, Te, hd]
+        self.register_buffer("cv", torch.stack(cv))
+
+    def forward(self, ids, pos):          # ids [1,S], pos [S]
+        from omm_export.families.seamless import _cross
+        s = ids.shape[1]
+        x = self.dec.embed_tokens(ids) + self.table[pos + self.offset][None]
+        mask = (self.keys[None, :] <= pos[:, None])[None, None]                             # [1,1,S,max]
+        for i, layer in enumerate(self.dec.layers):
+            sa, ca, ffn = layer.self_attn, _cross(layer), getattr(layer, "ffn", layer)
+            h = layer.self_attn_layer_norm(x)
+            q = sa.q_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2)
+            self.k[i].index_copy_(2, pos, sa.k_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2))
+            self.v[i].index_copy_(2, pos, sa.v_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2))
+            o = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask)
+            x = x + sa.out_proj(o.transpose(1, 2).reshape(1, s, -1))
+            h = (getattr(layer, "cross_attention_layer_norm", None) or layer.encoder_attn_layer_norm)(x)
+            q = ca.q_proj(h).view(1, s, self.nh, self.hd).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, self.ck[i], self.cv[i])
+            x = x + ca.out_proj(o.transpose(1, 2).reshape(1, s, -1))
+            x = x + ffn.fc2(F.relu(ffn.fc1(layer.ffn_layer_norm(x))))
+        return self.lm(self.dec.layer_norm(x[:, -1:]))
 
 
 def sync_ms(fn, reps=1):
@@ -109,17 +159,22 @@ def chameleon_tasks(a, out):
             return statistics.median(times[3:])
         out["static_sdpa_eager_step_ms"] = round(run_steps(model, steps), 4)
         print(json.dumps(out), flush=True)
-        compiled = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
-        t0 = time.perf_counter()
-        for i in range(3):
-            pos.fill_(prompt_len + i)
-            compiled(first, pos)
-        out["compile_seconds"] = round(time.perf_counter() - t0, 1)
-        out["static_sdpa_compiled_step_ms"] = round(run_steps(compiled, steps), 4)
-        if a.task == "caption":
-            out["compiled_end_to_end_ms"] = round(out["vq_encode_ms"] + prefill + steps * out["static_sdpa_compiled_step_ms"], 1)
-        else:
-            out["compiled_image_s"] = round((prefill + 1024 * out["static_sdpa_compiled_step_ms"] + out["vq_decode_ms"]) / 1000, 2)
+        for mode in a.compile_modes.split(","):
+            key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
+            torch._dynamo.reset()
+            compiled = torch.compile(model.forward, mode=mode, fullgraph=True)
+            t0 = time.perf_counter()
+            for i in range(3):
+                pos.fill_(prompt_len + i)
+                compiled(first, pos)
+            out[key.replace("_step_ms", "_compile_seconds")] = round(time.perf_counter() - t0, 1)
+            out[key] = round(run_steps(compiled, steps), 4)
+            name = "compiled" if mode == "reduce-overhead" else "autotune"
+            if a.task == "caption":
+                out[f"{name}_end_to_end_ms"] = round(out["vq_encode_ms"] + prefill + steps * out[key], 1)
+            else:
+                out[f"{name}_image_s"] = round((prefill + 1024 * out[key] + out["vq_decode_ms"]) / 1000, 2)
+            print(json.dumps(out), flush=True)
     print(json.dumps(out), flush=True)
 
 
@@ -160,7 +215,40 @@ def speech_task(a, out):
             total = (time.perf_counter() - t0) * 1000
         out.update(encoder_frames=int(enc.shape[1]), transformers_eager_encode_ms=round(encode, 2), transformers_eager_prefill_ms=round(prefill, 2),
                    transformers_eager_step_ms=round(statistics.median(times), 4), transformers_eager_end_to_end_ms=round(total + out["preprocess_ms"], 1))
-    print(json.dumps(out), flush=True)
+        print(json.dumps(out), flush=True)
+
+        # The decoder step with a static self-attention cache and the cross K/V computed once, eager and
+        # under torch.compile; end to end = fbank + encode (eager) + prefill + 34 steps.
+        model = StaticCacheSeq2Seq(hf, enc, len(start) + a.steps + 8)
+        n = len(start)
+        first = model(torch.tensor([start], device="cuda"), torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
+        pos = torch.zeros(1, dtype=torch.long, device="cuda")
+
+        def run_steps(fn):
+            tok, times = first, []
+            for i in range(a.steps - 1):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                pos.fill_(n + i)
+                tok = fn(tok, pos).argmax(-1).view(1, 1)
+                torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(times[3:])
+        out["static_sdpa_eager_step_ms"] = round(run_steps(model), 4)
+        print(json.dumps(out), flush=True)
+        for mode in a.compile_modes.split(","):
+            key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
+            torch._dynamo.reset()
+            compiled = torch.compile(model.forward, mode=mode, fullgraph=True)
+            t0 = time.perf_counter()
+            for i in range(3):
+                pos.fill_(n + i)
+                compiled(first, pos)
+            out[key.replace("_step_ms", "_compile_seconds")] = round(time.perf_counter() - t0, 1)
+            out[key] = round(run_steps(compiled), 4)
+            name = "compiled" if mode == "reduce-overhead" else "autotune"
+            out[f"{name}_end_to_end_ms"] = round(out["preprocess_ms"] + encode + prefill + (a.steps - 1) * out[key], 1)
+            print(json.dumps(out), flush=True)
 
 
 def main():
@@ -169,6 +257,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=30, help="decode steps (caption 30, speech 35)")
     ap.add_argument("--audio", help="speech: a 16 kHz WAV")
+    ap.add_argument("--compile-modes", default="reduce-overhead", help="comma-separated torch.compile modes: reduce-overhead, max-autotune")
     a = ap.parse_args()
     out = {"task": a.task}
     try:
