@@ -204,28 +204,55 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
     def norm(x, wb, n):
         return g.op("LayerNormalization", [x, wr.c(wb[0], f"{n}.weight"), wr.c(wb[1], f"{n}.bias")], n, axis=-1, epsilon=spec.layer_norm_eps)
 
+    def bias(lin: Linear, n, scale=1.0):
+        return wr.c(lin.b * scale, f"{n}.bias") if lin.b is not None else ""
+
+    def skip_norm(delta, residual, wb, delta_bias, n):
+        """LayerNorm(residual + delta + delta_bias) and the new residual, in one SkipLayerNormalization."""
+        h, _, _, x = g.op("SkipLayerNormalization", [delta, residual, wr.c(wb[0], f"{n}.weight"), wr.c(wb[1], f"{n}.bias"), delta_bias],
+                          n, n_out=4, domain=MS_DOMAIN, epsilon=spec.layer_norm_eps)
+        return h, x
+
     x = g.op("Mul", [g.op("Gather", [wr.c(w.embed, "embed_tokens.weight"), ids], axis=0), wr.c(spec.embed_scale, "embed_scale")])
     x = g.op("Add", [x, g.op("Gather", [wr.c(w.positions, "embed_positions.weights"), pos], axis=0)], "embeds")
-    scaling = wr.c(hd ** -0.5, "attn_scaling")
+    scaling = hd ** -0.5
+    # Each layer's residual stream is carried as (x, the last projection's output and bias): the residual
+    # add, the bias add and the next LayerNorm are one SkipLayerNormalization. About 24 nodes a layer
+    # instead of 37 (the step is ~600-900 small kernels at Seamless-large depth).
+    pending = None
     for i, L in enumerate(w.layers):
         p = f"layers.{i}"
-        h = norm(x, L.self_norm, f"{p}.self_attn_layer_norm")
-        q, k, v = (linear(h, lin, f"{p}.self_attn.{n}_proj") for lin, n in ((L.q, "q"), (L.k, "k"), (L.v, "v")))
-        attn, _, _ = g.op("GroupQueryAttention", [q, k, v, pasts[i][0], pasts[i][1], seqlens, total], f"{p}.self", n_out=3,
-                          domain=MS_DOMAIN, num_heads=H, kv_num_heads=H, do_rotary=0, scale=float(hd ** -0.5))
+        if pending is None:
+            h = g.op("LayerNormalization", [x, wr.c(L.self_norm[0], f"{p}.self_attn_layer_norm.weight"),
+                                            wr.c(L.self_norm[1], f"{p}.self_attn_layer_norm.bias")], f"{p}.self_attn_layer_norm",
+                     axis=-1, epsilon=spec.layer_norm_eps)
+        else:
+            h, x = skip_norm(pending[0], x, L.self_norm, pending[1], f"{p}.self_attn_layer_norm")
+        # packed q|k|v projection (one MatMul, one bias add) into GroupQueryAttention
+        zeros = np.zeros(spec.hidden_size, np.float32)
+        wqkv = np.concatenate([L.q.w, L.k.w, L.v.w], axis=1)
+        bqkv = np.concatenate([lin.b if lin.b is not None else zeros for lin in (L.q, L.k, L.v)])
+        qkv = g.op("Add", [wr.linear(h, wqkv, f"{p}.self_attn.qkv_proj.weight"), wr.c(bqkv, f"{p}.self_attn.qkv_proj.bias")], f"{p}.qkv")
+        attn, _, _ = g.op("GroupQueryAttention", [qkv, "", "", pasts[i][0], pasts[i][1], seqlens, total], f"{p}.self", n_out=3,
+                          domain=MS_DOMAIN, num_heads=H, kv_num_heads=H, do_rotary=0, scale=float(scaling))
         g.nodes[-1].output[1] = f"present.{i}.key"
         g.nodes[-1].output[2] = f"present.{i}.value"
         g.add_output(f"present.{i}.key", t, ["batch", H, "max_length", hd])
         g.add_output(f"present.{i}.value", t, ["batch", H, "max_length", hd])
-        x = g.op("Add", [x, linear(attn, L.o, f"{p}.self_attn.out_proj")])
-        # cross-attention over the encoder's K/V, then the ReLU FFN
-        h = norm(x, L.cross_norm, f"{p}.cross_attention_layer_norm")
-        cq = _heads(g, g.op("Mul", [linear(h, L.cq, f"{p}.cross_attention.q_proj"), scaling]), H, hd, f"{p}.cq")
-        ctx = g.op("Reshape", [_attend(g, cq, cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
-        x = g.op("Add", [x, linear(ctx, L.co, f"{p}.cross_attention.out_proj")])
-        h = norm(x, L.ffn_norm, f"{p}.ffn_layer_norm")
-        x = g.op("Add", [x, linear(g.op("Relu", [linear(h, L.fc1, f"{p}.ffn.fc1")]), L.fc2, f"{p}.ffn.fc2")], f"{p}.out")
-    x = norm(x, w.final_norm, "layer_norm")
+        o = wr.linear(attn, L.o.w, f"{p}.self_attn.out_proj.weight")
+        h, x = skip_norm(o, x, L.cross_norm, bias(L.o, f"{p}.self_attn.out_proj"), f"{p}.cross_attention_layer_norm")
+        # cross-attention over the encoder's K/V; the query scaling is folded into its projection
+        cq = wr.linear(h, L.cq.w * scaling, f"{p}.cross_attention.q_proj.weight")
+        if L.cq.b is not None:
+            cq = g.op("Add", [cq, bias(L.cq, f"{p}.cross_attention.q_proj", scaling)])
+        ctx = g.op("Reshape", [_attend(g, _heads(g, cq, H, hd, f"{p}.cq"), cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
+        co = wr.linear(ctx, L.co.w, f"{p}.cross_attention.out_proj.weight")
+        h, x = skip_norm(co, x, L.ffn_norm, bias(L.co, f"{p}.cross_attention.out_proj"), f"{p}.ffn_layer_norm")
+        f1 = wr.linear(h, L.fc1.w, f"{p}.ffn.fc1.weight")
+        if L.fc1.b is not None:
+            f1 = g.op("Add", [f1, bias(L.fc1, f"{p}.ffn.fc1")])
+        pending = (wr.linear(g.op("Relu", [f1]), L.fc2.w, f"{p}.ffn.fc2.weight"), bias(L.fc2, f"{p}.ffn.fc2"))
+    x, _ = skip_norm(pending[0], x, w.final_norm, pending[1], "layer_norm")
     logits = wr.linear(x, w.lm_head, "lm_head.weight")
     if opt.act_dtype == np.float16:
         logits = g.op("Cast", [logits], "logits_fp32", to=TensorProto.FLOAT)

@@ -258,7 +258,7 @@ public class WaveReaderTests
 /// on a share of the positions (the figures are printed). The encoder's fp32 cross K/V are converted
 /// to fp16 once per request.
 /// </summary>
-[TestFixture("tiny-seamless-fp16", 1e-2, 0.9)]    // measured: 4.8e-4 relative, 48/48 tokens
+[TestFixture("tiny-seamless-fp16", 1e-2, 0.9)]    // measured: 8.0e-4 relative, 48/48 tokens
 [TestFixture("tiny-seamless-int4", 0.25, 0.9)]   // measured: 1.8e-1 relative, 48/48 tokens
 public class ReducedPrecisionSpeechTests(string model, double logitTolerance, double tokenAgreement)
 {
