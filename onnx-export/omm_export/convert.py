@@ -127,6 +127,8 @@ def convert(args) -> dict:
     src, out = args.source, args.out
     if os.path.abspath(src) == os.path.abspath(out):
         raise SystemExit("convert: --out must differ from --from")
+    if getattr(args, "prefill_decoder", None) and args.graph != "fused":
+        raise SystemExit("convert: --prefill-decoder needs --graph fused (the two graphs share one in-place cache)")
     with open(os.path.join(src, "multimodal.json"), encoding="utf-8") as f:
         peek = json.load(f)
     if "cross_key" in peek.get("decoder", {}).get("inputs", {}):
@@ -179,6 +181,12 @@ def _finish(args, manifest: dict, data_path, facts: dict) -> dict:
             continue
         s = os.path.join(src, name)
         (shutil.copytree(s, os.path.join(out, name), dirs_exist_ok=True) if os.path.isdir(s) else shutil.copy2(s, out))
+    if getattr(args, "prefill_decoder", None):
+        prefill = args.prefill_decoder
+        if os.path.isdir(prefill):
+            with open(os.path.join(prefill, "multimodal.json"), encoding="utf-8") as f:
+                prefill = os.path.join(prefill, json.load(f)["components"]["decoder"])
+        manifest["components"]["prefill_decoder"] = os.path.relpath(prefill, out).replace(os.sep, "/")
     manifest["name"] = os.path.basename(os.path.normpath(out))
     manifest["precision"] = args.precision
     manifest["provenance"] = dict(manifest.get("provenance", {}), converted_from=os.path.basename(os.path.normpath(src)),

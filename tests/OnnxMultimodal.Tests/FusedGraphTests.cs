@@ -65,3 +65,88 @@ public class SharedCacheTests
         Assert.That(a.Tokens, Is.EqualTo(b.Tokens), "200 tokens: GroupQueryAttention with the in-place cache vs the reference graph");
     }
 }
+
+/// <summary>
+/// A package whose prompts run through a second decoder graph (its prefill_decoder: e.g. fp16 weights,
+/// fast for long prompts) into the same in-place cache that the decoder (e.g. int4) then steps on.
+/// Here: tiny-llama-int4 decoding after tiny-llama-fused's fp32 prefill.
+/// </summary>
+public class PrefillDecoderTests
+{
+    private static string MixedPackage(string decoderModel, string prefillModel)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(TestData.Model(decoderModel))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "multimodal.json")))!;
+        json["components"]!["prefill_decoder"] = Path.Combine(TestData.Model(prefillModel), "decoder.onnx");
+        File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
+        return dir;
+    }
+
+    private static int[] Greedy(OrtDecodeEngine engine, int[] prompt, int n, out float[] prefill)
+    {
+        using var seq = engine.Start(prompt, new SamplingOptions { MaxNewTokens = n, IgnoreStopTokens = true });
+        prefill = OrtDecodeEngine.AllPrefillLogits(seq).ToArray();
+        while (!seq.IsDone) seq.GenerateNextToken();
+        return seq.Tokens.Skip(prompt.Length).ToArray();
+    }
+
+    [Test]
+    public void Prompts_run_on_the_prefill_decoder_and_steps_on_the_decoder()
+    {
+        string same = MixedPackage("tiny-llama-int4", "tiny-llama-int4");    // the plumbing: its own graph as prefill
+        string mixed = MixedPackage("tiny-llama-int4", "tiny-llama-fused");  // fp32 prompts, int4 steps
+        try
+        {
+            var reference = TestData.LoadTextReference("tiny-llama-int4");
+            using var viaSame = OrtDecodeEngine.Create(ModelPackage.Open(same), ExecutionOptions.Cpu);
+            using var viaMixed = OrtDecodeEngine.Create(ModelPackage.Open(mixed), ExecutionOptions.Cpu);
+            using var fused = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused")), ExecutionOptions.Cpu);
+            using var int4 = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-int4")), ExecutionOptions.Cpu);
+            Assert.That(viaMixed.PrefillSession, Is.Not.Null);
+            foreach (var p in reference.Prompts)
+            {
+                int n = p.Greedy.Length;
+                var expected = Greedy(int4, p.Ids, n, out var int4Prefill);
+                Assert.That(Greedy(viaSame, p.Ids, n, out _), Is.EqualTo(expected), $"{p}: a prefill session sharing the cache changes nothing");
+                var tokens = Greedy(viaMixed, p.Ids, n, out var mixedPrefill);
+                Greedy(fused, p.Ids, 1, out var fusedPrefill);
+                Assert.That(mixedPrefill, Is.EqualTo(fusedPrefill), $"{p}: the prompt ran on the fp32 prefill graph");
+                Assert.That(mixedPrefill, Is.Not.EqualTo(int4Prefill), $"{p}: not on the int4 graph");
+                // The tiny random model has no margins to speak of, so the mixed run's tokens are reported, not bounded.
+                TestContext.Out.WriteLine($"{p}: fp32 prefill + int4 steps agree with int4 alone on {tokens.Zip(expected).Count(x => x.First == x.Second)}/{n} tokens");
+            }
+        }
+        finally
+        {
+            Directory.Delete(same, true);
+            Directory.Delete(mixed, true);
+        }
+    }
+
+    [Test]
+    public void A_prefill_decoder_with_another_cache_is_refused_by_name()
+    {
+        string dir = MixedPackage("tiny-llama-fp16", "tiny-llama-fused");   // fp16 cache vs an fp32 one
+        try
+        {
+            var e = Assert.Throws<ModelPackageException>(() => OrtDecodeEngine.Create(ModelPackage.Open(dir), ExecutionOptions.Cpu))!;
+            Assert.That(e.Message, Does.Contain("tiny-llama-fused").And.Contain("cache"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+        dir = MixedPackage("tiny-llama", "tiny-llama-fused");   // a concat decoder cannot share its cache
+        try
+        {
+            var e = Assert.Throws<ModelPackageException>(() => ModelPackage.Open(dir))!;
+            Assert.That(e.Message, Does.Contain("prefill_decoder").And.Contain("shared-cache"));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}

@@ -130,7 +130,7 @@ internal sealed unsafe class DecodeState : IDisposable
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
         using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, rows, v]);
-        Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions);
+        Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions, session: _e.PrefillSession);
     }
 
     /// <summary>[vocab] logits for the next token of <paramref name="row"/> (mutable: processors work in place).</summary>
@@ -166,8 +166,9 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepped = true;
     }
 
+    /// <param name="session">The prefill decoder for the prompt, if the package has one; else the decoder.</param>
     private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int newTokens, CancellationToken ct, RunOptions runOptions,
-                     bool onDevice = false)
+                     bool onDevice = false, InferenceSession? session = null)
     {
         int past = Length, total = Length + newTokens;
         _inputs[0] = ids;
@@ -207,7 +208,9 @@ internal sealed unsafe class DecodeState : IDisposable
         {
             try
             {
-                if (_e.CudaGraph)
+                if (session is not null)   // a separate, never-captured session
+                    session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+                else if (_e.CudaGraph)
                     lock (_e.GraphLock) _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);   // capture and replay one at a time
                 else
                     _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);

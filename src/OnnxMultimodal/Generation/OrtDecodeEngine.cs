@@ -27,6 +27,9 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     private int _cachesCreated;
 
     internal InferenceSession Session { get; }
+    /// <summary>The package's prefill_decoder (e.g. fp16 weights beside an int4 decoder): runs the prompt
+    /// into the same cache, never captured; null when prompts run on <see cref="Session"/>.</summary>
+    internal InferenceSession? PrefillSession { get; private set; }
     /// <summary>Set when the KV cache and step I/O live on the CUDA device.</summary>
     internal Runtime.DeviceMemory? Device { get; private set; }
     internal bool CudaGraph { get; private set; }
@@ -84,6 +87,21 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
         var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
+        if (package.Has("prefill_decoder"))
+        {
+            try
+            {
+                string path = package.ComponentPath("prefill_decoder");
+                var (prefill, prefillProvider) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, outputs);
+                engine.PrefillSession = prefill;
+                CheckPrefillDecoder(package, path, session, prefill, provider, prefillProvider);
+            }
+            catch
+            {
+                engine.Dispose();
+                throw;
+            }
+        }
         if (execution.CudaGraph && provider == ExecutionProviderKind.Cuda && !(d.SharedCache && execution.DeviceResident))
         {
             engine.Dispose();
@@ -114,6 +132,26 @@ public sealed class OrtDecodeEngine : IDecodeEngine
                 "a shared-cache (GroupQueryAttention) graph on CUDA needs its cache on the device: it appends in place, and host copies would split past from present");
         }
         return engine;
+    }
+
+    /// <summary>The prefill graph must write the cache the decoder reads and return logits of the same layout.</summary>
+    private static void CheckPrefillDecoder(ModelPackage package, string path, InferenceSession decoder, InferenceSession prefill,
+                                            ExecutionProviderKind provider, ExecutionProviderKind prefillProvider)
+    {
+        var d = package.Decoder;
+        if (prefillProvider != provider)
+            throw new ModelPackageException(path, $"the prefill decoder runs on {prefillProvider} and the decoder on {provider}: they must share one device");
+        foreach (var name in new[] { d.PastKey(0), d.PastValue(0) })
+        {
+            var (a, b) = (decoder.InputMetadata[name], prefill.InputMetadata[name]);
+            if (a.ElementDataType != b.ElementDataType || !a.Dimensions.Skip(1).SequenceEqual(b.Dimensions.Skip(1)))
+                throw new ModelPackageException(path, $"its cache input {name} is {b.ElementDataType} [{string.Join(", ", b.Dimensions)}], the decoder's is " +
+                    $"{a.ElementDataType} [{string.Join(", ", a.Dimensions)}]: a prefill decoder must write the decoder's own cache");
+        }
+        string logits = d.OutputName("logits");
+        var (la, lb) = (decoder.OutputMetadata[logits].Dimensions, prefill.OutputMetadata[logits].Dimensions);
+        if ((la[1] == 1) != (lb[1] == 1))
+            throw new ModelPackageException(path, $"its logits are [{string.Join(", ", lb)}] and the decoder's [{string.Join(", ", la)}]: both must give all positions or both the last");
     }
 
     public IDecodeSequence Start(IReadOnlyList<int> promptIds, SamplingOptions sampling,
@@ -219,6 +257,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         foreach (var v in _maskViews) v?.Dispose();
         unsafe { NativeMemory.Free((void*)_ones); }
         Device?.Dispose();
+        PrefillSession?.Dispose();
         Session.Dispose();
     }
 

@@ -67,6 +67,9 @@ public sealed class ModelPackage
         if (d.Logits == "last" && !d.SharedCache)
             throw new ModelPackageException(manifestPath, "decoder.logits 'last' is written only for shared-cache (fused) graphs");
 
+        if (manifest.Components.ContainsKey("prefill_decoder") && !d.SharedCache)
+            throw new ModelPackageException(manifestPath, "a prefill_decoder component needs a shared-cache (fused) decoder: the two graphs share one in-place KV cache");
+
         if (manifest.Components.ContainsKey("image_encoder") || manifest.Components.ContainsKey("image_decoder"))
         {
             var img = manifest.Image;
