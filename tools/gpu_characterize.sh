@@ -94,12 +94,23 @@ task-ladders)   # per-task ladders through whole requests (reference fp16 -> dev
   export_model cham-ref16 chameleon --preset 7b --precision fp16
   export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits
   export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --last-logits
+  # int4 decode with the fp16 graph for the prompt (prefill_decoder): a package that links both
+  python3 - "$m" <<'EOF'
+import json, os, sys
+m = sys.argv[1]
+man = json.load(open(f"{m}/cham-int4/multimodal.json"))
+man["components"] = {k: os.path.relpath(os.path.join(m, "cham-int4", v), f"{m}/cham-int4-mixed") for k, v in man["components"].items()}
+man["components"]["prefill_decoder"] = "../cham-fp16/decoder.onnx"
+os.makedirs(f"{m}/cham-int4-mixed", exist_ok=True)
+json.dump(man, open(f"{m}/cham-int4-mixed/multimodal.json", "w"), indent=1)
+EOF
   for t in caption imagine; do t0=$SECONDS
     "$OMM" bench --ladder --task $t --provider cuda --model "$m/cham-ref16" --fp16-model "$m/cham-fp16" --int4-model "$m/cham-int4" \
       --image "$work/photo.png" --prompt "$([ $t = caption ] && echo 'What is in this image?' || echo 'A photo of a mountain lake at sunrise')" \
       --new-tokens 30 --runs 1 --warmup $([ $t = caption ] && echo 1 || echo 0) --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
     log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
-  rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4"
+  profile caption-7b-int4-mixed-graph --model "$m/cham-int4-mixed" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+  rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4" "$m/cham-int4-mixed"
   [ "${OMM_SKIP_TORCH:-0}" = 1 ] || for t in caption imagine; do t0=$SECONDS
     (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_tasks.py --task $t > "$out/torch-$t.json" 2> "$out/torch-$t.err")
     log "torch $t: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t.json")"; done

@@ -260,4 +260,9 @@ public class CudaTests
         TestContext.Out.WriteLine($"{model} on CUDA: {agree}/{total} greedy tokens agree with fp32 PyTorch");
         Assert.That(agree, Is.GreaterThanOrEqualTo((int)Math.Ceiling(0.9 * total)));
     }
+
+    [Test]
+    public void An_int4_speech_decoder_with_an_fp16_prefill_decoder_runs_captured() =>
+        // tiny-seamless-int4 steps (captured) after tiny-seamless-fp16 runs the prompt into the same cache.
+        PrefillDecoderTests.SpeechWithFp16Prefill(Cuda with { CudaGraph = true }, Cuda);
 }

@@ -126,6 +126,46 @@ public class PrefillDecoderTests
     }
 
     [Test]
+    public void Speech_int4_decoder_after_an_fp16_prefill_decoder() => SpeechWithFp16Prefill(ExecutionOptions.Cpu, ExecutionOptions.Cpu);
+
+    /// <summary>tiny-seamless-int4 with tiny-seamless-fp16 as its prefill decoder: the first logits are the
+    /// fp16 graph's, and <paramref name="execution"/> (e.g. captured) steps equal <paramref name="plain"/> ones.</summary>
+    internal static void SpeechWithFp16Prefill(ExecutionOptions execution, ExecutionOptions plain)
+    {
+        string int4 = TestData.Model("tiny-seamless-int4");
+        string dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(int4, "multimodal.json")))!;
+            foreach (var (role, file) in json["components"]!.AsObject().ToList())
+                json["components"]![role] = Path.GetFullPath(Path.Combine(int4, file!.GetValue<string>()));
+            json["components"]!["prefill_decoder"] = Path.Combine(TestData.Model("tiny-seamless-fp16"), "decoder.onnx");
+            File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
+            var features = TestData.ReadFloats(Path.Combine(TestData.Model("tiny-seamless"), "reference", "robot_16k.features.bin"));
+            float[] Run(string model, ExecutionOptions options, out int[] tokens)
+            {
+                using var pipeline = MultimodalPipeline.LoadAsync(model, new PipelineOptions { Execution = options }).GetAwaiter().GetResult();
+                using var encoder = pipeline.SpeechEncoder!.Encode(features);
+                using var seq = ((OrtDecodeEngine)pipeline.Engine).StartWithEncoder(encoder, [3, 4], new SamplingOptions { MaxNewTokens = 12, IgnoreStopTokens = true });
+                var first = seq.PrefillLogits.ToArray();
+                while (!seq.IsDone) seq.GenerateNextToken();
+                tokens = seq.Tokens.Skip(2).ToArray();
+                return first;
+            }
+            var mixed = Run(dir, execution, out var mixedTokens);
+            var fp16 = Run(TestData.Model("tiny-seamless-fp16"), plain, out _);
+            Run(dir, plain, out var plainTokens);
+            Assert.That(mixed, Is.EqualTo(fp16), "the prompt ran on the fp16 graph");
+            Assert.That(mixedTokens, Is.EqualTo(plainTokens), "the int4 steps after the fp16 prefill");
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Test]
     public void A_prefill_decoder_with_another_cache_is_refused_by_name()
     {
         string dir = MixedPackage("tiny-llama-fp16", "tiny-llama-fused");   // fp16 cache vs an fp32 one
