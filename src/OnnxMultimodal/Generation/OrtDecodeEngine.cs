@@ -218,7 +218,9 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         }
         int created = Interlocked.Increment(ref _cachesCreated);
         // Under a CUDA graph every request must bind the same addresses: one full-context cache, and
-        // cross K/V buffers in steps of 256 frames (about 20 s of audio), so most requests fit the first.
+        // cross K/V buffers in steps of 256 encoder frames (about 40 s of audio at Seamless' ~6 frames a
+        // second), so most requests fit the first. A cache replaced by a larger one leaves its captured
+        // graph unused in ONNX Runtime: the new cache captures under a new graph id.
         int size = CudaGraph ? ContextLength : Math.Max(capacity, Math.Min(ContextLength, 256));
         int step = CudaGraph ? 256 : 64;
         int crossCapacity = crossFrames == 0 ? 0 : (crossFrames + step - 1) / step * step;

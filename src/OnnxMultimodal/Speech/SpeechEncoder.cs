@@ -104,21 +104,22 @@ public sealed class EncoderStates : IDisposable
 
     private void ConvertToHalf()
     {
-        if (_half is not null) return;
-        _half = new Half[2 * Layers][];
-        _halfValues = new OrtValue[2 * Layers];
+        if (_halfValues is not null) return;
+        var half = new Half[2 * Layers][];
         Parallel.For(0, 2 * Layers, i =>
         {
             var src = _outputs[1 + i].GetTensorDataAsSpan<float>();
-            _half[i] = GC.AllocateUninitializedArray<Half>(src.Length, pinned: true);
-            System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(src, _half[i]);
+            half[i] = GC.AllocateUninitializedArray<Half>(src.Length, pinned: true);
+            System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(src, half[i]);
         });
+        var values = new OrtValue[2 * Layers];
         for (int i = 0; i < 2 * Layers; i++)
             unsafe   // the arrays are pinned (POH) for as long as these states live
             {
-                _halfValues[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float16, CrossShape,
-                    (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref _half[i][0]), (long)_half[i].Length * 2);
+                values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float16, CrossShape,
+                    (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref half[i][0]), (long)half[i].Length * 2);
             }
+        (_half, _halfValues) = (half, values);   // only once complete
     }
 
     public void Dispose()
