@@ -10,9 +10,10 @@
 #             seq2seq decoders (omm_export convert), the transcribe ladder, profiles, PyTorch eager
 #   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
 #   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
-#             eager / compiled on the same weights (bench/torch_tasks.py)
-#   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
+#             eager / compiled on the same weights (bench/torch_tasks.py), and the int4 package with an
+#             fp16 prefill decoder (profile caption-7b-int4-mixed-graph)
 #   torch-extra    PyTorch only: torch.compile max-autotune for every task, the compiled speech decoder
+#   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
 # OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders.
 set -uo pipefail
