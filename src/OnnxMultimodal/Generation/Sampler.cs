@@ -22,6 +22,7 @@ public sealed class Sampler
     private double[] _x = [];
     private int[] _order = [];
     private double[] _probs = [];
+    private double[] _keys = [];
     private readonly HashSet<int> _seen = new();
 
     public Sampler(SamplingOptions options, IReadOnlyList<ILogitsProcessor>? processors = null)
@@ -70,59 +71,106 @@ public sealed class Sampler
 
         double temperature = _options.Temperature;
         for (int i = 0; i < v; i++) x[i] /= temperature;
-        int kept = SortDescending(x, _options.TopK > 0 ? Math.Min(_options.TopK, v) : v);
+        int kept = _options.TopK > 0 ? Math.Min(_options.TopK, v) : v;
+        double max = x[0];
+        for (int i = 1; i < v; i++) if (x[i] > max) max = x[i];
+        // Only ids whose probability is not exactly zero need ordering (a constraint may have floored
+        // most of the vocabulary: 8192 image tokens of 65536). In the full descending order they come
+        // first, and the zeros add nothing to any sum below, so every figure equals the full-sort one.
+        int live = SortLive(x, max, kept);
+        int head = Math.Min(kept, live);
 
-        double max = x[_order[0]], sum = 0;
-        for (int j = 0; j < kept; j++) { _probs[j] = Math.Exp(x[_order[j]] - max); sum += _probs[j]; }
-        for (int j = 0; j < kept; j++) _probs[j] /= sum;
+        double sum = 0;
+        for (int j = 0; j < head; j++) { _probs[j] = Math.Exp(x[_order[j]] - max); sum += _probs[j]; }
+        for (int j = 0; j < head; j++) _probs[j] /= sum;
 
         double cum = 0;
         int keep = kept;
-        for (int j = 0; j < kept; j++)
+        for (int j = 0; j < head; j++)
         {
             cum += _probs[j];
             if (cum >= _options.TopP) { keep = j + 1; break; }
         }
+        int keepHead = Math.Min(keep, live);
         double keptSum = 0;
-        for (int j = 0; j < keep; j++) keptSum += _probs[j];
-        for (int j = 0; j < keep; j++) _probs[j] /= keptSum;
+        for (int j = 0; j < keepHead; j++) keptSum += _probs[j];
+        for (int j = 0; j < keepHead; j++) _probs[j] /= keptSum;
 
         double u = _rng.NextDouble();
         LastUniform = u;
         cum = 0;
-        for (int j = 0; j < keep; j++)
+        for (int j = 0; j < keepHead; j++)
         {
             cum += _probs[j];
             if (u < cum) return _order[j];
         }
-        return _order[keep - 1];
+        return keep <= live ? _order[keep - 1] : ZeroAt(x, keep - 1 - live);
     }
 
-    /// <summary>Puts the <paramref name="k"/> largest ids first in <c>_order</c>, descending, ties by lower id.</summary>
-    private int SortDescending(double[] x, int k)
+    /// <summary>Puts the ids with a non-zero probability (exp(x - max) &gt; 0) first in <c>_order</c>,
+    /// descending, ties by lower id (only the first <paramref name="kept"/> when that is a small top-k);
+    /// returns how many there are.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private int SortLive(double[] x, double max, int kept)
     {
-        int v = x.Length;
-        var order = _order;
-        Comparison<int> cmp = (a, b) => x[a] != x[b] ? x[b].CompareTo(x[a]) : a.CompareTo(b);
-        if (k < v / 8)
+        int v = x.Length, live = 0;
+        if (_keys.Length != v) _keys = new double[v];
+        for (int i = 0; i < v; i++)
         {
-            // Top-k with a min-heap of size k: O(V log k) instead of sorting the whole vocabulary.
-            var heap = new PriorityQueue<int, int>(k + 1, Comparer<int>.Create((a, b) => cmp(b, a)));
-            for (int i = 0; i < v; i++)
+            double d = x[i] - max;
+            if (d > -700 || (d > -800 && Math.Exp(d) > 0))
             {
-                if (heap.Count < k) heap.Enqueue(i, i);
-                else if (cmp(i, heap.Peek()) < 0) { heap.Dequeue(); heap.Enqueue(i, i); }
+                _order[live] = i;
+                _keys[live++] = x[i];
             }
-            for (int j = k - 1; j >= 0; j--) order[j] = heap.Dequeue();
-            return k;
         }
-        for (int i = 0; i < v; i++) order[i] = i;
-        Array.Sort(order, cmp);
-        return k;
+        if (kept < live / 8)
+        {
+            // A small top-k: a min-heap of k over the candidates, O(n log k) instead of a full sort.
+            var heap = new PriorityQueue<int, (double Key, int Id)>(kept + 1, Comparer<(double Key, int Id)>.Create(
+                (a, b) => a.Key != b.Key ? a.Key.CompareTo(b.Key) : b.Id.CompareTo(a.Id)));   // the worst kept on top
+            for (int j = 0; j < live; j++)
+            {
+                var item = (_keys[j], _order[j]);
+                if (heap.Count < kept) heap.Enqueue(item.Item2, item);
+                else if (heap.TryPeek(out _, out var worst) && (item.Item1 > worst.Key || (item.Item1 == worst.Key && item.Item2 < worst.Id)))
+                    heap.EnqueueDequeue(item.Item2, item);
+            }
+            for (int j = kept - 1; j >= 0; j--) _order[j] = heap.Dequeue();
+            return live;
+        }
+        var keys = _keys.AsSpan(0, live);
+        var ids = _order.AsSpan(0, live);
+        for (int j = 0; j < live; j++) keys[j] = -keys[j];   // ascending -x is descending x: the primitive-key sort
+        keys.Sort(ids);
+        for (int j = 0; j < live; j++) keys[j] = -keys[j];
+        for (int a = 0; a < live;)   // equal keys: lower id first (the sort is not stable)
+        {
+            int b = a + 1;
+            while (b < live && keys[b] == keys[a]) b++;
+            if (b - a > 1) ids[a..b].Sort();
+            a = b;
+        }
+        return live;
     }
+
+    /// <summary>The <paramref name="n"/>-th zero-probability id in the full order (descending x, ties by
+    /// lower id): only reached when rounding leaves a draw past every non-zero probability.</summary>
+    private static int ZeroAt(double[] x, int n)
+    {
+        var zeros = new List<int>();
+        double max = x.Max();
+        for (int i = 0; i < x.Length; i++)
+        {
+            double d = x[i] - max;
+            if (!(d > -700 || (d > -800 && Math.Exp(d) > 0))) zeros.Add(i);
+        }
+        zeros.Sort((a, b) => x[a] != x[b] ? x[b].CompareTo(x[a]) : a.CompareTo(b));
+        return zeros[n];
+    }
+
 }
 
-/// <summary>SplitMix64; a uniform in [0, 1) is (next &gt;&gt; 11) * 2^-53.</summary>
 public sealed class SplitMix64(ulong seed)
 {
     private ulong _state = seed;
