@@ -74,6 +74,8 @@ public sealed class Sampler
         int kept = _options.TopK > 0 ? Math.Min(_options.TopK, v) : v;
         double max = x[0];
         for (int i = 1; i < v; i++) if (x[i] > max) max = x[i];
+        if (kept == v && _options.TopP < 1f && Nucleus(x, max, v) is int chosen)
+            return chosen;
         // Only ids whose probability is not exactly zero need ordering (a constraint may have floored
         // most of the vocabulary: 8192 image tokens of 65536). In the full descending order they come
         // first, and the zeros add nothing to any sum below, so every figure equals the full-sort one.
@@ -106,6 +108,77 @@ public sealed class Sampler
         }
         return keep <= live ? _order[keep - 1] : ZeroAt(x, keep - 1 - live);
     }
+
+    private double[] _e = [];
+    private readonly double[] _bucketMass = new double[Buckets];
+    private const int Buckets = 321;            // 1/8 nat each below the largest logit; the last takes the rest
+
+    /// <summary>
+    /// Top-p without top-k, without ordering the whole vocabulary: the softmax denominator is summed in
+    /// id order, the ids are bucketed by how far below the largest logit they are, and only the buckets
+    /// that hold the nucleus's mass (plus one, against rounding) are ordered exactly (descending, ties by
+    /// lower id) for the cut and the draw. Null when rounding leaves the cut outside them (the caller
+    /// then orders everything).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private int? Nucleus(double[] x, double max, int v)
+    {
+        if (_e.Length != v) _e = new double[v];
+        Array.Clear(_bucketMass);
+        double sum = 0;
+        for (int i = 0; i < v; i++)
+        {
+            double e = Math.Exp(x[i] - max);
+            _e[i] = e;
+            sum += e;
+            _bucketMass[Bucket(max - x[i])] += e;
+        }
+        double target = _options.TopP * sum, acc = 0;
+        int cut = 0;
+        while (cut < Buckets - 1 && (acc += _bucketMass[cut]) < target) cut++;
+        cut = Math.Min(cut + 1, Buckets - 1);
+        int n = 0;
+        if (_keys.Length != v) _keys = new double[v];
+        for (int i = 0; i < v; i++)
+            if (Bucket(max - x[i]) <= cut)
+            {
+                _order[n] = i;
+                _keys[n++] = -x[i];
+            }
+        var keys = _keys.AsSpan(0, n);
+        var ids = _order.AsSpan(0, n);
+        keys.Sort(ids);   // ascending -x: descending x
+        for (int a = 0; a < n;)
+        {
+            int b = a + 1;
+            while (b < n && keys[b] == keys[a]) b++;
+            if (b - a > 1) ids[a..b].Sort();
+            a = b;
+        }
+        double cum = 0;
+        int keep = -1;
+        for (int j = 0; j < n; j++)
+        {
+            _probs[j] = _e[ids[j]] / sum;
+            cum += _probs[j];
+            if (cum >= _options.TopP) { keep = j + 1; break; }
+        }
+        if (keep < 0) return null;
+        double keptSum = 0;
+        for (int j = 0; j < keep; j++) keptSum += _probs[j];
+        for (int j = 0; j < keep; j++) _probs[j] /= keptSum;
+        double u = _rng.NextDouble();
+        LastUniform = u;
+        cum = 0;
+        for (int j = 0; j < keep; j++)
+        {
+            cum += _probs[j];
+            if (u < cum) return ids[j];
+        }
+        return ids[keep - 1];
+    }
+
+    private static int Bucket(double below) => below < (Buckets - 1) / 8.0 ? (int)(below * 8) : Buckets - 1;   // NaN: the last
 
     /// <summary>Puts the ids with a non-zero probability (exp(x - max) &gt; 0) first in <c>_order</c>,
     /// descending, ties by lower id (only the first <paramref name="kept"/> when that is a small top-k);
