@@ -12,7 +12,10 @@ public interface ILogitsProcessor
 /// Chooses the next token. The procedure and the random source (SplitMix64, one uniform per sampled
 /// token) are the ones documented in onnx-export/omm_export/sampling.py, so seeded runs reproduce
 /// the Python reference draw for draw: repetition penalty, temperature, top-k, softmax, top-p, draw.
-/// All arithmetic after the logits is float64.
+/// All arithmetic after the logits is float64. Sums run in a fixed order (the softmax denominator in
+/// descending order, or in id order for top-p without top-k; Python's is pairwise): they agree to
+/// rounding, so a draw could only differ if it fell within an ulp of a boundary. Only what the draw
+/// needs is ordered: ids with a non-zero probability, the top k, or the buckets holding the nucleus.
 /// </summary>
 public sealed class Sampler
 {
