@@ -111,6 +111,8 @@ EOF
       --new-tokens 30 --runs 1 --warmup $([ $t = caption ] && echo 1 || echo 0) --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
     log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
   profile caption-7b-int4-mixed-graph --model "$m/cham-int4-mixed" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+  # `omm imagine`'s own sampling (temperature 1, top-p 0.9): the ladder's greedy choice leaves the host sampler out
+  profile imagine-7b-int4-graph-sampled --model "$m/cham-int4" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise" --temperature 1 --top-p 0.9 --seed 1
   rm -rf "$m/cham-ref16" "$m/cham-fp16" "$m/cham-int4" "$m/cham-int4-mixed"
   [ "${OMM_SKIP_TORCH:-0}" = 1 ] || for t in caption imagine; do t0=$SECONDS
     (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_tasks.py --task $t > "$out/torch-$t.json" 2> "$out/torch-$t.err")
