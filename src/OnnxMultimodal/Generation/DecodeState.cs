@@ -66,8 +66,6 @@ internal sealed unsafe class DecodeState : IDisposable
         nint step = (nint)Unsafe.AsPointer(ref _step[0]);
         _stepIds = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [Batch, 1], step, Batch * sizeof(long));
         _stepPositions = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [Batch, 1], step + Batch * sizeof(long), Batch * sizeof(long));
-        _stepLogits = GC.AllocateArray<float>(Batch * decoder.VocabSize, pinned: true);
-        _stepLogitsValue = OrtValue.CreateTensorValueFromMemory(_stepLogits, [Batch, 1, decoder.VocabSize]);
         if (Batch > 1)
         {
             _mask = (long*)NativeMemory.Alloc((nuint)(Batch * (long)capacity), sizeof(long));
@@ -82,6 +80,8 @@ internal sealed unsafe class DecodeState : IDisposable
         bool deviceCross = decoder.HasCrossAttention && engine.Device is not null;
         _cache = engine.RentCache(Batch, capacity, deviceCross ? encoder!.Length : 0);
         _device = _cache.Step;
+        _stepLogits = _cache.StepLogits;
+        _stepLogitsValue = _cache.StepLogitsValue;
         if (decoder.HasCrossAttention)
         {
             // Cross K/V and the encoder mask stay bound, unchanged, for every step: on the device, copied
@@ -126,7 +126,7 @@ internal sealed unsafe class DecodeState : IDisposable
         // Uninitialised and pinned: [B, S, vocab] is hundreds of MB for a 1k-token multimodal prompt, and
         // zeroing it or copying it through pageable memory would show up in the time to first token.
         int rows = _d.LastLogitsOnly ? 1 : s;
-        _prefillLogits = GC.AllocateUninitializedArray<float>(Batch * rows * v, pinned: true);
+        _prefillLogits = rows == 1 ? _cache.LastLogits : GC.AllocateUninitializedArray<float>(Batch * rows * v, pinned: true);
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
         using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, rows, v]);
@@ -142,6 +142,12 @@ internal sealed unsafe class DecodeState : IDisposable
         int last = _d.LastLogitsOnly ? 0 : _d.SharedCache ? _rowLength[row] - 1 : s - 1;   // right padding: the row's own last token
         return _prefillLogits.AsSpan((row * s + last) * v, v);
     }
+
+    /// <summary>Keeps row 0's prefill logits as the graph gave them (processors later change
+    /// <see cref="Logits"/> in place) in the cache's buffer: <see cref="PrefillRow"/>.</summary>
+    public void KeepPrefillRow() => Logits(0).CopyTo(_cache.PrefillRow);
+
+    public ReadOnlySpan<float> PrefillRow => _cache.PrefillRow;
 
     /// <summary>The prompt's logits of a single-row state: [S * vocab], or [vocab] for a graph with last-position logits.</summary>
     public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
@@ -246,7 +252,6 @@ internal sealed unsafe class DecodeState : IDisposable
         _e.ReturnCache(_cache);
         _stepIds.Dispose();
         _stepPositions.Dispose();
-        _stepLogitsValue.Dispose();
         _seqlens?.Dispose();
         _total?.Dispose();
         _prefillRunOptions?.Dispose();

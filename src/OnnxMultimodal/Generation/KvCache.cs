@@ -52,6 +52,17 @@ internal sealed unsafe class KvCache : IDisposable
     private readonly OrtValue? _crossMask;                         // [batch, crossCapacity] int64 on the device
     private readonly nint _crossMaskAddress;
     private readonly long[] _crossMaskHost = [];                     // pinned staging row
+    private readonly Half[] _crossStaging = [];                      // fp16 graphs: the request's cross K/V converted here, then copied
+
+    /// <summary>Host buffers a request uses and gives back with the cache, so that a warm request
+    /// allocates no large arrays (each would be a large-object or pinned allocation, and their churn
+    /// brings blocking full collections): the step logits [batch * vocab] (pinned, with its
+    /// [batch, 1, vocab] view), the prefill logits of a last-position-logits graph [batch * vocab]
+    /// (pinned), and a single-row request's prefill logits as the graph gave them [vocab].</summary>
+    public float[] StepLogits { get; }
+    public OrtValue StepLogitsValue { get; }
+    public float[] LastLogits { get; }
+    public float[] PrefillRow { get; }
 
     public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
                    Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0, int crossHeads = 0, int crossCapacity = 0)
@@ -75,7 +86,13 @@ internal sealed unsafe class KvCache : IDisposable
             _crossMask = device.Tensor(TensorElementType.Int64, [batch, crossCapacity]);
             _crossMaskAddress = Runtime.DeviceMemory.Address(_crossMask);
             _crossMaskHost = GC.AllocateArray<long>(crossCapacity, pinned: true);
+            if (type == TensorElementType.Float16)
+                _crossStaging = GC.AllocateUninitializedArray<Half>(layers * 2 * crossHeads * crossCapacity * headDim, pinned: true);
         }
+        StepLogits = GC.AllocateArray<float>(batch * vocabulary, pinned: true);
+        StepLogitsValue = OrtValue.CreateTensorValueFromMemory(StepLogits, [batch, 1, vocabulary]);
+        LastLogits = GC.AllocateUninitializedArray<float>(batch * vocabulary, pinned: true);
+        PrefillRow = new float[vocabulary];
         if (device is not null)
         {
             var ids = device.Tensor(TensorElementType.Int64, [batch, 1]);
@@ -145,12 +162,18 @@ internal sealed unsafe class KvCache : IDisposable
             throw new InvalidInputException("encoder", $"cross-attention K/V of shape [{string.Join(", ", shape)}] do not fit the decoder's [{Batch}, {_crossHeads}, Te, {_headDim}]");
         if (frames > CrossCapacity) throw new InvalidOperationException($"{frames} encoder frames exceed the cache's {CrossCapacity}");
         long rowBytes = (long)frames * _headDim * _elementSize, pitch = (long)CrossCapacity * _headDim * _elementSize;
+        int tensor = Batch * _crossHeads * frames * _headDim;
+        if (_type == TensorElementType.Float16)   // fp32 encoder output -> fp16, into this cache's staging buffer (no per-request arrays)
+            Parallel.For(0, _layers * 2, i => System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(encoder.CrossFloats(i / 2, i % 2), _crossStaging.AsSpan(i * tensor, tensor)));
         for (int layer = 0; layer < _layers; layer++)
             for (int kv = 0; kv < 2; kv++)
             {
-                var bytes = encoder.CrossBytes(layer, kv, _type);
+                int i = layer * 2 + kv;
+                var bytes = _type == TensorElementType.Float16
+                    ? MemoryMarshal.AsBytes(_crossStaging.AsSpan(i * tensor, tensor))
+                    : MemoryMarshal.AsBytes(encoder.CrossFloats(layer, kv));
                 fixed (byte* src = bytes)   // [heads] rows of Te * hd into rows of capacity * hd
-                    Runtime.CudaRuntime.ToDevice2D(_cross[layer * 2 + kv].Address, pitch, (nint)src, rowBytes, (long)Batch * _crossHeads);
+                    Runtime.CudaRuntime.ToDevice2D(_cross[i].Address, pitch, (nint)src, rowBytes, (long)Batch * _crossHeads);
             }
         _crossMaskHost.AsSpan(0, frames).Fill(1);
         _crossMaskHost.AsSpan(frames).Clear();
@@ -168,6 +191,7 @@ internal sealed unsafe class KvCache : IDisposable
 
     public void Dispose()
     {
+        StepLogitsValue.Dispose();
         if (Step is { } step)
         {
             step.Ids.Dispose();

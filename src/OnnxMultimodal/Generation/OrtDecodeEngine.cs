@@ -280,10 +280,12 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         public void Prefill(CancellationToken ct)
         {
             _state.Prefill(ct);
-            PrefillRow = _state.Logits(0).ToArray();
+            _prefillKept = true;
+            _state.KeepPrefillRow();
         }
 
-        private float[] PrefillRow { get; set; } = [];
+        private bool _prefillKept;
+        private ReadOnlySpan<float> PrefillRow => _prefillKept ? _state.PrefillRow : [];
         public ReadOnlySpan<float> AllPrefillLogits => _state.AllPrefillLogits;
         public override ReadOnlySpan<float> PrefillLogits => PrefillRow;
         protected override Span<float> NextLogits => _state.Logits(0);

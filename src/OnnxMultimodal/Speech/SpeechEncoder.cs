@@ -93,14 +93,8 @@ public sealed class EncoderStates : IDisposable
         return _halfValues![2 * layer + kv];
     }
 
-    /// <summary>The bytes of <see cref="Cross"/> (host memory), for copies to the device.</summary>
-    internal ReadOnlySpan<byte> CrossBytes(int layer, int kv, TensorElementType type)
-    {
-        _ = Cross(layer, kv, type);   // checks the type, converts once for fp16
-        return type == TensorElementType.Float16
-            ? System.Runtime.InteropServices.MemoryMarshal.AsBytes<Half>(_half![2 * layer + kv])
-            : System.Runtime.InteropServices.MemoryMarshal.AsBytes(_outputs[1 + 2 * layer + kv].GetTensorDataAsSpan<float>());
-    }
+    /// <summary>The encoder's fp32 cross K/V of <paramref name="layer"/> (host memory, [1, heads, Te, hd]).</summary>
+    internal ReadOnlySpan<float> CrossFloats(int layer, int kv) => _outputs[1 + 2 * layer + kv].GetTensorDataAsSpan<float>();
 
     private void ConvertToHalf()
     {
