@@ -22,10 +22,21 @@ public sealed class Sampler
     private readonly SamplingOptions _options;
     private readonly IReadOnlyList<ILogitsProcessor> _processors;
     private readonly SplitMix64 _rng;
+    // Vocabulary-sized scratch, taken from the calling thread's set at each draw: a request's sampler
+    // allocates none of it (at a 256k vocabulary it is 10 MB of large-object arrays), and nothing in it
+    // outlives a call to Next, so sequences that share a thread can share it.
+    [ThreadStatic] private static Scratch? t_scratch;
     private double[] _x = [];
     private int[] _order = [];
     private double[] _probs = [];
     private double[] _keys = [];
+    private double[] _e = [];
+
+    private sealed class Scratch
+    {
+        public double[] X = [], Probs = [], Keys = [], E = [];
+        public int[] Order = [];
+    }
     private readonly HashSet<int> _seen = new();
 
     public Sampler(SamplingOptions options, IReadOnlyList<ILogitsProcessor>? processors = null)
@@ -53,7 +64,13 @@ public sealed class Sampler
             LastUniform = double.NaN;
             return System.Numerics.Tensors.TensorPrimitives.IndexOfMax<float>(logits);
         }
-        if (_x.Length != v) { _x = new double[v]; _order = new int[v]; _probs = new double[v]; }
+        var scratch = t_scratch ??= new Scratch();
+        if (scratch.X.Length != v)
+        {
+            scratch.X = new double[v]; scratch.Order = new int[v]; scratch.Probs = new double[v];
+            scratch.Keys = new double[v]; scratch.E = new double[v];
+        }
+        (_x, _order, _probs, _keys, _e) = (scratch.X, scratch.Order, scratch.Probs, scratch.Keys, scratch.E);
         var x = _x;
         for (int i = 0; i < v; i++) x[i] = logits[i];
 
@@ -112,7 +129,6 @@ public sealed class Sampler
         return keep <= live ? _order[keep - 1] : ZeroAt(x, keep - 1 - live);
     }
 
-    private double[] _e = [];
     private readonly double[] _bucketMass = new double[Buckets];
     private const int Buckets = 321;            // 1/8 nat each below the largest logit; the last takes the rest
 
@@ -126,7 +142,6 @@ public sealed class Sampler
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private int? Nucleus(double[] x, double max, int v)
     {
-        if (_e.Length != v) _e = new double[v];
         Array.Clear(_bucketMass);
         double sum = 0;
         for (int i = 0; i < v; i++)
@@ -141,7 +156,6 @@ public sealed class Sampler
         while (cut < Buckets - 1 && (acc += _bucketMass[cut]) < target) cut++;
         cut = Math.Min(cut + 1, Buckets - 1);
         int n = 0;
-        if (_keys.Length != v) _keys = new double[v];
         for (int i = 0; i < v; i++)
             if (Bucket(max - x[i]) <= cut)
             {
@@ -190,7 +204,6 @@ public sealed class Sampler
     private int SortLive(double[] x, double max, int kept)
     {
         int v = x.Length, live = 0;
-        if (_keys.Length != v) _keys = new double[v];
         for (int i = 0; i < v; i++)
         {
             double d = x[i] - max;
