@@ -138,11 +138,14 @@ EOF
   "$OMM" bench --ladder --task transcribe --provider cuda --model "$m/seamless-large" --fp16-model "$m/seamless-fp16" --int4-model "$m/seamless-int4" \
     --audio "$work/speech_10s.wav" --new-tokens 35 --runs 3 --warmup 1 --json "$out/ladder-transcribe-large.json" > "$out/ladder-transcribe-large.log" 2>&1
   log "ladder transcribe: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-transcribe-large.log" | tr '\n' ';')"
+  (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-fp16-mha" --graph fused --precision fp16 \
+     --cross-mha --link-components) >> "$out/export.log" 2>&1
+  profile transcribe-large-fp16-mha-graph --model "$m/seamless-fp16-mha" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
   for v in fp16 int4; do
     profile transcribe-large-$v-graph --model "$m/seamless-$v" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35; done
   [ "${OMM_QUICK:-0}" = 1 ] || profile transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
   opclasses transcribe-large-int4 --model "$m/seamless-int4" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
-  rm -rf "$m/seamless-large" "$m/seamless-fp16" "$m/seamless-int4"
+  rm -rf "$m/seamless-large" "$m/seamless-fp16" "$m/seamless-int4" "$m/seamless-fp16-mha"
   t0=$SECONDS
   (cd "$repo/onnx-export" && timeout 300 python3 bench/torch_tasks.py --task speech --steps 35 --audio "$work/speech_10s.wav" > "$out/torch-speech.json" 2> "$out/torch-speech.err")
   log "torch speech: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-speech.json")"

@@ -109,7 +109,8 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     spec, w = read_seq2seq_reference(src, manifest)
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
-    opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level, int4_activation=args.int4_activation)
+    opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level, int4_activation=args.int4_activation,
+                       cross_mha=getattr(args, "cross_mha", False))
     nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
     data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
     save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt), os.path.join(out, "decoder.onnx"))

@@ -34,6 +34,7 @@ class FusedOptions:
     accuracy_level: int = 4        # MatMulNBits: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
     int4_activation: str = "fp32"  # activations of the int4 graph: fp32 (CPU) or fp16 (CUDA)
     last_logits: bool = False      # logits only at each row's last valid position: [B, 1, V] (prefill skips S-1 rows of lm_head)
+    cross_mha: bool = False        # seq2seq: cross-attention as one MultiHeadAttention node (else MatMul/Softmax/MatMul)
 
     @property
     def act_dtype(self):

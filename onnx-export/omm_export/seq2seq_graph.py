@@ -209,6 +209,7 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
     x = g.op("Mul", [g.op("Gather", [wr.c(w.embed, "embed_tokens.weight"), ids], axis=0), wr.c(spec.embed_scale, "embed_scale")])
     x = g.op("Add", [x, g.op("Gather", [wr.c(w.positions, "embed_positions.weights"), pos], axis=0)], "embeds")
     scaling = hd ** -0.5
+    key_padding = g.op("Cast", [enc_mask], "key_padding_mask", to=TensorProto.INT32) if opt.cross_mha else ""
     # Each layer's residual stream is carried as (x, the last projection's output and bias): the residual
     # add, the bias add and the next LayerNorm are one SkipLayerNormalization: 26 nodes a layer instead
     # of 37 (the step is ~600-900 small kernels at Seamless-large depth).
@@ -238,7 +239,12 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
         cq = wr.linear(h, L.cq.w * scaling, f"{p}.cross_attention.q_proj.weight")
         if L.cq.b is not None:
             cq = g.op("Add", [cq, bias(L.cq, f"{p}.cross_attention.q_proj", scaling)])
-        ctx = g.op("Reshape", [_attend(g, _heads(g, cq, H, hd, f"{p}.cq"), cross[i][0], cross[i][1], cross_bias, f"{p}.cross"), g.i64([0, 0, H * hd])])
+        if opt.cross_mha:   # one node: the precomputed K/V in [B,H,Te,hd], padding masked, the scale already in cq
+            ctx = g.op("MultiHeadAttention", [cq, cross[i][0], cross[i][1], "", key_padding], f"{p}.cross", domain=MS_DOMAIN,
+                       num_heads=H, scale=1.0)
+        else:
+            ctx = g.op("Reshape", [_attend(g, _heads(g, cq, H, hd, f"{p}.cq"), cross[i][0], cross[i][1], cross_bias, f"{p}.cross"),
+                                   g.i64([0, 0, H * hd])])
         co = wr.linear(ctx, L.co.w, f"{p}.cross_attention.out_proj.weight")
         h, x = skip_norm(co, x, L.ffn_norm, bias(L.co, f"{p}.cross_attention.out_proj"), f"{p}.ffn_layer_norm")
         f1 = wr.linear(h, L.fc1.w, f"{p}.ffn.fc1.weight")

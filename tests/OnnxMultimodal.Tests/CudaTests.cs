@@ -226,6 +226,7 @@ public class CudaTests
 
     [TestCase("tiny-seamless-fp16")]
     [TestCase("tiny-seamless-int4")]
+    [TestCase("tiny-seamless-fp16-mha")]
     public async Task Speech_decoder_under_a_cuda_graph_equals_plain_runs_and_pytorch(string model)
     {
         // The fused fp16 / int4 seq2seq decoder on CUDA: greedy transcripts of every reference clip (each
