@@ -193,9 +193,9 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
     last = g.op("Gather", [steps, g.i64(-1)], "last_offset", axis=0)                                                  # S - 1
     first = g.op("Sub", [g.op("Add", [g.op("Cast", [seqlens], to=TensorProto.INT64), g.i64(position_offset)]), last], "first_position")  # [B]
     pos = g.op("Add", [g.op("Unsqueeze", [first, g.i64([1])]), steps], "position_ids")                               # [B,S]
-    floor = wr.c(np.finfo(opt.act_dtype).min, "mask_floor")
-    cross_bias = g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), wr.c(0.0, "mask_zero"), floor],
-                      "cross_bias")   # [B,1,1,Te]
+    cross_bias = None if opt.cross_mha else g.op(
+        "Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), wr.c(0.0, "mask_zero"),
+                  wr.c(np.finfo(opt.act_dtype).min, "mask_floor")], "cross_bias")   # [B,1,1,Te]: 0 or the type's floor
 
     def bias(lin: Linear, n, scale=1.0):
         return wr.c(lin.b * scale, f"{n}.bias") if lin.b is not None else ""
