@@ -3,7 +3,7 @@
 # the tiny models. Optionally adds the NUnit suite as a standalone executable (OnnxMultimodal.Tests, run
 # with OMM_REPO_ROOT=<checkout> --filter TestCategory=Cuda) and compresses and splits it into parts.
 #   tools/bundle.sh OUT_DIR [--cpu] [--tests] [--parts SIZE]      e.g. tools/bundle.sh .bundle --tests --parts 35M
-# (each part plus the tracked tree, ~22 MiB, must stay under the 64 MiB a device call carries)
+# (each part plus the tracked tree, ~24 MiB, must stay under the 64 MiB a device call carries)
 # The GPU machine needs the CUDA 13 runtime, cuBLAS and cuDNN 9 on LD_LIBRARY_PATH, e.g.
 #   export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:$CUDNN_LIB:$LD_LIBRARY_PATH
 set -euo pipefail
