@@ -82,10 +82,29 @@ def timed_steps(step, first_token, start, n):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         logits = step(tok, start + i)
-        tok = logits.argmax(-1).view(1, 1)
+        tok = logits.argmax(-1).view(-1, 1)
         torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def position_step(forward, pos):
+    """A step(tok, p) for timed_steps over a forward(ids, pos) that reads its position from a device tensor."""
+    def step(tok, p):
+        pos.fill_(p)
+        return forward(tok, pos)
+    return step
+
+
+def compile_step(forward, first, pos, start, mode):
+    """torch.compile(forward) in `mode`, warmed up on three positions from `start`: (step for timed_steps, seconds)."""
+    torch._dynamo.reset()
+    compiled = torch.compile(forward, mode=mode, fullgraph=True)
+    t0 = time.perf_counter()
+    for i in range(3):
+        pos.fill_(start + i)
+        compiled(first, pos)
+    return position_step(compiled, pos), round(time.perf_counter() - t0, 1)
 
 
 def main():
@@ -139,10 +158,7 @@ def main():
         first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
         pos = torch.zeros(1, dtype=torch.long, device="cuda")
 
-        def eager_step(tok, p):
-            pos.fill_(p)
-            return model(tok, pos)
-        out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(eager_step, first, n, a.new_tokens)[5:]), 4)
+        out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.new_tokens)[5:]), 4)
         print(json.dumps(out), flush=True)
 
         # 3. the same step under torch.compile: reduce-overhead (CUDA graphs), and max-autotune (CUDA
@@ -150,18 +166,8 @@ def main():
         if not a.skip_compile:
             for mode in a.compile_modes.split(","):
                 key = COMPILE_KEYS[mode]
-                torch._dynamo.reset()
-                compiled = torch.compile(model.forward, mode=mode, fullgraph=True)
-                t0 = time.perf_counter()
-                for i in range(3):
-                    pos.fill_(n + i)
-                    compiled(first, pos)
-                out[key.replace("_ms", "_compile_seconds")] = round(time.perf_counter() - t0, 1)
-
-                def compiled_step(tok, p):
-                    pos.fill_(p)
-                    return compiled(tok, pos)
-                out[key] = round(statistics.median(timed_steps(compiled_step, first, n, a.new_tokens)[5:]), 4)
+                step, out[key.replace("_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
+                out[key] = round(statistics.median(timed_steps(step, first, n, a.new_tokens)[5:]), 4)
                 print(json.dumps(out), flush=True)
     print(json.dumps(out), flush=True)
 

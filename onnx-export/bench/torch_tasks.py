@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_decode import COMPILE_KEYS, StaticCacheLlama  # noqa: E402
+from torch_decode import COMPILE_KEYS, StaticCacheLlama, compile_step, position_step, timed_steps  # noqa: E402
 
 
 class StaticCacheSeq2Seq(torch.nn.Module):
@@ -147,28 +147,12 @@ def chameleon_tasks(a, out):
         first = model(prompt, torch.arange(prompt_len, device="cuda")).argmax(-1).view(rows, 1)
         pos = torch.zeros(1, dtype=torch.long, device="cuda")
 
-        def run_steps(fn, n):
-            tok, times = first, []
-            for i in range(n):
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                pos.fill_(prompt_len + i)
-                tok = fn(tok, pos).argmax(-1).view(rows, 1)
-                torch.cuda.synchronize()
-                times.append((time.perf_counter() - t0) * 1000)
-            return statistics.median(times[3:])
-        out["static_sdpa_eager_step_ms"] = round(run_steps(model, steps), 4)
+        out["static_sdpa_eager_step_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, prompt_len, steps)[3:]), 4)
         print(json.dumps(out), flush=True)
         for mode in a.compile_modes.split(","):
             key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
-            torch._dynamo.reset()
-            compiled = torch.compile(model.forward, mode=mode, fullgraph=True)
-            t0 = time.perf_counter()
-            for i in range(3):
-                pos.fill_(prompt_len + i)
-                compiled(first, pos)
-            out[key.replace("_step_ms", "_compile_seconds")] = round(time.perf_counter() - t0, 1)
-            out[key] = round(run_steps(compiled, steps), 4)
+            step, out[key.replace("_step_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, prompt_len, mode)
+            out[key] = round(statistics.median(timed_steps(step, first, prompt_len, steps)[3:]), 4)
             name = "compiled" if mode == "reduce-overhead" else "autotune"
             if a.task == "caption":
                 out[f"{name}_end_to_end_ms"] = round(out["vq_encode_ms"] + prefill + steps * out[key], 1)
@@ -224,28 +208,12 @@ def speech_task(a, out):
         first = model(torch.tensor([start], device="cuda"), torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
         pos = torch.zeros(1, dtype=torch.long, device="cuda")
 
-        def run_steps(fn):
-            tok, times = first, []
-            for i in range(a.steps - 1):
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                pos.fill_(n + i)
-                tok = fn(tok, pos).argmax(-1).view(1, 1)
-                torch.cuda.synchronize()
-                times.append((time.perf_counter() - t0) * 1000)
-            return statistics.median(times[3:])
-        out["static_sdpa_eager_step_ms"] = round(run_steps(model), 4)
+        out["static_sdpa_eager_step_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.steps - 1)[3:]), 4)
         print(json.dumps(out), flush=True)
         for mode in a.compile_modes.split(","):
             key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
-            torch._dynamo.reset()
-            compiled = torch.compile(model.forward, mode=mode, fullgraph=True)
-            t0 = time.perf_counter()
-            for i in range(3):
-                pos.fill_(n + i)
-                compiled(first, pos)
-            out[key.replace("_step_ms", "_compile_seconds")] = round(time.perf_counter() - t0, 1)
-            out[key] = round(run_steps(compiled), 4)
+            step, out[key.replace("_step_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
+            out[key] = round(statistics.median(timed_steps(step, first, n, a.steps - 1)[3:]), 4)
             name = "compiled" if mode == "reduce-overhead" else "autotune"
             out[f"{name}_end_to_end_ms"] = round(out["preprocess_ms"] + encode + prefill + (a.steps - 1) * out[key], 1)
             print(json.dumps(out), flush=True)
