@@ -114,19 +114,43 @@ public sealed class Sampler
             if (cum >= _options.TopP) { keep = j + 1; break; }
         }
         int keepHead = Math.Min(keep, live);
-        double keptSum = 0;
-        for (int j = 0; j < keepHead; j++) keptSum += _probs[j];
-        for (int j = 0; j < keepHead; j++) _probs[j] /= keptSum;
+        int drawn = Draw(keepHead);
+        return drawn >= 0 ? _order[drawn] : keep <= live ? _order[keep - 1] : ZeroAt(x, max, keep - 1 - live);
+    }
 
+    /// <summary>Renormalises <c>_probs[0..keep)</c> and draws one uniform: the position of the first
+    /// cumulative probability above it, or -1 when rounding leaves the draw past them all.</summary>
+    private int Draw(int keep)
+    {
+        double keptSum = 0;
+        for (int j = 0; j < keep; j++) keptSum += _probs[j];
+        for (int j = 0; j < keep; j++) _probs[j] /= keptSum;
         double u = _rng.NextDouble();
         LastUniform = u;
-        cum = 0;
-        for (int j = 0; j < keepHead; j++)
+        double cum = 0;
+        for (int j = 0; j < keep; j++)
         {
             cum += _probs[j];
-            if (u < cum) return _order[j];
+            if (u < cum) return j;
         }
-        return keep <= live ? _order[keep - 1] : ZeroAt(x, keep - 1 - live);
+        return -1;
+    }
+
+    /// <summary>Whether exp(d) (d = logit - largest logit) is not exactly zero in float64.</summary>
+    private static bool IsLive(double d) => d > -700 || (d > -800 && Math.Exp(d) > 0);
+
+    /// <summary>Sorts <paramref name="negatedKeys"/> (the negated logits) ascending with their ids, equal keys by
+    /// lower id: the descending order of the sampling procedure.</summary>
+    private static void SortDescending(Span<double> negatedKeys, Span<int> ids)
+    {
+        negatedKeys.Sort(ids);
+        for (int a = 0; a < ids.Length;)   // the sort is not stable
+        {
+            int b = a + 1;
+            while (b < ids.Length && negatedKeys[b] == negatedKeys[a]) b++;
+            if (b - a > 1) ids[a..b].Sort();
+            a = b;
+        }
     }
 
     private readonly double[] _bucketMass = new double[Buckets];
@@ -162,37 +186,18 @@ public sealed class Sampler
                 _order[n] = i;
                 _keys[n++] = -x[i];
             }
-        var keys = _keys.AsSpan(0, n);
-        var ids = _order.AsSpan(0, n);
-        keys.Sort(ids);   // ascending -x: descending x
-        for (int a = 0; a < n;)
-        {
-            int b = a + 1;
-            while (b < n && keys[b] == keys[a]) b++;
-            if (b - a > 1) ids[a..b].Sort();
-            a = b;
-        }
+        SortDescending(_keys.AsSpan(0, n), _order.AsSpan(0, n));
         double cum = 0;
         int keep = -1;
         for (int j = 0; j < n; j++)
         {
-            _probs[j] = _e[ids[j]] / sum;
+            _probs[j] = _e[_order[j]] / sum;
             cum += _probs[j];
             if (cum >= _options.TopP) { keep = j + 1; break; }
         }
         if (keep < 0) return null;
-        double keptSum = 0;
-        for (int j = 0; j < keep; j++) keptSum += _probs[j];
-        for (int j = 0; j < keep; j++) _probs[j] /= keptSum;
-        double u = _rng.NextDouble();
-        LastUniform = u;
-        cum = 0;
-        for (int j = 0; j < keep; j++)
-        {
-            cum += _probs[j];
-            if (u < cum) return ids[j];
-        }
-        return ids[keep - 1];
+        int drawn = Draw(keep);
+        return _order[drawn >= 0 ? drawn : keep - 1];
     }
 
     private static int Bucket(double below) => below < (Buckets - 1) / 8.0 ? (int)(below * 8) : Buckets - 1;   // NaN: the last
@@ -206,11 +211,10 @@ public sealed class Sampler
         int v = x.Length, live = 0;
         for (int i = 0; i < v; i++)
         {
-            double d = x[i] - max;
-            if (d > -700 || (d > -800 && Math.Exp(d) > 0))
+            if (IsLive(x[i] - max))
             {
                 _order[live] = i;
-                _keys[live++] = x[i];
+                _keys[live++] = -x[i];
             }
         }
         if (kept < live / 8)
@@ -220,7 +224,7 @@ public sealed class Sampler
                 (a, b) => a.Key != b.Key ? a.Key.CompareTo(b.Key) : b.Id.CompareTo(a.Id)));   // the worst kept on top
             for (int j = 0; j < live; j++)
             {
-                var item = (_keys[j], _order[j]);
+                var item = (-_keys[j], _order[j]);
                 if (heap.Count < kept) heap.Enqueue(item.Item2, item);
                 else if (heap.TryPeek(out _, out var worst) && (item.Item1 > worst.Key || (item.Item1 == worst.Key && item.Item2 < worst.Id)))
                     heap.EnqueueDequeue(item.Item2, item);
@@ -228,32 +232,17 @@ public sealed class Sampler
             for (int j = kept - 1; j >= 0; j--) _order[j] = heap.Dequeue();
             return live;
         }
-        var keys = _keys.AsSpan(0, live);
-        var ids = _order.AsSpan(0, live);
-        for (int j = 0; j < live; j++) keys[j] = -keys[j];   // ascending -x is descending x: the primitive-key sort
-        keys.Sort(ids);
-        for (int j = 0; j < live; j++) keys[j] = -keys[j];
-        for (int a = 0; a < live;)   // equal keys: lower id first (the sort is not stable)
-        {
-            int b = a + 1;
-            while (b < live && keys[b] == keys[a]) b++;
-            if (b - a > 1) ids[a..b].Sort();
-            a = b;
-        }
+        SortDescending(_keys.AsSpan(0, live), _order.AsSpan(0, live));
         return live;
     }
 
     /// <summary>The <paramref name="n"/>-th zero-probability id in the full order (descending x, ties by
     /// lower id): only reached when rounding leaves a draw past every non-zero probability.</summary>
-    private static int ZeroAt(double[] x, int n)
+    private static int ZeroAt(double[] x, double max, int n)
     {
         var zeros = new List<int>();
-        double max = x.Max();
         for (int i = 0; i < x.Length; i++)
-        {
-            double d = x[i] - max;
-            if (!(d > -700 || (d > -800 && Math.Exp(d) > 0))) zeros.Add(i);
-        }
+            if (!IsLive(x[i] - max)) zeros.Add(i);
         zeros.Sort((a, b) => x[a] != x[b] ? x[b].CompareTo(x[a]) : a.CompareTo(b));
         return zeros[n];
     }
