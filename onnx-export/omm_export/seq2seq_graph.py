@@ -85,10 +85,13 @@ def _cross_bias(g: GraphBuilder, enc_mask: str, floor: str) -> str:
     return g.op("Where", [g.op("Unsqueeze", [g.op("Cast", [enc_mask], to=TensorProto.BOOL), g.i64([1, 2])]), g.f32(0.0), floor], "cross_bias")
 
 
-def _embed(g: GraphBuilder, spec: Seq2SeqSpec, w: Seq2SeqWeights, ids: str, pos: str) -> str:
-    """Token embeddings scaled by embed_scale plus the sinusoidal position rows."""
-    x = g.op("Mul", [g.op("Gather", [g.const(w.embed.astype(np.float32), "embed_tokens.weight"), ids], axis=0), g.f32(spec.embed_scale)])
-    return g.op("Add", [x, g.op("Gather", [g.const(w.positions.astype(np.float32), "embed_positions.weights"), pos], axis=0)], "embeds")
+def _embed(g: GraphBuilder, spec: Seq2SeqSpec, w: Seq2SeqWeights, ids: str, pos: str, const=None) -> str:
+    """Token embeddings scaled by embed_scale plus the sinusoidal position rows; `const(array, name)`
+    writes the tables and the scale in the graph's activation type (fp32 when not given)."""
+    table = const or (lambda a, n: g.const(np.asarray(a).astype(np.float32), n))
+    x = g.op("Mul", [g.op("Gather", [table(w.embed, "embed_tokens.weight"), ids], axis=0),
+                     const(spec.embed_scale, "embed_scale") if const else g.f32(spec.embed_scale)])
+    return g.op("Add", [x, g.op("Gather", [table(w.positions, "embed_positions.weights"), pos], axis=0)], "embeds")
 
 
 def _cross_and_ffn(g: GraphBuilder, x: str, L: Seq2SeqLayer, cross_kv: tuple, cross_bias: str, scaling: str, eps: float,
@@ -206,8 +209,7 @@ def build_fused_seq2seq_decoder(spec: Seq2SeqSpec, w: Seq2SeqWeights, position_o
                           n, n_out=4, domain=MS_DOMAIN, epsilon=spec.layer_norm_eps)
         return h, x
 
-    x = g.op("Mul", [g.op("Gather", [wr.c(w.embed, "embed_tokens.weight"), ids], axis=0), wr.c(spec.embed_scale, "embed_scale")])
-    x = g.op("Add", [x, g.op("Gather", [wr.c(w.positions, "embed_positions.weights"), pos], axis=0)], "embeds")
+    x = _embed(g, spec, w, ids, pos, wr.c)
     scaling = hd ** -0.5
     key_padding = g.op("Cast", [enc_mask], "key_padding_mask", to=TensorProto.INT32) if opt.cross_mha else ""
     # Each layer's residual stream is carried as (x, the last projection's output and bias): the residual

@@ -54,7 +54,7 @@ public sealed class EncoderStates : IDisposable
 {
     private readonly IDisposableReadOnlyCollection<OrtValue> _outputs;
     private readonly long[] _maskData;
-    private Half[][]? _half;              // fp16 copies of the cross K/V, made once for an fp16 decoder
+    private Half[][]? _half;              // fp16 copies of the cross K/V (host decoding of an fp16 graph), kept alive under _halfValues
     private OrtValue[]? _halfValues;
 
     internal EncoderStates(IDisposableReadOnlyCollection<OrtValue> outputs, int layers)
@@ -78,8 +78,6 @@ public sealed class EncoderStates : IDisposable
     public ReadOnlySpan<float> States => _outputs[0].GetTensorDataAsSpan<float>();
     /// <summary>[1, heads, Te, hd] of every cross K/V tensor.</summary>
     internal long[] CrossShape { get; }
-    internal OrtValue CrossKey(int layer) => _outputs[1 + 2 * layer];
-    internal OrtValue CrossValue(int layer) => _outputs[2 + 2 * layer];
     /// <summary>encoder_attention_mask [1, Te] of ones (batch 1 has no padding).</summary>
     internal OrtValue Mask { get; }
 
