@@ -73,12 +73,15 @@ public class SharedCacheTests
 /// </summary>
 public class PrefillDecoderTests
 {
+    /// <summary>A package folder holding only a manifest: <paramref name="decoderModel"/>'s, its components
+    /// named by absolute path, plus <paramref name="prefillModel"/>'s decoder as the prefill decoder.</summary>
     private static string MixedPackage(string decoderModel, string prefillModel)
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
+        string source = TestData.Model(decoderModel), dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
-        foreach (var f in Directory.GetFiles(TestData.Model(decoderModel))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "multimodal.json")))!;
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "multimodal.json")))!;
+        foreach (var (role, file) in json["components"]!.AsObject().ToList())
+            json["components"]![role] = Path.GetFullPath(Path.Combine(source, file!.GetValue<string>()));
         json["components"]!["prefill_decoder"] = Path.Combine(TestData.Model(prefillModel), "decoder.onnx");
         File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
         return dir;
@@ -132,16 +135,9 @@ public class PrefillDecoderTests
     /// fp16 graph's, and <paramref name="execution"/> (e.g. captured) steps equal <paramref name="plain"/> ones.</summary>
     internal static void SpeechWithFp16Prefill(ExecutionOptions execution, ExecutionOptions plain)
     {
-        string int4 = TestData.Model("tiny-seamless-int4");
-        string dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
+        string dir = MixedPackage("tiny-seamless-int4", "tiny-seamless-fp16");
         try
         {
-            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(int4, "multimodal.json")))!;
-            foreach (var (role, file) in json["components"]!.AsObject().ToList())
-                json["components"]![role] = Path.GetFullPath(Path.Combine(int4, file!.GetValue<string>()));
-            json["components"]!["prefill_decoder"] = Path.Combine(TestData.Model("tiny-seamless-fp16"), "decoder.onnx");
-            File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
             var features = TestData.ReadFloats(Path.Combine(TestData.Model("tiny-seamless"), "reference", "robot_16k.features.bin"));
             float[] Run(string model, ExecutionOptions options, out int[] tokens)
             {
