@@ -15,7 +15,10 @@
 #   torch-extra    PyTorch only: torch.compile max-autotune for every task, the compiled speech decoder
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
-# OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders.
+# OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders; OMM_SKIP_LADDERS=1 skips its two
+# ladders (and the reference export they need), keeping the fp16 / int4 / mixed profiles, which then run
+# side by side. OMM_TORCH_EXTRA picks torch-extra's runs as TASK:MODES words, TASK one of speech caption
+# imagine 7b (default: all four with reduce-overhead,max-autotune).
 set -uo pipefail
 parts=$1; out=$2; zstd_bin=$3; shift 3
 stages=${*:-tests llama chameleon seamless}
@@ -92,7 +95,7 @@ EOF
   ;;
 task-ladders)   # per-task ladders through whole requests (reference fp16 -> device cache -> fused -> CUDA graph -> int4)
   [ -f "$work/photo.png" ] || python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
-  export_model cham-ref16 chameleon --preset 7b --precision fp16
+  [ "${OMM_SKIP_LADDERS:-0}" = 1 ] || export_model cham-ref16 chameleon --preset 7b --precision fp16
   export_model cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits
   export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --last-logits
   # int4 decode with the fp16 graph for the prompt (prefill_decoder): a package that links both
@@ -105,11 +108,13 @@ man["components"]["prefill_decoder"] = "../cham-fp16/decoder.onnx"
 os.makedirs(f"{m}/cham-int4-mixed", exist_ok=True)
 json.dump(man, open(f"{m}/cham-int4-mixed/multimodal.json", "w"), indent=1)
 EOF
-  for t in caption imagine; do t0=$SECONDS
+  [ "${OMM_SKIP_LADDERS:-0}" = 1 ] || for t in caption imagine; do t0=$SECONDS
     "$OMM" bench --ladder --task $t --provider cuda --model "$m/cham-ref16" --fp16-model "$m/cham-fp16" --int4-model "$m/cham-int4" \
       --image "$work/photo.png" --prompt "$([ $t = caption ] && echo 'What is in this image?' || echo 'A photo of a mountain lake at sunrise')" \
       --new-tokens 30 --runs 1 --warmup $([ $t = caption ] && echo 1 || echo 0) --json "$out/ladder-$t-7b.json" > "$out/ladder-$t-7b.log" 2>&1
     log "ladder $t: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-$t-7b.log" | tr '\n' ';')"; done
+  [ "${OMM_SKIP_LADDERS:-0}" = 1 ] && for v in fp16 int4; do   # the ladder's captured rungs, beside the mixed package
+    profile caption-7b-$v-graph --model "$m/cham-$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30; done
   profile caption-7b-int4-mixed-graph --model "$m/cham-int4-mixed" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
   # `omm imagine`'s own sampling (temperature 1, top-p 0.9): the ladder's greedy choice leaves the host sampler out
   profile imagine-7b-int4-graph-sampled --model "$m/cham-int4" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise" --temperature 1 --top-p 0.9 --seed 1
@@ -155,14 +160,16 @@ torch-extra)   # PyTorch baselines not yet run: torch.compile max-autotune (text
   [ -f "$work/speech_10s.wav" ] || python3 -c "
 import wave; w = wave.open('$work/speech_10s.wav', 'wb'); w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
 import math; w.writeframes(b''.join(int(8000 * math.sin(i * 0.05) * math.sin(i * 0.0007)).to_bytes(2, 'little', signed=True) for i in range(160000)))"
-  for t in speech caption imagine; do t0=$SECONDS
-    (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_tasks.py --task $t --steps $([ $t = speech ] && echo 35 || echo 30) \
-       --audio "$work/speech_10s.wav" --compile-modes reduce-overhead,max-autotune > "$out/torch-$t-autotune.json" 2> "$out/torch-$t-autotune.err")
-    log "torch $t autotune: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t-autotune.json")"; done
-  t0=$SECONDS
-  (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 \
-     --compile-modes reduce-overhead,max-autotune > "$out/torch-7b-autotune.json" 2> "$out/torch-7b-autotune.err")
-  log "torch 7b autotune: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-7b-autotune.json")"
+  for item in ${OMM_TORCH_EXTRA:-speech:reduce-overhead,max-autotune caption:reduce-overhead,max-autotune imagine:reduce-overhead,max-autotune 7b:reduce-overhead,max-autotune}; do
+    t=${item%%:*}; modes=${item#*:}; t0=$SECONDS
+    if [ "$t" = 7b ]; then
+      (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 \
+         --compile-modes "$modes" > "$out/torch-7b-extra.json" 2> "$out/torch-7b-extra.err")
+    else
+      (cd "$repo/onnx-export" && timeout 540 python3 bench/torch_tasks.py --task "$t" --steps $([ "$t" = speech ] && echo 35 || echo 30) \
+         --audio "$work/speech_10s.wav" --compile-modes "$modes" > "$out/torch-$t-extra.json" 2> "$out/torch-$t-extra.err")
+    fi
+    log "torch $t ($modes): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t-extra.json" | tr -d '\n')"; done
   ;;
 esac; done
 log "done"
