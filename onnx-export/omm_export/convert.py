@@ -121,7 +121,47 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
              inputs=dict(FUSED_IO["inputs"], **cross), outputs=FUSED_IO["outputs"])
     if args.precision == "int4":
         manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}
-    return {"spec": spec, "data_path": data_path}
+    written = set()
+    if opt.act_dtype == np.float16 and getattr(args, "encoder_cross", "fp16") == "fp16":
+        enc = manifest["speech_encoder"]["outputs"]
+        names = [p.replace("%d", str(i)) for i in range(spec.num_layers) for p in (enc["cross_key"], enc["cross_value"])]
+        manifest["components"]["speech_encoder"] = _encoder_with_half_cross(os.path.join(src, manifest["components"]["speech_encoder"]), out, names)
+        written.add("speech_encoder")
+    return {"spec": spec, "data_path": data_path, "written": written}
+
+
+def _encoder_with_half_cross(path: str, out: str, names: list) -> str:
+    """The speech encoder, writing the decoder's cross K/V in fp16: one Cast at the end of each, so an
+    fp16 decoder's device cache copies them where the encoder computed them (no host round trip, no
+    conversion on the host). The weights are untouched: a graph with external data shares its data
+    file with the source (hard link, or a copy across file systems)."""
+    model = onnx.load(path, load_external_data=False)
+    g = model.graph
+    wanted = set(names)
+    outputs = {o.name: o for o in g.output}
+    missing = wanted - set(outputs)
+    if missing:
+        raise SystemExit(f"convert: the speech encoder {path} has no output(s) {sorted(missing)}")
+    for node in g.node:   # the producers now write <name>.fp32, each Cast writes <name>
+        node.output[:] = [o + ".fp32" if o in wanted else o for o in node.output]
+    for name in names:
+        if outputs[name].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise SystemExit(f"convert: the speech encoder's output {name} is not float32")
+        g.node.append(onnx.helper.make_node("Cast", [name + ".fp32"], [name], to=onnx.TensorProto.FLOAT16, name=f"{name}.to_fp16"))
+        outputs[name].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    files = {e.value for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL for e in t.external_data if e.key == "location"}
+    for f in files:
+        src, dst = os.path.join(os.path.dirname(path), f), os.path.join(out, f)
+        if os.path.exists(dst):
+            os.remove(dst)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    name = "speech_encoder.onnx"
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(model.SerializeToString())
+    return name
 
 
 def convert(args) -> dict:
@@ -136,7 +176,8 @@ def convert(args) -> dict:
         if os.path.abspath(src) == os.path.abspath(out):
             raise SystemExit("convert: --out must differ from --from")
         done = _convert_seq2seq(args, peek)
-        return _finish(args, peek, done["data_path"], {"embed_scale": done["spec"].embed_scale, "layer_norm_eps": done["spec"].layer_norm_eps})
+        return _finish(args, peek, done["data_path"], {"embed_scale": done["spec"].embed_scale, "layer_norm_eps": done["spec"].layer_norm_eps},
+                       written=done["written"])
     spec, w, manifest = read_reference(src)
     if manifest.get("precision", "fp32") != "fp32":
         raise SystemExit(f"convert: the source is {manifest.get('precision')}; convert from the fp32 reference package")
@@ -166,14 +207,17 @@ def convert(args) -> dict:
     return _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
 
 
-def _finish(args, manifest: dict, data_path, facts: dict) -> dict:
+def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -> dict:
+    """Copies (or links) the package's other files; `written` names the components already written to out."""
     src, out = args.source, args.out
     # Everything else travels with the package (GenAI's config only describes the fp32 reference graph);
     # with --link-components the other graphs are referenced where they are and the references stay behind.
     skip = {"decoder.onnx", "decoder.onnx.data", "multimodal.json", "genai_config.json"}
+    for role in written:   # the source's own file of that name (and its weights) is not copied over it
+        skip.update({manifest["components"][role], manifest["components"][role] + ".data"})
     if args.link_components:
         for role, file in manifest["components"].items():
-            if role not in ("decoder", "tokenizer"):
+            if role not in ("decoder", "tokenizer") and role not in written:
                 manifest["components"][role] = os.path.relpath(os.path.join(src, file), out).replace(os.sep, "/")
                 skip.update({file, file + ".data"})
         skip.add("reference")

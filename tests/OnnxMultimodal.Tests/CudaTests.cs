@@ -247,6 +247,8 @@ public class CudaTests
                 foreach (var c in cases)
                 {
                     using var encoder = pipeline.SpeechEncoder!.Encode(TestData.ReadFloats(Path.Combine(dir, audio[c.Audio])));
+                    // An encoder converted with the decoder (fp16 cross K/V) leaves them on the device for the cache to copy.
+                    Assert.That(encoder.CrossOnDevice, Is.EqualTo(pipeline.SpeechEncoder.CrossType == engine.KvType));
                     using var seq = engine.StartWithEncoder(encoder, c.Ids, new SamplingOptions { MaxNewTokens = c.Tokens.Length, IgnoreStopTokens = true });
                     while (!seq.IsDone) seq.GenerateNextToken();
                     results.Add(seq.Tokens.Skip(c.Ids.Length).ToArray());

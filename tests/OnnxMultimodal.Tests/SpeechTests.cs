@@ -299,3 +299,90 @@ public class ReducedPrecisionSpeechTests(string model, double logitTolerance, do
         Assert.That(agree, Is.GreaterThanOrEqualTo((int)Math.Ceiling(tokenAgreement * total)), "greedy tokens");
     }
 }
+
+/// <summary>
+/// `omm_export convert` of a seq2seq package to fp16 activations rewrites the speech encoder to write
+/// the cross K/V in fp16 (a Cast per output, the weights shared), so a device cache copies them where
+/// they were computed. On the host the two encoders must give the same K/V to rounding, and decoding
+/// through either must be identical.
+/// </summary>
+public class HalfCrossEncoderTests
+{
+    private static readonly string RefDir = Path.Combine(TestData.Model("tiny-seamless"), "reference");
+
+    /// <summary>A package of <paramref name="decoderModel"/>'s files with the speech encoder of <paramref name="encoderModel"/>.</summary>
+    private static string WithEncoder(string decoderModel, string encoderModel)
+    {
+        string source = TestData.Model(decoderModel), dir = Path.Combine(Path.GetTempPath(), $"omm-enc-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "multimodal.json")))!;
+        foreach (var (role, file) in json["components"]!.AsObject().ToList())
+            json["components"]![role] = Path.GetFullPath(Path.Combine(source, file!.GetValue<string>()));
+        var encoder = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.Model(encoderModel), "multimodal.json")))!;
+        json["components"]!["speech_encoder"] = Path.GetFullPath(Path.Combine(TestData.Model(encoderModel), encoder["components"]!["speech_encoder"]!.GetValue<string>()));
+        File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
+        return dir;
+    }
+
+    private static List<AudioCase> Audio()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(RefDir, "reference.json")));
+        return doc.RootElement.GetProperty("audio").Deserialize<List<AudioCase>>()!;
+    }
+
+    [Test]
+    public async Task The_fp16_cross_encoder_rounds_the_fp32_one_and_decodes_identically()
+    {
+        string viaFloat = WithEncoder("tiny-seamless-fp16-mha", "tiny-seamless");   // fp32 K/V, converted on the host per request
+        try
+        {
+            await using var half = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-seamless-fp16-mha"));
+            await using var single = await MultimodalPipeline.LoadAsync(viaFloat);
+            Assert.That(half.SpeechEncoder!.CrossType, Is.EqualTo(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16));
+            Assert.That(single.SpeechEncoder!.CrossType, Is.EqualTo(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float));
+            var wavs = Audio();
+            Assert.That(wavs, Is.Not.Empty);
+            foreach (var a in wavs)
+            {
+                var features = TestData.ReadFloats(Path.Combine(RefDir, a.FeaturesFile));
+                using var h = half.SpeechEncoder.Encode(features);
+                using var f = single.SpeechEncoder.Encode(features);
+                Assert.That(h.States.ToArray(), Is.EqualTo(f.States.ToArray()), $"{a}: the states are untouched");
+                for (int l = 0; l < h.Layers; l++)
+                    for (int kv = 0; kv < 2; kv++)
+                    {
+                        var rounded = new Half[f.CrossFloats(l, kv).Length];
+                        System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(f.CrossFloats(l, kv), rounded);
+                        Assert.That(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(h.CrossBytes(l, kv)).ToArray(), Is.EqualTo(rounded),
+                            $"{a}: layer {l} {(kv == 0 ? "key" : "value")} is the fp32 output rounded to fp16");
+                    }
+                var options = new SamplingOptions { MaxNewTokens = 12, IgnoreStopTokens = true };
+                using var sh = ((OrtDecodeEngine)half.Engine).StartWithEncoder(h, [3, 4], options);
+                using var sf = ((OrtDecodeEngine)single.Engine).StartWithEncoder(f, [3, 4], options);
+                Assert.That(sh.PrefillLogits.ToArray(), Is.EqualTo(sf.PrefillLogits.ToArray()), $"{a}: first-step logits");
+                while (!sh.IsDone) sh.GenerateNextToken();
+                while (!sf.IsDone) sf.GenerateNextToken();
+                Assert.That(sh.Tokens, Is.EqualTo(sf.Tokens), $"{a}: tokens");
+            }
+        }
+        finally
+        {
+            Directory.Delete(viaFloat, true);
+        }
+    }
+
+    [Test]
+    public void An_fp16_cross_encoder_beside_an_fp32_decoder_is_refused_at_load()
+    {
+        string mismatched = WithEncoder("tiny-seamless", "tiny-seamless-fp16-mha");
+        try
+        {
+            var e = Assert.ThrowsAsync<ModelPackageException>(async () => await MultimodalPipeline.LoadAsync(mismatched))!;
+            Assert.That(e.Message, Does.Contain("Float16").And.Contain("omm_export convert"));
+        }
+        finally
+        {
+            Directory.Delete(mismatched, true);
+        }
+    }
+}

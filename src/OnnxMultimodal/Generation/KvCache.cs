@@ -52,7 +52,7 @@ internal sealed unsafe class KvCache : IDisposable
     private readonly OrtValue? _crossMask;                         // [batch, crossCapacity] int64 on the device
     private readonly nint _crossMaskAddress;
     private readonly long[] _crossMaskHost = [];                     // pinned staging row
-    private readonly Half[] _crossStaging = [];                      // fp16 graphs: the request's cross K/V converted here, then copied
+    private Half[] _crossStaging = [];                               // fp16 graphs fed an fp32 encoder's host output: the request's cross K/V converted here, then copied
 
     /// <summary>Host buffers a request uses and gives back with the cache, so that a warm request
     /// allocates no large arrays (each would be a large-object or pinned allocation, and their churn
@@ -86,8 +86,6 @@ internal sealed unsafe class KvCache : IDisposable
             _crossMask = device.Tensor(TensorElementType.Int64, [batch, crossCapacity]);
             _crossMaskAddress = Runtime.DeviceMemory.Address(_crossMask);
             _crossMaskHost = GC.AllocateArray<long>(crossCapacity, pinned: true);
-            if (type == TensorElementType.Float16)
-                _crossStaging = GC.AllocateUninitializedArray<Half>(layers * 2 * crossHeads * crossCapacity * headDim, pinned: true);
         }
         StepLogits = GC.AllocateArray<float>(batch * vocabulary, pinned: true);
         StepLogitsValue = OrtValue.CreateTensorValueFromMemory(StepLogits, [batch, 1, vocabulary]);
@@ -163,18 +161,28 @@ internal sealed unsafe class KvCache : IDisposable
         if (frames > CrossCapacity) throw new InvalidOperationException($"{frames} encoder frames exceed the cache's {CrossCapacity}");
         long rowBytes = (long)frames * _headDim * _elementSize, pitch = (long)CrossCapacity * _headDim * _elementSize;
         int tensor = Batch * _crossHeads * frames * _headDim;
-        if (_type == TensorElementType.Float16)   // fp32 encoder output -> fp16, into this cache's staging buffer (no per-request arrays)
-            Parallel.For(0, _layers * 2, i => System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(encoder.CrossFloats(i / 2, i % 2), _crossStaging.AsSpan(i * tensor, tensor)));
-        for (int layer = 0; layer < _layers; layer++)
-            for (int kv = 0; kv < 2; kv++)
+        if (encoder.CrossOnDevice)   // written by the encoder on this device in the cache's type: device to device
+        {
+            if (encoder.CrossType != _type) throw new InvalidInputException("encoder", $"cross-attention K/V of type {encoder.CrossType} on the device do not fit a {_type} cache");
+            for (int i = 0; i < _layers * 2; i++)
+                Runtime.CudaRuntime.DeviceToDevice2D(_cross[i].Address, pitch, encoder.CrossAddress(i / 2, i % 2), rowBytes, (long)Batch * _crossHeads);
+        }
+        else
+        {
+            bool convert = _type == TensorElementType.Float16 && encoder.CrossType == TensorElementType.Float;
+            if (!convert && encoder.CrossType != _type)
+                throw new InvalidInputException("encoder", $"cross-attention K/V of type {encoder.CrossType} do not fit a {_type} cache: convert the encoder with the decoder (omm_export convert)");
+            if (convert && _crossStaging.Length == 0)   // allocated once, with the cache (no per-request arrays)
+                _crossStaging = GC.AllocateUninitializedArray<Half>(_layers * 2 * _crossHeads * CrossCapacity * _headDim, pinned: true);
+            if (convert)   // fp32 encoder output -> fp16, into this cache's staging buffer
+                Parallel.For(0, _layers * 2, i => System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(encoder.CrossFloats(i / 2, i % 2), _crossStaging.AsSpan(i * tensor, tensor)));
+            for (int i = 0; i < _layers * 2; i++)
             {
-                int i = layer * 2 + kv;
-                var bytes = _type == TensorElementType.Float16
-                    ? MemoryMarshal.AsBytes(_crossStaging.AsSpan(i * tensor, tensor))
-                    : MemoryMarshal.AsBytes(encoder.CrossFloats(layer, kv));
+                var bytes = convert ? MemoryMarshal.AsBytes(_crossStaging.AsSpan(i * tensor, tensor)) : encoder.CrossBytes(i / 2, i % 2);
                 fixed (byte* src = bytes)   // [heads] rows of Te * hd into rows of capacity * hd
                     Runtime.CudaRuntime.ToDevice2D(_cross[i].Address, pitch, (nint)src, rowBytes, (long)Batch * _crossHeads);
             }
+        }
         _crossMaskHost.AsSpan(0, frames).Fill(1);
         _crossMaskHost.AsSpan(frames).Clear();
         fixed (long* mask = _crossMaskHost)

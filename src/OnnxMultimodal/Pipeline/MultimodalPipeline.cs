@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Profiling;
 using OnnxMultimodal.Runtime;
@@ -109,6 +110,11 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     if (engine is not OrtDecodeEngine)
                         throw new ModelPackageException(package.ManifestPath, "speech->text decodes against encoder states, which only the 'ort' engine does");
                     owned.Add(speechEncoder = SpeechEncoder.Create(package, options.Execution));
+                    var ort = (OrtDecodeEngine)engine;
+                    if (speechEncoder.CrossType != ort.KvType && !(speechEncoder.CrossType == TensorElementType.Float && ort.KvType == TensorElementType.Float16))
+                        throw new ModelPackageException(package.ManifestPath, $"the speech encoder writes cross-attention K/V as {speechEncoder.CrossType} and the decoder takes {ort.KvType}: convert the encoder with the decoder (omm_export convert)");
+                    // A device cache of the encoder's element type takes the cross K/V where the encoder wrote them.
+                    if (ort.Device is { } device && speechEncoder.CrossType == ort.KvType) speechEncoder.KeepCrossOn(device.Info);
                 }
                 progress?.Report(1f);
                 return new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary, speechEncoder);

@@ -10,7 +10,7 @@ namespace OnnxMultimodal.Runtime;
 internal static partial class CudaRuntime
 {
     private const string Library = "libcudart.so.13";
-    private const int HostToDevice = 1, DeviceToHost = 2;
+    private const int HostToDevice = 1, DeviceToHost = 2, DeviceToDevice = 3;
 
     [LibraryImport(Library, EntryPoint = "cudaMemcpy")]
     private static partial int Memcpy(nint dst, nint src, nuint count, int kind);
@@ -32,6 +32,10 @@ internal static partial class CudaRuntime
     /// device rows <paramref name="devicePitch"/> bytes apart (a [rows, n] tensor into the head of a [rows, capacity] one).</summary>
     public static void ToDevice2D(nint device, long devicePitch, nint host, long rowBytes, long rows) =>
         Check(Memcpy2D(device, (nuint)devicePitch, host, (nuint)rowBytes, (nuint)rowBytes, (nuint)rows, HostToDevice), "cudaMemcpy2D host to device");
+
+    /// <summary>The same between two device buffers: packed [rows, rowBytes] into rows <paramref name="dstPitch"/> bytes apart.</summary>
+    public static void DeviceToDevice2D(nint dst, long dstPitch, nint src, long rowBytes, long rows) =>
+        Check(Memcpy2D(dst, (nuint)dstPitch, src, (nuint)rowBytes, (nuint)rowBytes, (nuint)rows, DeviceToDevice), "cudaMemcpy2D device to device");
 
     public static void Zero(nint device, long bytes) => Check(Memset(device, 0, (nuint)bytes), "cudaMemset");
 

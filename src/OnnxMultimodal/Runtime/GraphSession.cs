@@ -43,5 +43,33 @@ internal sealed class GraphSession : IDisposable
         }
     }
 
+    /// <summary>The element type of output <paramref name="name"/>.</summary>
+    public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType OutputType(string name) => _session.OutputMetadata[name].ElementDataType;
+
+    /// <summary>Runs the graph with the outputs whose index is in <paramref name="onDevice"/> left where the
+    /// graph computed them, in memory of <paramref name="device"/> (no copy to the host); the others on
+    /// the host. The caller owns the returned outputs, in <see cref="Outputs"/> order.</summary>
+    /// <exception cref="InferenceException">ONNX Runtime failed.</exception>
+    /// <exception cref="OperationCanceledException">Cancelled during the run.</exception>
+    public IDisposableReadOnlyCollection<OrtValue> Run(IReadOnlyList<OrtValue> inputs, OrtMemoryInfo device, Func<int, bool> onDevice,
+                                                        CancellationToken cancellationToken = default)
+    {
+        using var runOptions = new RunOptions();
+        using var registration = cancellationToken.Register(static o => ((RunOptions)o!).Terminate = true, runOptions);
+        using var binding = _session.CreateIoBinding();
+        try
+        {
+            for (int i = 0; i < Inputs.Count; i++) binding.BindInput(Inputs[i], inputs[i]);
+            for (int i = 0; i < Outputs.Count; i++) binding.BindOutputToDevice(Outputs[i], onDevice(i) ? device : OrtMemoryInfo.DefaultInstance);
+            _session.RunWithBinding(runOptions, binding);
+            return binding.GetOutputValues();
+        }
+        catch (OnnxRuntimeException e)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            throw new InferenceException(_file, e.Message, e);
+        }
+    }
+
     public void Dispose() => _session.Dispose();
 }

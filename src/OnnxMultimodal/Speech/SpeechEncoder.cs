@@ -14,12 +14,26 @@ public sealed class SpeechEncoder : IDisposable
 {
     private readonly GraphSession _graph;
     private readonly int _layers;
+    private OrtMemoryInfo? _crossDevice;
 
-    private SpeechEncoder(GraphSession graph, int layers)
+    private SpeechEncoder(GraphSession graph, int layers, string path)
     {
         _graph = graph;
         _layers = layers;
+        CrossType = graph.OutputType(graph.Outputs[1]);
+        for (int i = 2; i < graph.Outputs.Count; i++)
+            if (graph.OutputType(graph.Outputs[i]) != CrossType)
+                throw new ModelPackageException(path, $"its cross-attention K/V outputs mix {CrossType} ({graph.Outputs[1]}) and {graph.OutputType(graph.Outputs[i])} ({graph.Outputs[i]})");
     }
+
+    /// <summary>The element type of the cross-attention K/V the graph writes (float, or float16 from an
+    /// encoder converted for fp16 decoders).</summary>
+    public TensorElementType CrossType { get; }
+
+    /// <summary>Leaves the cross K/V of every request in <paramref name="device"/> memory, where the graph
+    /// computed them (the decoder's device cache copies them from there), instead of copying them to the
+    /// host. The states stay on the host.</summary>
+    internal void KeepCrossOn(OrtMemoryInfo device) => _crossDevice = device;
 
     public static SpeechEncoder Create(ModelPackage package, ExecutionOptions execution)
     {
@@ -31,7 +45,16 @@ public sealed class SpeechEncoder : IDisposable
         int layers = package.Decoder.NumLayers;
         var outputs = new List<string> { states };
         for (int i = 0; i < layers; i++) { outputs.Add(ck.Replace("%d", i.ToString())); outputs.Add(cv.Replace("%d", i.ToString())); }
-        return new SpeechEncoder(new GraphSession(path, execution, [features, mask], outputs), layers);
+        var graph = new GraphSession(path, execution, [features, mask], outputs);
+        try
+        {
+            return new SpeechEncoder(graph, layers, path);
+        }
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
     }
 
     /// <param name="features">[T * 160] stacked features (see <see cref="Fbank.NormaliseAndStack"/>).</param>
@@ -43,7 +66,8 @@ public sealed class SpeechEncoder : IDisposable
         Array.Fill(mask, 1L);
         using var x = OrtValue.CreateTensorValueFromMemory(features, [1, t, featureDim]);
         using var m = OrtValue.CreateTensorValueFromMemory(mask, [1, t]);
-        return new EncoderStates(_graph.Run([x, m], cancellationToken), _layers);
+        var outputs = _crossDevice is null ? _graph.Run([x, m], cancellationToken) : _graph.Run([x, m], _crossDevice, i => i > 0, cancellationToken);
+        return new EncoderStates(outputs, _layers, crossOnDevice: _crossDevice is not null);
     }
 
     public void Dispose() => _graph.Dispose();
@@ -57,10 +81,12 @@ public sealed class EncoderStates : IDisposable
     private Half[][]? _half;              // fp16 copies of the cross K/V (host decoding of an fp16 graph), kept alive under _halfValues
     private OrtValue[]? _halfValues;
 
-    internal EncoderStates(IDisposableReadOnlyCollection<OrtValue> outputs, int layers)
+    internal EncoderStates(IDisposableReadOnlyCollection<OrtValue> outputs, int layers, bool crossOnDevice = false)
     {
         _outputs = outputs;
         Layers = layers;
+        CrossOnDevice = crossOnDevice;
+        CrossType = outputs[1].GetTensorTypeAndShape().ElementDataType;
         var shape = outputs[0].GetTensorTypeAndShape().Shape;   // [1, Te, H]
         Length = (int)shape[1];
         Width = (int)shape[2];
@@ -76,6 +102,10 @@ public sealed class EncoderStates : IDisposable
     public int Width { get; }
     /// <summary>[Te * H] final encoder states.</summary>
     public ReadOnlySpan<float> States => _outputs[0].GetTensorDataAsSpan<float>();
+    /// <summary>Whether the cross K/V are in device memory (see <see cref="SpeechEncoder.KeepCrossOn"/>).</summary>
+    internal bool CrossOnDevice { get; }
+    /// <summary>The element type of the cross K/V as the encoder wrote them.</summary>
+    internal TensorElementType CrossType { get; }
     /// <summary>[1, heads, Te, hd] of every cross K/V tensor.</summary>
     internal long[] CrossShape { get; }
     /// <summary>encoder_attention_mask [1, Te] of ones (batch 1 has no padding).</summary>
@@ -85,14 +115,22 @@ public sealed class EncoderStates : IDisposable
     /// the encoder's fp32 tensor, or an fp16 copy converted once and kept with these states.</summary>
     internal OrtValue Cross(int layer, int kv, TensorElementType type)
     {
-        if (type == TensorElementType.Float) return _outputs[1 + 2 * layer + kv];
-        if (type != TensorElementType.Float16) throw new InvalidInputException("decoder", $"cross-attention K/V of type {type} are not supported (float or float16)");
+        if (CrossOnDevice) throw new InvalidOperationException("these cross K/V are on the device: a device cache copies them (KvCache.LoadCross)");
+        if (type == CrossType) return _outputs[1 + 2 * layer + kv];
+        if (type != TensorElementType.Float16 || CrossType != TensorElementType.Float)
+            throw new InvalidInputException("decoder", $"the decoder takes cross-attention K/V as {type}, the speech encoder writes {CrossType}: convert the encoder with the decoder (omm_export convert)");
         ConvertToHalf();
         return _halfValues![2 * layer + kv];
     }
 
     /// <summary>The encoder's fp32 cross K/V of <paramref name="layer"/> (host memory, [1, heads, Te, hd]).</summary>
     internal ReadOnlySpan<float> CrossFloats(int layer, int kv) => _outputs[1 + 2 * layer + kv].GetTensorDataAsSpan<float>();
+
+    /// <summary>The cross K/V of <paramref name="layer"/> as the encoder wrote them, as bytes (host memory).</summary>
+    internal ReadOnlySpan<byte> CrossBytes(int layer, int kv) => _outputs[1 + 2 * layer + kv].GetTensorMutableRawData();
+
+    /// <summary>The device address of the cross K/V of <paramref name="layer"/> (<see cref="CrossOnDevice"/>).</summary>
+    internal nint CrossAddress(int layer, int kv) => Runtime.DeviceMemory.Address(_outputs[1 + 2 * layer + kv]);
 
     private void ConvertToHalf()
     {
