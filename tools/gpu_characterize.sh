@@ -135,22 +135,24 @@ with wave.open(sys.argv[1], "wb") as w:
     w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames[: 10 * 16000 * 2])
 EOF
   export_model seamless-large seamless --preset large
-  for v in fp16 int4; do [ -f "$m/seamless-$v/multimodal.json" ] && continue; t0=$SECONDS
-    (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-$v" --graph fused --precision $v \
-       --int4-activation fp16 --accuracy-level 0 --block-size 32 --link-components) >> "$out/export.log" 2>&1
+  # Decoder and encoder levers one at a time: fp16 / int4 decoders (cross K/V written in fp16 by the
+  # encoder, the default), MultiHeadAttention cross-attention, the fp16 encoder, and fp16-mha-x32 with
+  # the encoder's fp32 cross K/V converted on the host (the path before the fp16 cross outputs).
+  i4="--precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32"
+  for spec in "fp16:--precision fp16" "int4:$i4" "fp16-mha:--precision fp16 --cross-mha" "fp16-mha-x32:--precision fp16 --cross-mha --encoder-cross fp32" \
+              "fp16-mha-e16:--precision fp16 --cross-mha --encoder-precision fp16" "int4-mha-e16:$i4 --cross-mha --encoder-precision fp16"; do
+    v=${spec%%:*}; [ -f "$m/seamless-$v/multimodal.json" ] && continue; t0=$SECONDS
+    (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-$v" --graph fused ${spec#*:} --link-components) >> "$out/export.log" 2>&1
     log "convert seamless-$v: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/seamless-$v" | cut -f1)"; done
   t0=$SECONDS
-  "$OMM" bench --ladder --task transcribe --provider cuda --model "$m/seamless-large" --fp16-model "$m/seamless-fp16" --int4-model "$m/seamless-int4" \
+  "$OMM" bench --ladder --task transcribe --provider cuda --model "$m/seamless-large" --fp16-model "$m/seamless-fp16-mha-e16" --int4-model "$m/seamless-int4-mha-e16" \
     --audio "$work/speech_10s.wav" --new-tokens 35 --runs 3 --warmup 1 --json "$out/ladder-transcribe-large.json" > "$out/ladder-transcribe-large.log" 2>&1
   log "ladder transcribe: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-transcribe-large.log" | tr '\n' ';')"
-  (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-fp16-mha" --graph fused --precision fp16 \
-     --cross-mha --link-components) >> "$out/export.log" 2>&1
-  profile transcribe-large-fp16-mha-graph --model "$m/seamless-fp16-mha" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
-  for v in fp16 int4; do
+  for v in fp16 fp16-mha-x32 fp16-mha fp16-mha-e16 int4 int4-mha-e16; do
     profile transcribe-large-$v-graph --model "$m/seamless-$v" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35; done
   [ "${OMM_QUICK:-0}" = 1 ] || profile transcribe-large --model "$m/seamless-large" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
-  opclasses transcribe-large-int4 --model "$m/seamless-int4" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
-  rm -rf "$m/seamless-large" "$m/seamless-fp16" "$m/seamless-int4" "$m/seamless-fp16-mha"
+  opclasses transcribe-large-int4-mha-e16 --model "$m/seamless-int4-mha-e16" --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+  rm -rf "$m"/seamless-*
   t0=$SECONDS
   (cd "$repo/onnx-export" && timeout 300 python3 bench/torch_tasks.py --task speech --steps 35 --audio "$work/speech_10s.wav" > "$out/torch-speech.json" 2> "$out/torch-speech.err")
   log "torch speech: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-speech.json")"

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     v.add_argument("--cross-mha", action="store_true", help="seq2seq: cross-attention as one MultiHeadAttention node")
     v.add_argument("--encoder-cross", default="fp16", choices=["fp16", "fp32"],
                    help="seq2seq with fp16 activations: the speech encoder writes the cross K/V in fp16 (a Cast per output; the weights are shared), so a CUDA cache takes them where they were computed")
+    v.add_argument("--encoder-precision", default="fp32", choices=["fp32", "fp16"],
+                   help="seq2seq: also run the speech encoder in fp16 along its feature path (length bookkeeping stays fp32)")
     v.add_argument("--prefill-decoder", help="a fused package (or its decoder.onnx) whose decoder runs the prompts into the same cache, e.g. fp16 beside an int4 decoder")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
     args = ap.parse_args(argv)

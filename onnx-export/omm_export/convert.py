@@ -122,11 +122,21 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     if args.precision == "int4":
         manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}
     written = set()
-    if opt.act_dtype == np.float16 and getattr(args, "encoder_cross", "fp16") == "fp16":
-        enc = manifest["speech_encoder"]["outputs"]
-        names = [p.replace("%d", str(i)) for i in range(spec.num_layers) for p in (enc["cross_key"], enc["cross_value"])]
-        manifest["components"]["speech_encoder"] = _encoder_with_half_cross(os.path.join(src, manifest["components"]["speech_encoder"]), out, names)
+    enc = manifest["speech_encoder"]
+    names = [p.replace("%d", str(i)) for i in range(spec.num_layers) for p in (enc["outputs"]["cross_key"], enc["outputs"]["cross_value"])]
+    half_cross = opt.act_dtype == np.float16 and getattr(args, "encoder_cross", "fp16") == "fp16"
+    source_encoder = os.path.join(src, manifest["components"]["speech_encoder"])
+    if getattr(args, "encoder_precision", "fp32") == "fp16":
+        from .half_graph import convert_file
+        convert_file(source_encoder, os.path.join(out, "speech_encoder.onnx"), [enc["inputs"]["features"]], set(names) if half_cross else set())
+        manifest["components"]["speech_encoder"] = "speech_encoder.onnx"
+        enc["precision"] = "fp16"
         written.add("speech_encoder")
+    elif half_cross:
+        manifest["components"]["speech_encoder"] = _encoder_with_half_cross(source_encoder, out, names)
+        written.add("speech_encoder")
+    if half_cross:
+        enc["cross_dtype"] = "float16"
     return {"spec": spec, "data_path": data_path, "written": written}
 
 
@@ -235,7 +245,8 @@ def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -
     manifest["name"] = os.path.basename(os.path.normpath(out))
     manifest["precision"] = args.precision
     manifest["provenance"] = dict(manifest.get("provenance", {}), converted_from=os.path.basename(os.path.normpath(src)),
-                                  conversion=f"--graph {args.graph} --precision {args.precision}",
+                                  conversion=f"--graph {args.graph} --precision {args.precision}"
+                                             + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else ""),
                                   note="reference/ describes the source model")
     with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)

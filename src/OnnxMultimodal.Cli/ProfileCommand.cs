@@ -9,7 +9,8 @@ using Spectre.Console;
 namespace OnnxMultimodal.Cli;
 
 /// <summary>
-/// <c>omm profile</c>: where one request's time goes. A warm-up run, then a measured run with nothing
+/// <c>omm profile</c>: where one request's time goes. Warm-up requests (--warmup, 2 by default: a process's
+/// first requests are slower than its later ones), then a measured run with nothing
 /// else switched on: phases (preprocess, encode, prefill, decode, detokenize), time to first token,
 /// per-token latency p50/p99, peak host memory; on a GPU a third run sampled through NVML for the busy
 /// and idle share of the card (whole run and decode window) and its peak memory. Then, unless
@@ -27,7 +28,8 @@ internal static class ProfileCommand
         var audio = new Option<string?>("--audio") { Description = "WAV for transcribe (default: the tiny model's reference WAV)" };
         var output = new Option<string>("--out") { Description = "Report folder", DefaultValueFactory = _ => "profile" };
         var opClasses = new Option<bool>("--op-classes") { Description = "Also run once under ONNX Runtime's profiler for the op-class split", DefaultValueFactory = _ => true };
-        var cmd = new Command("profile", "Profile one request: phases, latency, GPU busy share, op classes; JSON, Markdown and PNG") { task, prompt, image, audio, output, opClasses };
+        var warmup = new Option<int>("--warmup") { Description = "Unmeasured requests first", DefaultValueFactory = _ => 2 };
+        var cmd = new Command("profile", "Profile one request: phases, latency, GPU busy share, op classes; JSON, Markdown and PNG") { task, prompt, image, audio, output, opClasses, warmup };
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
@@ -48,7 +50,7 @@ internal static class ProfileCommand
             string? gpuReason = gpu ? null : "CPU run";
             using (var pipeline = await MultimodalPipeline.LoadAsync(model, options, cancellationToken: ct))
             {
-                await Run(pipeline, request, ct);
+                for (int i = 0; i < Math.Max(0, r.GetValue(warmup)); i++) await Run(pipeline, request, ct);
                 stats = await Run(pipeline, request, ct);
                 using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(20), out gpuReason) : null;
                 if (monitor is not null)
