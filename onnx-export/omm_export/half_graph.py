@@ -70,7 +70,7 @@ def to_half(model: onnx.ModelProto, sources: list, half_outputs: set, data_dir: 
     if data_dir is not None:
         from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
         for t in g.initializer:
-            if t.data_type == FLOAT and uses_external_data(t):
+            if uses_external_data(t):
                 load_external_data_for_tensor(t, data_dir)
                 t.data_location = TensorProto.DEFAULT
                 del t.external_data[:]
