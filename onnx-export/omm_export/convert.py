@@ -143,8 +143,8 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
 def _encoder_with_half_cross(path: str, out: str, names: list) -> str:
     """The speech encoder, writing the decoder's cross K/V in fp16: one Cast at the end of each, so an
     fp16 decoder's device cache copies them where the encoder computed them (no host round trip, no
-    conversion on the host). The weights are untouched: a graph with external data shares its data
-    file with the source (hard link, or a copy across file systems)."""
+    conversion on the host). The weights are untouched (a graph with external data gets a copy of
+    its data file)."""
     model = onnx.load(path, load_external_data=False)
     g = model.graph
     wanted = set(names)
@@ -164,10 +164,7 @@ def _encoder_with_half_cross(path: str, out: str, names: list) -> str:
         src, dst = os.path.join(os.path.dirname(path), f), os.path.join(out, f)
         if os.path.exists(dst):
             os.remove(dst)
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+        shutil.copyfile(src, dst)   # not a hard link: onnx refuses to read external data with several links
     name = "speech_encoder.onnx"
     with open(os.path.join(out, name), "wb") as f:
         f.write(model.SerializeToString())
