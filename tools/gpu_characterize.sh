@@ -12,6 +12,8 @@
 #   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
 #             eager / compiled on the same weights (bench/torch_tasks.py), and the int4 package with an
 #             fp16 prefill decoder (profile caption-7b-int4-mixed-graph)
+#   pagelock       page-locked logits buffers against pageable ones (OMM_PAGEABLE_LOGITS=1): speech fp16/int4,
+#             caption and imagine int4 profiles, alternating in one call
 #   torch-extra    PyTorch only: torch.compile max-autotune for every task, the compiled speech decoder
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
@@ -41,6 +43,19 @@ profile() { local name=$1; shift; local t0=$SECONDS
 opclasses() { [ "${OMM_QUICK:-0}" = 1 ] && return 0; local name=$1; shift; local t0=$SECONDS   # kernel-accurate node times: every launch waits for its kernel
   CUDA_LAUNCH_BLOCKING=1 "$OMM" profile --provider cuda --out "$out/opclasses-$name" "$@" > "$out/opclasses-$name.log" 2>&1; local rc=$?
   rm -rf "$out/opclasses-$name/ort"; log "op classes $name: rc=$rc in $((SECONDS - t0)) s"; }
+make_wav() {   # 10 s of speech-like audio: the tiny model's reference clips, repeated
+  [ -f "$work/speech_10s.wav" ] && return 0
+  python3 - "$work/speech_10s.wav" "$repo/models/tiny-seamless/reference" <<'EOF'
+import sys, wave
+frames, srcs = b"", ["robot_16k.wav", "fox_16k.wav", "sky_16k.wav"]
+while len(frames) < 10 * 16000 * 2:
+    for s in srcs:
+        with wave.open(f"{sys.argv[2]}/{s}") as w:
+            frames += w.readframes(w.getnframes()) + b"\0\0" * 1600
+with wave.open(sys.argv[1], "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames[: 10 * 16000 * 2])
+EOF
+}
 text_prompt=$(printf 'The robot climbed the stairs, cleaned the lamp, and counted the ships that passed. %.0s' 1 2 3 4 5 6 7 8)
 
 for stage in $stages; do case $stage in
@@ -124,16 +139,7 @@ EOF
     log "torch $t: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-$t.json")"; done
   ;;
 seamless)
-  python3 - "$work/speech_10s.wav" "$repo/models/tiny-seamless/reference" <<'EOF'
-import sys, wave
-frames, srcs = b"", ["robot_16k.wav", "fox_16k.wav", "sky_16k.wav"]
-while len(frames) < 10 * 16000 * 2:
-    for s in srcs:
-        with wave.open(f"{sys.argv[2]}/{s}") as w:
-            frames += w.readframes(w.getnframes()) + b"\0\0" * 1600
-with wave.open(sys.argv[1], "wb") as w:
-    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames[: 10 * 16000 * 2])
-EOF
+  make_wav
   export_model seamless-large seamless --preset large
   # Decoder and encoder levers one at a time: fp16 / int4 decoders (cross K/V written in fp16 by the
   # encoder, the default), MultiHeadAttention cross-attention, the fp16 encoder, and fp16-mha-x32 with
@@ -156,6 +162,24 @@ EOF
   t0=$SECONDS
   (cd "$repo/onnx-export" && timeout 300 python3 bench/torch_tasks.py --task speech --steps 35 --audio "$work/speech_10s.wav" > "$out/torch-speech.json" 2> "$out/torch-speech.err")
   log "torch speech: rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-speech.json")"
+  ;;
+pagelock)   # page-locked logits buffers against pageable ones (OMM_PAGEABLE_LOGITS=1), same packages, same call
+  make_wav
+  export_model seamless-large seamless --preset large
+  for spec in "fp16-mha-e16:--precision fp16 --cross-mha --encoder-precision fp16" \
+              "int4-mha-e16:--precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16"; do
+    v=${spec%%:*}; [ -f "$m/seamless-$v/multimodal.json" ] && continue; t0=$SECONDS
+    (cd "$repo/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/seamless-$v" --graph fused ${spec#*:} --link-components) >> "$out/export.log" 2>&1
+    log "convert seamless-$v: rc=$? in $((SECONDS - t0)) s"; done
+  for round in 1 2; do for v in fp16-mha-e16 int4-mha-e16; do
+    OMM_PAGEABLE_LOGITS=1 profile transcribe-$v-pageable-$round --model "$m/seamless-$v" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35
+    profile transcribe-$v-locked-$round --model "$m/seamless-$v" --cuda-graph --task transcribe --audio "$work/speech_10s.wav" --max-tokens 35; done; done
+  rm -rf "$m"/seamless-*
+  export_model cham-int4 chameleon --preset 7b --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --last-logits
+  [ -f "$work/photo.png" ] || python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
+  for mode in pageable locked; do e=$([ $mode = pageable ] && echo 1 || echo 0)
+    OMM_PAGEABLE_LOGITS=$e profile caption-int4-$mode --model "$m/cham-int4" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30
+    OMM_PAGEABLE_LOGITS=$e profile imagine-int4-$mode --model "$m/cham-int4" --cuda-graph --task imagine --prompt "A photo of a mountain lake at sunrise" --warmup 1; done
   ;;
 torch-extra)   # PyTorch baselines not yet run: torch.compile max-autotune (text, caption, imagine) and the
                # static-cache compiled speech decoder. The speech stage's WAV is made here if missing.

@@ -33,6 +33,7 @@ internal sealed unsafe class KvCache : IDisposable
     public int Capacity { get; }
 
     private readonly Runtime.DeviceMemory? _device;
+    private readonly List<nint> _pageLocked = [];   // host buffers registered with CUDA (unregistered on Dispose)
     private readonly OrtValue?[] _deviceBuffers;
 
     /// <summary>Device-resident decode: the step inputs and logits, at addresses that live as long as the
@@ -90,6 +91,14 @@ internal sealed unsafe class KvCache : IDisposable
         StepLogits = GC.AllocateArray<float>(batch * vocabulary, pinned: true);
         StepLogitsValue = OrtValue.CreateTensorValueFromMemory(StepLogits, [batch, 1, vocabulary]);
         LastLogits = GC.AllocateUninitializedArray<float>(batch * vocabulary, pinned: true);
+        // The logits come back every step: page-locked, the copy skips the driver's staging buffer.
+        // OMM_PAGEABLE_LOGITS=1 leaves them pageable (the before of the benchmark's comparison).
+        if (device is not null && Environment.GetEnvironmentVariable("OMM_PAGEABLE_LOGITS") != "1")
+            foreach (var a in new[] { StepLogits, LastLogits })
+            {
+                nint address = (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref a[0]);
+                if (Runtime.CudaRuntime.TryPageLock(address, (long)a.Length * sizeof(float))) _pageLocked.Add(address);
+            }
         PrefillRow = new float[vocabulary];
         if (device is not null)
         {
@@ -199,6 +208,8 @@ internal sealed unsafe class KvCache : IDisposable
 
     public void Dispose()
     {
+        foreach (var address in _pageLocked) Runtime.CudaRuntime.Unlock(address);
+        _pageLocked.Clear();
         StepLogitsValue.Dispose();
         if (Step is { } step)
         {

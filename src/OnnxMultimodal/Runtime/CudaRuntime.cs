@@ -21,6 +21,15 @@ internal static partial class CudaRuntime
     [LibraryImport(Library, EntryPoint = "cudaMemset")]
     private static partial int Memset(nint dst, int value, nuint count);
 
+    [LibraryImport(Library, EntryPoint = "cudaHostRegister")]
+    private static partial int HostRegister(nint ptr, nuint size, uint flags);
+
+    [LibraryImport(Library, EntryPoint = "cudaHostUnregister")]
+    private static partial int HostUnregister(nint ptr);
+
+    [LibraryImport(Library, EntryPoint = "cudaGetLastError")]
+    private static partial int GetLastError();
+
     [LibraryImport(Library, EntryPoint = "cudaGetErrorString")]
     private static partial nint ErrorString(int error);
 
@@ -36,6 +45,23 @@ internal static partial class CudaRuntime
     /// <summary>The same between two device buffers: packed [rows, rowBytes] into rows <paramref name="dstPitch"/> bytes apart.</summary>
     public static void DeviceToDevice2D(nint dst, long dstPitch, nint src, long rowBytes, long rows) =>
         Check(Memcpy2D(dst, (nuint)dstPitch, src, (nuint)rowBytes, (nuint)rowBytes, (nuint)rows, DeviceToDevice), "cudaMemcpy2D device to device");
+
+    /// <summary>Page-locks <paramref name="bytes"/> of host memory that never moves (a pinned-heap array)
+    /// so copies between it and the device run at full speed instead of through the driver's staging
+    /// buffer. False where the driver refuses (the memory then stays pageable; the error is cleared so
+    /// that it cannot surface in a later CUDA call).</summary>
+    public static bool TryPageLock(nint host, long bytes)
+    {
+        if (HostRegister(host, (nuint)bytes, 0) == 0) return true;
+        GetLastError();
+        return false;
+    }
+
+    /// <summary>Undoes <see cref="TryPageLock"/>.</summary>
+    public static void Unlock(nint host)
+    {
+        if (HostUnregister(host) != 0) GetLastError();
+    }
 
     public static void Zero(nint device, long bytes) => Check(Memset(device, 0, (nuint)bytes), "cudaMemset");
 
