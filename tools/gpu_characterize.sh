@@ -17,6 +17,7 @@
 #   torch-extra    PyTorch only: torch.compile max-autotune for every task, the compiled speech decoder
 #   tools/gpu_characterize.sh PARTS_DIR OUT_DIR ZSTD [STAGES...]
 # OMM_QUICK=1 skips the op-class runs and the rungs without a CUDA graph (a repeat of the timings only);
+# OMM_TORCH_MODES sets the llama stage's torch.compile modes (default reduce-overhead).
 # OMM_SKIP_TORCH=1 skips the PyTorch Chameleon baselines of task-ladders; OMM_SKIP_LADDERS=1 skips its two
 # ladders (and the reference export they need), keeping the fp16 / int4 / mixed profiles, which then run
 # side by side. OMM_TORCH_EXTRA picks torch-extra's runs as TASK:MODES words, TASK one of speech caption
@@ -73,7 +74,7 @@ llama)
     --prompt-tokens 154 --new-tokens 358 --runs 2 --warmup 1 --json "$out/ladder-7b.json" > "$out/ladder-7b.log" 2>&1
   log "ladder 7b: rc=$? in $((SECONDS - t0)) s: $(grep 'ms/token' "$out/ladder-7b.log" | tr '\n' ';')"
   t0=$SECONDS
-  (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 > "$out/torch-7b.json" 2> "$out/torch-7b.err")
+  (cd "$repo/onnx-export" && timeout 420 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 --new-tokens 358 --compile-modes "${OMM_TORCH_MODES:-reduce-overhead}" > "$out/torch-7b.json" 2> "$out/torch-7b.err")
   log "torch 7b: rc=$? in $((SECONDS - t0)) s: $(tr -d ' \n' < "$out/torch-7b.json")"
   ;&
 llama-profile)   # (also the end of the llama stage) timings with the GPU's busy share, then op classes
