@@ -112,7 +112,8 @@ public sealed class EncoderStates : IDisposable
     internal OrtValue Mask { get; }
 
     /// <summary>Cross K/V of <paramref name="layer"/> (kv 0 = key, 1 = value) as the decoder takes them:
-    /// the encoder's fp32 tensor, or an fp16 copy converted once and kept with these states.</summary>
+    /// the encoder's own tensor when it has the decoder's type, or an fp16 copy of an fp32 one, converted
+    /// once and kept with these states (host memory only: device-resident K/V go to a device cache).</summary>
     internal OrtValue Cross(int layer, int kv, TensorElementType type)
     {
         if (CrossOnDevice) throw new InvalidOperationException("these cross K/V are on the device: a device cache copies them (KvCache.LoadCross)");
