@@ -185,6 +185,8 @@ def convert(args) -> dict:
         done = _convert_seq2seq(args, peek)
         return _finish(args, peek, done["data_path"], {"embed_scale": done["spec"].embed_scale, "layer_norm_eps": done["spec"].layer_norm_eps},
                        written=done["written"])
+    if getattr(args, "encoder_precision", "fp32") != "fp32":
+        raise SystemExit("convert: --encoder-precision applies to encoder-decoder (speech) packages only")
     spec, w, manifest = read_reference(src)
     if manifest.get("precision", "fp32") != "fp32":
         raise SystemExit(f"convert: the source is {manifest.get('precision')}; convert from the fp32 reference package")
