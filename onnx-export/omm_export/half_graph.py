@@ -145,7 +145,7 @@ def to_half(model: onnx.ModelProto, sources: list, half_outputs: set, data_dir: 
         if o.name in half_outputs:
             o.type.tensor_type.elem_type = HALF
             continue
-        for n in g.node:
+        for n in list(g.node) + [c for cs in after.values() for c in cs]:   # (the producer may be a kept node's cast back)
             n.output[:] = [o.name + ".fp16" if x == o.name else x for x in n.output]
             n.input[:] = [o.name + ".fp16" if x == o.name else x for x in n.input]
         tail.append(helper.make_node("Cast", [o.name + ".fp16"], [o.name], to=FLOAT, name=o.name + ".to_fp32"))
