@@ -7,7 +7,8 @@
 #             the same weights, `omm profile` (timings + GPU busy share; op classes with launch blocking)
 #   chameleon image->text and text->image, Chameleon-7B shapes + VQ 512x512: fused fp16 and int4
 #   seamless  speech->text, Seamless-large shapes: 10 s of audio to 35 tokens; the fused fp16 / int4
-#             seq2seq decoders (omm_export convert), the transcribe ladder, profiles, PyTorch eager
+#             seq2seq decoders and encoder levers (omm_export convert: --cross-mha, --encoder-cross,
+#             --encoder-precision), the transcribe ladder, a profile per package, PyTorch eager and compiled
 #   llama-profile  only the profiles of the llama stage (its exports again if they are gone)
 #   task-ladders   `omm bench --ladder --task caption|imagine` at Chameleon-7B shapes, then PyTorch
 #             eager / compiled on the same weights (bench/torch_tasks.py), and the int4 package with an
