@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from torch_decode import COMPILE_KEYS, StaticCacheLlama, compile_step, position_step, timed_steps  # noqa: E402
+from torch_decode import COMPILE_KEYS, StaticCacheLlama, compile_step, eager_steps, position_step, timed_steps  # noqa: E402
 
 
 class StaticCacheSeq2Seq(torch.nn.Module):
@@ -114,21 +114,7 @@ def chameleon_tasks(a, out):
             out["vq_encode_ms"] = round(ms_vq, 2)
         # 1. transformers eager with its dynamic cache
         for run in range(2):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            o = hf(input_ids=prompt, use_cache=True)
-            past, tok = o.past_key_values, o.logits[:, -1:].argmax(-1)
-            torch.cuda.synchronize()
-            prefill = (time.perf_counter() - t0) * 1000
-            times = []
-            for _ in range(steps):
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                o = hf(input_ids=tok, past_key_values=past, use_cache=True)
-                past, tok = o.past_key_values, o.logits[:, -1:].argmax(-1)
-                torch.cuda.synchronize()
-                times.append((time.perf_counter() - t0) * 1000)
-            del past, o
+            prefill, times = eager_steps(hf, prompt, steps)
         out["transformers_eager_prefill_ms"] = round(prefill, 2)
         out["transformers_eager_step_ms"] = round(statistics.median(times[3:]), 4)
         if a.task == "caption":
