@@ -75,17 +75,8 @@ public class PrefillDecoderTests
 {
     /// <summary>A package folder holding only a manifest: <paramref name="decoderModel"/>'s, its components
     /// named by absolute path, plus <paramref name="prefillModel"/>'s decoder as the prefill decoder.</summary>
-    private static string MixedPackage(string decoderModel, string prefillModel)
-    {
-        string source = TestData.Model(decoderModel), dir = Path.Combine(Path.GetTempPath(), $"omm-mixed-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "multimodal.json")))!;
-        foreach (var (role, file) in json["components"]!.AsObject().ToList())
-            json["components"]![role] = Path.GetFullPath(Path.Combine(source, file!.GetValue<string>()));
-        json["components"]!["prefill_decoder"] = Path.Combine(TestData.Model(prefillModel), "decoder.onnx");
-        File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
-        return dir;
-    }
+    private static string MixedPackage(string decoderModel, string prefillModel) =>
+        TestData.PackageWith(decoderModel, ("prefill_decoder", prefillModel, "decoder"));
 
     private static int[] Greedy(OrtDecodeEngine engine, int[] prompt, int n, out float[] prefill)
     {

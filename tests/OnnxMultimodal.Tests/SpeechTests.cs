@@ -311,18 +311,8 @@ public class HalfCrossEncoderTests
     private static readonly string RefDir = Path.Combine(TestData.Model("tiny-seamless"), "reference");
 
     /// <summary>A package of <paramref name="decoderModel"/>'s files with the speech encoder of <paramref name="encoderModel"/>.</summary>
-    private static string WithEncoder(string decoderModel, string encoderModel)
-    {
-        string source = TestData.Model(decoderModel), dir = Path.Combine(Path.GetTempPath(), $"omm-enc-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "multimodal.json")))!;
-        foreach (var (role, file) in json["components"]!.AsObject().ToList())
-            json["components"]![role] = Path.GetFullPath(Path.Combine(source, file!.GetValue<string>()));
-        var encoder = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(TestData.Model(encoderModel), "multimodal.json")))!;
-        json["components"]!["speech_encoder"] = Path.GetFullPath(Path.Combine(TestData.Model(encoderModel), encoder["components"]!["speech_encoder"]!.GetValue<string>()));
-        File.WriteAllText(Path.Combine(dir, "multimodal.json"), json.ToJsonString());
-        return dir;
-    }
+    private static string WithEncoder(string decoderModel, string encoderModel) =>
+        TestData.PackageWith(decoderModel, ("speech_encoder", encoderModel, "speech_encoder"));
 
     private static List<AudioCase> Audio()
     {

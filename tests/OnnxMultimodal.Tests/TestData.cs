@@ -24,6 +24,27 @@ internal static class TestData
     }
 
     /// <summary>A scratch copy of a model folder that a test may damage.</summary>
+    /// <summary>A package in a fresh temporary folder (delete it after use): <paramref name="model"/>'s
+    /// manifest with every component named by absolute path, and each (role, component of another
+    /// model) in <paramref name="borrowed"/> taken from that model's manifest.</summary>
+    public static string PackageWith(string model, params (string Role, string FromModel, string FromRole)[] borrowed)
+    {
+        static string Component(string m, string role)
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Model(m), "multimodal.json")))!;
+            return Path.GetFullPath(Path.Combine(Model(m), json["components"]![role]!.GetValue<string>()));
+        }
+        string dir = Path.Combine(Path.GetTempPath(), $"omm-package-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Model(model), "multimodal.json")))!;
+        foreach (var (role, _) in manifest["components"]!.AsObject().ToList())
+            manifest["components"]![role] = Component(model, role);
+        foreach (var (role, fromModel, fromRole) in borrowed)
+            manifest["components"]![role] = Component(fromModel, fromRole);
+        File.WriteAllText(Path.Combine(dir, "multimodal.json"), manifest.ToJsonString());
+        return dir;
+    }
+
     public static string CopyModel(string name)
     {
         string dest = Path.Combine(Path.GetTempPath(), "omm-tests", $"{name}-{Guid.NewGuid():N}");

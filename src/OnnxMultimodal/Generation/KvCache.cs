@@ -180,9 +180,8 @@ internal sealed unsafe class KvCache : IDisposable
         }
         else
         {
-            bool convert = _type == TensorElementType.Float16 && encoder.CrossType == TensorElementType.Float;
-            if (!convert && encoder.CrossType != _type)
-                throw new InvalidInputException("encoder", $"cross-attention K/V of type {encoder.CrossType} do not fit a {_type} cache: convert the encoder with the decoder (omm_export convert)");
+            if (!Speech.SpeechEncoder.Fits(encoder.CrossType, _type)) throw new InvalidInputException("encoder", Speech.SpeechEncoder.Mismatch(encoder.CrossType, _type));
+            bool convert = encoder.CrossType != _type;   // fp32 K/V for an fp16 cache
             if (convert && _crossStaging.Length == 0)   // allocated once, with the cache (no per-request arrays)
                 _crossStaging = GC.AllocateUninitializedArray<Half>(_layers * 2 * _crossHeads * CrossCapacity * _headDim, pinned: true);
             if (convert)   // fp32 encoder output -> fp16, into this cache's staging buffer

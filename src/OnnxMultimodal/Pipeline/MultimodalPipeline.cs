@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
-using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Profiling;
 using OnnxMultimodal.Runtime;
@@ -111,8 +110,8 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                         throw new ModelPackageException(package.ManifestPath, "speech->text decodes against encoder states, which only the 'ort' engine does");
                     owned.Add(speechEncoder = SpeechEncoder.Create(package, options.Execution));
                     var ort = (OrtDecodeEngine)engine;
-                    if (speechEncoder.CrossType != ort.KvType && !(speechEncoder.CrossType == TensorElementType.Float && ort.KvType == TensorElementType.Float16))
-                        throw new ModelPackageException(package.ManifestPath, $"the speech encoder writes cross-attention K/V as {speechEncoder.CrossType} and the decoder takes {ort.KvType}: convert the encoder with the decoder (omm_export convert)");
+                    if (!SpeechEncoder.Fits(speechEncoder.CrossType, ort.KvType))
+                        throw new ModelPackageException(package.ManifestPath, SpeechEncoder.Mismatch(speechEncoder.CrossType, ort.KvType));
                     // A device cache of the encoder's element type takes the cross K/V where the encoder wrote them.
                     if (ort.Device is { } device && speechEncoder.CrossType == ort.KvType) speechEncoder.KeepCrossOn(device.Info);
                 }

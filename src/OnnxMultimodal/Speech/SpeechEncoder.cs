@@ -30,6 +30,15 @@ public sealed class SpeechEncoder : IDisposable
     /// encoder converted for fp16 decoders).</summary>
     public TensorElementType CrossType { get; }
 
+    /// <summary>Whether a decoder taking cross K/V as <paramref name="decoder"/> can use an encoder's
+    /// <paramref name="encoder"/> ones: the same type, or fp32 converted to fp16 once per request.</summary>
+    internal static bool Fits(TensorElementType encoder, TensorElementType decoder) =>
+        encoder == decoder || (encoder == TensorElementType.Float && decoder == TensorElementType.Float16);
+
+    /// <summary>The error for an encoder/decoder pair that does not <see cref="Fits"/>.</summary>
+    internal static string Mismatch(TensorElementType encoder, TensorElementType decoder) =>
+        $"the speech encoder writes cross-attention K/V as {encoder} and the decoder takes {decoder}: convert the encoder with the decoder (omm_export convert)";
+
     /// <summary>Leaves the cross K/V of every request in <paramref name="device"/> memory, where the graph
     /// computed them (the decoder's device cache copies them from there), instead of copying them to the
     /// host. The states stay on the host.</summary>
@@ -118,8 +127,7 @@ public sealed class EncoderStates : IDisposable
     {
         if (CrossOnDevice) throw new InvalidOperationException("these cross K/V are on the device: a device cache copies them (KvCache.LoadCross)");
         if (type == CrossType) return _outputs[1 + 2 * layer + kv];
-        if (type != TensorElementType.Float16 || CrossType != TensorElementType.Float)
-            throw new InvalidInputException("decoder", $"the decoder takes cross-attention K/V as {type}, the speech encoder writes {CrossType}: convert the encoder with the decoder (omm_export convert)");
+        if (!SpeechEncoder.Fits(CrossType, type)) throw new InvalidInputException("decoder", SpeechEncoder.Mismatch(CrossType, type));
         ConvertToHalf();
         return _halfValues![2 * layer + kv];
     }
