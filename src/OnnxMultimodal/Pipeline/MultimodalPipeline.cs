@@ -30,6 +30,8 @@ public sealed record PipelineOptions
     public AudioOptions Audio { get; init; } = new();
     /// <summary>Requests that run at once, each on its own long-lived decode thread; more wait for a free one.</summary>
     public int MaxConcurrentRequests { get; init; } = 4;
+    /// <summary>Bounds on untrusted input and on sizes read from model files (see <see cref="ResourceLimits"/>).</summary>
+    public ResourceLimits Limits { get; init; } = ResourceLimits.Default;
 }
 
 /// <summary>
