@@ -65,12 +65,18 @@ def to_pixels(arr: np.ndarray, dev) -> torch.Tensor:
 # ------------------------------------------------------------------ VQ image tokenizer
 
 def vq_encode(vqm, x):
-    h = vqm.quant_conv(vqm.encoder(x))                                   # [B, C, h, w]
+    """(h [B,C,h,w], z [B*h*w, C] fp32, nearest codes): the convolutions may run under autocast, the
+    nearest-code search always runs in fp32, as the exported encoder graph does."""
+    h = vqm.quant_conv(vqm.encoder(x)).float()                           # [B, C, h, w]
+    return (h, *quantize(vqm, h))
+
+
+def quantize(vqm, h):
     z = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
     e = vqm.quantize.embedding.weight
-    d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * z @ e.t()
-    idx = d.argmin(-1)
-    return h, z, idx
+    with torch.autocast(z.device.type, enabled=False):
+        d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * z @ e.t()
+    return z, d.argmin(-1)
 
 
 def train_vq(model, image_decoder, images: np.ndarray, dev):
@@ -90,8 +96,8 @@ def train_vq(model, image_decoder, images: np.ndarray, dev):
         x = data[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         set_lr(opt, lr_at(step, budget.schedule_total(), 1e-3, warmup=50))
         with autocast():
-            h, z, codes = vq_encode(vqm, x)
-        z = z.float()
+            h = vqm.quant_conv(vqm.encoder(x))
+        z, codes = quantize(vqm, h.float())
         q = vqm.quantize.embedding(codes)
         codebook_loss = F.mse_loss(q, z.detach())
         commit_loss = F.mse_loss(z, q.detach())
