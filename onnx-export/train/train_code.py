@@ -31,7 +31,7 @@ BATCH = 128
 PEAK_LR = 3e-3
 TRAIN_SECONDS = float(os.environ.get("CODE_SECONDS", "150"))
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "turtledemo"}
-BLOCKS = (32,) if SMOKE else (32, 128)
+BLOCKS = () if SMOKE else (32, 128)      # SMOKE: fp32 + fp16 exports only
 PROMPTS = ["def fibonacci(n):", "import os\n", "class Stack:\n", "def read_file(path):\n", "for i in range("]
 
 
