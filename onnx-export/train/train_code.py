@@ -79,9 +79,9 @@ def perplexity(model, data: torch.Tensor, use_autocast: bool = False) -> float:
         xb, yb = x[i:i + 64], y[i:i + 64]
         if use_autocast:
             with autocast():
-                logits = model(input_ids=xb).logits
+                logits = model(input_ids=xb, use_cache=False).logits
         else:
-            logits = model(input_ids=xb).logits
+            logits = model(input_ids=xb, use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum")
         total += float(loss)
         count += yb.numel()
@@ -93,7 +93,7 @@ def greedy(model, tokenizer, prompt: str, steps: int = 48) -> str:
     ids = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
     dev = next(model.parameters()).device
     for _ in range(steps):
-        logits = model(input_ids=torch.tensor([ids], device=dev)).logits[0, -1].float()
+        logits = model(input_ids=torch.tensor([ids], device=dev), use_cache=False).logits[0, -1].float()
         t = int(logits.argmax())
         if t == tokenizer.eos_token_id:
             break
@@ -148,7 +148,7 @@ def main(work: str) -> None:
         chunk = train_ids[idx]
         set_lr(opt, lr_at(step, budget.schedule_total(), PEAK_LR))
         with autocast():
-            logits = model(input_ids=chunk[:, :-1]).logits
+            logits = model(input_ids=chunk[:, :-1], use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -202,7 +202,7 @@ def build_sequences(tok, scenes, codes: torch.Tensor, ids, rng: random.Random, s
 # ------------------------------------------------------------------ decoder training and evaluation
 
 def lm_logits(model, x):
-    h = model.model(input_ids=x).last_hidden_state
+    h = model.model(input_ids=x, use_cache=False).last_hidden_state
     return model.lm_head(h)
 
 

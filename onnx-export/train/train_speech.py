@@ -136,7 +136,7 @@ def transcribe(model, tok, feats, idx, lang_id, dev, steps=MAX_TGT - 2):
         cur = torch.tensor([[3, lang_id]] * len(chunk), device=dev)
         done = torch.zeros(len(chunk), dtype=torch.bool, device=dev)
         for _ in range(steps):
-            logits = model(input_features=x, attention_mask=m, decoder_input_ids=cur).logits[:, -1].float()
+            logits = model(input_features=x, attention_mask=m, decoder_input_ids=cur, use_cache=False).logits[:, -1].float()
             nxt = torch.where(done, torch.zeros_like(done, dtype=torch.long), logits.argmax(-1))
             done |= nxt == 3
             cur = torch.cat([cur, nxt[:, None]], 1)
@@ -233,7 +233,7 @@ def main(work: str) -> None:
         y = torch.where(spa[:, None], lab_es[idx], lab_en[idx]).to(dev)
         set_lr(opt, lr_at(step, budget.schedule_total(), 2e-3, warmup=200))
         with autocast():
-            logits = model(input_features=x, attention_mask=m, decoder_input_ids=d).logits
+            logits = model(input_features=x, attention_mask=m, decoder_input_ids=d, use_cache=False).logits
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
