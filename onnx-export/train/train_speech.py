@@ -7,8 +7,9 @@ normalisation, stacking by 2), so training sees exactly what the exported packag
 usage: ESPEAK=/tmp/espeak/usr/bin/espeak-ng python train_speech.py WORK_DIR"""
 from __future__ import annotations
 
+import json
 import os
-import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -150,8 +151,6 @@ def transcribe(model, tok, feats, idx, lang_id, dev, steps=MAX_TGT - 2):
 
 def ort_transcribe(package, tok, feats, idx, lang_id):
     """The exported package on onnxruntime CPU, one utterance at a time, as the C# pipeline runs it."""
-    import json
-
     import onnxruntime as ort
     try:
         with open(os.path.join(package, "multimodal.json")) as f:
@@ -265,7 +264,13 @@ def main(work: str) -> None:
 
     pk = os.path.join(work, "packages")
     export("seamless", "--checkpoint", ckpt, "--out", os.path.join(pk, "speech-fp32"), "--check")
-    export("seamless", "--checkpoint", ckpt, "--out", os.path.join(pk, "speech"), "--no-reference")
+    # the committed package is the fp32 one without its references (the same graphs)
+    shutil.copytree(os.path.join(pk, "speech-fp32"), os.path.join(pk, "speech"), ignore=shutil.ignore_patterns("reference"))
+    with open(os.path.join(pk, "speech", "multimodal.json")) as f:
+        man = json.load(f)
+    man["name"] = "speech"
+    with open(os.path.join(pk, "speech", "multimodal.json"), "w") as f:
+        json.dump(man, f, indent=2)
     export("convert", "--from", os.path.join(pk, "speech-fp32"), "--out", os.path.join(pk, "speech-fp16"), "--precision", "fp16")
     if not SMOKE:
         export("convert", "--from", os.path.join(pk, "speech-fp32"), "--out", os.path.join(pk, "speech-int4-b32"), "--graph", "fused",
