@@ -271,7 +271,7 @@ def main(work: str) -> None:
     man["name"] = "speech"
     with open(os.path.join(pk, "speech", "multimodal.json"), "w") as f:
         json.dump(man, f, indent=2)
-    export("convert", "--from", os.path.join(pk, "speech-fp32"), "--out", os.path.join(pk, "speech-fp16"), "--precision", "fp16")
+    export("convert", "--from", os.path.join(pk, "speech-fp32"), "--out", os.path.join(pk, "speech-fp16"), "--graph", "fused", "--precision", "fp16")
     if not SMOKE:
         export("convert", "--from", os.path.join(pk, "speech-fp32"), "--out", os.path.join(pk, "speech-int4-b32"), "--graph", "fused",
                "--precision", "int4", "--block-size", "32")
