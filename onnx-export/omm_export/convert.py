@@ -49,14 +49,17 @@ def read_reference(src: str):
         raise SystemExit(f"convert: {missing} not in the source graph: only reference graphs written by omm_export can be converted")
     hd = d["head_dim"]
     cos, sin = init["rope.cos"], init["rope.sin"]                  # [ctx, hd]: each half repeated
-    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1]))    # position 1, frequency index 1
-    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}")
+    # The tables travel verbatim (scaled RoPE -- llama3, linear -- and any attention scaling survive);
+    # the nominal base is derived only to report it.
+    tables = (np.ascontiguousarray(cos[:, : hd // 2]), np.ascontiguousarray(sin[:, : hd // 2]))
+    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1])) if hd >= 4 else float("nan")   # position 1, frequency index 1
+    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}") if inv_freq_1 > 0 else float("nan")
     qk = "layers.0.q_norm.weight" in init
     spec = DecoderSpec(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
                        intermediate_size=init["layers.0.gate_proj"].shape[1], num_layers=d["num_layers"],
                        num_heads=d["num_heads"], num_kv_heads=d["num_kv_heads"], head_dim=hd,
                        context_length=d["context_length"], rms_norm_eps=_scalar_after(model, "layers.0.input_norm_var", init),
-                       rope_theta=theta, qk_norm=qk,
+                       rope_theta=theta, rope_tables=tables, qk_norm=qk,
                        qk_norm_eps=_scalar_after(model, "layers.0.q_norm_var", init) if qk else 1e-5)
     layers = []
     for i in range(spec.num_layers):
@@ -64,6 +67,8 @@ def read_reference(src: str):
         lw = LayerWeights(input_norm=init[f"{p}.input_norm.weight"], post_norm=init[f"{p}.post_norm.weight"],
                           q=init[f"{p}.q_proj"], k=init[f"{p}.k_proj"], v=init[f"{p}.v_proj"], o=init[f"{p}.o_proj"],
                           gate=init[f"{p}.gate_proj"], up=init[f"{p}.up_proj"], down=init[f"{p}.down_proj"])
+        for part in ("q", "k", "v", "o", "gate", "up", "down"):   # attention_bias / mlp_bias checkpoints
+            setattr(lw, f"{part}_b", init.get(f"{p}.{part}_proj.bias"))
         if qk:
             lw.q_norm_w = init[f"{p}.q_norm.weight"].reshape(spec.num_heads, hd)
             lw.q_norm_b = init[f"{p}.q_norm.bias"].reshape(spec.num_heads, hd)
