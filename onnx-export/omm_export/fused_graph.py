@@ -115,6 +115,9 @@ class _Writer:
 
 
 def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder", data_path: str | None = None):
+    if spec.head_dim % 16:
+        raise SystemExit(f"fused graph: GroupQueryAttention's rotary needs head_dim to be a multiple of 16 (this model's is "
+                         f"{spec.head_dim}); use --graph reference")
     g = GraphBuilder(name, data_path)
     wr = _Writer(g, opt)
     nH, kvH, hd, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_norm_eps

@@ -51,8 +51,11 @@ def write_text_references(out_dir, model, tokenizer, prompts, probes, greedy_ste
            "prompts": []}
     if hasattr(tokenizer, "hf_ids"):   # a checkpoint's tokenizer.json: ids from `tokenizers`; transformers' class beside them
         doc["tokenizer_source"] = "tokenizers (tokenizer.json)"
-        doc["transformers_tokenizer_disagrees"] = [t for t in list(probes) + list(prompts)
-                                                   if tokenizer.hf_ids(t) != tokenizer(t, add_special_tokens=False)["input_ids"]]
+        try:
+            doc["transformers_tokenizer_disagrees"] = [t for t in list(probes) + list(prompts)
+                                                       if tokenizer.hf_ids(t) != tokenizer(t, add_special_tokens=False)["input_ids"]]
+        except Exception as e:  # noqa: BLE001 - a note, not a reference
+            doc["transformers_tokenizer_disagrees"] = f"n/a: {e}"
     for i, text in enumerate(prompts):
         ids = _prompt_ids(tokenizer, text)
         first, tokens, margins = _decode(model, ids, greedy_steps, _greedy)

@@ -10,8 +10,9 @@ fetches them. Writes DIR/<name>/ (a transformers checkpoint) and DIR/<name>.json
 what was shrunk). Exit 1 if any checkpoint failed (each failure is printed; the others are still built).
 
 Checkpoints (the real model each one copies; what changes the math is kept, sizes shrink):
-  codellama-7b          codellama/CodeLlama-7b-hf: rope_theta 1e6, vocab 32016, no GQA, untied, 16k context;
-                        config.json as transformers 5 writes it (rope_parameters layout)
+  codellama-7b          codellama/CodeLlama-7b-hf: rope_theta 1e6, vocab 32016, no GQA, untied, 16k context
+                        (head_dim 16 given explicitly, see the sizes below); config.json as transformers 5
+                        writes it (rope_parameters layout)
   llama-3.2-1b-instruct meta-llama/Llama-3.2-1B-Instruct: llama3 RoPE scaling, explicit head_dim, GQA, tied
                         embeddings, three EOS ids, vocab 128256; config.json in the original layout
                         (rope_theta + rope_scaling), byte for byte the real field set
@@ -71,13 +72,17 @@ CHAMELEON_7B = {   # facebook/chameleon-7b config.json (vocabulary_map: the toke
                   "num_res_blocks": 2, "out_channels": 3, "resolution": 512},
 }
 
-TINY_CODELLAMA = {"hidden_size": 4, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 1,
-                  "num_key_value_heads": 1}
-TINY_LLAMA3 = {"hidden_size": 6, "head_dim": 8, "intermediate_size": 16, "num_hidden_layers": 2,
+# Sizes. The vocabularies stay real, so the width that multiplies them stays tiny (the committed packages
+# must total <= 5 MB: 32016 x 4 x 2 + 128256 x 6 floats); head_dim is 16 because GroupQueryAttention's fused
+# rotary needs a multiple of 16. CodeLlama gets head_dim explicitly for that (its real config leaves it to
+# hidden/heads = 128); Llama-3.2 has head_dim in its real config.
+TINY_CODELLAMA = {"hidden_size": 4, "head_dim": 16, "intermediate_size": 16, "num_hidden_layers": 2,
+                  "num_attention_heads": 1, "num_key_value_heads": 1}
+TINY_LLAMA3 = {"hidden_size": 6, "head_dim": 16, "intermediate_size": 16, "num_hidden_layers": 2,
                "num_attention_heads": 2, "num_key_value_heads": 1}
-TINY_VARIANT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                "num_key_value_heads": 2, "vocab_size": 32016, "tie_word_embeddings": False}
-TINY_CHAMELEON = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+TINY_VARIANT = {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": False}
+TINY_CHAMELEON = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                   "num_key_value_heads": 2}
 TINY_VQ = {"base_channels": 32, "embed_dim": 8, "latent_channels": 8, "num_embeddings": 64, "num_res_blocks": 1,
            "resolution": 64}

@@ -51,9 +51,9 @@ public class RealCheckpointTests(string model)
         var m = ModelPackage.Open(_dir).Manifest;
         if (model == "proof-llama-3.2-1b")
         {
-            // Llama-3.2-1B-Instruct: config.json's three EOS ids; head_dim 8 with hidden 6 (explicit head_dim, not hidden/heads)
+            // Llama-3.2-1B-Instruct: config.json's three EOS ids; head_dim 16 with hidden 6 (explicit head_dim, not hidden/heads)
             Assert.That(m.Tokens!.Eos, Is.EquivalentTo(new[] { 128001, 128008, 128009 }));
-            Assert.That(m.Decoder!.HeadDim, Is.EqualTo(8));
+            Assert.That(m.Decoder!.HeadDim, Is.EqualTo(16));
             Assert.That(m.Decoder.HiddenSize, Is.EqualTo(6));
             Assert.That(m.Decoder.VocabSize, Is.EqualTo(128256));
         }

@@ -305,6 +305,12 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
     with open(os.path.join(out_dir, "multimodal.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     tokenizer.save_pretrained(out_dir)
+    if isinstance(tokenizer, TokenizerJson):   # the checkpoint's own files, byte for byte, not transformers' rewrite
+        import shutil
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            src = os.path.join(os.path.dirname(tokenizer.path), name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(out_dir, name))
     for junk in ("special_tokens_map.json", "chat_template.jinja"):
         if os.path.exists(os.path.join(out_dir, junk)):
             os.remove(os.path.join(out_dir, junk))

@@ -255,6 +255,12 @@ def export(args) -> None:
     _export(enc_graph, (torch.randn(1, 120, 160), torch.ones(1, 120, dtype=torch.long)), os.path.join(out, "speech_encoder.onnx"),
             ["input_features", "attention_mask"], names, dyn)
     tokenizer.save_pretrained(out)
+    from .llama import TokenizerJson
+    if isinstance(tokenizer, TokenizerJson):   # the checkpoint's own tokenizer files, not transformers' rewrite
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            src = os.path.join(os.path.dirname(tokenizer.path), name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(out, name))
     for junk in ("special_tokens_map.json", "chat_template.jinja"):
         if os.path.exists(os.path.join(out, junk)):
             os.remove(os.path.join(out, junk))
