@@ -134,7 +134,7 @@ def llama_checkpoint(out: str, real: dict, tiny: dict, tok_root: str | None, tok
     fields = dict(real, **tiny)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in fields.items() if k not in ("architectures", "transformers_version", "torch_dtype")}))
+    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in fields.items() if k not in ("architectures", "transformers_version", "torch_dtype", "model_type")}))
     _reinit_(model, seed)
     model.save_pretrained(out)
     if layout == "raw":
@@ -176,7 +176,7 @@ def chameleon_checkpoint(out: str, seed: int) -> dict:
     fields = dict(CHAMELEON_7B, **TINY_CHAMELEON, vq_config=vq, vocabulary_map=tok.get_vocab())
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
-    cfg = ChameleonConfig(**{k: v for k, v in fields.items() if k not in ("architectures", "torch_dtype", "rope_scaling")})
+    cfg = ChameleonConfig(**{k: v for k, v in fields.items() if k not in ("architectures", "torch_dtype", "rope_scaling", "model_type")})
     model = ChameleonForConditionalGeneration(cfg)
     _reinit_(model, seed, skip="vqmodel")   # the text decoder only; the VQ-GAN keeps transformers' init
     model.save_pretrained(out)
