@@ -205,14 +205,14 @@ def seamless_checkpoint(out: str, seed: int) -> dict:
     tok.add_special_tokens([AddedToken(f"__{l}__", special=True, normalized=False) for l in SEAMLESS_LANGS])
     vocab = tok.get_vocab()
     defaults = SeamlessM4Tv2Config().to_dict()
-    cfg = SeamlessM4Tv2Config(**dict(TINY_SEAMLESS, pad_token_id=0, unk_token_id=1, bos_token_id=2, eos_token_id=3,
-                                     decoder_start_token_id=3))
+    cfg = SeamlessM4Tv2Config(**dict(TINY_SEAMLESS, pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3))
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
     model = SeamlessM4Tv2ForSpeechToText(cfg)
     model.save_pretrained(out)
     gen_path = os.path.join(out, "generation_config.json")
     gen = json.load(open(gen_path)) if os.path.isfile(gen_path) else {}
+    gen.pop("_from_model_config", None)   # a checkpoint's own generation config, as the hub ships it
     gen.update(decoder_start_token_id=3, eos_token_id=3, pad_token_id=0, bos_token_id=2,
                text_decoder_lang_to_code_id={l: vocab[f"__{l}__"] for l in SEAMLESS_LANGS})
     with open(gen_path, "w") as f:

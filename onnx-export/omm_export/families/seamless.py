@@ -410,8 +410,8 @@ def check_with_onnxruntime(out):
             o = dec.run(None, dict(feed, **past, input_ids=np.array([ids], np.int64),
                                    position_ids=(np.arange(p0, total) + d["position_offset"])[None].astype(np.int64),
                                    attention_mask=np.ones((1, total), np.int64), encoder_attention_mask=np.ones((1, te), np.int64)))
-            for j, out in enumerate(dec.get_outputs()[1:]):
-                past[out.name.replace("present", "past_key_values")] = o[j + 1]
+            for j, output in enumerate(dec.get_outputs()[1:]):
+                past[output.name.replace("present", "past_key_values")] = o[j + 1]
             if first is None:
                 first = o[0][0, -1].astype(np.float32)
             toks.append(int(np.argmax(o[0][0, -1])))
