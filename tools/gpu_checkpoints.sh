@@ -45,6 +45,9 @@ omm() { python3 -m omm_export "$@"; }
 
 python3 -c "import torch, transformers, onnx, onnxruntime, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'tokenizers', tokenizers.__version__)" | tee "$out/versions.txt"
 
+# 0. Config reading (plain Python): real configs accepted, unsupported fields refused by name.
+step hf_config pass python3 proof/test_hf_config.py
+
 # 1. --check fails on a damaged graph (and passes on the intact one).
 step selftest_check pass python3 -m omm_export.selftest_check --work "$out/selftest"
 
