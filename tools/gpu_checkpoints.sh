@@ -7,18 +7,22 @@
 #   tools/gpu_checkpoints.sh OUT_DIR [TOKENIZERS_DIR]
 # TOKENIZERS_DIR (default .carry/tok): llama2/ and llama3/ with tokenizer.json + tokenizer_config.json
 # (tools/fetch_proof_tokenizers.sh writes them). Needs python3 with torch, transformers, onnx, onnxruntime.
-# Writes OUT_DIR/logs/<step>.log per step, OUT_DIR/packages/<name>/ (every exported package),
-# OUT_DIR/commit/models/proof-*/ (the small packages to commit: no tokenizer.json, no logits files) and
-# OUT_DIR/summary.json (each step: expected outcome, exit code, seconds, ok). A failed step does not stop
-# the next family. Exit 0 only when every step came out as expected.
+# Checkpoints and packages are built under OMM_PROOF_WORK (default /tmp/omm-proof-work: ~250 MB, logits
+# files included). Into OUT_DIR go: logs/<step>.log per step, summary.json (each step: expected outcome,
+# exit code, seconds, ok), commit/models/proof-*/ (the small packages to commit: no tokenizer.json, no
+# logits files), cuda/<name>/ (the fused fp16 and int4 Llama packages for RealCheckpointCudaTests via
+# OMM_PROOF_PACKAGES, ~40 MB), and the checkpoints' <name>.json notes. A failed step does not stop the
+# next family. Exit 0 only when every step came out as expected.
 set -uo pipefail
 out=${1:?usage: tools/gpu_checkpoints.sh OUT_DIR [TOKENIZERS_DIR]}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 tok=${2:-$repo/.carry/tok}
-mkdir -p "$out/logs" "$out/packages" "$out/commit/models"
+work=${OMM_PROOF_WORK:-/tmp/omm-proof-work}
+mkdir -p "$out/logs" "$out/commit/models" "$out/cuda" "$work/packages"
 out=$(cd "$out" && pwd)
-ck=$out/checkpoints
-pk=$out/packages
+work=$(cd "$work" && pwd)
+ck=$work/checkpoints
+pk=$work/packages
 results=$out/logs/steps.tsv
 : > "$results"
 cd "$repo/onnx-export" || exit 1
@@ -49,7 +53,7 @@ python3 -c "import torch, transformers, onnx, onnxruntime, tokenizers; print('to
 step hf_config pass python3 proof/test_hf_config.py
 
 # 1. --check fails on a damaged graph (and passes on the intact one).
-step selftest_check pass python3 -m omm_export.selftest_check --work "$out/selftest"
+step selftest_check pass python3 -m omm_export.selftest_check --work "$work/selftest"
 
 # 2. The checkpoints (each one is built even when another fails; a missing one fails its exports below).
 step make_checkpoints pass python3 proof/make_checkpoints.py --out "$ck" --tokenizers "$tok"
@@ -86,8 +90,12 @@ for pair in codellama-7b:proof-codellama-7b llama-3.2-1b-instruct:proof-llama-3.
     rm -f "$dst/tokenizer.json" "$dst"/reference/logits_*.bin
   fi
 done
+for name in codellama-7b-fused-fp16 codellama-7b-int4 llama-3.2-1b-instruct-fused-fp16 llama-3.2-1b-instruct-int4; do
+  [ -f "$pk/$name/reference/reference.json" ] && { rm -rf "$out/cuda/$name"; cp -r "$pk/$name" "$out/cuda/$name"; }
+done
+cp "$ck"/*.json "$out/" 2>/dev/null
 du -sh "$out"/commit/models/* 2>/dev/null | tee "$out/commit/sizes.txt"
-du -sh "$pk"/* 2>/dev/null > "$out/package_sizes.txt"
+du -sh "$pk"/* "$out"/cuda/* 2>/dev/null > "$out/package_sizes.txt"
 
 python3 - "$results" "$out/summary.json" <<'EOF'
 import json, sys

@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Tests;
 /// <summary>
 /// The proof packages of <see cref="RealCheckpointTests"/> on CUDA: the committed fp32 reference graph must give
 /// exactly PyTorch's tokens; the fused fp16 and int4 packages that tools/gpu_checkpoints.sh writes (not
-/// committed: point OMM_PROOF_PACKAGES at its OUT_DIR/packages) must give them too, except where PyTorch's own
+/// committed: point OMM_PROOF_PACKAGES at its OUT_DIR/cuda) must give them too, except where PyTorch's own
 /// margin at a step is within the precision's error (see ProofPackages.AssertGreedy): fp16 against the fp32
 /// model 1e-2 of max|logit| (fp16 weights, activations and cache), int4 against its own round-trip reference
 /// (PyTorch with the dequantized weights) 1e-2 (fp16 activations). Skipped where CUDA is absent.
@@ -48,7 +48,7 @@ public class RealCheckpointCudaTests
         string root = Environment.GetEnvironmentVariable("OMM_PROOF_PACKAGES") ?? "";
         string dir = Path.Combine(root, name);
         if (root.Length == 0 || !File.Exists(Path.Combine(dir, "multimodal.json")))
-            Assert.Ignore($"OMM_PROOF_PACKAGES does not hold {name} (tools/gpu_checkpoints.sh OUT_DIR writes OUT_DIR/packages/{name})");
+            Assert.Ignore($"OMM_PROOF_PACKAGES does not hold {name} (tools/gpu_checkpoints.sh OUT_DIR writes OUT_DIR/cuda/{name})");
         var (prompts, _) = ProofPackages.Reference(dir);
         var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference", "reference.json")))!;
         for (int i = 0; i < prompts.Count; i++)
