@@ -43,7 +43,9 @@ def read_reference(src: str):
     model = onnx.load(os.path.join(src, manifest["components"]["decoder"]))
     init = {t.name: numpy_helper.to_array(t).astype(np.float32) if t.data_type in (1, 10) else numpy_helper.to_array(t)
             for t in model.graph.initializer}
-    need = ["embed_tokens.weight", "lm_head.weight", "rope.cos", "rope.sin", "final_norm.weight"]
+    # a tied head is a Transpose of the embedding table instead of its own lm_head.weight
+    tied = "lm_head.weight" not in init and any(n.op_type == "Transpose" and n.input[0] == "embed_tokens.weight" for n in model.graph.node)
+    need = ["embed_tokens.weight", "rope.cos", "rope.sin", "final_norm.weight"] + ([] if tied else ["lm_head.weight"])
     missing = [n for n in need if n not in init]
     if missing:
         raise SystemExit(f"convert: {missing} not in the source graph: only reference graphs written by omm_export can be converted")
@@ -75,7 +77,8 @@ def read_reference(src: str):
             lw.k_norm_w = init[f"{p}.k_norm.weight"].reshape(spec.num_kv_heads, hd)
             lw.k_norm_b = init[f"{p}.k_norm.bias"].reshape(spec.num_kv_heads, hd)
         layers.append(lw)
-    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=init["lm_head.weight"])
+    lm_head = np.ascontiguousarray(init["embed_tokens.weight"].T) if tied else init["lm_head.weight"]
+    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=lm_head, tied_head=tied)
     return spec, w, manifest
 
 

@@ -72,6 +72,7 @@ class DecoderWeights:
     layers: list[LayerWeights] = field(default_factory=list)
     final_norm: np.ndarray | None = None
     lm_head: np.ndarray | None = None  # [H, V]
+    tied_head: bool = False      # lm_head is embed.T (tie_word_embeddings): the reference graph stores the table once
 
 
 def rope_cache(spec: DecoderSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +188,8 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder", d
     cos = g.op("Unsqueeze", [g.op("Gather", [cos_c, position_ids], axis=0), g.i64([1])], "cos")  # [B,1,S,hd]
     sin = g.op("Unsqueeze", [g.op("Gather", [sin_c, position_ids], axis=0), g.i64([1])], "sin")
 
-    x = g.op("Gather", [c(w.embed, "embed_tokens.weight"), input_ids], "embeds", axis=0)  # [B,S,H]
+    embed = c(w.embed, "embed_tokens.weight")
+    x = g.op("Gather", [embed, input_ids], "embeds", axis=0)  # [B,S,H]
     scale = c(1.0 / np.sqrt(hd))
     for i, lw in enumerate(w.layers):
         p = f"layers.{i}"
@@ -220,9 +222,12 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder", d
         g.add_output(present_v, t, ["batch", kvH, "total", hd])
 
     x = _rms_norm(g, x, w.final_norm, spec.rms_norm_eps, "final_norm", dtype)
+    # Tied head: [H, V] as a Transpose of the embedding table (constant-folded by ONNX Runtime at load), so
+    # the file holds the vocabulary table once.
+    head = g.op("Transpose", [embed], "lm_head.tied", perm=[1, 0]) if w.tied_head else c(w.lm_head, "lm_head.weight")
     if dtype == np.float16:
-        g.op_named("Cast", [g.op("MatMul", [x, c(w.lm_head, "lm_head.weight")], "logits_fp16")], ["logits"], to=TensorProto.FLOAT)
+        g.op_named("Cast", [g.op("MatMul", [x, head], "logits_fp16")], ["logits"], to=TensorProto.FLOAT)
     else:
-        g.op_named("MatMul", [x, c(w.lm_head, "lm_head.weight")], ["logits"])
+        g.op_named("MatMul", [x, head], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
     return g.model("omm_export")

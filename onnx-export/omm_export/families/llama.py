@@ -222,9 +222,11 @@ def weights_from_model(model, qk_norm: bool = False, dtype=np.float32) -> Decode
             lw.k_norm_w, lw.k_norm_b = sd[f"{p}.self_attn.k_norm.weight"], sd[f"{p}.self_attn.k_norm.bias"]
         layers.append(lw)
     lm = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    head = getattr(model, "lm_head", None)
+    tied = head is None or head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     del params
     return DecoderWeights(embed=sd["model.embed_tokens.weight"], layers=layers,
-                          final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T))
+                          final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T), tied_head=tied)
 
 
 def _first(x):
