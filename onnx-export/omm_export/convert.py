@@ -43,20 +43,25 @@ def read_reference(src: str):
     model = onnx.load(os.path.join(src, manifest["components"]["decoder"]))
     init = {t.name: numpy_helper.to_array(t).astype(np.float32) if t.data_type in (1, 10) else numpy_helper.to_array(t)
             for t in model.graph.initializer}
-    need = ["embed_tokens.weight", "lm_head.weight", "rope.cos", "rope.sin", "final_norm.weight"]
+    # a tied head is a Transpose of the embedding table instead of its own lm_head.weight
+    tied = "lm_head.weight" not in init and any(n.op_type == "Transpose" and n.input[0] == "embed_tokens.weight" for n in model.graph.node)
+    need = ["embed_tokens.weight", "rope.cos", "rope.sin", "final_norm.weight"] + ([] if tied else ["lm_head.weight"])
     missing = [n for n in need if n not in init]
     if missing:
         raise SystemExit(f"convert: {missing} not in the source graph: only reference graphs written by omm_export can be converted")
     hd = d["head_dim"]
     cos, sin = init["rope.cos"], init["rope.sin"]                  # [ctx, hd]: each half repeated
-    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1]))    # position 1, frequency index 1
-    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}")
+    # The tables travel verbatim (scaled RoPE -- llama3, linear -- and any attention scaling survive);
+    # the nominal base is derived only to report it.
+    tables = (np.ascontiguousarray(cos[:, : hd // 2]), np.ascontiguousarray(sin[:, : hd // 2]))
+    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1])) if hd >= 4 else float("nan")   # position 1, frequency index 1
+    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}") if inv_freq_1 > 0 else float("nan")
     qk = "layers.0.q_norm.weight" in init
     spec = DecoderSpec(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
                        intermediate_size=init["layers.0.gate_proj"].shape[1], num_layers=d["num_layers"],
                        num_heads=d["num_heads"], num_kv_heads=d["num_kv_heads"], head_dim=hd,
                        context_length=d["context_length"], rms_norm_eps=_scalar_after(model, "layers.0.input_norm_var", init),
-                       rope_theta=theta, qk_norm=qk,
+                       rope_theta=theta, rope_tables=tables, qk_norm=qk,
                        qk_norm_eps=_scalar_after(model, "layers.0.q_norm_var", init) if qk else 1e-5)
     layers = []
     for i in range(spec.num_layers):
@@ -64,13 +69,16 @@ def read_reference(src: str):
         lw = LayerWeights(input_norm=init[f"{p}.input_norm.weight"], post_norm=init[f"{p}.post_norm.weight"],
                           q=init[f"{p}.q_proj"], k=init[f"{p}.k_proj"], v=init[f"{p}.v_proj"], o=init[f"{p}.o_proj"],
                           gate=init[f"{p}.gate_proj"], up=init[f"{p}.up_proj"], down=init[f"{p}.down_proj"])
+        for part in ("q", "k", "v", "o", "gate", "up", "down"):   # attention_bias / mlp_bias checkpoints
+            setattr(lw, f"{part}_b", init.get(f"{p}.{part}_proj.bias"))
         if qk:
             lw.q_norm_w = init[f"{p}.q_norm.weight"].reshape(spec.num_heads, hd)
             lw.q_norm_b = init[f"{p}.q_norm.bias"].reshape(spec.num_heads, hd)
             lw.k_norm_w = init[f"{p}.k_norm.weight"].reshape(spec.num_kv_heads, hd)
             lw.k_norm_b = init[f"{p}.k_norm.bias"].reshape(spec.num_kv_heads, hd)
         layers.append(lw)
-    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=init["lm_head.weight"])
+    lm_head = np.ascontiguousarray(init["embed_tokens.weight"].T) if tied else init["lm_head.weight"]
+    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=lm_head, tied_head=tied)
     return spec, w, manifest
 
 
