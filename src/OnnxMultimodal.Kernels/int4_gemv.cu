@@ -13,8 +13,7 @@
 // and y are tiny next to that. At the 7B shapes a row is 2 KB (K=4096) to 5.4 KB (K=11008) of weights.
 //
 // Work split: one warp owns kRows (2 or 4) consecutive output columns n; each lane streams 16-byte
-// chunks (32 int4
-// values = one block of 32, or a quarter of a block of 128) with several chunks in flight per lane. The
+// chunks (32 int4 values = one block of 32, or a quarter of a block of 128), 8 chunks in flight. The
 // nibbles are turned into fp16 by OR-ing them into the mantissa of 1024.0 (0x6400), subtracting 1024+zp
 // (exact), and scaling in fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed
 // in a half2 (16 terms per half), then folded into fp32 accumulators. x pairs are permuted to match the
