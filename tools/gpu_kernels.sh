@@ -9,7 +9,9 @@
 #   3. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
 #   tools/gpu_kernels.sh OUT_DIR [--quick]
 # Writes OUT_DIR/: build.log, ptxas.log, int4_gemv.json, bench.log (the table), ort_load.log,
-# libomm_kernels.so (for the C# Cuda tests: ExecutionOptions.CustomOpLibrary), summary.txt.
+# libomm_kernels.so (for the C# Cuda tests: ExecutionOptions.CustomOpLibrary), tiny-llama-int4h/ and
+# tiny-llama-int4h-omm/ (the same fp16-activation int4 package, stock and with OmmMatMulInt4), export.log,
+# summary.txt. Then, where .NET and the CUDA ORT are: OMM_KERNELS_DIR=OUT_DIR dotnet test --filter Category=Cuda.
 set -uo pipefail
 out=${1:?usage: tools/gpu_kernels.sh OUT_DIR [--quick]}; shift
 mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -32,6 +34,16 @@ cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
 timeout 240 python3 "$kern/bench_int4_gemv.py" "$build/libomm_int4.so" "$out/int4_gemv.json" "$@" > "$out/bench.log" 2>&1; rc=$?
 cat "$out/bench.log"
 log "bench: rc=$rc (0 = every correctness check passed)"
+
+# tiny-llama with fp16 int4 activations, stock and with our op: what tests/.../CustomOpsCudaTests.cs compares
+# (dotnet test --filter Category=Cuda with OMM_KERNELS_DIR=OUT_DIR).
+i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32)
+for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm"; do
+  set -- $variant; name=$1; shift
+  rm -rf "$out/$name"
+  (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$out/$name" "${i4[@]}" "$@") >> "$out/export.log" 2>&1
+  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$out/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph"
+done
 
 if [ -f "$build/libomm_kernels.so" ]; then
   timeout 60 python3 - "$build/libomm_kernels.so" > "$out/ort_load.log" 2>&1 <<'PY'
