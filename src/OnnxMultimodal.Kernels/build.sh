@@ -36,5 +36,5 @@ if [ -z "$ort_inc" ]; then
 fi
 g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/matmul_int4_op.cc" -o "$build/matmul_int4_op.o"
 "$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/matmul_int4_op.o" -o "$build/libomm_kernels.so" \
-  -Xlinker --exclude-libs,ALL
+  -Xlinker --exclude-libs=ALL
 echo "built $build/libomm_kernels.so"
