@@ -6,7 +6,9 @@
 #   2. bench_int4_gemv.py: correctness against a fp32 dequantize+matmul reference, then the int4 GEMV
 #      micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, vs the copy bandwidth of
 #      the same run, PyTorch's tinygemm (aten._weight_int4pack_mm) and cuBLAS fp16
-#   3. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
+#   3. tiny-llama converted stock and with --custom-ops omm (fp16 int4), and with --next-token (fp32, checked on
+#      ORT CPU: next_token = argmax of the last logits over prefill + 3 steps)
+#   4. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
 #   tools/gpu_kernels.sh OUT_DIR [--quick]
 # Writes OUT_DIR/: build.log, ptxas.log, int4_gemv.json, bench.log (the table), ort_load.log,
 # libomm_kernels.so (for the C# Cuda tests: ExecutionOptions.CustomOpLibrary), tiny-llama-int4h/ and
@@ -44,6 +46,41 @@ for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm"; do
   (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$out/$name" "${i4[@]}" "$@") >> "$out/export.log" 2>&1
   log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$out/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph"
 done
+
+# Device token choice, exporter half: --next-token appends ArgMax over the last position's logits. Checked
+# here on ORT CPU (fp32 fused graph): prefill + 3 greedy steps, next_token must equal argmax(logits).
+(cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$out/tiny-llama-fused-next" \
+  --graph fused --precision fp32 --next-token) >> "$out/export.log" 2>&1
+log "export tiny-llama-fused-next: rc=$?"
+timeout 60 python3 - "$out/tiny-llama-fused-next" > "$out/next_token.log" 2>&1 <<'PY'
+import json, os, sys
+import numpy as np
+import onnxruntime as ort
+pkg = sys.argv[1]
+m = json.load(open(os.path.join(pkg, "multimodal.json")))
+sess = ort.InferenceSession(os.path.join(pkg, m["components"]["decoder"]), providers=["CPUExecutionProvider"])
+feeds, max_len = {}, 64
+for i in sess.get_inputs():
+    if i.name.startswith("past_key_values"):
+        feeds[i.name] = np.zeros([1, i.shape[1], max_len, i.shape[3]], np.float16 if "float16" in i.type else np.float32)
+names = [o.name for o in sess.get_outputs()]
+ids, pos, ok = [1, 17, 42, 5, 9], 0, True
+step = np.array([ids], np.int64)
+for t in range(4):
+    s = step.shape[1]
+    feeds.update(input_ids=step, seqlens_k=np.array([pos + s - 1], np.int32), total_sequence_length=np.array(pos + s, np.int32))
+    out = dict(zip(names, sess.run(None, feeds)))
+    want, got = int(np.argmax(out["logits"][0, -1])), int(out["next_token"].reshape(-1)[0])
+    print(f"step {t}: next_token {got}, argmax(logits) {want}, shape {out['next_token'].shape} {out['next_token'].dtype}")
+    ok &= want == got and out["next_token"].dtype == np.int64
+    for n in names:
+        if n.startswith("present."):
+            feeds["past_key_values." + n[len("present."):]] = out[n]
+    pos += s
+    step = np.array([[got]], np.int64)
+print("next_token check:", "PASS" if ok else "FAIL")
+PY
+log "next_token: rc=$? $(tail -n 1 "$out/next_token.log")"
 
 if [ -f "$build/libomm_kernels.so" ]; then
   timeout 60 python3 - "$build/libomm_kernels.so" > "$out/ort_load.log" 2>&1 <<'PY'
