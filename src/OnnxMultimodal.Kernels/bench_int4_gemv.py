@@ -24,11 +24,14 @@ L2_BYTES = 50 * 2**20
 REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term half2 partial sums, fp16 output
 
 
+TILES = {0: "default", 1: "1x8", 2: "2x4", 3: "4x2", 4: "2x8", 5: "4x4"}  # columns per warp x chunks in flight
+
+
 def load(lib_path):
     lib = ctypes.CDLL(lib_path)
-    f = lib.omm_int4_gemv
+    f = lib.omm_int4_gemv_tile
     f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p]
+    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
     return f
 
 
@@ -36,10 +39,10 @@ def ptr(t):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-def gemv(f, x, b, scales, zp, bias, y, bs):
+def gemv(f, x, b, scales, zp, bias, y, bs, tile=0):
     m, k = x.shape
     rc = f(ptr(x), ptr(b), ptr(scales), ptr(zp), ptr(bias), ptr(y), m, y.shape[1], k, bs,
-           ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+           ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), tile)
     if rc != 0:
         raise RuntimeError(f"omm_int4_gemv returned {rc}")
 
@@ -65,18 +68,18 @@ def reference(x, q, scales, zpq, bias, k, bs):
     return ref + bias.float() if bias is not None else ref
 
 
-def check(f, name, k, n, m, bs, gen, with_zp=False, with_bias=False):
+def check(f, name, k, n, m, bs, gen, with_zp=False, with_bias=False, tile=0):
     q, packed, scales, zpq, zp = make_weights(n, k, bs, gen, with_zp)
     x = torch.randn(m, k, device="cuda", generator=gen).half()
     bias = torch.randn(n, device="cuda", generator=gen).half() if with_bias else None
-    y = torch.empty(m, n, device="cuda", dtype=torch.half)
-    gemv(f, x, packed, scales, zp, bias, y, bs)
+    y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.half)
+    gemv(f, x, packed, scales, zp, bias, y, bs, tile)
     torch.cuda.synchronize()
     ref = reference(x, q, scales, zpq, bias, k, bs)
     err = (y.float() - ref).abs()
     scale = ref.abs().max().item()
     rel = err.max().item() / scale
-    return {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "zero_points": with_zp, "bias": with_bias,
+    return {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "tile": TILES[tile], "zero_points": with_zp, "bias": with_bias,
             "max_abs_err": err.max().item(), "max_abs_ref": scale, "max_rel_err": rel,
             "mean_abs_err": err.mean().item(), "pass": bool(rel <= REL_TOL and torch.isfinite(y).all().item())}
 
@@ -145,10 +148,15 @@ def bench_shape(f, name, k, n, bs, copy_bw, gen, results):
     for m in ROWS:
         x = torch.randn(m, k, device="cuda", generator=gen).half()
         y = torch.empty(m, n, device="cuda", dtype=torch.half)
-        t = graph_time(lambda i: gemv(f, x, ws[i][0], ws[i][1], None, None, y, bs), copies)
+        tiles = {name_: graph_time(lambda i: gemv(f, x, ws[i][0], ws[i][1], None, None, y, bs, tile), copies)
+                 for tile, name_ in TILES.items()}
+        t = tiles["default"]
+        best = min(tiles, key=tiles.get)
         moved = wbytes + x.numel() * 2 + y.numel() * 2
         row = {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "bytes": moved, "ours_us": t * 1e6,
-               "ours_GBps": moved / t / 1e9, "ours_share_of_copy": moved / t / copy_bw}
+               "ours_GBps": moved / t / 1e9, "ours_share_of_copy": moved / t / copy_bw,
+               "tiles_us": {kk: v * 1e6 for kk, v in tiles.items()}, "best_tile": best,
+               "best_share_of_copy": moved / tiles[best] / copy_bw}
         if tg is not None:
             xb = x.to(torch.bfloat16)
             tt = graph_time(lambda i: torch.ops.aten._weight_int4pack_mm(xb, tg[i][0], bs, tg[i][1]), copies)
@@ -183,6 +191,10 @@ def main():
         for bs in BLOCKS:
             for m in (1, 2, 3, 4, 5):
                 checks.append(check(f, name, k, n, m, bs, gen))
+    for tile in TILES:   # every tile the benchmark times, on a K whose chunks do not fill the last step (11008)
+        for bs in BLOCKS:
+            for m in (1, 2, 3, 4):
+                checks.append(check(f, "down", 11008, 4096, m, bs, gen, tile=tile))
     checks.append(check(f, "zp+bias", 4096, 4096, 2, 32, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "zp+bias", 4096, 4096, 4, 128, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "k_not_multiple_of_block", 4160, 1000, 3, 128, gen, with_zp=True))
@@ -204,11 +216,12 @@ def main():
           f"{worst['name']} M={worst['M']} bs={worst['block_size']}: abs {worst['max_abs_err']:.3e}, "
           f"rel {worst['max_rel_err']:.3e}")
     print(f"{'shape':9} {'KxN':>11} {'bs':>4} {'M':>2} {'ours us':>8} {'GB/s':>6} {'%copy':>6} "
-          f"{'tinygemm us':>11} {'x':>5}")
+          f"{'best tile':>9} {'%copy':>6} {'tinygemm us':>11} {'x':>5}")
     for r in results:
         tg = f"{r['tinygemm_us']:11.2f} {r['speedup_vs_tinygemm']:5.2f}" if "tinygemm_us" in r else f"{'-':>11} {'-':>5}"
         print(f"{r['name']:9} {r['K']:>5}x{r['N']:<5} {r['block_size']:>4} {r['M']:>2} {r['ours_us']:8.2f} "
-              f"{r['ours_GBps']:6.0f} {100 * r['ours_share_of_copy']:5.1f}% {tg}")
+              f"{r['ours_GBps']:6.0f} {100 * r['ours_share_of_copy']:5.1f}% {r['best_tile']:>9} "
+              f"{100 * r['best_share_of_copy']:5.1f}% {tg}")
     print("tinygemm: " + "; ".join(sorted({r["tinygemm_note"] for r in results})))
     for d in dense:
         print(f"fp16 cuBLAS M=1 {d['name']}: {d['fp16_us']:.2f} us, {d['fp16_GBps']:.0f} GB/s "

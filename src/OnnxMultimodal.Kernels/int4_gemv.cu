@@ -55,12 +55,11 @@ __device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
   return __ldcs(reinterpret_cast<const uint4*>(p));   // weights are read once: don't keep them in L1
 }
 
-template <int M>
+template <int M, int kRows, int kUnroll>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                  const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift) {
-  constexpr int kRows = Tile<M>::kRows, kUnroll = Tile<M>::kUnroll;
   const int lane = threadIdx.x & 31;
   const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   const int n0 = warp * kRows;
@@ -158,23 +157,43 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
   }
 }
 
-template <int M>
-void launch(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
-            int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
-  const int warps = (N + Tile<M>::kRows - 1) / Tile<M>::kRows;
+template <int M, int kRows, int kUnroll>
+void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
+                 int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
+  const int warps = (N + kRows - 1) / kRows;
   const int blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  int4_gemv_kernel<M><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, b, scales, zp, bias, y, N, K, row_bytes,
-                                                                    k_blocks, block_shift);
+  int4_gemv_kernel<M, kRows, kUnroll><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, b, scales, zp, bias, y, N, K,
+                                                                                   row_bytes, k_blocks, block_shift);
+}
+
+// tile 0: the default (Tile<M>); 1..5: (columns per warp, chunks in flight per column) = (1,8) (2,4) (4,2) (2,8)
+// (4,4), for the micro-benchmark's search.
+template <int M>
+void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
+            int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
+  switch (tile) {
+    case 1: launch_tile<M, 1, 8>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
+    case 2: launch_tile<M, 2, 4>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
+    case 3: launch_tile<M, 4, 2>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
+    case 4: launch_tile<M, 2, 8>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
+    case 5: launch_tile<M, 4, 4>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
+    default:
+      launch_tile<M, Tile<M>::kRows, Tile<M>::kUnroll>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks,
+                                                       block_shift, stream);
+  }
 }
 
 }  // namespace
 
-// C entry point, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom op.
+// C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom op: omm_int4_gemv (the
+// default tile) and omm_int4_gemv_tile (tile 0..5, see launch()).
 // Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
 // a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
 // cudaError_t of the launch.
-extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
-                             const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
+extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
+                                  const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
+                                  int tile) {
+  if (tile < 0 || tile > 5) return -4;
   if (M < 1 || N < 1 || K < 32 || (K & 31) != 0) return -1;
   if (block_size < 32 || (block_size & (block_size - 1)) != 0) return -2;
   if (((uintptr_t)x & 15) != 0 || ((uintptr_t)b & 15) != 0) return -3;
@@ -194,11 +213,16 @@ extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, c
     const half* xm = xh + (size_t)m0 * K;
     half* ym = yh + (size_t)m0 * N;
     switch (rows) {
-      case 1: launch<1>(xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 2: launch<2>(xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 3: launch<3>(xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      default: launch<4>(xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 1: launch<1>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 2: launch<2>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 3: launch<3>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      default: launch<4>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
     }
   }
   return (int)cudaGetLastError();
+}
+
+extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
+                             const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
+  return omm_int4_gemv_tile(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
 }
