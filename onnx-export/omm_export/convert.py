@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -112,8 +113,8 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     from .fused_graph import FusedOptions
     from .seq2seq_graph import build_fused_seq2seq_decoder
     src, out = args.source, args.out
-    if args.graph != "fused" or args.last_logits:
-        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits) only")
+    if args.graph != "fused" or args.last_logits or getattr(args, "next_token", False):
+        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits or --next-token) only")
     spec, w = read_seq2seq_reference(src, manifest)
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
@@ -121,7 +122,9 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
                        cross_mha=getattr(args, "cross_mha", False))
     nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
     data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
-    save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt), os.path.join(out, "decoder.onnx"))
+    model = build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt)
+    _custom_ops(args, model, opt, d)
+    save_model(model, os.path.join(out, "decoder.onnx"))
     cross = {k: v for k, v in d["inputs"].items() if k in ("cross_key", "cross_value", "encoder_attention_mask")}
     # kv_dtype is the type of the self-attention cache and of the cross K/V the graph takes (the engine
     # converts the encoder's fp32 K/V once per request).
@@ -205,16 +208,22 @@ def convert(args) -> dict:
     if args.graph == "fused":
         from .fused_graph import FusedOptions, build_fused_decoder
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation, last_logits=args.last_logits)
+                           int4_activation=args.int4_activation, last_logits=args.last_logits,
+                           next_token=getattr(args, "next_token", False))
         model = build_fused_decoder(spec, w, opt, data_path=data_path)
         if opt.last_logits:
             decoder["logits"] = "last"
         decoder.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
-                       inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
+                       inputs=FUSED_IO["inputs"], outputs=dict(FUSED_IO["outputs"], **({"next_token": "next_token"} if opt.next_token else {})))
         if args.precision == "int4":
             manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
                                         "accuracy_level": opt.accuracy_level}
+        _custom_ops(args, model, opt, decoder)
     else:
+        if getattr(args, "custom_ops", "none") != "none":
+            raise SystemExit("convert: --custom-ops needs --graph fused --precision int4")
+        if getattr(args, "next_token", False):
+            raise SystemExit("convert: --next-token needs --graph fused")
         if args.precision == "int4":
             raise SystemExit("convert: --precision int4 needs --graph fused")
         dtype = np.float16 if args.precision == "fp16" else np.float32
@@ -222,6 +231,21 @@ def convert(args) -> dict:
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
     return _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+
+
+def _custom_ops(args, model, opt, decoder: dict) -> None:
+    """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; the manifest names the library the graph needs."""
+    if getattr(args, "custom_ops", "none") == "none":
+        return
+    if args.precision != "int4" or opt.act_dtype != np.float16:
+        raise SystemExit("convert: --custom-ops omm needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
+    from .custom_ops import OMM_DOMAIN, use_omm_int4
+    done = use_omm_int4(model)
+    if not done["rewritten"]:
+        raise SystemExit(f"convert: --custom-ops omm: no MatMulNBits node the kernel can run ({done['kept']})")
+    if done["kept"]:   # those stay stock MatMulNBits: still correct, not our kernel
+        print(f"convert: --custom-ops omm: {sum(done['kept'].values())} MatMulNBits nodes kept stock: {done['kept']}", file=sys.stderr)
+    decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 
 def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -> dict:
@@ -253,7 +277,9 @@ def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -
     manifest["precision"] = args.precision
     manifest["provenance"] = dict(manifest.get("provenance", {}), converted_from=os.path.basename(os.path.normpath(src)),
                                   conversion=f"--graph {args.graph} --precision {args.precision}"
-                                             + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else ""),
+                                             + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else "")
+                                             + (f" --custom-ops {args.custom_ops}" if getattr(args, "custom_ops", "none") != "none" else "")
+                                             + (" --next-token" if getattr(args, "next_token", False) else ""),
                                   note="reference/ describes the source model")
     with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
