@@ -8,18 +8,23 @@ continuations, so the comparison stops there (and says so).
 
 Tolerances (relative to max|ref|; why):
   fp32                          1e-4   float reassociation only (ORT's kernels sum in another order)
-  fp16                          1e-2   fp16 weights, activations and cache: 11-bit mantissa, over every layer
+  fp16                          2e-2   fp16 weights, activations and cache: 11-bit mantissa (unit roundoff 4.9e-4),
+                                       compounded over every layer and the vocabulary projection; measured up to
+                                       1.2e-2 on the proof checkpoints with every greedy token equal, so 2e-2 leaves
+                                       room while one damaged weight gives errors of order 1 (selftest_check)
   int4, own round-trip reference 1e-4 at accuracy_level <= 1 with fp32 activations (exact dequantized
-                                       weights, fp32 compute); 1e-2 with fp16 activations; 3e-2 at accuracy_level
+                                       weights, fp32 compute); 2e-2 with fp16 activations (as fp16); 3e-2 at accuracy_level
                                        >= 2 (MatMulNBits quantizes activations to int8 / computes in fp16 or bf16)
-  int4 against an fp32 source   0.25   (convert from an fp32 package) int4 weight error itself: absmax/7 steps
-                                       per block; the token rule then only holds where PyTorch's margin is wide
+  int4 converted by `convert`   as the round trip above: reference/roundtrip.json, written by convert
+                                       (roundtrip.py), is the fp32 graph with dequantize(quantize(w)) weights
+  int4 against an fp32 source   0.25   only where no round trip exists (older packages): the weights' own int4
+                                       error; the token rule then only holds where PyTorch's margin is wide
 """
 from __future__ import annotations
 
 import sys
 
-TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "int4_exact": 1e-4, "int4_fp16": 1e-2, "int4_low_accuracy": 3e-2,
+TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "int4_exact": 1e-4, "int4_fp16": 2e-2, "int4_low_accuracy": 3e-2,
               "int4_vs_source": 0.25}
 
 

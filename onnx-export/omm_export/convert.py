@@ -230,7 +230,11 @@ def convert(args) -> dict:
         model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
-    return _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+    done = _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+    if args.graph == "fused" and args.precision == "int4" and os.path.isdir(os.path.join(out, "reference")):
+        from .roundtrip import write_roundtrip_reference   # the int4 graph's own reference, for --check
+        write_roundtrip_reference(out, spec, w, opt, decoder)
+    return done
 
 
 def _custom_ops(args, model, opt, decoder: dict) -> None:
