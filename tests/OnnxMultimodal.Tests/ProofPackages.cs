@@ -89,14 +89,14 @@ internal static class ProofPackages
 
     /// <summary>reference/reference.json's prompts: text, ids (BOS first, from Hugging Face `tokenizers`), PyTorch's greedy
     /// tokens and its margin per step; and the tokenizer probes (text, ids without special tokens).</summary>
-    public static (List<ProofPrompt> Prompts, List<(string Text, int[] Ids)> Probes) Reference(string packageDir)
+    public static (List<ProofPrompt> Prompts, List<(string Text, int[] Ids)> Probes) Reference(string packageDir, string file = "reference.json")
     {
-        var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(packageDir, "reference", "reference.json")))!;
+        var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(packageDir, "reference", file)))!;
         static int[] Ints(JsonNode? n) => n!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
         var prompts = doc["prompts"]!.AsArray().Select(p => new ProofPrompt(
             p!["text"]!.GetValue<string>(), Ints(p["ids"]), Ints(p["greedy"]),
             p["greedy_margins"]?.AsArray().Select(x => x!.GetValue<double>()).ToArray())).ToList();
-        var probes = doc["tokenizer"]!.AsArray().Select(t => (t!["text"]!.GetValue<string>(), Ints(t["ids"]))).ToList();
+        var probes = doc["tokenizer"]?.AsArray().Select(t => (t!["text"]!.GetValue<string>(), Ints(t["ids"]))).ToList() ?? [];
         return (prompts, probes);
     }
 

@@ -8,8 +8,8 @@ namespace OnnxMultimodal.Tests;
 /// exactly PyTorch's tokens; the fused fp16 and int4 packages that tools/gpu_checkpoints.sh writes (not
 /// committed: point OMM_PROOF_PACKAGES at its OUT_DIR/cuda) must give them too, except where PyTorch's own
 /// margin at a step is within the precision's error (see ProofPackages.AssertGreedy): fp16 against the fp32
-/// model 1e-2 of max|logit| (fp16 weights, activations and cache), int4 against its own round-trip reference
-/// (PyTorch with the dequantized weights) 1e-2 (fp16 activations). Skipped where CUDA is absent.
+/// model 2e-2 of max|logit| (fp16 weights, activations and cache), int4 against its own round-trip reference
+/// (the fp32 graph with the dequantized weights, roundtrip.json) 2e-2 (fp16 activations). Skipped where CUDA is absent.
 /// </summary>
 [Category("Cuda")]
 public class RealCheckpointCudaTests
@@ -39,18 +39,21 @@ public class RealCheckpointCudaTests
         }
     }
 
-    [TestCase("codellama-7b-fused-fp16", 1e-2)]
-    [TestCase("llama-3.2-1b-instruct-fused-fp16", 1e-2)]
-    [TestCase("codellama-7b-int4", 1e-2)]
-    [TestCase("llama-3.2-1b-instruct-int4", 1e-2)]
+    [TestCase("codellama-7b-fused-fp16", 2e-2)]
+    [TestCase("llama-3.2-1b-instruct-fused-fp16", 2e-2)]
+    [TestCase("codellama-7b-int4", 2e-2)]
+    [TestCase("llama-3.2-1b-instruct-int4", 2e-2)]
     public void Gpu_run_packages_give_pytorchs_tokens_on_cuda(string name, double tolerance)
     {
         string root = Environment.GetEnvironmentVariable("OMM_PROOF_PACKAGES") ?? "";
         string dir = Path.Combine(root, name);
         if (root.Length == 0 || !File.Exists(Path.Combine(dir, "multimodal.json")))
             Assert.Ignore($"OMM_PROOF_PACKAGES does not hold {name} (tools/gpu_checkpoints.sh OUT_DIR writes OUT_DIR/cuda/{name})");
-        var (prompts, _) = ProofPackages.Reference(dir);
-        var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference", "reference.json")))!;
+        // a package converted to int4 carries its own round trip (roundtrip.json: the fp32 graph with the dequantized
+        // int4 weights, written by convert); the others are held to PyTorch's fp32 references
+        string file = File.Exists(Path.Combine(dir, "reference", "roundtrip.json")) ? "roundtrip.json" : "reference.json";
+        var (prompts, _) = ProofPackages.Reference(dir, file);
+        var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference", file)))!;
         for (int i = 0; i < prompts.Count; i++)
         {
             var p = prompts[i];
