@@ -42,10 +42,15 @@ public static class FuzzTargets
     }
 
     // A 4M-pixel bound (instead of 40M) keeps one execution under ~100 ms while exercising the same checks.
-    private static readonly ImageLoaderOptions ImageOptions = new() { Size = 32, Limits = ResourceLimits.Default with { MaxImagePixels = 4_000_000 } };
+    // Created on first use: under AFL no library code may run before SharpFuzz has mapped its coverage memory.
+    private static ImageLoaderOptions? s_imageOptions;
 
     /// <summary>ImageLoader: header checks, decode (any format), orientation, alpha, resize, crop.</summary>
-    public static void Image(byte[] data) => ImageLoader.LoadPixels(new MemoryStream(data), ImageOptions, "fuzz");
+    public static void Image(byte[] data)
+    {
+        s_imageOptions ??= new() { Size = 32, Limits = ResourceLimits.Default with { MaxImagePixels = 4_000_000 } };
+        ImageLoader.LoadPixels(new MemoryStream(data), s_imageOptions, "fuzz");
+    }
 
     /// <summary>WaveReader (any encoding, channels, rate → 16 kHz) and the encoder's features (Fbank, normalise, stack).</summary>
     public static void Wave(byte[] data)
