@@ -29,7 +29,9 @@ case "$mode" in
     seeds=$(mktemp -d); mkdir -p fuzz-out
     find "$corpus" -maxdepth 1 -type f -exec cp {} "$seeds/" \;
     # -V: stop after SECONDS; -t: ms per input; -m none: .NET reserves more address space than AFL's default allows.
-    AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 afl-fuzz -V "$seconds" -t 5000 -m none -i "$seeds" -o "fuzz-out/$target" -- "$bin/omm-fuzz" "$target" || true
+    dict=()
+    case "$target" in manifest|tokenizer|options) dict=(-x tests/OnnxMultimodal.Fuzz/json.dict) ;; esac
+    AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 afl-fuzz -V "$seconds" -t 5000 -m none "${dict[@]}" -i "$seeds" -o "fuzz-out/$target" -- "$bin/omm-fuzz" "$target" || true
     find "fuzz-out/$target" -path '*crashes/id*' -type f -exec cp {} "fuzz-crashes/$target/" \;
     grep -hE 'execs_done|saved_crashes|saved_hangs' "fuzz-out/$target"/*/fuzzer_stats || true
     ;;

@@ -38,16 +38,16 @@ public static class FuzzLoop
         System.IO.Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal).Select(File.ReadAllBytes).ToList();
 
     public static FuzzStats Run(string target, IReadOnlyList<byte[]> corpus, int seed, long maxExecutions, TimeSpan maxTime,
-                                int maxCrashes = 20, Action<FuzzCrash>? onCrash = null) =>
-        Run(target, input => FuzzTargets.Run(target, input), corpus, seed, maxExecutions, maxTime, maxCrashes, onCrash);
+                                int maxCrashes = 20, Action<FuzzCrash>? onCrash = null, bool structured = true) =>
+        Run(target, input => FuzzTargets.Run(target, input), corpus, seed, maxExecutions, maxTime, maxCrashes, onCrash, structured);
 
     /// <summary>The loop over any target: <paramref name="run"/> returns true for a refusal and throws for a finding.</summary>
     public static FuzzStats Run(string target, Func<byte[], bool> run, IReadOnlyList<byte[]> corpus, int seed, long maxExecutions,
-                                TimeSpan maxTime, int maxCrashes = 20, Action<FuzzCrash>? onCrash = null)
+                                TimeSpan maxTime, int maxCrashes = 20, Action<FuzzCrash>? onCrash = null, bool structured = true)
     {
         if (corpus.Count == 0) throw new ArgumentException("empty corpus", nameof(corpus));
         var clock = Stopwatch.StartNew();
-        var mutator = new Mutator(seed);
+        var mutator = new Mutator(seed, structured: structured);
         var pick = new Random(seed ^ 0x5EED);
         var crashes = new List<FuzzCrash>();
         long executions = 0, refused = 0, peak = Environment.WorkingSet;
