@@ -43,6 +43,17 @@ public class AudioLimitTests
     }
 
     [Test]
+    public async Task The_pipeline_applies_its_limits_to_audio_parts()
+    {
+        var options = new PipelineOptions { Limits = ResourceLimits.Default with { MaxAudioSeconds = 1 } };
+        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-seamless"), options);
+        var request = new GenerationRequest([Part.Audio(Wav(1, 1, 16000, 16, new byte[2 * 16000 * 2]))]);
+        var e = Assert.ThrowsAsync<InvalidInputException>(async () => await pipeline.GenerateTextAsync(request))!;
+        Assert.That(e.Input, Is.EqualTo("parts[0]"));
+        Assert.That(e.Message, Does.Contain("2 s of audio is over the limit of 1 s"));
+    }
+
+    [Test]
     public void A_tiny_file_at_1_hz_cannot_claim_a_long_recording()
     {
         // The 284-byte WAV at 1 Hz: 120 frames were 120 s, resampled to 1.92M samples.

@@ -117,6 +117,20 @@ public class ImageLimitTests
     }
 
     [Test]
+    public async Task The_pipeline_applies_its_limits_to_image_parts()
+    {
+        var options = new PipelineOptions { Limits = ResourceLimits.Default with { MaxImageAspectRatio = 2 } };
+        await using var pipeline = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-chameleon"), options);
+        using var wide = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.Rgba32>(30, 10);
+        using var ms = new MemoryStream();
+        SixLabors.ImageSharp.ImageExtensions.SaveAsPng(wide, ms);
+        var request = new GenerationRequest([Part.Image(ms.ToArray()), Part.Text("hi")]);
+        var e = Assert.ThrowsAsync<InvalidInputException>(async () => await pipeline.GenerateTextAsync(request))!;
+        Assert.That(e.Input, Is.EqualTo("parts[0]"));
+        Assert.That(e.Message, Does.Contain("30x10 has an aspect ratio of 3:1, over the limit of 2:1"));
+    }
+
+    [Test]
     public void Pipeline_options_forward_image_and_audio_bounds_to_the_limits()
     {
         var options = new PipelineOptions { Images = new ImageLoaderOptions { MaxPixels = 123 }, Audio = new Speech.AudioOptions { MaxSeconds = 7 } };
