@@ -5,7 +5,7 @@
 #   [SMOKE=1] bash onnx-export/train/gpu_train.sh OUT_DIR [code] [shapes] [speech]     (default: all three)
 #
 # Per stage S it writes into OUT_DIR:
-#   S.tar.zst        the package to commit (models/S: code = fp16 Llama, shapes = fp16 Chameleon + fp32 VQ graphs,
+#   S.tar.zst        the package to commit (models/S: code = fp16 Llama, shapes = int4-b32 or fp16 Chameleon + fp32 VQ graphs,
 #                    speech = fp32 Seamless)
 #   S-extra.tar.zst  the other precisions (S-fp32 with references, fp16/int4 variants), the log, eval JSON, pictures
 # and eval.json (every stage run in this call). .tar.xz instead of .tar.zst where zstd is missing.
