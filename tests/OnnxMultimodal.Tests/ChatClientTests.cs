@@ -179,4 +179,30 @@ public class ChatClientTests
         Assert.That(() => client.GetResponseAsync("Hi"), Throws.InstanceOf<ObjectDisposedException>());
         Assert.That(async () => await pipeline.GenerateTextAsync(new GenerationRequest("Hi")), Throws.Exception, "the pipeline was disposed with its client");
     }
+
+    [Test]
+    public async Task A_real_template_from_tokenizer_config_is_used_and_its_bos_is_not_doubled()
+    {
+        string dir = TestData.CopyModel("tiny-llama");
+        try
+        {
+            string config = Path.Combine(dir, "tokenizer_config.json");
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
+            json["chat_template"] = File.ReadAllText(Path.Combine(TestData.RepoRoot, "tests", "OnnxMultimodal.Tests", "Fixtures", "chat_templates", "llama3.jinja"));
+            File.WriteAllText(config, json.ToJsonString());   // bos_token stays "<|bos|>", the tiny tokenizer's BOS
+            await using var pipeline = await MultimodalPipeline.LoadAsync(dir);
+            using var client = pipeline.AsChatClient();
+            string rendered = client.Template!.Render([new("user", "Hello")]);
+            Assert.That(rendered, Does.StartWith("<|bos|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"));
+            var response = await client.GetResponseAsync("Hello", new ChatOptions { MaxOutputTokens = 4 });
+            var direct = await pipeline.GenerateTextAsync(new GenerationRequest(rendered["<|bos|>".Length..]) { Sampling = new SamplingOptions { MaxNewTokens = 4 } });
+            Assert.That(response.Usage!.InputTokenCount, Is.EqualTo(direct.Stats.PromptTokens));
+            Assert.That(response.Usage.InputTokenCount, Is.EqualTo(_pipeline.Tokenizer.Encode(rendered).Count), "one BOS: the pipeline's, not the template's too");
+            Assert.That(response.Text, Is.EqualTo(direct.Text));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
 }
