@@ -96,6 +96,20 @@ public class HostIntegrationTests
         Assert.That(entries, Has.Some.Matches<(string, LogLevel Level, string Message)>(e => e.Message.StartsWith("Loaded tiny-llama (llama, fp32)") && e.Message.Contains("engine ort on Cpu")));
         Assert.That(entries, Has.Some.Matches<(string, LogLevel Level, string Message)>(e => e.Level == LogLevel.Warning && e.Message.Contains("no speech encoder")));
 
+        // Asking for CUDA first: where it does not load (CPU builds, no GPU) the fallback to the CPU is a warning.
+        var fallback = new CollectingLoggerFactory();
+        var cudaFirst = new PipelineOptions
+        {
+            LoggerFactory = fallback,
+            Execution = new Runtime.ExecutionOptions { Providers = [Runtime.ExecutionProviderKind.Cuda, Runtime.ExecutionProviderKind.Cpu] },
+        };
+        await using (var p = await MultimodalPipeline.LoadAsync(TestData.Model("tiny-llama-fp16"), cudaFirst))
+        {
+            bool onCuda = p.Engine is OrtDecodeEngine { Provider: Runtime.ExecutionProviderKind.Cuda };
+            Assert.That(fallback.Entries.Any(e => e.Level == LogLevel.Warning && e.Message == "Execution provider fallback: asked for Cuda,Cpu, running on Cpu"),
+                        Is.EqualTo(!onCuda));
+        }
+
         var failing = new CollectingLoggerFactory();
         Assert.That(() => MultimodalPipeline.LoadAsync(Path.Combine(TestData.RepoRoot, "no-such-model"), new PipelineOptions { LoggerFactory = failing }),
                     Throws.InstanceOf<ModelPackageException>());
