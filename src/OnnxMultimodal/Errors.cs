@@ -51,3 +51,15 @@ public sealed class InferenceException : OnnxMultimodalException
 {
     public InferenceException(string graph, string problem, Exception? inner = null) : base($"{graph}: {problem}", inner) { }
 }
+
+/// <summary>A model's chat template cannot be parsed or rendered (syntax, a bound, or the template's own
+/// <c>raise_exception</c>); names the file the template came from.</summary>
+public sealed class ChatTemplateException : OnnxMultimodalException
+{
+    /// <summary>The file the template came from (tokenizer_config.json, chat_template.jinja) or "built-in".</summary>
+    public string TemplateSource { get; }
+
+    /// <summary>Creates the error for the template read from <paramref name="source"/>.</summary>
+    public ChatTemplateException(string source, string problem, Exception? inner = null)
+        : base($"{source}: chat_template: {problem}", inner) => TemplateSource = source;
+}

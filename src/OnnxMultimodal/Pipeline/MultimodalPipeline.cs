@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Profiling;
 using OnnxMultimodal.Runtime;
@@ -32,6 +34,8 @@ public sealed record PipelineOptions
     public int MaxConcurrentRequests { get; init; } = 4;
     /// <summary>Bounds on untrusted input and on sizes read from model files (see <see cref="ResourceLimits"/>).</summary>
     public ResourceLimits Limits { get; init; } = ResourceLimits.Default;
+    /// <summary>Where the pipeline logs load, provider fallback, capture and request failures; null logs nothing.</summary>
+    public ILoggerFactory? LoggerFactory { get; init; }
 }
 
 /// <summary>
@@ -42,7 +46,10 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
 {
     private readonly PipelineOptions _options;
     private readonly DecodeWorkers _workers;
+    private readonly ILogger _log;
     internal DecodeWorkers Workers => _workers;
+    /// <summary>The options the pipeline was loaded with.</summary>
+    internal PipelineOptions Options => _options;
 
     public ModelPackage Package { get; }
     public TextTokenizer Tokenizer { get; }
@@ -58,6 +65,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     {
         SpeechEncoder = speechEncoder;
         _options = options;
+        _log = Logger(options);
         _workers = new DecodeWorkers(options.MaxConcurrentRequests);
         Package = package;
         Tokenizer = tokenizer;
@@ -79,6 +87,9 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return Task.Run(() =>
         {
             var owned = new List<IDisposable>();
+            var log = Logger(options);
+            var clock = Stopwatch.StartNew();
+            PipelineLog.Loading(log, path, options.Engine, string.Join(",", options.Execution.Providers));
             try
             {
                 progress?.Report(0f);
@@ -118,14 +129,34 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     if (ort.Device is { } device && speechEncoder.CrossType == ort.KvType) speechEncoder.KeepCrossOn(device.Info);
                 }
                 progress?.Report(1f);
-                return new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary, speechEncoder);
+                var pipeline = new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary, speechEncoder);
+                pipeline.LogLoaded(clock.Elapsed);
+                return pipeline;
             }
-            catch
+            catch (Exception e)
             {
+                if (e is not OperationCanceledException) PipelineLog.LoadFailed(log, e, path, e.Message);
                 foreach (var d in owned) d.Dispose();
                 throw;
             }
         }, cancellationToken);
+    }
+
+    private static ILogger Logger(PipelineOptions options) =>
+        options.LoggerFactory?.CreateLogger<MultimodalPipeline>() ?? (ILogger)NullLogger.Instance;
+
+    private void LogLoaded(TimeSpan elapsed)
+    {
+        var requested = _options.Execution.Providers;
+        string provider = Engine is OrtDecodeEngine o ? o.Provider.ToString() : "Cpu";
+        PipelineLog.Loaded(_log, Package.Manifest.Name, Package.Manifest.Family, Package.Manifest.Precision, elapsed.TotalMilliseconds,
+                           Engine.Name, provider, string.Join(",", Package.Manifest.Components.Keys));
+        if (requested.Count > 0 && requested[0].ToString() != provider)
+            PipelineLog.ProviderFallback(_log, string.Join(",", requested), provider);
+        if (_options.Execution.CudaGraph)
+            PipelineLog.Capture(_log, provider == "Cuda" && Package.Decoder.SharedCache ? "on" : "off",
+                                provider == "Cuda" ? (Package.Decoder.SharedCache ? "fused graph on CUDA: captured once per pooled cache on first use" : "reference graphs are not captured")
+                                                   : "capture needs the CUDA provider");
     }
 
     /// <summary>The token ids a request's prompt becomes: begin-of-sequence first where the model wants
@@ -225,6 +256,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Action<GenerationRequest, ChannelWriter<GenerationUpdate>, CancellationToken> produce =
             request.Output == OutputModality.Image ? ProduceImage : ProduceText;
+        var telemetry = RequestTelemetry.Start(this, request, _log);   // span, request counter, queue-wait clock
         var worker = Dispatch();
         async Task Dispatch()
         {
@@ -232,6 +264,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             {
                 await _workers.RunAsync(() =>
                 {
+                    telemetry.Dequeued();
                     try
                     {
                         produce(request, channel.Writer, stop.Token);
@@ -239,12 +272,14 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     }
                     catch (Exception e)
                     {
+                        telemetry.Failed(e);
                         channel.Writer.TryComplete(e);
                     }
                 }, stop.Token).ConfigureAwait(false);
             }
             catch (Exception e)   // cancelled (or disposed) while waiting for a decode thread
             {
+                telemetry.Failed(e);
                 channel.Writer.TryComplete(e);
             }
         }
@@ -253,6 +288,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
             {
                 cancellationToken.ThrowIfCancellationRequested();   // tokens already decoded are not delivered after a cancel
+                if (update.Stats is { } stats) telemetry.Completed(stats);
                 yield return update;
             }
         }
@@ -260,6 +296,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         {
             stop.Cancel();   // the consumer left early or was cancelled: end the worker and free its state
             await worker.ConfigureAwait(false);
+            telemetry.End();
         }
     }
 

@@ -57,6 +57,13 @@ public sealed record ResourceLimits
     {
         MaxAudioSeconds = from.MaxAudioSeconds, MinAudioSampleRate = from.MinAudioSampleRate, MaxAudioSampleRate = from.MaxAudioSampleRate,
     };
+    // ---- chat templates (owned by Text/ChatTemplate) ----
+    /// <summary>Largest tokenizer_config.json (or chat_template.jinja) read for a chat template, in bytes.</summary>
+    public long MaxTemplateFileBytes { get; init; } = 16L << 20;
+    /// <summary>Most characters a chat template may render (and the largest string or list it may build).</summary>
+    public int MaxTemplateOutputChars { get; init; } = 4_000_000;
+    /// <summary>Most steps (statements, loop iterations, calls) one rendering may take.</summary>
+    public long MaxTemplateSteps { get; init; } = 1_000_000;
 
     /// <summary>The defaults.</summary>
     public static ResourceLimits Default { get; } = new();
