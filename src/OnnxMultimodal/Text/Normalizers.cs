@@ -20,6 +20,8 @@ internal abstract class TextNormalizer
                 .Select((n, i) => FromJson(n, r, $"{field}.normalizers[{i}]") ?? throw r.Error($"{field}.normalizers[{i}]", "null"))]),
             "Prepend" => new PrependNormalizer(r.String(e, "prepend", field)),
             "Replace" => ReplaceNormalizer.Create(e, r, field),
+            "NFC" or "NFD" or "NFKC" or "NFKD" when !UnicodeNormalizer.Available =>
+                throw r.Unsupported(field, type, "this process has no Unicode normalization data (InvariantGlobalization); run with ICU"),
             "NFC" => new UnicodeNormalizer(NormalizationForm.FormC),
             "NFD" => new UnicodeNormalizer(NormalizationForm.FormD),
             "NFKC" => new UnicodeNormalizer(NormalizationForm.FormKC),
@@ -65,8 +67,11 @@ internal sealed class ReplaceNormalizer : TextNormalizer
         _regex is not null ? _regex.Replace(text, _content.Replace("$", "$$")) : text.Replace(_literal!, _content, StringComparison.Ordinal);
 }
 
-/// <summary>Unicode normalization forms (NFC, NFD, NFKC, NFKD).</summary>
+/// <summary>Unicode normalization forms (NFC, NFD, NFKC, NFKD), from the ICU data .NET uses.</summary>
 internal sealed class UnicodeNormalizer(NormalizationForm form) : TextNormalizer
 {
+    /// <summary>Whether .NET can normalize here: with InvariantGlobalization it leaves non-ASCII text unchanged.</summary>
+    public static bool Available { get; } = "e\u0301".Normalize(NormalizationForm.FormC) == "\u00E9" && "\uFB01".Normalize(NormalizationForm.FormKC) == "fi";
+
     public override string Normalize(string text) => text.IsNormalized(form) ? text : text.Normalize(form);
 }
