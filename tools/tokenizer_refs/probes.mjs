@@ -2,6 +2,7 @@
 const specials = {
   llama2: ['<s>[INST] hi [/INST]', 'a</s>b<unk>c', '<s><s> </s>'],
   unigram: ['<s>[INST] hi [/INST]', 'a</s>b<unk>c', '<s><s> </s>'],
+  'llama2-metaspace': ['<s>[INST] hi [/INST]', 'a</s>b<unk>c', '<s><s> </s>', ' <s> x', '<s>x'],
   llama3: ['<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>', 'x<|reserved_special_token_250|>y', '<|begin_of_text|> <|end_of_text|>'],
   qwen3: ['<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n', '<tool_call>{"a": 1}</tool_call>', '<|fim_prefix|>def f(<|fim_suffix|>)<|fim_middle|>', '<|endoftext|> <|im_end|>'],
   gemma3: ['<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n', '<mask> [multimodal] <unused5>', '<start_of_image><end_of_image>'],

@@ -21,7 +21,7 @@ internal abstract class TextNormalizer
             "Prepend" => new PrependNormalizer(r.String(e, "prepend", field)),
             "Replace" => ReplaceNormalizer.Create(e, r, field),
             "NFC" or "NFD" or "NFKC" or "NFKD" when !UnicodeNormalizer.Available =>
-                throw r.Unsupported(field, type, "this process has no Unicode normalization data (InvariantGlobalization); run with ICU"),
+                throw r.Unsupported(field, type, "this process runs with InvariantGlobalization, which has no Unicode normalization data: install ICU and set DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=false"),
             "NFC" => new UnicodeNormalizer(NormalizationForm.FormC),
             "NFD" => new UnicodeNormalizer(NormalizationForm.FormD),
             "NFKC" => new UnicodeNormalizer(NormalizationForm.FormKC),
