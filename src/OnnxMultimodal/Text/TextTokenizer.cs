@@ -97,9 +97,19 @@ public sealed class TextTokenizer
     /// <param name="addSpecialTokens">Add the template's ids (BOS/EOS) around the text.</param>
     /// <param name="parseSpecialTokens">Map special-token text (e.g. <c>&lt;|im_start|&gt;</c>) to its id; turn off
     /// for untrusted text, which is then tokenized as plain characters (non-special added tokens still match).</param>
+    /// <exception cref="InvalidInputException">A regex of the file's pre-tokenizer or normalizer ran past its 10 s timeout.</exception>
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = false, bool parseSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
+        try { return EncodeCore(text, addSpecialTokens, parseSpecialTokens); }
+        catch (System.Text.RegularExpressions.RegexMatchTimeoutException e)
+        {
+            throw new InvalidInputException("text", $"the tokenizer's pattern '{e.Pattern}' ran past {e.MatchTimeout.TotalSeconds:F0} s on this text", e);
+        }
+    }
+
+    private List<int> EncodeCore(string text, bool addSpecialTokens, bool parseSpecialTokens)
+    {
         text = WithoutLoneSurrogates(text);
         var ids = new List<int>(text.Length / 3 + 4);
         if (addSpecialTokens) ids.AddRange(_template.Prefix);
