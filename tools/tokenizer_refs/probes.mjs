@@ -76,6 +76,7 @@ export function probes(family) {
     '\u00a0non-breaking\u00a0space and\u3000ideographic space',
     'zero\u200bwidth\u200djoiner',
     'combining e\u0301 vs é',
+    'astral letters x𝔘𝔫𝔦 𠀀𠀁a, digits a𝟙𝟚𝟛4, after a contraction \'s𐐀',
     ...specials[family],
     long(),
     ' '.repeat(3000),
