@@ -62,6 +62,16 @@ public class TokenizerLoadTests
     }
 
     [Test]
+    public void An_oversized_file_and_a_template_id_outside_the_vocabulary_are_refused()
+    {
+        string path = Write(Bpe());
+        var e = Assert.Throws<ModelPackageException>(() => TextTokenizer.Load(path, new ResourceLimits { MaxTokenizerFileBytes = 100 }))!;
+        Assert.That(e.Message, Does.Contain("MaxTokenizerFileBytes"));
+        Refused(Bpe(post: """{"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [900], "tokens": ["<s>"]}}}"""),
+            "post_processor", "900");
+    }
+
+    [Test]
     public void Negative_and_non_integer_ids_name_the_field()
     {
         Refused(Bpe(vocab: """{"a": 0, "b": -5, "ab": 2}"""), "model.vocab[\"b\"]", "negative");

@@ -51,15 +51,20 @@ public sealed class TextTokenizer
     /// <summary>Loads a <c>tokenizer.json</c> (and reads <c>add_bos_token</c>/<c>add_eos_token</c> from a
     /// <c>tokenizer_config.json</c> beside it).</summary>
     /// <param name="path">The tokenizer.json file.</param>
-    /// <param name="limits">Bounds on sizes read from the file (token ids below <see cref="ResourceLimits.MaxVocabularySize"/>).</param>
+    /// <param name="limits">Bounds on the file and on sizes read from it (<see cref="ResourceLimits.MaxTokenizerFileBytes"/>,
+    /// token ids below <see cref="ResourceLimits.MaxVocabularySize"/>).</param>
     /// <exception cref="ModelPackageException">The file is missing or malformed, or uses a piece this class does not
     /// implement; the message names the file and the field.</exception>
     public static TextTokenizer Load(string path, ResourceLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(path);
         if (!File.Exists(path)) throw new ModelPackageException(path, Directory.Exists(path) ? "is a directory, not a tokenizer.json" : "tokenizer file not found");
-        int maxVocabulary = (limits ?? ResourceLimits.Default).MaxVocabularySize;
+        limits ??= ResourceLimits.Default;
+        int maxVocabulary = limits.MaxVocabularySize;
         var r = new TokenizerJsonReader(path);
+        long length = new FileInfo(path).Length;
+        if (length > limits.MaxTokenizerFileBytes)
+            throw r.Error("file", $"{length} bytes exceed the limit of {limits.MaxTokenizerFileBytes} (ResourceLimits.MaxTokenizerFileBytes)");
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
@@ -84,6 +89,8 @@ public sealed class TextTokenizer
             for (int i = tokens.Length - 1; i >= 0; i--) if (tokens[i] is { } s) byText[s] = i;
             foreach (var t in added) byText[t.Content] = t.Id;
             var template = SpecialTokenTemplate.Create(root, r, s => byText.TryGetValue(s, out int id) ? id : -1, maxVocabulary);
+            foreach (int id in template.Prefix.Concat(template.Suffix))
+                if (id >= size || tokens[id] is null) throw r.Error("post_processor", $"special token id {id} is not a token of the vocabulary");
             return new TextTokenizer(normalizer, pre, model, added, decoder, tokens, template);
         }
         catch (JsonException e)
