@@ -16,10 +16,12 @@ export const corpusPath = path.join(repoRoot, 'tests', '.cache', 'bench', 'mixed
 function corpus() {
   if (fs.existsSync(corpusPath)) return fs.readFileSync(corpusPath, 'utf8');
   const items = probes('llama3').filter((s) => s.length > 0 && s.length < 1000);
-  let seed = 12345, out = '', n = 0;
-  while (Buffer.byteLength(out) < 1_000_000) {
+  let seed = 12345, out = '', n = 0, bytes = 0;
+  while (bytes < 1_000_000) {
     seed = (seed * 1103515245 + 12345) % 2147483648;
-    out += `${n++}. ${items[seed % items.length]}\n`;
+    const line = `${n++}. ${items[seed % items.length]}\n`;
+    out += line;
+    bytes += Buffer.byteLength(line);
   }
   fs.mkdirSync(path.dirname(corpusPath), { recursive: true });
   fs.writeFileSync(corpusPath, out);
