@@ -94,7 +94,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             {
                 progress?.Report(0f);
                 var package = ModelPackage.Open(path);
-                var tokenizer = TextTokenizer.Load(package.TokenizerPath);
+                var tokenizer = TextTokenizer.Load(package.TokenizerPath, options.Limits);
                 if (tokenizer.VocabularySize > package.Decoder.VocabSize)
                     throw new ModelPackageException(package.TokenizerPath, $"tokenizer has {tokenizer.VocabularySize} tokens but the decoder's vocabulary is {package.Decoder.VocabSize}");
                 progress?.Report(0.1f);

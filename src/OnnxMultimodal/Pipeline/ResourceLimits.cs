@@ -35,6 +35,8 @@ public sealed record ResourceLimits
     public int MaxContextLength { get; init; } = 131_072;
     /// <summary>Largest vocabulary (and token id + 1) a tokenizer or manifest may declare.</summary>
     public int MaxVocabularySize { get; init; } = 1 << 20;
+    /// <summary>Largest tokenizer.json read, in bytes (the largest real ones, Gemma-3's, are 33 MB).</summary>
+    public long MaxTokenizerFileBytes { get; init; } = 256L << 20;
     /// <summary>Largest image side a manifest may declare.</summary>
     public int MaxImageSize { get; init; } = 4096;
     /// <summary>Whether component paths in multimodal.json may point outside the model folder.</summary>

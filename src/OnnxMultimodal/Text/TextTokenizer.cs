@@ -1,177 +1,191 @@
 using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
-using Microsoft.ML.Tokenizers;
+using OnnxMultimodal.Pipeline;
 
 namespace OnnxMultimodal.Text;
 
 /// <summary>
-/// Byte-level BPE tokenizer read from a Hugging Face <c>tokenizer.json</c>. Encoding runs on
-/// Microsoft.ML.Tokenizers; decoding maps tokens back to bytes so that streamed output only ever
-/// emits whole UTF-8 characters.
+/// A Hugging Face <c>tokenizer.json</c>: BPE (byte-level, Split + byte-level, SentencePiece-style with byte fallback)
+/// or Unigram, with its normalizer, pre-tokenizer, added tokens, special-token template and decoder, giving the ids
+/// Hugging Face tokenizers gives. Anything else is refused at load, naming the file and the piece. Immutable and safe
+/// to share between threads. See docs/tokenizers.md.
 /// </summary>
-public sealed partial class TextTokenizer
+public sealed class TextTokenizer
 {
-    // GPT-2's pre-tokenization pattern (contractions, letters, digits, other, whitespace).
-    [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")]
-    private static partial Regex Gpt2Split();
-
-    private readonly BpeTokenizer _bpe;
-    private readonly byte[][] _tokenBytes;       // id -> raw bytes (special tokens: their UTF-8 text)
+    private readonly TextNormalizer? _normalizer;
+    private readonly PreTokenizer? _preTokenizer;
+    private readonly TokenModel _model;
+    private readonly AddedTokenMatcher _raw, _rawNonSpecial, _normalized, _normalizedNonSpecial;
+    private readonly TokenDecoder _decoder;
+    private readonly string?[] _tokens;          // id -> token text (model piece or added token)
+    private readonly byte[][] _tokenBytes;       // id -> bytes through the decoder chain
     private readonly bool[] _isSpecial;
+    private readonly SpecialTokenTemplate _template;
 
+    /// <summary>Every added token of the file (special or not), by its text.</summary>
     public IReadOnlyDictionary<string, int> SpecialTokens { get; }
+    /// <summary>Number of ids the tokenizer defines (largest id + 1).</summary>
     public int VocabularySize => _tokenBytes.Length;
+    /// <summary>Ids put before the text when <c>addSpecialTokens</c> is set (e.g. BOS).</summary>
+    public IReadOnlyList<int> PrefixTokens => _template.Prefix;
+    /// <summary>Ids put after the text when <c>addSpecialTokens</c> is set (e.g. EOS).</summary>
+    public IReadOnlyList<int> SuffixTokens => _template.Suffix;
 
-    private TextTokenizer(BpeTokenizer bpe, byte[][] tokenBytes, bool[] isSpecial, IReadOnlyDictionary<string, int> specials)
+    private TextTokenizer(TextNormalizer? normalizer, PreTokenizer? preTokenizer, TokenModel model, IReadOnlyList<AddedToken> added,
+        TokenDecoder decoder, string?[] tokens, SpecialTokenTemplate template)
     {
-        _bpe = bpe;
-        _tokenBytes = tokenBytes;
-        _isSpecial = isSpecial;
+        (_normalizer, _preTokenizer, _model, _decoder, _tokens, _template) = (normalizer, preTokenizer, model, decoder, tokens, template);
+        _raw = new(added.Where(t => !t.Normalized));
+        _rawNonSpecial = new(added.Where(t => !t.Normalized && !t.Special));
+        _normalized = new(added.Where(t => t.Normalized));
+        _normalizedNonSpecial = new(added.Where(t => t.Normalized && !t.Special));
+        _isSpecial = new bool[tokens.Length];
+        foreach (var t in added) _isSpecial[t.Id] |= t.Special;
+        _tokenBytes = new byte[tokens.Length][];
+        for (int i = 0; i < tokens.Length; i++) _tokenBytes[i] = tokens[i] is { } s ? decoder.Bytes(s, first: false) : Replacement;
+        var specials = new Dictionary<string, int>();
+        foreach (var t in added) specials.TryAdd(t.Content, t.Id);
         SpecialTokens = specials;
     }
 
-    /// <summary>Loads a byte-level BPE <c>tokenizer.json</c>.</summary>
-    /// <exception cref="ModelPackageException">The file is missing, not JSON, or not a byte-level BPE tokenizer.</exception>
-    public static TextTokenizer Load(string path)
+    /// <summary>Loads a <c>tokenizer.json</c> (and reads <c>add_bos_token</c>/<c>add_eos_token</c> from a
+    /// <c>tokenizer_config.json</c> beside it).</summary>
+    /// <param name="path">The tokenizer.json file.</param>
+    /// <param name="limits">Bounds on the file and on sizes read from it (<see cref="ResourceLimits.MaxTokenizerFileBytes"/>,
+    /// token ids below <see cref="ResourceLimits.MaxVocabularySize"/>).</param>
+    /// <exception cref="ModelPackageException">The file is missing or malformed, or uses a piece this class does not
+    /// implement; the message names the file and the field.</exception>
+    public static TextTokenizer Load(string path, ResourceLimits? limits = null)
     {
-        if (!File.Exists(path)) throw new ModelPackageException(path, "tokenizer file not found");
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) throw new ModelPackageException(path, Directory.Exists(path) ? "is a directory, not a tokenizer.json" : "tokenizer file not found");
+        limits ??= ResourceLimits.Default;
+        int maxVocabulary = limits.MaxVocabularySize;
+        var r = new TokenizerJsonReader(path);
+        long length = new FileInfo(path).Length;
+        if (length > limits.MaxTokenizerFileBytes)
+            throw r.Error("file", $"{length} bytes exceed the limit of {limits.MaxTokenizerFileBytes} (ResourceLimits.MaxTokenizerFileBytes)");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
             var root = doc.RootElement;
-            var model = root.GetProperty("model");
-            if (model.GetProperty("type").GetString() != "BPE")
-                throw new ModelPackageException(path, $"tokenizer model type '{model.GetProperty("type").GetString()}' is not supported (expected BPE)");
-            if (!root.TryGetProperty("pre_tokenizer", out var pre) || pre.ValueKind != JsonValueKind.Object || pre.GetProperty("type").GetString() != "ByteLevel")
-                throw new ModelPackageException(path, "only byte-level BPE tokenizers (pre_tokenizer ByteLevel) are supported");
+            if (root.ValueKind != JsonValueKind.Object) throw r.Error("root", "expected an object");
+            var model = TokenModel.FromJson(r.Required(root, "model", "root"), r, maxVocabulary);
+            var normalizer = root.TryGetProperty("normalizer", out var n) ? TextNormalizer.FromJson(n, r) : null;
+            var pre = root.TryGetProperty("pre_tokenizer", out var p) ? PreTokenizer.FromJson(p, r) : null;
+            var decoder = TokenDecoder.Create(root.TryGetProperty("decoder", out var d) ? d : default, r);
 
-            var vocab = new Dictionary<string, int>();
-            foreach (var p in model.GetProperty("vocab").EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
-            var merges = new List<string>();
-            foreach (var m in model.GetProperty("merges").EnumerateArray())
-                merges.Add(m.ValueKind == JsonValueKind.Array ? $"{m[0].GetString()} {m[1].GetString()}" : m.GetString()!);
-            var specials = new Dictionary<string, int>();
-            if (root.TryGetProperty("added_tokens", out var added))
-                foreach (var t in added.EnumerateArray())
-                    specials[t.GetProperty("content").GetString()!] = t.GetProperty("id").GetInt32();
-
-            int size = Math.Max(vocab.Values.DefaultIfEmpty(-1).Max(), specials.Values.DefaultIfEmpty(-1).Max()) + 1;
-            var bytes = new byte[size][];
-            var isSpecial = new bool[size];
-            var unicodeToByte = ByteLevel.UnicodeToByte;
-            foreach (var (token, id) in vocab) bytes[id] = ByteLevel.ToBytes(token, unicodeToByte);
-            foreach (var (token, id) in specials) { bytes[id] = Encoding.UTF8.GetBytes(token); isSpecial[id] = true; }
-            for (int i = 0; i < size; i++) bytes[i] ??= [];
-
-            var bpe = BpeTokenizer.Create(new BpeOptions(vocab.Where(kv => !specials.ContainsKey(kv.Key)))
+            var added = new List<AddedToken>();
+            if (root.TryGetProperty("added_tokens", out var a) && a.ValueKind != JsonValueKind.Null)
             {
-                Merges = merges,
-                ByteLevel = true,
-                SpecialTokens = specials,
-                PreTokenizer = new RegexPreTokenizer(Gpt2Split(), specials),
-            });
-            return new TextTokenizer(bpe, bytes, isSpecial, specials);
+                int i = 0;
+                foreach (var t in r.Array(root, "added_tokens", "root").EnumerateArray()) added.Add(AddedToken.Read(t, r, $"added_tokens[{i++}]", maxVocabulary));
+            }
+            int size = Math.Max(model.Pieces.Length, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
+            var tokens = new string?[size];
+            model.Pieces.CopyTo(tokens, 0);
+            foreach (var t in added) tokens[t.Id] = t.Content;
+            var byText = new Dictionary<string, int>();
+            for (int i = tokens.Length - 1; i >= 0; i--) if (tokens[i] is { } s) byText[s] = i;
+            foreach (var t in added) byText[t.Content] = t.Id;
+            var template = SpecialTokenTemplate.Create(root, r, s => byText.TryGetValue(s, out int id) ? id : -1, maxVocabulary);
+            foreach (int id in template.Prefix.Concat(template.Suffix))
+                if (id >= size || tokens[id] is null) throw r.Error("post_processor", $"special token id {id} is not a token of the vocabulary");
+            return new TextTokenizer(normalizer, pre, model, added, decoder, tokens, template);
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or ArgumentException or FormatException)
+        catch (JsonException e)
         {
             throw new ModelPackageException(path, $"not a readable tokenizer.json ({e.Message})", e);
         }
     }
 
-    /// <summary>Token ids of <paramref name="text"/>; special-token text (e.g. <c>&lt;|user|&gt;</c>) maps to its id.</summary>
-    public IReadOnlyList<int> Encode(string text)
+    /// <summary>Token ids of <paramref name="text"/>, equal to Hugging Face tokenizers' <c>encode</c>.</summary>
+    /// <param name="text">The text.</param>
+    /// <param name="addSpecialTokens">Add the template's ids (BOS/EOS) around the text.</param>
+    /// <param name="parseSpecialTokens">Map special-token text (e.g. <c>&lt;|im_start|&gt;</c>) to its id; turn off
+    /// for untrusted text, which is then tokenized as plain characters (non-special added tokens still match).</param>
+    /// <exception cref="InvalidInputException">A regex of the file's pre-tokenizer or normalizer ran past its 10 s timeout.</exception>
+    public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = false, bool parseSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return text.Length == 0 ? [] : _bpe.EncodeToIds(text);
+        try { return EncodeCore(text, addSpecialTokens, parseSpecialTokens); }
+        catch (System.Text.RegularExpressions.RegexMatchTimeoutException e)
+        {
+            throw new InvalidInputException("text", $"the tokenizer's pattern '{e.Pattern}' ran past {e.MatchTimeout.TotalSeconds:F0} s on this text", e);
+        }
     }
 
-    /// <summary>Text of <paramref name="ids"/>; invalid UTF-8, and ids past the tokenizer's vocabulary (a model's
-    /// embedding table may be padded beyond it), become U+FFFD.</summary>
+    private List<int> EncodeCore(string text, bool addSpecialTokens, bool parseSpecialTokens)
+    {
+        text = WithoutLoneSurrogates(text);
+        var ids = new List<int>(text.Length / 3 + 4);
+        if (addSpecialTokens) ids.AddRange(_template.Prefix);
+        var segments = new List<(string Text, int Id, int Offset)>();
+        (parseSpecialTokens ? _raw : _rawNonSpecial).Split(text, 0, segments);
+        var sub = new List<(string Text, int Id, int Offset)>();
+        var normalizedMatcher = parseSpecialTokens ? _normalized : _normalizedNonSpecial;
+        foreach (var (segment, id, offset) in segments)
+        {
+            if (id >= 0) { ids.Add(id); continue; }
+            string normalized = _normalizer?.Normalize(segment) ?? segment;
+            sub.Clear();
+            normalizedMatcher.Split(normalized, offset, sub);
+            for (int k = 0; k < sub.Count; k++)
+            {
+                if (sub[k].Id >= 0) { ids.Add(sub[k].Id); continue; }
+                if (_preTokenizer is null) { _model.Tokenize(sub[k].Text, ids); continue; }
+                foreach (string piece in _preTokenizer.Split([sub[k].Text], atStart: offset == 0 && k == 0)) _model.Tokenize(piece, ids);
+            }
+        }
+        if (addSpecialTokens) ids.AddRange(_template.Suffix);
+        return ids;
+    }
+
+    /// <summary>Text of <paramref name="ids"/> through the tokenizer's decoder; invalid UTF-8, and ids past the
+    /// tokenizer's vocabulary (a model's embedding table may be padded beyond it), become U+FFFD.</summary>
     /// <exception cref="ArgumentOutOfRangeException">An id is negative.</exception>
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
-        var buffer = new List<byte>();
-        foreach (int id in ids)
-        {
-            if (skipSpecialTokens && IsSpecial(id)) continue;
-            buffer.AddRange(TokenBytes(id));
-        }
-        return Encoding.UTF8.GetString(buffer.ToArray());
+        ArgumentNullException.ThrowIfNull(ids);
+        var stream = CreateStreamingDecoder(skipSpecialTokens);
+        var text = new StringBuilder();
+        foreach (int id in ids) text.Append(stream.Append(id));
+        return text.Append(stream.Flush()).ToString();
     }
 
     private static readonly byte[] Replacement = [0xEF, 0xBF, 0xBD];   // U+FFFD in UTF-8
 
+    /// <summary>Whether <paramref name="id"/> is a special added token (skipped by <c>skipSpecialTokens</c>).</summary>
     public bool IsSpecial(int id) => (uint)id < (uint)_isSpecial.Length && _isSpecial[id];
 
-    internal ReadOnlySpan<byte> TokenBytes(int id)
+    internal ReadOnlySpan<byte> TokenBytes(int id, bool first = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(id);
-        return id < _tokenBytes.Length ? _tokenBytes[id] : Replacement;
+        if (id >= _tokenBytes.Length) return Replacement;
+        return first && _decoder.FirstTokenDiffers && _tokens[id] is { } s ? _decoder.Bytes(s, first: true) : _tokenBytes[id];
     }
+
+    internal (byte Byte, int Count) LeadingStrip => (_decoder.StripByte, _decoder.StripCount);
 
     /// <summary>A decoder for a stream of ids that returns only complete UTF-8 characters.</summary>
     public StreamingTextDecoder CreateStreamingDecoder(bool skipSpecialTokens = true) => new(this, skipSpecialTokens);
-}
 
-/// <summary>Turns ids into text one at a time, holding back bytes of an unfinished UTF-8 character.</summary>
-public sealed class StreamingTextDecoder
-{
-    private readonly TextTokenizer _tokenizer;
-    private readonly bool _skipSpecial;
-    private readonly Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
-    private char[] _chars = new char[64];
-
-    internal StreamingTextDecoder(TextTokenizer tokenizer, bool skipSpecial)
+    private static string WithoutLoneSurrogates(string text)
     {
-        _tokenizer = tokenizer;
-        _skipSpecial = skipSpecial;
-    }
-
-    /// <summary>Returns the text completed by <paramref name="id"/> (empty while a character is unfinished).</summary>
-    public string Append(int id)
-    {
-        if (_skipSpecial && _tokenizer.IsSpecial(id)) return "";
-        var bytes = _tokenizer.TokenBytes(id);
-        int need = _utf8.GetCharCount(bytes, flush: false);
-        if (need > _chars.Length) _chars = new char[Math.Max(need, _chars.Length * 2)];
-        int n = _utf8.GetChars(bytes, _chars, flush: false);
-        return new string(_chars, 0, n);
-    }
-
-    /// <summary>Ends the stream: returns U+FFFD for any unfinished character.</summary>
-    public string Flush()
-    {
-        int n = _utf8.GetChars(ReadOnlySpan<byte>.Empty, _chars, flush: true);
-        return new string(_chars, 0, n);
-    }
-}
-
-/// <summary>GPT-2's reversible byte &lt;-&gt; printable-character table used by byte-level BPE.</summary>
-internal static class ByteLevel
-{
-    public static readonly IReadOnlyDictionary<char, byte> UnicodeToByte = Build();
-
-    private static Dictionary<char, byte> Build()
-    {
-        var map = new Dictionary<char, byte>();
-        int extra = 0;
-        for (int b = 0; b < 256; b++)
+        int i = 0;
+        for (; i < text.Length; i++)
         {
-            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            map[(char)(printable ? b : 256 + extra++)] = (byte)b;
+            if (!char.IsSurrogate(text[i])) continue;
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) { i++; continue; }
+            break;
         }
-        return map;
-    }
-
-    public static byte[] ToBytes(string token, IReadOnlyDictionary<char, byte> table)
-    {
-        var result = new byte[token.Length];
-        for (int i = 0; i < token.Length; i++)
+        if (i >= text.Length) return text;
+        var sb = new StringBuilder(text.Length);
+        for (int k = 0; k < text.Length; k++)
         {
-            if (!table.TryGetValue(token[i], out result[i]))
-                return Encoding.UTF8.GetBytes(token); // not a byte-level symbol: keep its text
+            if (char.IsHighSurrogate(text[k]) && k + 1 < text.Length && char.IsLowSurrogate(text[k + 1])) { sb.Append(text, k++, 2); continue; }
+            sb.Append(char.IsSurrogate(text[k]) ? '\uFFFD' : text[k]);
         }
-        return result;
+        return sb.ToString();
     }
 }
