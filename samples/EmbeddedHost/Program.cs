@@ -4,7 +4,7 @@ using OnnxMultimodal;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "tiny-llama");
+string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "code");
 
 var progress = new Progress<float>(p => Console.WriteLine($"loading {p:P0}"));
 MultimodalPipeline pipeline;

@@ -1,10 +1,10 @@
 // Text -> image: guided image-token decoding (conditional and unconditional streams in one batch),
-// then the VQ decoder; writes a PNG. Tiny Chameleon by default (its weights are random: expect noise).
+// then the VQ decoder; writes a PNG. The trained shapes-world model by default.
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
 string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "tiny-chameleon");
+string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "shapes");
 string prompt = args.Length > 1 ? args[1] : "A red circle on a white background";
 string output = args.Length > 2 ? args[2] : "imagine.png";
 

@@ -1,9 +1,9 @@
-// Text -> text: stream a continuation from the committed tiny model (or a folder given as argument 1).
+// Text -> text: stream a continuation from the committed code model (or a folder given as argument 1).
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "tiny-llama");
-string prompt = args.Length > 1 ? args[1] : "Once upon a time there was a small robot who";
+string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "code");
+string prompt = args.Length > 1 ? args[1] : "def fibonacci(n):";
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 var request = new GenerationRequest(prompt)

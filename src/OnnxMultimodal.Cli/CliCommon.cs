@@ -8,9 +8,9 @@ namespace OnnxMultimodal.Cli;
 /// <summary>Options shared by the commands, and turning them into library options.</summary>
 internal static class CliCommon
 {
-    public static string DefaultModel => Path.Combine(AppContext.BaseDirectory, "models", "tiny-llama");
+    public static string DefaultModel => DefaultModels.PathOf(DefaultModels.Code);
 
-    public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded tiny-llama)" };
+    public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded model of the command: code, shapes or speech)" };
     public static readonly Option<string> Engine = new("--engine") { Description = "Decode engine: ort | genai", DefaultValueFactory = _ => "ort" };
     public static readonly Option<string> Provider = new("--provider") { Description = "Execution providers in fallback order, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
     public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads per operator (0 = ONNX Runtime's choice)", DefaultValueFactory = _ => 0 };

@@ -10,7 +10,7 @@ internal static class RunCommand
 {
     public static Command Create()
     {
-        var prompt = new Argument<string>("prompt") { Description = "Text to continue", DefaultValueFactory = _ => "Once upon a time" };
+        var prompt = new Argument<string>("prompt") { Description = "Text to continue", DefaultValueFactory = _ => "def fibonacci(n):" };
         var stats = new Option<bool>("--stats") { Description = "Print timing statistics after the text" };
         var ids = new Option<bool>("--print-ids") { Description = "Print the prompt and generated token ids (one JSON line on stderr)" };
         var cmd = new Command("run", "Generate text from a prompt, streaming it") { prompt, stats, ids };

@@ -14,7 +14,7 @@ internal static class TranscribeCommand
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
-            string model = r.GetValue(CliCommon.Model) ?? Path.Combine(AppContext.BaseDirectory, "models", "tiny-seamless");
+            string model = r.GetValue(CliCommon.Model) ?? DefaultModels.PathOf(DefaultModels.Speech);
             await using var pipeline = await MultimodalPipeline.LoadAsync(model, CliCommon.PipelineOptions(r), cancellationToken: ct);
             var request = new GenerationRequest([Part.Audio(r.GetValue(audio)!)]) { TargetLanguage = r.GetValue(lang), Sampling = CliCommon.Sampling(r) };
             await foreach (var u in pipeline.GenerateAsync(request, ct)) Console.Write(u.TextDelta);

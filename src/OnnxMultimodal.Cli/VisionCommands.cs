@@ -7,7 +7,7 @@ namespace OnnxMultimodal.Cli;
 /// <summary><c>omm caption</c>, <c>omm ask</c> and <c>omm imagine</c> for models with a VQ image tokenizer.</summary>
 internal static class VisionCommands
 {
-    private static string DefaultVisionModel => Path.Combine(AppContext.BaseDirectory, "models", "tiny-chameleon");
+    private static string DefaultVisionModel => DefaultModels.PathOf(DefaultModels.Shapes);
 
     private static readonly Option<string> ImageFile = new("--image") { Description = "Image file (PNG, JPEG, GIF, BMP, TGA, TIFF, WebP)", Required = true };
 
