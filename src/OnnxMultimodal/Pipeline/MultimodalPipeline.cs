@@ -76,13 +76,14 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         options ??= new PipelineOptions();
         if (options.MaxConcurrentRequests < 1)
             throw new InvalidInputException("options.MaxConcurrentRequests", $"is {options.MaxConcurrentRequests}: at least one request must be able to run");
+        LimitChecks.Load(options);
         return Task.Run(() =>
         {
             var owned = new List<IDisposable>();
             try
             {
                 progress?.Report(0f);
-                var package = ModelPackage.Open(path);
+                var package = ModelPackage.Open(path, options.Limits);
                 var tokenizer = TextTokenizer.Load(package.TokenizerPath);
                 if (tokenizer.VocabularySize > package.Decoder.VocabSize)
                     throw new ModelPackageException(package.TokenizerPath, $"tokenizer has {tokenizer.VocabularySize} tokens but the decoder's vocabulary is {package.Decoder.VocabSize}");
@@ -131,7 +132,12 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <summary>The token ids a request's prompt becomes: begin-of-sequence first where the model wants
     /// it, text parts tokenized, image parts as begin-image, the image's tokens, end-image.</summary>
     /// <exception cref="InvalidInputException">A part this model cannot take, or an unreadable image.</exception>
-    public IReadOnlyList<int> EncodePrompt(GenerationRequest request) => EncodePrompt(request, new PhaseTimer());
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public IReadOnlyList<int> EncodePrompt(GenerationRequest request)
+    {
+        using var open = _workers.Enter();
+        return EncodePrompt(request, new PhaseTimer());
+    }
 
     private IReadOnlyList<int> EncodePrompt(GenerationRequest request, PhaseTimer phases)
     {
@@ -181,6 +187,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         float[] features;
         using (phases.Measure("preprocess"))
         {
+            if (part.Path is { } file) InputFiles.RequireForRequest(file, "parts[0]");
             var wave = part.Path is { } path
                 ? WaveReader.Read(path, Fbank.SampleRate, _options.Audio, "parts[0]")
                 : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, _options.Audio, "parts[0]");
@@ -196,6 +203,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             throw new InvalidInputException(input, $"model family '{Package.Manifest.Family}' has no image encoder");
         var options = _options.Images with { Size = ImageTokenizer.ImageSize };
         float[] pixels;
+        if (part.Path is { } file) InputFiles.RequireForRequest(file, input);
         using (phases.Measure("preprocess"))
             pixels = part.Path is { } path
                 ? ImageLoader.LoadPixels(path, options, input)
@@ -216,13 +224,16 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <exception cref="PromptTooLongException">The prompt does not fit the context.</exception>
     /// <exception cref="InvalidInputException">A part or option this model cannot take.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled; the pipeline stays usable.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline was disposed before or while the request ran.</exception>
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_workers.IsDisposed, this);
         request.Sampling.Validate();
+        LimitChecks.Request(request, _options.Limits);
         var channel = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _workers.Stopping);
         Action<GenerationRequest, ChannelWriter<GenerationUpdate>, CancellationToken> produce =
             request.Output == OutputModality.Image ? ProduceImage : ProduceText;
         var worker = Dispatch();
@@ -239,15 +250,19 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     }
                     catch (Exception e)
                     {
-                        channel.Writer.TryComplete(e);
+                        channel.Writer.TryComplete(Disposed(e));
                     }
                 }, stop.Token).ConfigureAwait(false);
             }
             catch (Exception e)   // cancelled (or disposed) while waiting for a decode thread
             {
-                channel.Writer.TryComplete(e);
+                channel.Writer.TryComplete(Disposed(e));
             }
         }
+        // A request cancelled by the pipeline's disposal (not by its caller) ends with ObjectDisposedException.
+        Exception Disposed(Exception e) => e is OperationCanceledException && _workers.Stopping.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+            ? new ObjectDisposedException(nameof(MultimodalPipeline), "the pipeline was disposed while the request ran")
+            : e;
         try
         {
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -375,9 +390,11 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return (image!, stats!);
     }
 
+    /// <summary>Cancels the requests in flight and waits for them (they end with <see cref="ObjectDisposedException"/>,
+    /// as do queued and later ones), then frees the sessions and native buffers.</summary>
     public void Dispose()
     {
-        _workers.Dispose();
+        _workers.Dispose();   // nothing runs on the sessions after this returns
         Engine.Dispose();
         ImageTokenizer?.Dispose();
         ImageDetokenizer?.Dispose();
