@@ -12,4 +12,5 @@ root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(ProfileCommand.Create());
 root.Subcommands.Add(ChartCommand.Create());
+root.Subcommands.Add(SoakCommand.Create());
 return await root.Parse(args).InvokeAsync();
