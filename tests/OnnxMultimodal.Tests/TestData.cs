@@ -25,7 +25,7 @@ internal static class TestData
 
     /// <summary>A scratch copy of a model folder that a test may damage.</summary>
     /// <summary>A package in a fresh temporary folder (delete it after use): <paramref name="model"/>'s
-    /// manifest with every component copied into the folder (one subfolder per role, external .data
+    /// manifest with every component copied into the folder (a subfolder per role and source model, external .data
     /// beside its graph: component paths may not leave a model folder), and each (role, component of
     /// another model) in <paramref name="borrowed"/> taken from that model's manifest.</summary>
     public static string PackageWith(string model, params (string Role, string FromModel, string FromRole)[] borrowed)
@@ -40,11 +40,13 @@ internal static class TestData
         var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Model(model), "multimodal.json")))!;
         string Copy(string role, string source)
         {
-            Directory.CreateDirectory(Path.Combine(dir, role));
+            // <role>/<source model>/<file>: errors name the model a graph came from.
+            string folder = Path.Combine(role, Path.GetFileName(Path.GetDirectoryName(source))!);
+            Directory.CreateDirectory(Path.Combine(dir, folder));
             string name = Path.GetFileName(source);
-            File.Copy(source, Path.Combine(dir, role, name), overwrite: true);
-            if (File.Exists(source + ".data")) File.Copy(source + ".data", Path.Combine(dir, role, name + ".data"), overwrite: true);
-            return $"{role}/{name}";
+            File.Copy(source, Path.Combine(dir, folder, name), overwrite: true);
+            if (File.Exists(source + ".data")) File.Copy(source + ".data", Path.Combine(dir, folder, name + ".data"), overwrite: true);
+            return Path.Combine(folder, name);
         }
         foreach (var (role, _) in manifest["components"]!.AsObject().ToList())
             manifest["components"]![role] = Copy(role, Component(model, role));
