@@ -92,6 +92,42 @@ internal static class CliCommon
         IgnoreStopTokens = r.GetValue(IgnoreEos),
     };
 
+    /// <summary>Checks that <paramref name="path"/> can take an output file before any work is done: its folder
+    /// exists, it is not a folder, and it can be created (the probe file is removed again).</summary>
+    /// <exception cref="InvalidInputException">It cannot; names <paramref name="option"/> and the path.</exception>
+    public static string CheckOutputFile(string path, string option)
+    {
+        string full = Path.GetFullPath(path);
+        if (Directory.Exists(full)) throw new InvalidInputException(option, $"{path} is a folder: give a file name, e.g. {Path.Combine(path, "image.png")}");
+        string folder = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(folder)) throw new InvalidInputException(option, $"the folder {folder} does not exist");
+        bool existed = File.Exists(full);
+        try
+        {
+            using (new FileStream(full, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite)) { }
+            if (!existed) File.Delete(full);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidInputException(option, $"{path} cannot be written: {e.Message}", e);
+        }
+        return full;
+    }
+
+    /// <summary>Writes an output file; a full disk or a vanished folder becomes one line naming the option.</summary>
+    /// <exception cref="InvalidInputException">The write failed.</exception>
+    public static async Task WriteOutputFile(string path, byte[] bytes, string option, CancellationToken ct)
+    {
+        try
+        {
+            await File.WriteAllBytesAsync(path, bytes, ct);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidInputException(option, $"{path} cannot be written: {e.Message}", e);
+        }
+    }
+
     /// <summary>Runs a command body; library errors become one clear line and exit code 2.</summary>
     public static async Task<int> Guard(Func<Task<int>> body)
     {

@@ -23,7 +23,7 @@ internal static class InfoCommand
                 string path = Path.Combine(package.Directory, file);
                 if (!file.EndsWith(".onnx")) { table.AddRow(role, file, "", ""); continue; }
                 var header = OnnxHeader.Read(path);
-                using var session = new InferenceSession(path);
+                using var session = OpenGraph(path);
                 string Describe(IReadOnlyDictionary<string, NodeMetadata> md) => Markup.Escape(string.Join("\n", md.Take(5).Select(kv =>
                     $"{kv.Key} {kv.Value.ElementDataType} [{string.Join(",", kv.Value.Dimensions.Select((d, i) => d >= 0 ? d.ToString() : kv.Value.SymbolicDimensions[i]))}]")
                     .Append(md.Count > 5 ? $"... ({md.Count} in all)" : "")));
@@ -41,5 +41,18 @@ internal static class InfoCommand
             return Task.FromResult(0);
         }));
         return cmd;
+    }
+
+    /// <exception cref="ModelPackageException">ONNX Runtime cannot load the graph (garbage bytes, unknown ops).</exception>
+    private static InferenceSession OpenGraph(string path)
+    {
+        try
+        {
+            return new InferenceSession(path);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelPackageException(path, $"ONNX Runtime cannot load the graph: {e.Message}", e);
+        }
     }
 }

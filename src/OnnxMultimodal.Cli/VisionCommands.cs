@@ -50,6 +50,7 @@ internal static class VisionCommands
         cmd.Options.Add(CliCommon.Threads);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
+            string outPath = CliCommon.CheckOutputFile(r.GetValue(output)!, "--out");   // before minutes of generation, not after
             var options = new PipelineOptions { Execution = CliCommon.Execution(r) };
             await using var pipeline = await MultimodalPipeline.LoadAsync(r.GetValue(CliCommon.Model) ?? DefaultVisionModel, options, cancellationToken: ct);
             var g = pipeline.Package.Manifest.Guidance ?? new GuidanceManifest();
@@ -65,7 +66,7 @@ internal static class VisionCommands
                 if (u.TokenId is not null && ++n % Math.Max(1, total / 16) == 0) Console.Error.Write($"\r{n}/{total} image tokens");
                 if (u.Image is { } image)
                 {
-                    await File.WriteAllBytesAsync(r.GetValue(output)!, image.Png, ct);
+                    await CliCommon.WriteOutputFile(outPath, image.Png, "--out", ct);
                     Console.Error.WriteLine($"\rwrote {r.GetValue(output)} ({image.Width}x{image.Height}, {total} tokens, {u.Stats!.Total.TotalMilliseconds:F0} ms)");
                 }
             }

@@ -25,8 +25,9 @@ internal static class TestData
 
     /// <summary>A scratch copy of a model folder that a test may damage.</summary>
     /// <summary>A package in a fresh temporary folder (delete it after use): <paramref name="model"/>'s
-    /// manifest with every component named by absolute path, and each (role, component of another
-    /// model) in <paramref name="borrowed"/> taken from that model's manifest.</summary>
+    /// manifest with every component copied into the folder (a subfolder per role and source model, external .data
+    /// beside its graph: component paths may not leave a model folder), and each (role, component of
+    /// another model) in <paramref name="borrowed"/> taken from that model's manifest.</summary>
     public static string PackageWith(string model, params (string Role, string FromModel, string FromRole)[] borrowed)
     {
         static string Component(string m, string role)
@@ -37,10 +38,20 @@ internal static class TestData
         string dir = Path.Combine(Path.GetTempPath(), $"omm-package-{Guid.NewGuid():N}");
         Directory.CreateDirectory(dir);
         var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Model(model), "multimodal.json")))!;
+        string Copy(string role, string source)
+        {
+            // <role>/<source model>/<file>: errors name the model a graph came from.
+            string folder = Path.Combine(role, Path.GetFileName(Path.GetDirectoryName(source))!);
+            Directory.CreateDirectory(Path.Combine(dir, folder));
+            string name = Path.GetFileName(source);
+            File.Copy(source, Path.Combine(dir, folder, name), overwrite: true);
+            if (File.Exists(source + ".data")) File.Copy(source + ".data", Path.Combine(dir, folder, name + ".data"), overwrite: true);
+            return Path.Combine(folder, name);
+        }
         foreach (var (role, _) in manifest["components"]!.AsObject().ToList())
-            manifest["components"]![role] = Component(model, role);
+            manifest["components"]![role] = Copy(role, Component(model, role));
         foreach (var (role, fromModel, fromRole) in borrowed)
-            manifest["components"]![role] = Component(fromModel, fromRole);
+            manifest["components"]![role] = Copy(role, Component(fromModel, fromRole));
         File.WriteAllText(Path.Combine(dir, "multimodal.json"), manifest.ToJsonString());
         return dir;
     }

@@ -14,7 +14,7 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
     {
         if (prompt.Count == 0) throw new InvalidInputException("prompt", "is empty: at least one token is needed");
         if (prompt.Count >= contextLength) throw new PromptTooLongException(prompt.Count, contextLength);
-        _tokens = new List<int>(Math.Min(contextLength, prompt.Count + sampling.MaxNewTokens));
+        _tokens = new List<int>((int)Math.Min(contextLength, (long)prompt.Count + sampling.MaxNewTokens));
         _tokens.AddRange(prompt);
         PromptLength = prompt.Count;
         _sampler = new Sampler(sampling, processors);

@@ -17,6 +17,21 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
         return handle;
     });
 
+    /// <summary>Why the GenAI native library does not load, or null when it does. Resolved as its P/Invoke
+    /// calls resolve it (the managed assembly's load context and probing paths), once.</summary>
+    private static readonly Lazy<string?> NativeProblem = new(() =>
+    {
+        try
+        {
+            return System.Runtime.InteropServices.NativeLibrary.TryLoad("onnxruntime-genai", typeof(Config).Assembly, null, out _)
+                ? null : "not found on the probing paths";
+        }
+        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or FileNotFoundException or FileLoadException)
+        {
+            return e.Message;
+        }
+    });
+
     private readonly Model _model;
     private readonly int[] _defaultStops;
 
@@ -39,6 +54,11 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
         string config = Path.Combine(package.Directory, "genai_config.json");
         if (!package.HasGenAiConfig)
             throw new ModelPackageException(config, "missing: the genai engine needs ORT GenAI's config (use --engine ort for this model)");
+        // A GenAI object whose constructor failed for want of the native library still has a finalizer,
+        // which calls into that library again on the finalizer thread and kills the process: so no GenAI
+        // object is created until the library is known to load.
+        if (NativeProblem.Value is { } problem)
+            throw new ExecutionProviderException($"the ORT GenAI native library (onnxruntime-genai) does not load ({problem}); reference Microsoft.ML.OnnxRuntimeGenAI in the application");
         try
         {
             _ = s_handle.Value;
@@ -121,7 +141,7 @@ public sealed class GenAiDecodeEngine : IDecodeEngine
             _params = new GeneratorParams(engine._model);
             try
             {
-                _params.SetSearchOption("max_length", Math.Min(engine.ContextLength, prompt.Count + s.MaxNewTokens));
+                _params.SetSearchOption("max_length", (int)Math.Min(engine.ContextLength, (long)prompt.Count + s.MaxNewTokens));
                 _generator = new Generator(engine._model, _params);
             }
             catch

@@ -52,5 +52,5 @@ internal sealed class StopConditions(SamplingOptions options, IReadOnlyList<int>
         return null;
     }
 
-    public int MaxLength => Math.Min(contextLength, promptLength + options.MaxNewTokens);
+    public int MaxLength => (int)Math.Min(contextLength, (long)promptLength + options.MaxNewTokens);
 }

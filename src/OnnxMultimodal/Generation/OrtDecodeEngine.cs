@@ -99,6 +99,8 @@ public sealed class OrtDecodeEngine : IDecodeEngine
         if (execution.GraphTokenChoice && d.Outputs.ContainsKey("next_token") && !d.HasCrossAttention)
             outputs.Add(d.OutputName("next_token"));
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
+        try { LimitChecks.DecoderGraph(package.DecoderPath, d, session.InputMetadata, session.OutputMetadata); }
+        catch { session.Dispose(); throw; }
         var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray(), prefillOutputs);
         if (package.Has("prefill_decoder"))
         {
@@ -176,6 +178,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
     public IDecodeSequence StartWithEncoder(Speech.EncoderStates? encoder, IReadOnlyList<int> promptIds, SamplingOptions sampling,
                                             IReadOnlyList<ILogitsProcessor>? processors = null, CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         CheckIds(promptIds);
         if (_decoder.HasCrossAttention && encoder is null)
             throw new InvalidInputException("encoder", "this decoder cross-attends to an encoder: give it encoder states (StartWithEncoder)");
@@ -287,7 +290,7 @@ public sealed class OrtDecodeEngine : IDecodeEngine
                         Speech.EncoderStates? encoder)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
         {
-            _state = new DecodeState(engine, engine._decoder, [prompt], Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens), encoder);
+            _state = new DecodeState(engine, engine._decoder, [prompt], (int)Math.Min(engine.ContextLength, (long)prompt.Count + sampling.MaxNewTokens), encoder);
             _graphChoice = engine.NextTokenOutput && sampling.IsGreedy && sampling.RepetitionPenalty == 1f && (processors is null || processors.Count == 0);
             Interlocked.Increment(ref s_liveSequences);
         }

@@ -30,17 +30,23 @@ public sealed class ModelPackage
         Manifest = manifest;
     }
 
-    /// <summary>Opens and validates a model folder.</summary>
+    /// <summary>Opens and validates a model folder: every size and token id it declares is checked against
+    /// <paramref name="limits"/> (default <see cref="ResourceLimits.Default"/>) and every component path
+    /// against the folder, before anything is allocated or opened from them.</summary>
     /// <exception cref="ModelPackageException">The folder, a file, or the manifest is missing or wrong.</exception>
-    public static ModelPackage Open(string directory)
+    public static ModelPackage Open(string directory, ResourceLimits? limits = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        limits ??= ResourceLimits.Default;
         directory = Path.GetFullPath(directory);
+        if (File.Exists(directory))
+            throw new ModelPackageException(directory, "is a file, not a model folder");
         if (!System.IO.Directory.Exists(directory))
             throw new ModelPackageException(directory, "model folder not found");
         string manifestPath = Path.Combine(directory, "multimodal.json");
-        if (!File.Exists(manifestPath))
+        if (!File.Exists(manifestPath) && !System.IO.Directory.Exists(manifestPath) && new FileInfo(manifestPath).LinkTarget is null)
             throw new ModelPackageException(manifestPath, "missing: a model folder needs multimodal.json (is this an OnnxMultimodal export?)");
+        InputFiles.RequireForModel(manifestPath, "");
         ModelManifest manifest;
         try
         {
@@ -51,6 +57,11 @@ public sealed class ModelPackage
         {
             throw new ModelPackageException(manifestPath, $"not valid JSON ({e.Message})", e);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelPackageException(manifestPath, $"cannot be read: {e.Message}", e);
+        }
+        LimitChecks.NoNulls(manifest, manifestPath);
         if (manifest.FormatVersion != 1)
             throw new ModelPackageException(manifestPath, $"format_version {manifest.FormatVersion} is not supported (expected 1)");
         if (!KnownFamilies.Contains(manifest.Family))
@@ -76,11 +87,19 @@ public sealed class ModelPackage
             if (img is null || img.Size <= 0 || img.TokensPerImage <= 0 || img.CodeToToken.Length == 0)
                 throw new ModelPackageException(manifestPath, "image components need an 'image' section with size, tokens_per_image and code_to_token");
         }
+        LimitChecks.Sizes(manifest, manifestPath, limits);
+        string realDirectory;
+        try { realDirectory = InputFiles.RealPath(directory); }
+        catch (IOException e) { throw new ModelPackageException(directory, $"cannot be resolved: {e.Message}", e); }
         foreach (var (role, file) in manifest.Components)
         {
             string path = Path.Combine(directory, file);
-            if (!File.Exists(path))
+            if (!File.Exists(path) && !System.IO.Directory.Exists(path) && new FileInfo(path).LinkTarget is null)
                 throw new ModelPackageException(path, $"missing: multimodal.json names it as the {role} component");
+            InputFiles.RequireForModel(path, role);
+            if (!limits.AllowPathsOutsideModel && !InputFiles.IsAllowedComponent(InputFiles.RealPath(path), realDirectory))
+                throw new ModelPackageException(path, $"the {role} component lies outside the model folder (at {InputFiles.RealPath(path)}): " +
+                    "refused unless ResourceLimits.AllowPathsOutsideModel is set (a sibling model folder's file, ../<model>/<file>, is allowed)");
             if (file.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
                 OnnxHeader.Read(path).EnsureSupported(path);
         }

@@ -84,6 +84,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         options ??= new PipelineOptions();
         if (options.MaxConcurrentRequests < 1)
             throw new InvalidInputException("options.MaxConcurrentRequests", $"is {options.MaxConcurrentRequests}: at least one request must be able to run");
+        LimitChecks.Load(options);
         return Task.Run(() =>
         {
             var owned = new List<IDisposable>();
@@ -93,7 +94,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             try
             {
                 progress?.Report(0f);
-                var package = ModelPackage.Open(path);
+                var package = ModelPackage.Open(path, options.Limits);
                 var tokenizer = TextTokenizer.Load(package.TokenizerPath, options.Limits);
                 if (tokenizer.VocabularySize > package.Decoder.VocabSize)
                     throw new ModelPackageException(package.TokenizerPath, $"tokenizer has {tokenizer.VocabularySize} tokens but the decoder's vocabulary is {package.Decoder.VocabSize}");
@@ -162,7 +163,12 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <summary>The token ids a request's prompt becomes: begin-of-sequence first where the model wants
     /// it, text parts tokenized, image parts as begin-image, the image's tokens, end-image.</summary>
     /// <exception cref="InvalidInputException">A part this model cannot take, or an unreadable image.</exception>
-    public IReadOnlyList<int> EncodePrompt(GenerationRequest request) => EncodePrompt(request, new PhaseTimer());
+    /// <exception cref="ObjectDisposedException">The pipeline is disposed.</exception>
+    public IReadOnlyList<int> EncodePrompt(GenerationRequest request)
+    {
+        using var open = _workers.Enter();
+        return EncodePrompt(request, new PhaseTimer());
+    }
 
     private IReadOnlyList<int> EncodePrompt(GenerationRequest request, PhaseTimer phases)
     {
@@ -212,6 +218,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         float[] features;
         using (phases.Measure("preprocess"))
         {
+            if (part.Path is { } file) InputFiles.RequireForRequest(file, "parts[0]");
             var wave = part.Path is { } path
                 ? WaveReader.Read(path, Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]")
                 : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]");
@@ -227,6 +234,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             throw new InvalidInputException(input, $"model family '{Package.Manifest.Family}' has no image encoder");
         var options = new ImageLoaderOptions { Size = ImageTokenizer.ImageSize, Limits = _options.Limits };
         float[] pixels;
+        if (part.Path is { } file) InputFiles.RequireForRequest(file, input);
         using (phases.Measure("preprocess"))
             pixels = part.Path is { } path
                 ? ImageLoader.LoadPixels(path, options, input)
@@ -247,13 +255,16 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <exception cref="PromptTooLongException">The prompt does not fit the context.</exception>
     /// <exception cref="InvalidInputException">A part or option this model cannot take.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled; the pipeline stays usable.</exception>
+    /// <exception cref="ObjectDisposedException">The pipeline was disposed before or while the request ran.</exception>
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_workers.IsDisposed, this);
         request.Sampling.Validate();
+        LimitChecks.Request(request, _options.Limits);
         var channel = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _workers.Stopping);
         Action<GenerationRequest, ChannelWriter<GenerationUpdate>, CancellationToken> produce =
             request.Output == OutputModality.Image ? ProduceImage : ProduceText;
         var telemetry = RequestTelemetry.Start(this, request, _log);   // span, request counter, queue-wait clock
@@ -273,16 +284,20 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                     catch (Exception e)
                     {
                         telemetry.Failed(e);
-                        channel.Writer.TryComplete(e);
+                        channel.Writer.TryComplete(Disposed(e));
                     }
                 }, stop.Token).ConfigureAwait(false);
             }
             catch (Exception e)   // cancelled (or disposed) while waiting for a decode thread
             {
                 telemetry.Failed(e);
-                channel.Writer.TryComplete(e);
+                channel.Writer.TryComplete(Disposed(e));
             }
         }
+        // A request cancelled by the pipeline's disposal (not by its caller) ends with ObjectDisposedException.
+        Exception Disposed(Exception e) => e is OperationCanceledException && _workers.Stopping.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+            ? new ObjectDisposedException(nameof(MultimodalPipeline), "the pipeline was disposed while the request ran")
+            : e;
         try
         {
             await foreach (var update in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -412,9 +427,11 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return (image!, stats!);
     }
 
+    /// <summary>Cancels the requests in flight and waits for them (they end with <see cref="ObjectDisposedException"/>,
+    /// as do queued and later ones), then frees the sessions and native buffers.</summary>
     public void Dispose()
     {
-        _workers.Dispose();
+        _workers.Dispose();   // nothing runs on the sessions after this returns
         Engine.Dispose();
         ImageTokenizer?.Dispose();
         ImageDetokenizer?.Dispose();

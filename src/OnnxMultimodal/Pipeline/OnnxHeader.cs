@@ -15,6 +15,7 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
     /// <exception cref="ModelPackageException">The file is not a readable ONNX model.</exception>
     public static OnnxHeader Read(string path)
     {
+        InputFiles.RequireForModel(path, "");   // a FIFO would block the open below
         try
         {
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 4096);
@@ -33,8 +34,9 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
                         if (field == 1) ir = (long)v;
                         break;
                     case 2:
-                        long len = (long)ReadVarint(stream, path);
-                        if (len < 0 || stream.Position + len > stream.Length)
+                        ulong raw = ReadVarint(stream, path);
+                        long len = raw > long.MaxValue ? -1 : (long)raw;
+                        if (len < 0 || len > stream.Length - stream.Position)
                             throw new ModelPackageException(path, "truncated or corrupt ONNX protobuf (a field runs past the end of the file)");
                         if (field == 8 && len < 4096) ReadOpset(ReadBytes(stream, (int)len), opsets, path);
                         else if (field == 2 && len < 4096) producer = System.Text.Encoding.UTF8.GetString(ReadBytes(stream, (int)len));
@@ -48,7 +50,7 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
             if (ir < 0) throw new ModelPackageException(path, "no IR version field: not an ONNX model");
             return new OnnxHeader(ir, opsets, producer);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ModelPackageException(path, "cannot be read: " + e.Message, e);
         }
@@ -76,7 +78,8 @@ public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long
             else if (wire == 2)
             {
                 ulong len = ReadVarint(s, path);
-                if (len > (ulong)(s.Length - s.Position)) throw new ModelPackageException(path, "corrupt opset_import entry (a field runs past its end)");
+                if (len > (ulong)(s.Length - s.Position))   // a length from the file: checked against what is left before allocating
+                    throw new ModelPackageException(path, $"corrupt opset_import entry (a field of {len} bytes in an entry of {s.Length})");
                 var b = ReadBytes(s, (int)len);
                 if (field == 1) domain = System.Text.Encoding.UTF8.GetString(b);
             }

@@ -39,7 +39,9 @@ public sealed record ResourceLimits
     public long MaxTokenizerFileBytes { get; init; } = 256L << 20;
     /// <summary>Largest image side a manifest may declare.</summary>
     public int MaxImageSize { get; init; } = 4096;
-    /// <summary>Whether component paths in multimodal.json may point outside the model folder.</summary>
+    /// <summary>Whether component paths in multimodal.json may point outside the model folder (links followed).
+    /// Without it a component must lie inside the folder or directly inside a sibling model folder
+    /// (<c>../tiny-chameleon/image_encoder.onnx</c>, as <c>convert --link-components</c> writes).</summary>
     public bool AllowPathsOutsideModel { get; init; }
 
     // ---- requests ----
