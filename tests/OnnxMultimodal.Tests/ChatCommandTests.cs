@@ -60,7 +60,9 @@ public class ChatCommandTests
         Assume.That(second, Is.Not.EqualTo(alone), "the history changes the second reply on this model (else this test proves nothing)");
         string afterReset = await Reply(client, Start(), "Hello");
 
-        string[] args = system is null ? ["--max-tokens", "8"] : ["--max-tokens", "8", "--system", system];
+        // the same model on both sides (omm chat's default is the trained code model)
+        string[] args = system is null ? ["--model", TestData.TinyLlama, "--max-tokens", "8"]
+                                       : ["--model", TestData.TinyLlama, "--max-tokens", "8", "--system", system];
         var (code, stdout, stderr) = await Chat("Hello\nTell me more\n/reset\nHello\n/exit\nnot read\n", args);
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stdout, Is.EqualTo($"{first}\n{second}\n{afterReset}\n"));
