@@ -22,7 +22,9 @@ public enum EngineKind
 /// <summary>How a model is loaded. Immutable.</summary>
 public sealed record PipelineOptions
 {
+    /// <summary>Which decode loop runs the text decoder (default: ours).</summary>
     public EngineKind Engine { get; init; } = EngineKind.Ort;
+    /// <summary>Execution providers and their settings for every graph of the model (default: CPU).</summary>
     public ExecutionOptions Execution { get; init; } = ExecutionOptions.Cpu;
     /// <summary>Limits for decoding input images.</summary>
     public ImageLoaderOptions Images { get; init; } = new();
@@ -44,13 +46,15 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     private readonly DecodeWorkers _workers;
     internal DecodeWorkers Workers => _workers;
 
-    public ModelPackage Package { get; }
-    public TextTokenizer Tokenizer { get; }
-    public IDecodeEngine Engine { get; }
-    public ImageTokenizer? ImageTokenizer { get; }
-    public ImageDetokenizer? ImageDetokenizer { get; }
-    public ImageVocabulary? ImageVocabulary { get; }
-    public SpeechEncoder? SpeechEncoder { get; }
+    /// <summary>The loaded model: name, family, precision, context length, and the modalities it takes and gives.</summary>
+    public ModelInfo Model => ModelInfo.From(Package);
+    internal ModelPackage Package { get; }
+    internal TextTokenizer Tokenizer { get; }
+    internal IDecodeEngine Engine { get; }
+    internal ImageTokenizer? ImageTokenizer { get; }
+    internal ImageDetokenizer? ImageDetokenizer { get; }
+    internal ImageVocabulary? ImageVocabulary { get; }
+    internal SpeechEncoder? SpeechEncoder { get; }
 
     private MultimodalPipeline(PipelineOptions options, ModelPackage package, TextTokenizer tokenizer, IDecodeEngine engine,
                                ImageTokenizer? imageTokenizer, ImageDetokenizer? imageDetokenizer, ImageVocabulary? vocabulary,
@@ -375,6 +379,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         return (image!, stats!);
     }
 
+    /// <summary>Releases the sessions, the decode threads and any device memory.</summary>
     public void Dispose()
     {
         _workers.Dispose();
@@ -384,6 +389,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         SpeechEncoder?.Dispose();
     }
 
+    /// <summary>Same as <see cref="Dispose"/>.</summary>
     public ValueTask DisposeAsync()
     {
         Dispose();

@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Speech;
 /// default parameters) of torchaudio.functional.resample, so both produce the same samples to float
 /// rounding.
 /// </summary>
-public static class Resampler
+internal static class Resampler
 {
     private const int LowpassFilterWidth = 6;
     private const double Rolloff = 0.99;

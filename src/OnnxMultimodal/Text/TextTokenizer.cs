@@ -10,7 +10,7 @@ namespace OnnxMultimodal.Text;
 /// Microsoft.ML.Tokenizers; decoding maps tokens back to bytes so that streamed output only ever
 /// emits whole UTF-8 characters.
 /// </summary>
-public sealed partial class TextTokenizer
+internal sealed partial class TextTokenizer
 {
     // GPT-2's pre-tokenization pattern (contractions, letters, digits, other, whitespace).
     [GeneratedRegex(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")]
@@ -115,7 +115,7 @@ public sealed partial class TextTokenizer
 }
 
 /// <summary>Turns ids into text one at a time, holding back bytes of an unfinished UTF-8 character.</summary>
-public sealed class StreamingTextDecoder
+internal sealed class StreamingTextDecoder
 {
     private readonly TextTokenizer _tokenizer;
     private readonly bool _skipSpecial;
