@@ -2,9 +2,9 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "tiny-chameleon");
-string image = args.Length > 1 ? args[1] : Path.Combine(root, "models", "tiny-chameleon", "reference", "shapes.png");
+// Model: argument 1, else $OMM_MODELS/tiny-chameleon, else models/tiny-chameleon next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "tiny-chameleon");
+string image = args.Length > 1 ? args[1] : Path.Combine(model, "reference", "shapes.png");
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 var sampling = new SamplingOptions { MaxNewTokens = 24 };

@@ -4,7 +4,8 @@ using OnnxMultimodal;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "tiny-llama");
+// Model: argument 1, else $OMM_MODELS/tiny-llama, else models/tiny-llama next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "tiny-llama");
 
 var progress = new Progress<float>(p => Console.WriteLine($"loading {p:P0}"));
 MultimodalPipeline pipeline;

@@ -2,7 +2,8 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "tiny-llama");
+// Model: argument 1, else $OMM_MODELS/tiny-llama, else models/tiny-llama next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "tiny-llama");
 string prompt = args.Length > 1 ? args[1] : "Once upon a time there was a small robot who";
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);

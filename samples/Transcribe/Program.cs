@@ -3,9 +3,9 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "tiny-seamless");
-string wav = args.Length > 1 ? args[1] : Path.Combine(root, "models", "tiny-seamless", "reference", "stereo_44k.wav");
+// Model: argument 1, else $OMM_MODELS/tiny-seamless, else models/tiny-seamless next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "tiny-seamless");
+string wav = args.Length > 1 ? args[1] : Path.Combine(model, "reference", "stereo_44k.wav");
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 foreach (var lang in new[] { "spa", "fra" })

@@ -10,7 +10,7 @@ internal static class CliCommon
 {
     public static string DefaultModel => Path.Combine(AppContext.BaseDirectory, "models", "tiny-llama");
 
-    public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded tiny-llama)" };
+    public static readonly Option<string?> Model = new("--model", "-m") { Description = "Model folder (default: the embedded tiny model for the task: tiny-llama; tiny-chameleon for caption, ask, imagine; tiny-seamless for transcribe)" };
     public static readonly Option<string> Engine = new("--engine") { Description = "Decode engine: ort | genai", DefaultValueFactory = _ => "ort" };
     public static readonly Option<string> Provider = new("--provider") { Description = "Execution providers in fallback order, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
     public static readonly Option<int> Threads = new("--threads") { Description = "CPU threads per operator (0 = ONNX Runtime's choice)", DefaultValueFactory = _ => 0 };
@@ -58,10 +58,13 @@ internal static class CliCommon
     public static ExecutionOptions Execution(ParseResult r) => new()
     {
         Providers = ParseProviders(r.GetValue(Provider)!),
-        IntraOpThreads = r.GetValue(Threads),
+        IntraOpThreads = NonNegative(r.GetValue(Threads), "--threads", "0 = ONNX Runtime's choice"),
         CudaGraph = r.GetValue(CudaGraph),
         DeviceResident = !r.GetValue(HostKv),
     };
+
+    private static int NonNegative(int value, string option, string hint) =>
+        value >= 0 ? value : throw new InvalidInputException(option, $"{value} is negative ({hint})");
 
     public static EngineKind ParseEngine(string s) => s.ToLowerInvariant() switch
     {
@@ -90,8 +93,9 @@ internal static class CliCommon
         IgnoreStopTokens = r.GetValue(IgnoreEos),
     };
 
-    /// <summary>Runs a command body; library errors become one clear line and exit code 2.</summary>
-    public static async Task<int> Guard(Func<Task<int>> body)
+    /// <summary>Runs a command body; library errors become one clear line and exit code 2. <paramref name="words"/>
+    /// turns the library's names for inputs into the command's (e.g. ("parts[0]", "--image")).</summary>
+    public static async Task<int> Guard(Func<Task<int>> body, params (string Library, string Cli)[] words)
     {
         try
         {
@@ -99,7 +103,8 @@ internal static class CliCommon
         }
         catch (OnnxMultimodalException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            string message = words.Aggregate(e.Message, (m, w) => m.Replace(w.Library, w.Cli));
+            Console.Error.WriteLine($"error: {message}");
             return 2;
         }
         catch (OperationCanceledException)
