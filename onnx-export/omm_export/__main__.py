@@ -20,6 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"], help="activation type of int4 graphs (fp16 for CUDA)")
     p.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic initialisation")
+    p.add_argument("--context-length", type=int, help="the package's context (cos/sin tables, cache); default: the config's max_position_embeddings")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--no-reference", action="store_true", help="skip PyTorch reference outputs")
     p.add_argument("--check", action="store_true", help="run the graph on onnxruntime against the references")
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     c.add_argument("--seed", type=int, default=1234)
+    c.add_argument("--context-length", type=int, help="the package's context; default: the config's max_position_embeddings")
     c.add_argument("--out", required=True)
     c.add_argument("--no-reference", action="store_true")
     c.add_argument("--check", action="store_true")
@@ -62,12 +64,26 @@ def main(argv=None) -> int:
     v.add_argument("--encoder-precision", default="fp32", choices=["fp32", "fp16"],
                    help="seq2seq: also run the speech encoder in fp16 along its feature path (length bookkeeping stays fp32)")
     v.add_argument("--prefill-decoder", help="a fused package (or its decoder.onnx) whose decoder runs the prompts into the same cache, e.g. fp16 beside an int4 decoder")
+    v.add_argument("--next-token", action="store_true", help="fused decoder-only graphs: extra output next_token [B,1] int64, the ArgMax of the last position's logits (greedy choice on the device)")
+    v.add_argument("--custom-ops", default="none", choices=["none", "omm"],
+                   help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16)")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
+    v.add_argument("--check", action="store_true",
+                   help="run the converted graph on onnxruntime (CPU) against the source package's references; exit 1 outside the precision's tolerance")
+    k = sub.add_parser("check", help="run a package's graphs on onnxruntime (CPU) against its reference/ folder; exit 1 outside tolerance")
+    k.add_argument("package", help="the model folder")
     args = ap.parse_args(argv)
 
+    if args.family == "check":
+        print(json.dumps(check_package(args.package), indent=1))
+        return 0
     if args.family == "convert":
         from .convert import convert
         print(json.dumps(convert(args), indent=1))
+        if args.check:
+            if args.link_components:
+                raise SystemExit("convert --check needs the references: drop --link-components")
+            print(json.dumps(check_package(args.out), indent=1))
         return 0
 
     if args.family == "llama":
@@ -79,17 +95,25 @@ def main(argv=None) -> int:
     elif args.family == "seamless":
         from .families import seamless
         seamless.export(args)
-    if args.check and not args.no_reference:
-        from .reference import check_with_onnxruntime
-        if args.family == "seamless":
-            from .families.seamless import check_with_onnxruntime as check_speech
-            print(json.dumps(check_speech(args.out), indent=1))
-        elif args.family == "chameleon":
-            from .families.chameleon import check_with_onnxruntime as check_images
-            print(json.dumps(check_images(args.out), indent=1))
-        else:
-            print(json.dumps(check_with_onnxruntime(args.out), indent=1))
+    if args.check:
+        if args.no_reference:
+            raise SystemExit("--check needs the references: drop --no-reference")
+        print(json.dumps(check_package(args.out), indent=1))
     return 0
+
+
+def check_package(out: str) -> dict:
+    """The package's --check by family; raises check.CheckFailed (exit 1) when it is outside tolerance."""
+    with open(f"{out}/multimodal.json", encoding="utf-8") as f:
+        family = json.load(f)["family"]
+    if family == "seamless":
+        from .families.seamless import check_with_onnxruntime as check_speech
+        return check_speech(out)
+    if family == "chameleon":
+        from .families.chameleon import check_with_onnxruntime as check_images
+        return check_images(out)
+    from .reference import check_with_onnxruntime
+    return check_with_onnxruntime(out)
 
 
 if __name__ == "__main__":

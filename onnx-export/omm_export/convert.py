@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 
 import numpy as np
 import onnx
@@ -43,20 +44,25 @@ def read_reference(src: str):
     model = onnx.load(os.path.join(src, manifest["components"]["decoder"]))
     init = {t.name: numpy_helper.to_array(t).astype(np.float32) if t.data_type in (1, 10) else numpy_helper.to_array(t)
             for t in model.graph.initializer}
-    need = ["embed_tokens.weight", "lm_head.weight", "rope.cos", "rope.sin", "final_norm.weight"]
+    # a tied head is a Transpose of the embedding table instead of its own lm_head.weight
+    tied = "lm_head.weight" not in init and any(n.op_type == "Transpose" and n.input[0] == "embed_tokens.weight" for n in model.graph.node)
+    need = ["embed_tokens.weight", "rope.cos", "rope.sin", "final_norm.weight"] + ([] if tied else ["lm_head.weight"])
     missing = [n for n in need if n not in init]
     if missing:
         raise SystemExit(f"convert: {missing} not in the source graph: only reference graphs written by omm_export can be converted")
     hd = d["head_dim"]
     cos, sin = init["rope.cos"], init["rope.sin"]                  # [ctx, hd]: each half repeated
-    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1]))    # position 1, frequency index 1
-    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}")
+    # The tables travel verbatim (scaled RoPE -- llama3, linear -- and any attention scaling survive);
+    # the nominal base is derived only to report it.
+    tables = (np.ascontiguousarray(cos[:, : hd // 2]), np.ascontiguousarray(sin[:, : hd // 2]))
+    inv_freq_1 = math.atan2(float(sin[1, 1]), float(cos[1, 1])) if hd >= 4 else float("nan")   # position 1, frequency index 1
+    theta = float(f"{inv_freq_1 ** (-hd / 2):.6g}") if inv_freq_1 > 0 else float("nan")
     qk = "layers.0.q_norm.weight" in init
     spec = DecoderSpec(vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
                        intermediate_size=init["layers.0.gate_proj"].shape[1], num_layers=d["num_layers"],
                        num_heads=d["num_heads"], num_kv_heads=d["num_kv_heads"], head_dim=hd,
                        context_length=d["context_length"], rms_norm_eps=_scalar_after(model, "layers.0.input_norm_var", init),
-                       rope_theta=theta, qk_norm=qk,
+                       rope_theta=theta, rope_tables=tables, qk_norm=qk,
                        qk_norm_eps=_scalar_after(model, "layers.0.q_norm_var", init) if qk else 1e-5)
     layers = []
     for i in range(spec.num_layers):
@@ -64,13 +70,16 @@ def read_reference(src: str):
         lw = LayerWeights(input_norm=init[f"{p}.input_norm.weight"], post_norm=init[f"{p}.post_norm.weight"],
                           q=init[f"{p}.q_proj"], k=init[f"{p}.k_proj"], v=init[f"{p}.v_proj"], o=init[f"{p}.o_proj"],
                           gate=init[f"{p}.gate_proj"], up=init[f"{p}.up_proj"], down=init[f"{p}.down_proj"])
+        for part in ("q", "k", "v", "o", "gate", "up", "down"):   # attention_bias / mlp_bias checkpoints
+            setattr(lw, f"{part}_b", init.get(f"{p}.{part}_proj.bias"))
         if qk:
             lw.q_norm_w = init[f"{p}.q_norm.weight"].reshape(spec.num_heads, hd)
             lw.q_norm_b = init[f"{p}.q_norm.bias"].reshape(spec.num_heads, hd)
             lw.k_norm_w = init[f"{p}.k_norm.weight"].reshape(spec.num_kv_heads, hd)
             lw.k_norm_b = init[f"{p}.k_norm.bias"].reshape(spec.num_kv_heads, hd)
         layers.append(lw)
-    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=init["lm_head.weight"])
+    lm_head = np.ascontiguousarray(init["embed_tokens.weight"].T) if tied else init["lm_head.weight"]
+    w = DecoderWeights(embed=init["embed_tokens.weight"], layers=layers, final_norm=init["final_norm.weight"], lm_head=lm_head, tied_head=tied)
     return spec, w, manifest
 
 
@@ -104,8 +113,8 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     from .fused_graph import FusedOptions
     from .seq2seq_graph import build_fused_seq2seq_decoder
     src, out = args.source, args.out
-    if args.graph != "fused" or args.last_logits:
-        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits) only")
+    if args.graph != "fused" or args.last_logits or getattr(args, "next_token", False):
+        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits or --next-token) only")
     spec, w = read_seq2seq_reference(src, manifest)
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
@@ -113,7 +122,9 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
                        cross_mha=getattr(args, "cross_mha", False))
     nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
     data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
-    save_model(build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt), os.path.join(out, "decoder.onnx"))
+    model = build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt)
+    _custom_ops(args, model, opt, d)
+    save_model(model, os.path.join(out, "decoder.onnx"))
     cross = {k: v for k, v in d["inputs"].items() if k in ("cross_key", "cross_value", "encoder_attention_mask")}
     # kv_dtype is the type of the self-attention cache and of the cross K/V the graph takes (the engine
     # converts the encoder's fp32 K/V once per request).
@@ -197,23 +208,48 @@ def convert(args) -> dict:
     if args.graph == "fused":
         from .fused_graph import FusedOptions, build_fused_decoder
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation, last_logits=args.last_logits)
+                           int4_activation=args.int4_activation, last_logits=args.last_logits,
+                           next_token=getattr(args, "next_token", False))
         model = build_fused_decoder(spec, w, opt, data_path=data_path)
         if opt.last_logits:
             decoder["logits"] = "last"
         decoder.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
-                       inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
+                       inputs=FUSED_IO["inputs"], outputs=dict(FUSED_IO["outputs"], **({"next_token": "next_token"} if opt.next_token else {})))
         if args.precision == "int4":
             manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
                                         "accuracy_level": opt.accuracy_level}
+        _custom_ops(args, model, opt, decoder)
     else:
+        if getattr(args, "custom_ops", "none") != "none":
+            raise SystemExit("convert: --custom-ops needs --graph fused --precision int4")
+        if getattr(args, "next_token", False):
+            raise SystemExit("convert: --next-token needs --graph fused")
         if args.precision == "int4":
             raise SystemExit("convert: --precision int4 needs --graph fused")
         dtype = np.float16 if args.precision == "fp16" else np.float32
         model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
-    return _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+    done = _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+    if args.graph == "fused" and args.precision == "int4" and os.path.isdir(os.path.join(out, "reference")):
+        from .roundtrip import write_roundtrip_reference   # the int4 graph's own reference, for --check
+        write_roundtrip_reference(out, spec, w, opt, decoder)
+    return done
+
+
+def _custom_ops(args, model, opt, decoder: dict) -> None:
+    """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; the manifest names the library the graph needs."""
+    if getattr(args, "custom_ops", "none") == "none":
+        return
+    if args.precision != "int4" or opt.act_dtype != np.float16:
+        raise SystemExit("convert: --custom-ops omm needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
+    from .custom_ops import OMM_DOMAIN, use_omm_int4
+    done = use_omm_int4(model)
+    if not done["rewritten"]:
+        raise SystemExit(f"convert: --custom-ops omm: no MatMulNBits node the kernel can run ({done['kept']})")
+    if done["kept"]:   # those stay stock MatMulNBits: still correct, not our kernel
+        print(f"convert: --custom-ops omm: {sum(done['kept'].values())} MatMulNBits nodes kept stock: {done['kept']}", file=sys.stderr)
+    decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 
 def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -> dict:
@@ -245,7 +281,9 @@ def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -
     manifest["precision"] = args.precision
     manifest["provenance"] = dict(manifest.get("provenance", {}), converted_from=os.path.basename(os.path.normpath(src)),
                                   conversion=f"--graph {args.graph} --precision {args.precision}"
-                                             + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else ""),
+                                             + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else "")
+                                             + (f" --custom-ops {args.custom_ops}" if getattr(args, "custom_ops", "none") != "none" else "")
+                                             + (" --next-token" if getattr(args, "next_token", False) else ""),
                                   note="reference/ describes the source model")
     with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)

@@ -33,6 +33,12 @@ class DecoderSpec:
     rope_theta: float = 10000.0
     qk_norm: bool = False          # Chameleon: LayerNorm over head_dim on q and k, per head
     qk_norm_eps: float = 1e-5
+    # RoPE as the checkpoint computes it: transformers' own inverse frequencies (after llama3 / linear /
+    # dynamic scaling) and the factor it multiplies cos/sin by. None: plain RoPE from rope_theta.
+    rope_inv_freq: tuple | None = None
+    rope_attention_scaling: float = 1.0
+    # (cos, sin) [context, hd/2] fp32 tables taken verbatim from an existing graph (convert): wins over the above.
+    rope_tables: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -47,6 +53,13 @@ class LayerWeights:
     gate: np.ndarray
     up: np.ndarray
     down: np.ndarray
+    q_b: np.ndarray | None = None        # attention_bias / mlp_bias checkpoints: [out] biases
+    k_b: np.ndarray | None = None
+    v_b: np.ndarray | None = None
+    o_b: np.ndarray | None = None
+    gate_b: np.ndarray | None = None
+    up_b: np.ndarray | None = None
+    down_b: np.ndarray | None = None
     q_norm_w: np.ndarray | None = None   # [heads, hd] for qk-norm
     q_norm_b: np.ndarray | None = None
     k_norm_w: np.ndarray | None = None
@@ -59,14 +72,29 @@ class DecoderWeights:
     layers: list[LayerWeights] = field(default_factory=list)
     final_norm: np.ndarray | None = None
     lm_head: np.ndarray | None = None  # [H, V]
+    tied_head: bool = False      # lm_head is embed.T (tie_word_embeddings): the reference graph stores the table once
 
 
 def rope_cache(spec: DecoderSpec) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin [context, hd/2] for positions 0..context-1, computed as transformers does (fp32)."""
-    inv_freq = 1.0 / (spec.rope_theta ** (np.arange(0, spec.head_dim, 2, dtype=np.int64).astype(np.float32) / spec.head_dim))
+    """cos/sin [context, hd/2] for positions 0..context-1, computed as transformers does (fp32):
+    freqs = position * inv_freq, then cos/sin times the attention scaling. The inverse frequencies are
+    the checkpoint's own (scaled RoPE survives) or, without them, plain RoPE from rope_theta."""
+    half = spec.head_dim // 2
+    if spec.rope_tables is not None:
+        cos, sin = (np.asarray(t, np.float32) for t in spec.rope_tables)
+        if cos.shape != (spec.context_length, half) or sin.shape != cos.shape:
+            raise ValueError(f"rope tables {cos.shape} do not match [context {spec.context_length}, head_dim/2 {half}]")
+        return cos, sin
+    if spec.rope_inv_freq is not None:
+        inv_freq = np.asarray(spec.rope_inv_freq, np.float32)
+        if inv_freq.shape != (half,):
+            raise ValueError(f"rope_inv_freq has {inv_freq.shape[0]} entries, head_dim/2 is {half}")
+    else:
+        inv_freq = 1.0 / (spec.rope_theta ** (np.arange(0, spec.head_dim, 2, dtype=np.int64).astype(np.float32) / spec.head_dim))
     pos = np.arange(spec.context_length, dtype=np.float32)
     freqs = np.outer(pos, inv_freq.astype(np.float32)).astype(np.float32)  # [ctx, hd/2]
-    return np.cos(freqs).astype(np.float32), np.sin(freqs).astype(np.float32)
+    scale = np.float32(spec.rope_attention_scaling)
+    return (np.cos(freqs) * scale).astype(np.float32), (np.sin(freqs) * scale).astype(np.float32)
 
 
 def _rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, hint: str, dtype=np.float32) -> str:
@@ -107,6 +135,12 @@ def _head_layer_norm(g: GraphBuilder, x: str, w: np.ndarray, b: np.ndarray, eps:
     h, hd = w.shape
     scaled = g.op("Mul", [normed, g.const(w.reshape(1, h, 1, hd).astype(np.float32), f"{hint}.weight")])
     return g.op("Add", [scaled, g.const(b.reshape(1, h, 1, hd).astype(np.float32), f"{hint}.bias")], hint)
+
+
+def _linear(g: GraphBuilder, c, x: str, w: np.ndarray, b: np.ndarray | None, name: str) -> str:
+    """x [.., K] @ w [K, N] (+ b [N]); the weight keeps the initializer name `name`, the bias `name.bias`."""
+    y = g.op("MatMul", [x, c(w, name)])
+    return y if b is None else g.op("Add", [y, c(b, f"{name}.bias")])
 
 
 def _repeat_kv(g: GraphBuilder, x: str, kv_heads: int, rep: int, hd: int, hint: str) -> str:
@@ -154,14 +188,16 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder", d
     cos = g.op("Unsqueeze", [g.op("Gather", [cos_c, position_ids], axis=0), g.i64([1])], "cos")  # [B,1,S,hd]
     sin = g.op("Unsqueeze", [g.op("Gather", [sin_c, position_ids], axis=0), g.i64([1])], "sin")
 
-    x = g.op("Gather", [c(w.embed, "embed_tokens.weight"), input_ids], "embeds", axis=0)  # [B,S,H]
+    embed = c(w.embed, "embed_tokens.weight")
+    x = g.op("Gather", [embed, input_ids], "embeds", axis=0)  # [B,S,H]
     scale = c(1.0 / np.sqrt(hd))
     for i, lw in enumerate(w.layers):
         p = f"layers.{i}"
         h = _rms_norm(g, x, lw.input_norm, spec.rms_norm_eps, f"{p}.input_norm", dtype)
-        q = _heads(g, g.op("MatMul", [h, c(lw.q, f"{p}.q_proj")]), nH, hd, f"{p}.q")       # [B,nH,S,hd]
-        k = _heads(g, g.op("MatMul", [h, c(lw.k, f"{p}.k_proj")]), kvH, hd, f"{p}.k")      # [B,kvH,S,hd]
-        v = _heads(g, g.op("MatMul", [h, c(lw.v, f"{p}.v_proj")]), kvH, hd, f"{p}.v")
+        lin = lambda x_, w_, b_, n_: _linear(g, c, x_, w_, b_, n_)
+        q = _heads(g, lin(h, lw.q, lw.q_b, f"{p}.q_proj"), nH, hd, f"{p}.q")       # [B,nH,S,hd]
+        k = _heads(g, lin(h, lw.k, lw.k_b, f"{p}.k_proj"), kvH, hd, f"{p}.k")      # [B,kvH,S,hd]
+        v = _heads(g, lin(h, lw.v, lw.v_b, f"{p}.v_proj"), kvH, hd, f"{p}.v")
         if spec.qk_norm:
             q = _head_layer_norm(g, q, lw.q_norm_w, lw.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm", dtype)
             k = _head_layer_norm(g, k, lw.k_norm_w, lw.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm", dtype)
@@ -176,19 +212,22 @@ def build_decoder(spec: DecoderSpec, w: DecoderWeights, name: str = "decoder", d
         probs = g.op("Softmax", [g.op("Add", [scores, bias])], f"{p}.probs", axis=-1)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, vr])], f"{p}.ctx", perm=[0, 2, 1, 3])    # [B,S,nH,hd]
         ctx = g.op("Reshape", [ctx, g.i64([0, 0, nH * hd])])
-        x = g.op("Add", [x, g.op("MatMul", [ctx, c(lw.o, f"{p}.o_proj")])], f"{p}.attn_out")
+        x = g.op("Add", [x, lin(ctx, lw.o, lw.o_b, f"{p}.o_proj")], f"{p}.attn_out")
         h = _rms_norm(g, x, lw.post_norm, spec.rms_norm_eps, f"{p}.post_norm", dtype)
-        gate = g.op("MatMul", [h, c(lw.gate, f"{p}.gate_proj")])
-        up = g.op("MatMul", [h, c(lw.up, f"{p}.up_proj")])
+        gate = lin(h, lw.gate, lw.gate_b, f"{p}.gate_proj")
+        up = lin(h, lw.up, lw.up_b, f"{p}.up_proj")
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up], f"{p}.swiglu")
-        x = g.op("Add", [x, g.op("MatMul", [act, c(lw.down, f"{p}.down_proj")])], f"{p}.out")
+        x = g.op("Add", [x, lin(act, lw.down, lw.down_b, f"{p}.down_proj")], f"{p}.out")
         g.add_output(present_k, t, ["batch", kvH, "total", hd])
         g.add_output(present_v, t, ["batch", kvH, "total", hd])
 
     x = _rms_norm(g, x, w.final_norm, spec.rms_norm_eps, "final_norm", dtype)
+    # Tied head: [H, V] as a Transpose of the embedding table (constant-folded by ONNX Runtime at load), so
+    # the file holds the vocabulary table once.
+    head = g.op("Transpose", [embed], "lm_head.tied", perm=[1, 0]) if w.tied_head else c(w.lm_head, "lm_head.weight")
     if dtype == np.float16:
-        g.op_named("Cast", [g.op("MatMul", [x, c(w.lm_head, "lm_head.weight")], "logits_fp16")], ["logits"], to=TensorProto.FLOAT)
+        g.op_named("Cast", [g.op("MatMul", [x, head], "logits_fp16")], ["logits"], to=TensorProto.FLOAT)
     else:
-        g.op_named("MatMul", [x, c(w.lm_head, "lm_head.weight")], ["logits"])
+        g.op_named("MatMul", [x, head], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", spec.vocab_size]))
     return g.model("omm_export")

@@ -35,6 +35,7 @@ class FusedOptions:
     int4_activation: str = "fp32"  # activations of the int4 graph: fp32 (CPU) or fp16 (CUDA)
     last_logits: bool = False      # logits only at each row's last valid position: [B, 1, V] (prefill skips S-1 rows of lm_head)
     cross_mha: bool = False        # seq2seq: cross-attention as one MultiHeadAttention node (else MatMul/Softmax/MatMul)
+    next_token: bool = False       # decoder-only: extra output next_token [B,1] int64 = ArgMax of the last valid position's logits
 
     @property
     def act_dtype(self):
@@ -99,8 +100,12 @@ class _Writer:
     def c(self, array, name):
         return self.g.const(np.asarray(array).astype(self.opt.act_dtype), name)
 
-    def linear(self, x: str, w: np.ndarray, name: str) -> str:
-        """x [.., K] times w [K, N]."""
+    def linear(self, x: str, w: np.ndarray, name: str, bias: np.ndarray | None = None) -> str:
+        """x [.., K] times w [K, N] (+ bias [N], an Add in the activation type)."""
+        y = self._matmul(x, w, name)
+        return y if bias is None else self.g.op("Add", [y, self.c(bias, f"{name}.bias")], f"{name}_biased")
+
+    def _matmul(self, x: str, w: np.ndarray, name: str) -> str:
         g, opt = self.g, self.opt
         if opt.precision != "int4":
             return g.op("MatMul", [x, self.c(w, name)], name)
@@ -111,6 +116,9 @@ class _Writer:
 
 
 def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder", data_path: str | None = None):
+    if spec.head_dim % 16:
+        raise SystemExit(f"fused graph: GroupQueryAttention's rotary needs head_dim to be a multiple of 16 (this model's is "
+                         f"{spec.head_dim}); use --graph reference")
     g = GraphBuilder(name, data_path)
     wr = _Writer(g, opt)
     nH, kvH, hd, eps = spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.rms_norm_eps
@@ -132,12 +140,13 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
             h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(L.input_norm, f"{p}.input_norm")],
                               f"{p}.input_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
         if spec.qk_norm:
-            q = _head_norm(g, wr, wr.linear(h, L.q, f"{p}.q_proj"), nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
-            k = _head_norm(g, wr, wr.linear(h, L.k, f"{p}.k_proj"), kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
-            v = wr.linear(h, L.v, f"{p}.v_proj")
+            q = _head_norm(g, wr, wr.linear(h, L.q, f"{p}.q_proj", L.q_b), nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
+            k = _head_norm(g, wr, wr.linear(h, L.k, f"{p}.k_proj", L.k_b), kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
+            v = wr.linear(h, L.v, f"{p}.v_proj", L.v_b)
             qkv_inputs = [q, k, v]
         else:
-            qkv_inputs = [wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj"), "", ""]    # packed [B,S,(nH+2kvH)*hd]
+            qkv_bias = _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)])
+            qkv_inputs = [wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj", qkv_bias), "", ""]    # packed [B,S,(nH+2kvH)*hd]
         attn, _, _ = g.op("GroupQueryAttention", qkv_inputs + [pasts[i][0], pasts[i][1], seqlens, total, cos, sin],
                           f"{p}.attn", n_out=3, domain=MS_DOMAIN, num_heads=nH, kv_num_heads=kvH, do_rotary=1,
                           rotary_interleaved=0, scale=float(hd ** -0.5))
@@ -145,13 +154,14 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
         g.nodes[-1].output[2] = f"present.{i}.value"
         g.add_output(f"present.{i}.key", t, ["batch", kvH, "max_length", hd])
         g.add_output(f"present.{i}.value", t, ["batch", kvH, "max_length", hd])
-        o = wr.linear(attn, L.o, f"{p}.o_proj")
+        o = wr.linear(attn, L.o, f"{p}.o_proj", L.o_b)
         h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [o, x, wr.c(L.post_norm, f"{p}.post_norm")],
                           f"{p}.post_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
-        gate_up = wr.linear(h, np.concatenate([L.gate, L.up], axis=1), f"{p}.gate_up_proj")                  # [B,S,2F]
+        gate_up = wr.linear(h, np.concatenate([L.gate, L.up], axis=1), f"{p}.gate_up_proj",
+                            _packed_bias([(L.gate, L.gate_b), (L.up, L.up_b)]))                                  # [B,S,2F]
         gate, up = g.op("Split", [gate_up, g.i64([L.gate.shape[1], L.up.shape[1]])], f"{p}.gate_up", n_out=2, axis=-1)
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up], f"{p}.swiglu")
-        residual_in = wr.linear(act, L.down, f"{p}.down_proj")
+        residual_in = wr.linear(act, L.down, f"{p}.down_proj", L.down_b)
     h, _, _, _ = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(w.final_norm, "final_norm")], "final_norm",
                       n_out=4, domain=MS_DOMAIN, epsilon=eps)
     if opt.last_logits:
@@ -162,8 +172,19 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
     g.op_named("Identity", [logits], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                                       ["batch", 1 if opt.last_logits else "seq", spec.vocab_size]))
+    if opt.next_token:   # greedy choice on the device: a step hands back 8 bytes instead of V floats
+        last = logits if opt.last_logits else _last_rows(g, logits, seqlens, spec.vocab_size)                    # [B,1,V]
+        g.op_named("ArgMax", [last], ["next_token"], axis=-1, keepdims=0)                                      # [B,1] int64
+        g.outputs.insert(1, helper.make_tensor_value_info("next_token", TensorProto.INT64, ["batch", 1]))
     g.uses_ms_domain = True
     return g.model("omm_export")
+
+
+def _packed_bias(parts) -> np.ndarray | None:
+    """The bias of a packed projection: each part's bias (zeros where a part has none), or None when no part has one."""
+    if all(b is None for _, b in parts):
+        return None
+    return np.concatenate([np.zeros(w.shape[1], np.float32) if b is None else np.asarray(b, np.float32) for w, b in parts])
 
 
 def _last_rows(g, h, seqlens, hidden):

@@ -23,10 +23,11 @@ internal static class CliCommon
     public static readonly Option<float> TopP = new("--top-p") { Description = "1 = off", DefaultValueFactory = _ => 1f };
     public static readonly Option<float> RepetitionPenalty = new("--repetition-penalty") { Description = "1 = off", DefaultValueFactory = _ => 1f };
     public static readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Generate exactly --max-tokens" };
+    public static readonly Option<string?> CustomOpLibrary = new("--custom-op-library") { Description = "CUDA: libomm_kernels.so, for packages converted with --custom-ops omm" };
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary })
             c.Options.Add(o);
     }
 
@@ -61,6 +62,7 @@ internal static class CliCommon
         IntraOpThreads = NonNegative(r.GetValue(Threads), "--threads", "0 = ONNX Runtime's choice"),
         CudaGraph = r.GetValue(CudaGraph),
         DeviceResident = !r.GetValue(HostKv),
+        CustomOpLibrary = r.GetValue(CustomOpLibrary),
     };
 
     private static int NonNegative(int value, string option, string hint) =>

@@ -145,7 +145,7 @@ public class ImageLoaderTests
     }
 
     /// <summary>A PNG whose IHDR claims the given size, followed by an empty IDAT and IEND.</summary>
-    private static byte[] PngHeaderOnly(int width, int height)
+    internal static byte[] PngHeaderOnly(int width, int height)
     {
         var ms = new MemoryStream();
         ms.Write([0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A]);

@@ -229,7 +229,7 @@ public class WaveReaderTests
         {
             long before = GC.GetAllocatedBytesForCurrentThread();
             var e = Assert.Throws<InvalidInputException>(() => WaveReader.Read(path, 16000, new AudioOptions()))!;
-            Assert.That(e.Message, Does.Contain("600.0 s").And.Contain("limit"));
+            Assert.That(e.Message, Does.Contain("600 s").And.Contain("limit"));
             Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.LessThan(1 << 20), "refused before reading samples");
             var longer = WaveReader.Read(path, 16000, new AudioOptions { MaxSeconds = 700 });
             Assert.That(longer.Samples, Has.Length.EqualTo(10 * 60 * 16000), "with a raised limit it reads, streaming in blocks");

@@ -71,8 +71,12 @@ def load(args, out_dir):
     from transformers import AutoTokenizer, ChameleonConfig, ChameleonForConditionalGeneration, PreTrainedTokenizerFast
     preset = PRESETS[args.preset]
     if args.checkpoint:
+        from .hf_config import check_chameleon_config, read_config
         src = args.checkpoint
-        provenance = {"source": "checkpoint", "path": os.path.abspath(src)}
+        path, raw = read_config(src)
+        if raw.get("model_type", "chameleon") != "chameleon":
+            raise SystemExit(f"omm_export: {path}: model_type '{raw.get('model_type')}' is not a Chameleon checkpoint")
+        provenance = {"source": "checkpoint", "path": os.path.abspath(src), "config": check_chameleon_config(path, raw)}
     else:
         tok = _tokenizer(preset)
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
@@ -107,6 +111,10 @@ def load(args, out_dir):
     if src is not None:
         model = ChameleonForConditionalGeneration.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
         tokenizer = AutoTokenizer.from_pretrained(src)
+        if args.checkpoint:
+            from .llama import checkpoint_tokenizer
+            tokenizer = checkpoint_tokenizer(src, tokenizer)
+            _check_vocabulary(src, model.config, tokenizer)
     torch.manual_seed(args.seed + 1)
     vqm = model.model.vqmodel
     image_decoder = ImageDecoderGraph(vqm.config, vqm.quantize.embedding, vqm.post_quant_conv).eval()
@@ -117,6 +125,20 @@ def load(args, out_dir):
                                                              if k.split(".")[0] in ("decoder", "post_quant_conv", "quantize")}, strict=False)
         print("vqgan decoder: missing", missing, "unexpected", len(unexpected))
     return model, tokenizer, image_decoder, provenance
+
+
+def _check_vocabulary(src, cfg, tokenizer) -> None:
+    """The checkpoint's vocabulary_map (what transformers maps image codes with) and its tokenizer must
+    agree on the sentinels and the image-token names, else the package would map codes to other ids."""
+    vmap = getattr(cfg, "vocabulary_map", None) or {}
+    vocab = tokenizer.get_vocab()
+    for name in [BOI, EOI, IMAGE]:
+        if name not in vocab:
+            raise SystemExit(f"omm_export: {src}: the tokenizer has no '{name}' token (Chameleon's image sentinels)")
+    wrong = [k for k, v in vmap.items() if (k.startswith("IMGIMG") or k in (BOI, EOI, IMAGE)) and vocab.get(k) != v]
+    if wrong:
+        raise SystemExit(f"omm_export: {src}: config.json vocabulary_map and the tokenizer disagree on {len(wrong)} "
+                         f"image token(s), e.g. {wrong[:3]}")
 
 
 def _export_module(module, example, path, input_name, output_name):
@@ -139,8 +161,18 @@ def _export_module(module, example, path, input_name, output_name):
 
 
 def _image_token_ids(tokenizer, codebook_size):
-    vocab = tokenizer.get_vocab()
-    return [vocab[code_token_name(c)] for c in range(codebook_size)]
+    """Token id of each code 0..codebook_size-1, read from the vocabulary as transformers reads it: a name
+    IMGIMG + the code's digits as letters A-J + one last character (whatever it is)."""
+    by_code = {}
+    for name, i in tokenizer.get_vocab().items():
+        digits = name[len("IMGIMG"):-1]
+        if name.startswith("IMGIMG") and digits and all("A" <= ch <= "J" for ch in digits):
+            by_code[int("".join(str(ord(ch) - ord("A")) for ch in digits))] = i
+    missing = [c for c in range(codebook_size) if c not in by_code]
+    if missing:
+        raise SystemExit(f"omm_export: the tokenizer has no image token for {len(missing)} of {codebook_size} codes "
+                         f"(first: {missing[0]}; expected names like {code_token_name(missing[0])})")
+    return [by_code[c] for c in range(codebook_size)]
 
 
 @torch.no_grad()
@@ -218,7 +250,9 @@ def export(args) -> None:
     grid = size // 2 ** (len(vq_cfg.channel_multiplier) - 1)
     n_codes = grid * grid
 
-    spec = spec_from_config(model.config, qk_norm=True)
+    from .llama import _cap
+    cap = _cap(provenance.get("config", {}).get("context_cap"), getattr(args, "context_length", None))
+    spec = spec_from_config(model.config, qk_norm=True, model=model if args.checkpoint else None, context_cap=cap)
     onnx_model, fused = build_graph(args, spec, model, out, qk_norm=True)
     save_model(onnx_model, os.path.join(out, "decoder.onnx"))
     del onnx_model
@@ -289,7 +323,7 @@ def write_references(out, model, tokenizer, image_decoder, code_ids, size, n_cod
                 return [t]
             _, toks = _decode(model, [ids], CAPTION_STEPS, choose)
             doc["captions"].append({"image": name, "kind": kind, "text": text, "ids": ids,
-                                    "tokens": [t[0] for t in toks], "min_margin": min(margins)})
+                                    "tokens": [t[0] for t in toks], "min_margin": min(margins), "margins": margins})
 
     # text -> image with classifier-free guidance: row 0 conditional, row 1 unconditional (left-padded)
     pad = tokenizer.pad_token_id
@@ -343,32 +377,47 @@ def _guided(model, cond, uncond, steps, choose):
 
 
 def check_with_onnxruntime(out):
+    """Image encoder codes, image decoder pixels and the captions' greedy tokens on ORT's CPU provider
+    against reference.json; raises check.CheckFailed (exit 1) naming what is outside tolerance: codes
+    must be equal (unless PyTorch's nearest and second-nearest codebook entries are within 1e-4), pixels
+    within 1e-3 (fp32 convolutions, values in [-1, 1]), captions by the precision's token rule."""
     import onnxruntime as ort
+    from ..check import finish, judge_prompt, tolerance
     ref = os.path.join(out, "reference")
     with open(os.path.join(ref, "reference.json")) as f:
         doc = json.load(f)
-    enc = ort.InferenceSession(os.path.join(out, "image_encoder.onnx"), providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(os.path.join(out, "image_decoder.onnx"), providers=["CPUExecutionProvider"])
-    res = {"codes_equal": [], "pixels_max_abs": []}
+    with open(os.path.join(out, "multimodal.json")) as f:
+        manifest = json.load(f)
+    comp = manifest["components"]
+    enc = ort.InferenceSession(os.path.join(out, comp["image_encoder"]), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(out, comp["image_decoder"]), providers=["CPUExecutionProvider"])
+    res, failures = {"codes_equal": [], "pixels_max_abs": []}, []
     for im in doc["images"]:
         px = np.fromfile(os.path.join(ref, im["pixels_file"]), "<f4").reshape(im["pixels_shape"])
         codes = enc.run(None, {enc.get_inputs()[0].name: px})[0]
-        res["codes_equal"].append([int((codes[0] == np.array(im["codes"])).sum()), len(im["codes"]), im["code_min_margin"]])
+        equal = int((codes[0] == np.array(im["codes"])).sum())
+        res["codes_equal"].append([equal, len(im["codes"]), im["code_min_margin"]])
+        if equal != len(im["codes"]) and im["code_min_margin"] > 1e-4:
+            failures.append(f"image {im['name']!r}: {len(im['codes']) - equal} of {len(im['codes'])} codes differ "
+                            f"(PyTorch's nearest-code margin {im['code_min_margin']:.3g} > 1e-4)")
     for g in doc["imagine"]:
         want = np.fromfile(os.path.join(ref, g["pixels_file"]), "<f4").reshape(g["pixels_shape"])
         got = dec.run(None, {dec.get_inputs()[0].name: np.array([g["codes"]], np.int64)})[0]
-        res["pixels_max_abs"].append(float(np.abs(got - want).max()))
+        err = float(np.abs(got - want).max())
+        res["pixels_max_abs"].append(err)
+        if not err <= 1e-3:
+            failures.append(f"imagine {g['prompt']!r} ({g['mode']}): image decoder pixels differ by {err:.3g} > 1e-3")
     from ..reference import ort_greedy
-    with open(os.path.join(out, "multimodal.json")) as f:
-        manifest = json.load(f)
-    sess = ort.InferenceSession(os.path.join(out, "decoder.onnx"), providers=["CPUExecutionProvider"])
+    tol, why = tolerance(manifest, doc)
+    sess = ort.InferenceSession(os.path.join(out, comp["decoder"]), providers=["CPUExecutionProvider"])
     banned = np.array(manifest["image"]["code_to_token"])
-    res["caption_agree"] = []
+    res["captions"] = []
     for c in doc["captions"]:
-        _, toks = ort_greedy(sess, manifest["decoder"], c["ids"], len(c["tokens"]), banned)
-        res["caption_agree"].append(sum(a == b for a, b in zip(toks, c["tokens"])))
+        first, toks = ort_greedy(sess, manifest["decoder"], c["ids"], len(c["tokens"]), banned)
+        scale = float(np.abs(first[-1]).max())   # no logits are stored for captions: ORT's own scale
+        res["captions"].append(judge_prompt(f"{c['image']}/{c['kind']}: {c['text']}", None, tol, why, toks, c["tokens"],
+                                            c.get("margins", c["min_margin"]), scale, failures))
     res["encoder_inputs"] = [(i.name, i.shape) for i in enc.get_inputs()]
     res["decoder_outputs"] = [(o.name, o.shape) for o in dec.get_outputs()]
-    res["captions_margins"] = [c["min_margin"] for c in doc["captions"]]
     res["imagine_margins"] = [g["min_margin"] for g in doc["imagine"]]
-    return res
+    return finish(out, res, failures)

@@ -14,6 +14,7 @@ from ..decoder_graph import DecoderSpec, DecoderWeights, LayerWeights, build_dec
 from ..fused_graph import FUSED_IO
 from ..onnx_utils import save_model
 from ..text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe
+from .hf_config import check_llama_config, eos_ids, read_config, rotary_of
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,11 @@ def load_model(args, out_dir: str):
     from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
     if args.checkpoint:
         src = args.checkpoint
-        provenance = {"source": "checkpoint", "path": os.path.abspath(src)}
+        path, raw = read_config(src)
+        if raw.get("model_type", "llama") != "llama":
+            raise SystemExit(f"omm_export: {path}: model_type '{raw.get('model_type')}' is not a Llama checkpoint")
+        facts = check_llama_config(path, raw)
+        provenance = {"source": "checkpoint", "path": os.path.abspath(src), "config": facts}
     else:
         preset = PRESETS[args.preset]
         tok = train_byte_level_bpe(vocab_size=1024)
@@ -93,8 +98,27 @@ def load_model(args, out_dir: str):
         model.save_pretrained(src)
         fast.save_pretrained(src)
     model = LlamaForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer = checkpoint_tokenizer(src, _hf_tokenizer(src, model.config))
     return model, tokenizer, provenance
+
+
+def _hf_tokenizer(src: str, cfg):
+    """AutoTokenizer; where its class cannot load the folder but tokenizer.json is there, the generic fast
+    tokenizer over that file with the config's BOS/EOS (said on stderr)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    try:
+        return AutoTokenizer.from_pretrained(src)
+    except Exception as e:  # noqa: BLE001 - any loader failure falls back to the file itself
+        path = os.path.join(src, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise
+        import sys
+        print(f"omm_export: AutoTokenizer failed on {src} ({e}); using PreTrainedTokenizerFast over tokenizer.json", file=sys.stderr)
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(path)
+        first = lambda x: x[0] if isinstance(x, (list, tuple)) else x
+        name = lambda i: tok.id_to_token(i) if i is not None else None
+        return PreTrainedTokenizerFast(tokenizer_file=path, bos_token=name(cfg.bos_token_id), eos_token=name(first(cfg.eos_token_id)))
 
 
 def synthetic_package(cfg, seed: int, fast_tokenizer, out_dir: str, model_class=None):
@@ -121,13 +145,57 @@ def _rope_theta(cfg) -> float:
     return float(rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
 
 
-def spec_from_config(cfg, qk_norm: bool = False) -> DecoderSpec:
+def _cap(config_cap, requested):
+    """The package's context length: the smaller of the config's cap and --context-length."""
+    caps = [c for c in (config_cap, requested) if c]
+    if requested is not None and requested <= 0:
+        raise SystemExit("--context-length must be positive")
+    return min(caps) if caps else None
+
+
+def checkpoint_tokenizer(src: str, hf_tokenizer):
+    """The checkpoint's tokenizer; where it ships tokenizer.json, prompts are encoded by the `tokenizers`
+    library from that very file (what the package ships and every runtime reads), not by whatever
+    pipeline a transformers tokenizer class may rebuild around it."""
+    path = os.path.join(src, "tokenizer.json")
+    return TokenizerJson(hf_tokenizer, path) if os.path.isfile(path) else hf_tokenizer
+
+
+class TokenizerJson:
+    """A transformers tokenizer whose encode/decode go through tokenizer.json (Hugging Face `tokenizers`)."""
+
+    def __init__(self, hf_tokenizer, path: str):
+        from tokenizers import Tokenizer
+        self._hf, self._tok, self.path = hf_tokenizer, Tokenizer.from_file(path), path
+
+    def __getattr__(self, name):
+        return getattr(self._hf, name)
+
+    def __call__(self, text: str, add_special_tokens: bool = True):
+        return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids, skip_special_tokens: bool = False):
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def hf_ids(self, text: str) -> list[int]:
+        return self._hf(text, add_special_tokens=False)["input_ids"]
+
+
+def spec_from_config(cfg, qk_norm: bool = False, model=None, context_cap: int | None = None) -> DecoderSpec:
+    """The decoder's spec; with `model`, RoPE is the loaded model's own (scaled inverse frequencies and
+    attention scaling), so llama3 / linear / dynamic scaling reach the graph exactly."""
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    inv_freq, scaling = (None, 1.0)
+    if model is not None:
+        inv_freq, scaling = rotary_of(model, "config.json", head_dim)
+        inv_freq = tuple(float(x) for x in inv_freq)
+    context = cfg.max_position_embeddings if context_cap is None else min(context_cap, cfg.max_position_embeddings)
     return DecoderSpec(qk_norm=qk_norm, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
                        intermediate_size=cfg.intermediate_size, num_layers=cfg.num_hidden_layers,
-                       num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads,
-                       head_dim=head_dim, context_length=cfg.max_position_embeddings,
-                       rms_norm_eps=cfg.rms_norm_eps, rope_theta=_rope_theta(cfg))
+                       num_heads=cfg.num_attention_heads, num_kv_heads=cfg.num_key_value_heads or cfg.num_attention_heads,
+                       head_dim=head_dim, context_length=context,
+                       rms_norm_eps=cfg.rms_norm_eps, rope_theta=_rope_theta(cfg),
+                       rope_inv_freq=inv_freq, rope_attention_scaling=scaling)
 
 
 def weights_from_model(model, qk_norm: bool = False, dtype=np.float32) -> DecoderWeights:
@@ -146,14 +214,19 @@ def weights_from_model(model, qk_norm: bool = False, dtype=np.float32) -> Decode
             q=t(f"{p}.self_attn.q_proj.weight"), k=t(f"{p}.self_attn.k_proj.weight"),
             v=t(f"{p}.self_attn.v_proj.weight"), o=t(f"{p}.self_attn.o_proj.weight"),
             gate=t(f"{p}.mlp.gate_proj.weight"), up=t(f"{p}.mlp.up_proj.weight"), down=t(f"{p}.mlp.down_proj.weight"))
+        for part, module in (("q", "self_attn"), ("k", "self_attn"), ("v", "self_attn"), ("o", "self_attn"),
+                             ("gate", "mlp"), ("up", "mlp"), ("down", "mlp")):   # attention_bias / mlp_bias
+            setattr(lw, f"{part}_b", sd.get(f"{p}.{module}.{part}_proj.bias"))
         if qk_norm:  # Chameleon: LayerNorm over head_dim with per-head affine [heads, hd]
             lw.q_norm_w, lw.q_norm_b = sd[f"{p}.self_attn.q_norm.weight"], sd[f"{p}.self_attn.q_norm.bias"]
             lw.k_norm_w, lw.k_norm_b = sd[f"{p}.self_attn.k_norm.weight"], sd[f"{p}.self_attn.k_norm.bias"]
         layers.append(lw)
     lm = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+    head = getattr(model, "lm_head", None)
+    tied = head is None or head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     del params
     return DecoderWeights(embed=sd["model.embed_tokens.weight"], layers=layers,
-                          final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T))
+                          final_norm=sd["model.norm.weight"], lm_head=np.ascontiguousarray(lm.T), tied_head=tied)
 
 
 def _first(x):
@@ -166,8 +239,8 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
                   precision: str = "fp32", extra: dict | None = None, components: dict | None = None,
                   fused: dict | None = None) -> None:
     cfg = model.config
-    bos, eos, pad = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
-    eos_list = eos if isinstance(eos, list) else [eos]
+    bos, pad = cfg.bos_token_id, cfg.pad_token_id
+    eos_list = eos_ids(cfg, getattr(model, "generation_config", None))   # every stop id (Llama-3: several)
     genai = {
         "model": {
             "bos_token_id": bos, "eos_token_id": eos_list if len(eos_list) > 1 else eos_list[0],
@@ -211,6 +284,10 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
                            transformers=transformers.__version__, onnx=onnx.__version__,
                            date=datetime.date.today().isoformat()),
     }
+    if provenance.get("source") == "checkpoint":
+        # Our preset's template names tokens a real vocabulary does not have; a checkpoint's chat format is
+        # its tokenizer_config.json's chat_template, which the package carries.
+        del manifest["chat_template"]
     if extra:
         manifest.update(extra)
     if precision == "fp16" and not fused:
@@ -230,6 +307,12 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
     with open(os.path.join(out_dir, "multimodal.json"), "w") as f:
         json.dump(manifest, f, indent=2)
     tokenizer.save_pretrained(out_dir)
+    if isinstance(tokenizer, TokenizerJson):   # the checkpoint's own files, byte for byte, not transformers' rewrite
+        import shutil
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            src = os.path.join(os.path.dirname(tokenizer.path), name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(out_dir, name))
     for junk in ("special_tokens_map.json", "chat_template.jinja"):
         if os.path.exists(os.path.join(out_dir, junk)):
             os.remove(os.path.join(out_dir, junk))
@@ -259,7 +342,11 @@ def dequantize_model_(model, block: int) -> None:
     """Replaces every Linear weight the fused int4 graph quantizes by its int4 round trip."""
     from ..fused_graph import dequantize_int4, quantize_int4
     linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    embed = model.get_input_embeddings().weight
     for lin in linears:
+        if lin.weight.data_ptr() == embed.data_ptr():
+            # tied LM head: the graph quantizes the head but gathers the embeddings unquantized, so untie
+            lin.weight = torch.nn.Parameter(lin.weight.detach().clone(), requires_grad=False)
         w = lin.weight.detach().float().numpy().T        # [in, out]
         packed, scale = quantize_int4(w, block)
         lin.weight.copy_(torch.from_numpy(dequantize_int4(packed, scale, w.shape[0]).T.copy()))
@@ -270,7 +357,8 @@ def export(args) -> None:
     out = args.out
     os.makedirs(out, exist_ok=True)
     model, tokenizer, provenance = load_model(args, out)
-    spec = spec_from_config(model.config)
+    cap = _cap(provenance.get("config", {}).get("context_cap"), getattr(args, "context_length", None))
+    spec = spec_from_config(model.config, model=model if args.checkpoint else None, context_cap=cap)
     onnx_model, fused = build_graph(args, spec, model, out)
     save_model(onnx_model, os.path.join(out, "decoder.onnx"))
     write_package(out, "llama", model, tokenizer, spec, provenance, precision=args.precision, fused=fused)

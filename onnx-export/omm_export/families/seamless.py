@@ -65,8 +65,10 @@ def _tokenizer():
 def load(args, out_dir):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast, SeamlessM4Tv2Config, SeamlessM4Tv2ForSpeechToText
     if args.checkpoint:
+        from .hf_config import check_seamless_config, read_config
         src = args.checkpoint
-        provenance = {"source": "checkpoint", "path": os.path.abspath(src)}
+        path, raw = read_config(src)
+        provenance = {"source": "checkpoint", "path": os.path.abspath(src), "config": check_seamless_config(path, raw)}
     else:
         p = PRESETS[args.preset]
         tok = _tokenizer()
@@ -99,7 +101,28 @@ def load(args, out_dir):
         provenance = {"source": "synthetic", "preset": args.preset, "seed": args.seed, "preset_config": asdict(p)}
     model = SeamlessM4Tv2ForSpeechToText.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(src)
+    if args.checkpoint:
+        from .llama import checkpoint_tokenizer
+        tokenizer = checkpoint_tokenizer(src, tokenizer)
     return model, tokenizer, provenance
+
+
+def languages(model, vocab: dict) -> tuple[dict, str]:
+    """Target-language token ids as the checkpoint defines them: generation_config.json's
+    text_decoder_lang_to_code_id where present (each checked against the tokenizer's `__xxx__` token),
+    else every `__xxx__` token of the tokenizer. Returns (code -> id, where it came from)."""
+    import re
+    gen = getattr(model, "generation_config", None)
+    table = getattr(gen, "text_decoder_lang_to_code_id", None) if gen is not None else None
+    if table:
+        wrong = {k: v for k, v in table.items() if f"__{k}__" in vocab and vocab[f"__{k}__"] != v}
+        if wrong:
+            raise SystemExit(f"omm_export: generation_config text_decoder_lang_to_code_id disagrees with the tokenizer for {sorted(wrong)[:5]}")
+        return {k: int(v) for k, v in table.items()}, "generation_config.json text_decoder_lang_to_code_id"
+    found = {m.group(1): i for t, i in vocab.items() if (m := re.fullmatch(r"__([a-z]{3}(?:_[A-Za-z]+)?)__", t))}
+    if not found:
+        raise SystemExit("omm_export: no target-language tokens (__xxx__) in the tokenizer and no text_decoder_lang_to_code_id")
+    return dict(sorted(found.items(), key=lambda kv: kv[1])), "tokenizer __xxx__ tokens"
 
 
 def _cross(layer):
@@ -232,6 +255,12 @@ def export(args) -> None:
     _export(enc_graph, (torch.randn(1, 120, 160), torch.ones(1, 120, dtype=torch.long)), os.path.join(out, "speech_encoder.onnx"),
             ["input_features", "attention_mask"], names, dyn)
     tokenizer.save_pretrained(out)
+    from .llama import TokenizerJson
+    if isinstance(tokenizer, TokenizerJson):   # the checkpoint's own tokenizer files, not transformers' rewrite
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            src = os.path.join(os.path.dirname(tokenizer.path), name)
+            if os.path.isfile(src):
+                shutil.copyfile(src, os.path.join(out, name))
     for junk in ("special_tokens_map.json", "chat_template.jinja"):
         if os.path.exists(os.path.join(out, junk)):
             os.remove(os.path.join(out, junk))
@@ -239,6 +268,9 @@ def export(args) -> None:
     import onnx
     import transformers
     cfg = model.config
+    from .hf_config import eos_ids
+    gen = getattr(model, "generation_config", None)
+    langs, langs_from = languages(model, vocab)
     manifest = {
         "format_version": 1, "family": "seamless", "name": os.path.basename(os.path.normpath(out)), "precision": "fp32",
         "components": {"decoder": "decoder.onnx", "speech_encoder": "speech_encoder.onnx", "tokenizer": "tokenizer.json"},
@@ -256,9 +288,9 @@ def export(args) -> None:
         "audio": {"sample_rate": 16000, "num_mel_bins": 80, "frame_length_ms": 25, "frame_shift_ms": 10, "preemphasis": 0.97,
                   "window": "povey", "dither": 0.0, "low_freq": 20.0, "high_freq": 8000.0, "scale": 32768.0,
                   "normalise": "per bin over the utterance, (x - mean) / sqrt(var_ddof1 + 1e-7)", "stack": 2},
-        "tokens": {"bos": None, "eos": [cfg.eos_token_id], "pad": cfg.pad_token_id, "add_bos": False,
-                   "decoder_start": cfg.decoder_start_token_id,
-                   "languages": {l: vocab[f"__{l}__"] for l in ("eng", "spa", "fra", "deu")}},
+        "tokens": {"bos": None, "eos": eos_ids(cfg, gen), "pad": cfg.pad_token_id, "add_bos": False,
+                   "decoder_start": int(getattr(gen, "decoder_start_token_id", None) or cfg.decoder_start_token_id),
+                   "languages": langs, "languages_from": langs_from},
         "provenance": dict(provenance, exporter=f"omm_export {__version__}", torch=torch.__version__,
                            transformers=transformers.__version__, onnx=onnx.__version__, date=datetime.date.today().isoformat()),
     }
@@ -304,7 +336,9 @@ def write_references(out, model, manifest):
         doc["audio"].append(entry)
         if name in ("fox_16k", "robot_16k"):
             enc = outs[0]
-            for lang, mode in [(l, "greedy") for l in LANGS] + [("spa", "sampled")]:
+            known = manifest["tokens"]["languages"]
+            targets = [l for l in LANGS if l in known] or sorted(known)[:2]
+            for lang, mode in [(l, "greedy") for l in targets] + [(targets[0], "sampled")]:
                 ids = [manifest["tokens"]["decoder_start"], manifest["tokens"]["languages"][lang]]
                 rng, uniforms = SplitMix64(SAMPLE_SEED), []
                 o = model.text_decoder(input_ids=torch.tensor([ids]), encoder_hidden_states=enc,
@@ -329,7 +363,7 @@ def write_references(out, model, manifest):
                                            past_key_values=past, use_cache=True)
                     past, logits = o.past_key_values, model.lm_head(o.last_hidden_state)[0, -1]
                 doc["transcripts"].append({"audio": name, "lang": lang, "mode": mode, "ids": ids, "tokens": toks,
-                                           "min_margin": min(margins), "first_logits_file": logits_file,
+                                           "min_margin": min(margins), "margins": margins, "first_logits_file": logits_file,
                                            "sampling": dict(SAMPLING, seed=SAMPLE_SEED) if mode == "sampled" else None,
                                            "uniforms": uniforms})
     with open(os.path.join(ref, "reference.json"), "w") as f:
@@ -343,16 +377,24 @@ def check_with_onnxruntime(out):
         doc = json.load(f)
     with open(os.path.join(out, "multimodal.json")) as f:
         man = json.load(f)
-    enc = ort.InferenceSession(os.path.join(out, "speech_encoder.onnx"), providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(os.path.join(out, "decoder.onnx"), providers=["CPUExecutionProvider"])
+    from ..check import finish, judge_prompt
     d = man["decoder"]
+    if d.get("kv_cache", "concat") != "concat" or man.get("precision", "fp32") != "fp32":
+        raise SystemExit(f"omm_export --check: {out}: only the fp32 reference speech package can be checked here "
+                         "(converted speech packages are checked by the C# tests)")
+    enc = ort.InferenceSession(os.path.join(out, man["components"]["speech_encoder"]), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(os.path.join(out, man["components"]["decoder"]), providers=["CPUExecutionProvider"])
+    tol, why, failures = 1e-4, "fp32", []
     res = {"encoder_rel": {}, "tokens_agree": [], "fe_diff": [a.get("feature_extractor_max_abs_diff") for a in doc["audio"]]}
     cross = {}
     for a in doc["audio"]:
         feats = np.fromfile(os.path.join(ref, a["features_file"]), "<f4").reshape(a["features_shape"])[None]
         outs = enc.run(None, {"input_features": feats, "attention_mask": np.ones(feats.shape[:2], np.int64)})
         want = np.fromfile(os.path.join(ref, a["encoder_file"]), "<f4").reshape(a["encoder_shape"])
-        res["encoder_rel"][a["name"]] = [float(np.abs(outs[0][0] - want).max() / np.abs(want).max()), list(outs[0].shape)]
+        rel = float(np.abs(outs[0][0] - want).max() / np.abs(want).max())
+        res["encoder_rel"][a["name"]] = [rel, list(outs[0].shape)]
+        if not rel <= tol:
+            failures.append(f"audio {a['name']!r}: speech encoder states relative error {rel:.3g} > tolerance {tol:g} (fp32)")
         cross[a["name"]] = outs
     for t in doc["transcripts"]:
         if t["mode"] != "greedy":
@@ -362,15 +404,21 @@ def check_with_onnxruntime(out):
         feed = {f"cross.{i}.{kv}": outs[1 + 2 * i + j] for i in range(d["num_layers"]) for j, kv in enumerate(("key", "value"))}
         past = {f"past_key_values.{i}.{kv}": np.zeros((1, d["num_heads"], 0, d["head_dim"]), np.float32)
                 for i in range(d["num_layers"]) for kv in ("key", "value")}
-        ids, p0, toks = list(t["ids"]), 0, []
+        ids, p0, toks, first = list(t["ids"]), 0, [], None
         while len(toks) < len(t["tokens"]):
             total = p0 + len(ids)
             o = dec.run(None, dict(feed, **past, input_ids=np.array([ids], np.int64),
                                    position_ids=(np.arange(p0, total) + d["position_offset"])[None].astype(np.int64),
                                    attention_mask=np.ones((1, total), np.int64), encoder_attention_mask=np.ones((1, te), np.int64)))
-            for j, out in enumerate(dec.get_outputs()[1:]):
-                past[out.name.replace("present", "past_key_values")] = o[j + 1]
+            for j, output in enumerate(dec.get_outputs()[1:]):
+                past[output.name.replace("present", "past_key_values")] = o[j + 1]
+            if first is None:
+                first = o[0][0, -1].astype(np.float32)
             toks.append(int(np.argmax(o[0][0, -1])))
             ids, p0 = [toks[-1]], total
-        res["tokens_agree"].append([sum(x == y for x, y in zip(toks, t["tokens"])), len(toks), t["min_margin"]])
-    return res
+        want = np.fromfile(os.path.join(ref, t["first_logits_file"]), "<f4")
+        scale = float(np.abs(want).max())
+        rel = float(np.abs(first - want).max() / scale)
+        res["tokens_agree"].append(judge_prompt(f"{t['audio']} -> {t['lang']}", rel, tol, why, toks, t["tokens"],
+                                                t.get("margins", t["min_margin"]), scale, failures))
+    return finish(out, res, failures)

@@ -26,10 +26,10 @@ public sealed record PipelineOptions
     public EngineKind Engine { get; init; } = EngineKind.Ort;
     /// <summary>Execution providers and their settings for every graph of the model (default: CPU).</summary>
     public ExecutionOptions Execution { get; init; } = ExecutionOptions.Cpu;
-    /// <summary>Limits for decoding input images.</summary>
-    public ImageLoaderOptions Images { get; init; } = new();
-    /// <summary>Limits for reading input audio.</summary>
-    public AudioOptions Audio { get; init; } = new();
+    /// <summary>Limits for decoding input images: a view of the image bounds of <see cref="Limits"/> (setting it sets them there).</summary>
+    public ImageLoaderOptions Images { get => new() { Limits = Limits }; init => Limits = ResourceLimits.WithImageBounds(Limits, value.Limits); }
+    /// <summary>Limits for reading input audio: a view of the audio bounds of <see cref="Limits"/> (setting it sets them there).</summary>
+    public AudioOptions Audio { get => new() { Limits = Limits }; init => Limits = ResourceLimits.WithAudioBounds(Limits, value.Limits); }
     /// <summary>Requests that run at once, each on its own long-lived decode thread; more wait for a free one.</summary>
     public int MaxConcurrentRequests { get; init; } = 4;
     /// <summary>Bounds on untrusted input and on sizes read from model files (see <see cref="ResourceLimits"/>).</summary>
@@ -186,8 +186,8 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         using (phases.Measure("preprocess"))
         {
             var wave = part.Path is { } path
-                ? WaveReader.Read(path, Fbank.SampleRate, _options.Audio, "parts[0]")
-                : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, _options.Audio, "parts[0]");
+                ? WaveReader.Read(path, Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]")
+                : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]");
             features = Fbank.NormaliseAndStack(Fbank.Default.Compute(wave.Samples), Fbank.FrameCount(wave.Samples.Length));
         }
         ct.ThrowIfCancellationRequested();
@@ -198,7 +198,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     {
         if (ImageTokenizer is null || ImageVocabulary is null)
             throw new InvalidInputException(input, $"model family '{Package.Manifest.Family}' has no image encoder");
-        var options = _options.Images with { Size = ImageTokenizer.ImageSize };
+        var options = new ImageLoaderOptions { Size = ImageTokenizer.ImageSize, Limits = _options.Limits };
         float[] pixels;
         using (phases.Measure("preprocess"))
             pixels = part.Path is { } path

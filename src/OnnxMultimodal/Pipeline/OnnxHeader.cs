@@ -75,8 +75,9 @@ internal sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, lo
             if (wire == 0) { ulong v = ReadVarint(s, path); if (field == 2) version = (long)v; }
             else if (wire == 2)
             {
-                int len = (int)ReadVarint(s, path);
-                var b = ReadBytes(s, len);
+                ulong len = ReadVarint(s, path);
+                if (len > (ulong)(s.Length - s.Position)) throw new ModelPackageException(path, "corrupt opset_import entry (a field runs past its end)");
+                var b = ReadBytes(s, (int)len);
                 if (field == 1) domain = System.Text.Encoding.UTF8.GetString(b);
             }
             else throw new ModelPackageException(path, "corrupt opset_import entry");

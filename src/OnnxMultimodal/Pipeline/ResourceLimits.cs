@@ -8,19 +8,26 @@ namespace OnnxMultimodal.Pipeline;
 public sealed record ResourceLimits
 {
     // ---- images (owned by Vision/ImageLoader) ----
-    /// <summary>Largest decoded image, in pixels of one frame (canvas width × height).</summary>
+    /// <summary>Largest decoded image, in pixels: a frame's canvas (width × height), every frame of an
+    /// animation whose decoder cannot stop at the first (animated WebP), and the resize target.
+    /// 40M pixels is a 160 MB RGBA frame; the decoder's buffers are held to 16 bytes a pixel of this
+    /// bound plus 16 MiB (<see cref="Vision.ImageLoader.DecodeBudget"/>: 656 MiB by default).</summary>
     public long MaxImagePixels { get; init; } = 40_000_000;
-    /// <summary>Largest encoded image file, in bytes.</summary>
+    /// <summary>Largest encoded image file, in bytes (read whole before decoding).</summary>
     public long MaxImageBytes { get; init; } = 64L << 20;
-    /// <summary>Largest width:height (or height:width) ratio accepted; the resize target is checked too.</summary>
+    /// <summary>Largest width:height (or height:width) ratio accepted, checked on the header before decoding;
+    /// it also bounds the resize target (short side to the model's size: 32 × 512² = 8.4M pixels).</summary>
     public double MaxImageAspectRatio { get; init; } = 32;
 
     // ---- audio (owned by Speech/WaveReader, Resampler, Fbank) ----
-    /// <summary>Longest recording accepted, in seconds (checked from the header).</summary>
-    public double MaxAudioSeconds { get; init; } = 120;
-    /// <summary>Lowest and highest input sample rates accepted, in Hz.</summary>
+    /// <summary>Longest recording accepted, in seconds (checked from the header, in whole frames). The
+    /// speech encoder's memory grows with the square of the duration (its relative-position attention
+    /// materialises [T, T, head_dim] per layer, T = 50 per second): 30 s took 0.74 GB peak on tiny-seamless,
+    /// 60 s 2.7 GB, 120 s 10.3 GB. Raise it only with the memory for it.</summary>
+    public double MaxAudioSeconds { get; init; } = 30;
+    /// <summary>Lowest input sample rate accepted, in Hz (a lower rate would let a tiny file claim a long recording).</summary>
     public int MinAudioSampleRate { get; init; } = 4_000;
-    /// <summary>Highest input sample rate accepted, in Hz.</summary>
+    /// <summary>Highest input sample rate accepted, in Hz (bounds the samples read per second and the resampler's table, 9 MB at 192 kHz).</summary>
     public int MaxAudioSampleRate { get; init; } = 192_000;
 
     // ---- model files (owned by Pipeline/ModelPackage, ModelManifest, Text/TextTokenizer) ----
@@ -38,6 +45,18 @@ public sealed record ResourceLimits
     public int MaxNewTokens { get; init; } = 65_536;
     /// <summary>Most CPU threads per operator a caller may ask for.</summary>
     public int MaxThreads { get; init; } = 256;
+
+    /// <summary><paramref name="limits"/> with the image bounds of <paramref name="from"/>.</summary>
+    internal static ResourceLimits WithImageBounds(ResourceLimits limits, ResourceLimits from) => limits with
+    {
+        MaxImagePixels = from.MaxImagePixels, MaxImageBytes = from.MaxImageBytes, MaxImageAspectRatio = from.MaxImageAspectRatio,
+    };
+
+    /// <summary><paramref name="limits"/> with the audio bounds of <paramref name="from"/>.</summary>
+    internal static ResourceLimits WithAudioBounds(ResourceLimits limits, ResourceLimits from) => limits with
+    {
+        MaxAudioSeconds = from.MaxAudioSeconds, MinAudioSampleRate = from.MinAudioSampleRate, MaxAudioSampleRate = from.MaxAudioSampleRate,
+    };
 
     /// <summary>The defaults.</summary>
     public static ResourceLimits Default { get; } = new();

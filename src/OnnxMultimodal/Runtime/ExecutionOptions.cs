@@ -50,6 +50,11 @@ public sealed record ExecutionOptions
     /// <summary>TensorRT: builder workspace in bytes.</summary>
     public long TensorRtWorkspace { get; init; } = 4L << 30;
 
+    /// <summary>Path of a custom-op library registered with every session (SessionOptions.RegisterCustomOpLibrary):
+    /// libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh, which packages converted with
+    /// <c>convert --custom-ops omm</c> need (CUDA only). Null: none; such packages are refused at load.</summary>
+    public string? CustomOpLibrary { get; init; }
+
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
     public string? ProfileDirectory { get; init; }
 

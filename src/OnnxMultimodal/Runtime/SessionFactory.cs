@@ -7,9 +7,10 @@ internal static class SessionFactory
 {
     /// <summary>Creates a session; returns it and the provider it runs on.</summary>
     /// <exception cref="ExecutionProviderException">None of the requested providers could be created.</exception>
-    /// <exception cref="ModelPackageException">ONNX Runtime refused the graph file.</exception>
+    /// <exception cref="ModelPackageException">ONNX Runtime refused the graph file, or it needs a custom-op library that is not registered.</exception>
     public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options)
     {
+        CustomOps.EnsureLoadable(path, options);
         var failures = new List<string>();
         foreach (var kind in options.Providers)
         {
@@ -107,6 +108,7 @@ internal static class SessionFactory
             so.ProfileOutputPathPrefix = Path.Combine(dir, logId);   // the prefix must be set before profiling is enabled
             so.EnableProfiling = true;
         }
+        if (options.CustomOpLibrary is { } library) CustomOps.Register(so, library);
         return so;
     }
 

@@ -1,12 +1,21 @@
 using System.Buffers.Binary;
+using OnnxMultimodal.Pipeline;
 
 namespace OnnxMultimodal.Speech;
 
-/// <summary>Limits for reading audio. Immutable.</summary>
+/// <summary>Limits for reading audio. Immutable. The bounds live in <see cref="ResourceLimits"/>;
+/// <see cref="MaxSeconds"/> is a shorthand for <see cref="ResourceLimits.MaxAudioSeconds"/>.</summary>
 public sealed record AudioOptions
 {
+    /// <summary>Duration and sample-rate bounds, checked from the header before any sample is read.</summary>
+    public ResourceLimits Limits { get; init; } = ResourceLimits.Default;
+
     /// <summary>Longer recordings are refused from their header, before any sample is read.</summary>
-    public double MaxSeconds { get; init; } = 120;
+    public double MaxSeconds
+    {
+        get => Limits.MaxAudioSeconds;
+        init => Limits = Limits with { MaxAudioSeconds = value };
+    }
 }
 
 /// <summary>Mono samples in [-1, 1] at a known rate.</summary>
@@ -84,14 +93,17 @@ internal static class WaveReader
             (1 or 3, _) => throw new InvalidInputException(input, $"{bits}-bit {(format == 1 ? "PCM" : "float")} is not supported"),
             _ => throw new InvalidInputException(input, $"WAV format code {format} is not supported (PCM 1 and IEEE float 3 are)"),
         };
+        var limits = options.Limits;
         if (channels <= 0 || rate <= 0) throw new InvalidInputException(input, $"header claims {channels} channels at {rate} Hz");
+        if (rate < limits.MinAudioSampleRate || rate > limits.MaxAudioSampleRate)
+            throw new InvalidInputException(input, $"a sample rate of {rate:N0} Hz is outside the supported {limits.MinAudioSampleRate:N0}-{limits.MaxAudioSampleRate:N0} Hz (ResourceLimits.MinAudioSampleRate/MaxAudioSampleRate)");
         int bytesPerSample = bits / 8;
         if (blockAlign != channels * bytesPerSample) blockAlign = channels * bytesPerSample;
         long frames = size / blockAlign;
         if (frames == 0) throw new InvalidInputException(input, "no samples");
-        double seconds = (double)frames / rate;
-        if (seconds > options.MaxSeconds)
-            throw new InvalidInputException(input, $"{seconds:F1} s of audio is over the limit of {options.MaxSeconds:F0} s; split it or raise AudioOptions.MaxSeconds");
+        // Exact comparison in whole frames: a recording of exactly the limit is accepted, one frame more is not.
+        if (frames > limits.MaxAudioSeconds * rate)
+            throw new InvalidInputException(input, $"{Duration(frames, rate)} of audio is over the limit of {Duration(limits.MaxAudioSeconds)} (ResourceLimits.MaxAudioSeconds); split it or raise the limit");
         if (stream.CanSeek && stream.Length - stream.Position < (long)frames * blockAlign)
             throw new InvalidInputException(input, $"the data chunk claims {size:N0} bytes but only {stream.Length - stream.Position:N0} remain (truncated file)");
 
@@ -110,6 +122,8 @@ internal static class WaveReader
                 float sum = 0;
                 for (int c = 0; c < channels; c++)
                     sum += Sample(span.Slice(f * blockAlign + c * bytesPerSample, bytesPerSample), encoding, bits);
+                if (!float.IsFinite(sum))
+                    throw new InvalidInputException(input, $"sample {done + f:N0} ({Duration(done + f, rate)} in) is {(float.IsNaN(sum) ? "NaN" : "infinite")}: float WAV samples must be finite");
                 mono[done + f] = sum * scale;
             }
             done += want;
@@ -117,6 +131,13 @@ internal static class WaveReader
         var samples = rate == targetRate ? mono : Resampler.Resample(mono, rate, targetRate);
         return new Waveform(samples, targetRate, channels, rate);
     }
+
+    /// <summary>A duration for messages: seconds with as many decimals as it takes to tell it from the limit
+    /// (120 s, 120.001 s, 7 min 30.5 s is written 450.5 s).</summary>
+    internal static string Duration(long frames, int rate) => Duration((double)frames / rate);
+
+    /// <inheritdoc cref="Duration(long, int)"/>
+    internal static string Duration(double seconds) => $"{seconds.ToString("0.######", System.Globalization.CultureInfo.InvariantCulture)} s";
 
     private static float Sample(ReadOnlySpan<byte> b, string encoding, int bits) => (encoding, bits) switch
     {

@@ -1,21 +1,12 @@
+using OnnxMultimodal.Pipeline;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Tiff;
+using SixLabors.ImageSharp.Metadata;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 
 namespace OnnxMultimodal.Vision;
-
-/// <summary>How images are turned into model input. Immutable.</summary>
-public sealed record ImageLoaderOptions
-{
-    /// <summary>Side of the square the model sees.</summary>
-    public int Size { get; init; } = 512;
-
-    /// <summary>Images with more pixels than this are refused before any pixel memory is allocated.</summary>
-    public long MaxPixels { get; init; } = 40_000_000;
-
-    /// <summary>Largest encoded file accepted.</summary>
-    public long MaxBytes { get; init; } = 64L << 20;
-}
 
 /// <summary>
 /// Decodes an image file and prepares it as Chameleon does: identify the header first (size limits),
@@ -27,61 +18,155 @@ public sealed record ImageLoaderOptions
 internal static class ImageLoader
 {
     /// <summary>Loads a file and returns [1, 3, Size, Size] pixels in [-1, 1].</summary>
-    /// <exception cref="InvalidInputException">Missing, unreadable, corrupt, unsupported or too large.</exception>
+    /// <exception cref="InvalidInputException">Missing, unreadable, corrupt, unsupported or over a bound of <see cref="ResourceLimits"/>.</exception>
     public static float[] LoadPixels(string path, ImageLoaderOptions options, string input = "image")
     {
+        if (Directory.Exists(path)) throw new InvalidInputException(input, $"is a directory, not an image file: {path}");
         if (!File.Exists(path)) throw new InvalidInputException(input, $"file not found: {path}");
-        using var stream = File.OpenRead(path);
-        return LoadPixels(stream, options, $"{input} ({Path.GetFileName(path)})");
+        string named = $"{input} ({Path.GetFileName(path)})";
+        Stream stream;
+        try
+        {
+            stream = File.OpenRead(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidInputException(named, "cannot be opened: " + e.Message, e);
+        }
+        using (stream) return LoadPixels(stream, options, named);
     }
 
     /// <inheritdoc cref="LoadPixels(string, ImageLoaderOptions, string)"/>
     public static float[] LoadPixels(Stream stream, ImageLoaderOptions options, string input = "image")
     {
         using var image = Decode(stream, options, input);
-        return ToModelInput(image, options.Size);
+        try
+        {
+            return ToModelInput(image, options.Size, options.Limits);
+        }
+        catch (Exception e) when (e is not InvalidInputException)
+        {
+            throw new InvalidInputException(input, $"cannot be resized ({e.GetType().Name}: {e.Message})", e);
+        }
     }
 
-    /// <summary>Decodes with the size checks done on the header alone.</summary>
+    /// <summary>
+    /// Decodes the first frame, with every bound checked on the header before pixel memory is allocated:
+    /// file bytes, pixels of a frame (canvas × frames where a decoder cannot stop at the first: animated
+    /// WebP), aspect ratio and the resize target for <see cref="ImageLoaderOptions.Size"/>; the decoder's
+    /// own buffers are counted against <see cref="DecodeBudget"/>.
+    /// </summary>
+    /// <exception cref="InvalidInputException">Any failure of the decoder, named by <paramref name="input"/>.</exception>
     public static Image<Rgba32> Decode(Stream stream, ImageLoaderOptions options, string input)
     {
-        var data = ReadAll(stream, options.MaxBytes, input);
+        var limits = options.Limits;
+        var data = ReadAll(stream, limits.MaxImageBytes, input);
         if (data.Length == 0) throw new InvalidInputException(input, "the file is empty");
-        IImageInfo? info;
+        using var budget = BoundedAllocator.Scope(DecodeBudget(limits), input);
         try
         {
-            info = Image.Identify(data, out _);
-        }
-        catch (Exception e) when (e is ImageFormatException or NotSupportedException or InvalidOperationException or ArgumentException)
-        {
-            throw new InvalidInputException(input, $"not a readable image ({e.Message})", e);
-        }
-        if (info is null) throw new InvalidInputException(input, "not an image in a supported format (PNG, JPEG, GIF, BMP, TGA, TIFF, WebP, PBM)");
-        long pixels = (long)info.Width * info.Height;
-        if (info.Width <= 0 || info.Height <= 0) throw new InvalidInputException(input, $"the header claims {info.Width}x{info.Height} pixels");
-        if (pixels > options.MaxPixels)
-            throw new InvalidInputException(input, $"{info.Width}x{info.Height} is {pixels:N0} pixels, over the limit of {options.MaxPixels:N0}; nothing was decoded");
-        try
-        {
-            var image = Image.Load<Rgba32>(data);
-            if (image.Frames.Count > 1)
+            IImageInfo? info = Image.Identify(s_configuration, data, out _);
+            if (info is null) throw new InvalidInputException(input, "not an image in a supported format (PNG, JPEG, GIF, BMP, TGA, TIFF, WebP, PBM)");
+            CheckHeader(info.Width, info.Height, WebpFrames(data), options, input);
+            var image = Image.Load<Rgba32>(s_configuration, data);
+            try
+            {
                 while (image.Frames.Count > 1) image.Frames.RemoveFrame(1);   // animations: the first frame
-            image.Mutate(x => x.AutoOrient());
-            return image;
+                image.Mutate(x => x.AutoOrient());
+                LastDecodeBytes = budget.Used;
+                return image;
+            }
+            catch
+            {
+                image.Dispose();
+                throw;
+            }
         }
-        catch (Exception e) when (e is ImageFormatException or NotSupportedException or InvalidOperationException or ArgumentException or IndexOutOfRangeException)
+        catch (Exception e) when (e is not InvalidInputException)
         {
-            throw new InvalidInputException(input, $"corrupt or truncated image data ({e.Message})", e);
+            // Every decoder failure (format, truncation, NullReference, DivideByZero, IndexOutOfRange,
+            // OutOfMemory on a lying header ...) is the input's fault.
+            throw new InvalidInputException(input, $"corrupt or unsupported image data ({e.GetType().Name}: {e.Message})", e);
         }
+    }
+
+    /// <summary>Bytes of decoder buffers one image may take: 16 per pixel of <see cref="ResourceLimits.MaxImagePixels"/>
+    /// (the RGBA frame is 4, a progressive JPEG's coefficients up to 6, the rest row and colour-conversion
+    /// buffers) plus 16 MiB.</summary>
+    public static long DecodeBudget(ResourceLimits limits) => limits.MaxImagePixels * 16 + (16L << 20);
+
+    /// <summary>The decoder buffer bytes counted for the last <see cref="Decode"/> on this thread (tests read it).</summary>
+    [ThreadStatic] internal static long LastDecodeBytes;
+
+    /// <summary>Short side scaled to <paramref name="size"/> (never below it): the size the image is resized to before the crop.</summary>
+    public static (int Width, int Height) ResizeTarget(int width, int height, int size)
+    {
+        double scale = (double)size / Math.Min(width, height);
+        int w = (int)Math.Max(size, Math.Round(width * scale, MidpointRounding.ToEven));
+        int h = (int)Math.Max(size, Math.Round(height * scale, MidpointRounding.ToEven));
+        return (w, h);
+    }
+
+    private static void CheckHeader(int width, int height, int frames, ImageLoaderOptions options, string input)
+    {
+        var limits = options.Limits;
+        if (width <= 0 || height <= 0) throw new InvalidInputException(input, $"the header claims {width}x{height} pixels");
+        long pixels = (long)width * height;
+        if (pixels > limits.MaxImagePixels)
+            throw new InvalidInputException(input, $"{width}x{height} is {pixels:N0} pixels, over the limit of {limits.MaxImagePixels:N0} (ResourceLimits.MaxImagePixels); nothing was decoded");
+        if (frames > 1 && pixels * frames > limits.MaxImagePixels)
+            throw new InvalidInputException(input, $"{frames} animation frames of {width}x{height} are {pixels * frames:N0} pixels, over the limit of {limits.MaxImagePixels:N0} (ResourceLimits.MaxImagePixels); nothing was decoded");
+        double ratio = (double)Math.Max(width, height) / Math.Min(width, height);
+        if (ratio > limits.MaxImageAspectRatio)
+            throw new InvalidInputException(input, $"{width}x{height} has an aspect ratio of {ratio:0.#}:1, over the limit of {limits.MaxImageAspectRatio:0.#}:1 (ResourceLimits.MaxImageAspectRatio); nothing was decoded");
+        CheckResizeTarget(width, height, options.Size, limits, input);
+    }
+
+    private static void CheckResizeTarget(int width, int height, int size, ResourceLimits limits, string input)
+    {
+        if (size <= 0) throw new InvalidInputException(input, $"the model's image size is {size}");
+        var (w, h) = ResizeTarget(width, height, size);
+        if ((long)w * h > limits.MaxImagePixels)
+            throw new InvalidInputException(input, $"{width}x{height} would be resized to {w}x{h}, {(long)w * h:N0} pixels, over the limit of {limits.MaxImagePixels:N0} (ResourceLimits.MaxImagePixels)");
+    }
+
+    /// <summary>Frames of an animated WebP (its ANMF chunks, counted from the RIFF headers without decoding);
+    /// 1 for anything else. ImageSharp decodes every WebP frame, so they count against the pixel bound.</summary>
+    internal static int WebpFrames(ReadOnlySpan<byte> data)
+    {
+        if (data.Length < 12 || !data[..4].SequenceEqual("RIFF"u8) || !data[8..12].SequenceEqual("WEBP"u8)) return 1;
+        int frames = 0;
+        long at = 12;
+        while (at + 8 <= data.Length)
+        {
+            var id = data.Slice((int)at, 4);
+            uint size = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(data.Slice((int)at + 4, 4));
+            if (id.SequenceEqual("ANMF"u8)) frames++;
+            at += 8 + (long)size + (size & 1);
+        }
+        return Math.Max(1, frames);
+    }
+
+    private static readonly Configuration s_configuration = CreateConfiguration();
+
+    /// <summary>ImageSharp's formats with the first frame only for GIF and TIFF (an animation's other frames are
+    /// never decoded) and every buffer counted by <see cref="BoundedAllocator"/>.</summary>
+    private static Configuration CreateConfiguration()
+    {
+        var c = Configuration.Default.Clone();
+        c.MemoryAllocator = new BoundedAllocator();
+        c.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First });
+        c.ImageFormatsManager.SetDecoder(TiffFormat.Instance, new TiffDecoder { DecodingMode = FrameDecodingMode.First });
+        return c;
     }
 
     /// <summary>Alpha over white, short side to <paramref name="size"/>, centre crop, [-1, 1] NCHW ([1, 3, size, size]).</summary>
-    public static float[] ToModelInput(Image<Rgba32> image, int size)
+    /// <exception cref="InvalidInputException">The resize target is over <see cref="ResourceLimits.MaxImagePixels"/>.</exception>
+    public static float[] ToModelInput(Image<Rgba32> image, int size, ResourceLimits? limits = null)
     {
+        CheckResizeTarget(image.Width, image.Height, size, limits ?? ResourceLimits.Default, "image");
         CompositeOverWhite(image);
-        double scale = (double)size / Math.Min(image.Width, image.Height);
-        int w = Math.Max(size, (int)Math.Round(image.Width * scale, MidpointRounding.ToEven));
-        int h = Math.Max(size, (int)Math.Round(image.Height * scale, MidpointRounding.ToEven));
+        var (w, h) = ResizeTarget(image.Width, image.Height, size);
         int left = (w - size) / 2, top = (h - size) / 2;
         image.Mutate(x => x
             .Resize(new ResizeOptions { Size = new Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 })
@@ -127,7 +212,7 @@ internal static class ImageLoader
         try
         {
             if (stream.CanSeek && stream.Length - stream.Position > maxBytes)
-                throw new InvalidInputException(input, $"{stream.Length:N0} bytes is over the limit of {maxBytes:N0}");
+                throw new InvalidInputException(input, $"{stream.Length:N0} bytes is over the limit of {maxBytes:N0} (ResourceLimits.MaxImageBytes)");
             using var ms = new MemoryStream();
             var buffer = new byte[81920];
             int n;
@@ -138,7 +223,7 @@ internal static class ImageLoader
             }
             return ms.ToArray();
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
         {
             throw new InvalidInputException(input, "cannot be read: " + e.Message, e);
         }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the CUDA kernels (sm_90, CUDA toolkit at $CUDA_HOME, default /usr/local/cuda) into
+#   $BUILD/libomm_int4.so      the kernels alone (C entry points; the micro-benchmark loads it with ctypes)
+#   $BUILD/libomm_kernels.so   the same kernels + the ONNX Runtime custom-op library (RegisterCustomOps),
+#                              built when the ORT C/C++ headers are found: $ORT_INCLUDE, else ./ort-include
+#                              (ignored; copied from the Microsoft.ML.OnnxRuntime NuGet package by
+#                              `build.sh --fetch-headers` on a machine that has it), else ~/.nuget/...
+#   build.sh [BUILD_DIR] [--fetch-headers]      (BUILD_DIR defaults to ./build, also ignored)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$here/build; fetch=0
+for a in "$@"; do case $a in --fetch-headers) fetch=1 ;; *) build=$a ;; esac; done
+ort_nuget=${ORT_NUGET_INCLUDE:-$HOME/.nuget/packages/microsoft.ml.onnxruntime/1.31.1/build/native/include}
+if [ $fetch = 1 ]; then
+  mkdir -p "$here/ort-include"
+  cp "$ort_nuget"/onnxruntime_{c_api,cxx_api,cxx_inline,float16,ep_c_api,error_code}.h "$here/ort-include/"
+  cp "$(dirname "$(dirname "$(dirname "$ort_nuget")")")/LICENSE" "$here/ort-include/LICENSE" 2>/dev/null || true
+  echo "headers copied to $here/ort-include"; exit 0
+fi
+cuda=${CUDA_HOME:-/usr/local/cuda}
+nvcc=$cuda/bin/nvcc
+mkdir -p "$build"
+arch=${OMM_CUDA_ARCH:-sm_90}
+flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
+"$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" || { cat "$build/ptxas.log"; exit 1; }
+grep -E "registers|spill" "$build/ptxas.log" | sed 's/^/  /' || true
+"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" -o "$build/libomm_int4.so"
+echo "built $build/libomm_int4.so"
+ort_inc=${ORT_INCLUDE:-}
+for d in "$ort_inc" "$here/ort-include" "$ort_nuget"; do
+  if [ -n "$d" ] && [ -f "$d/onnxruntime_cxx_api.h" ]; then ort_inc=$d; break; fi; ort_inc=
+done
+if [ -z "$ort_inc" ]; then
+  echo "ORT headers not found (set ORT_INCLUDE or run build.sh --fetch-headers where the NuGet package is): libomm_kernels.so skipped" >&2
+  exit 2
+fi
+g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/matmul_int4_op.cc" -o "$build/matmul_int4_op.o"
+"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/matmul_int4_op.o" -o "$build/libomm_kernels.so" \
+  -Xlinker --exclude-libs=ALL
+echo "built $build/libomm_kernels.so"

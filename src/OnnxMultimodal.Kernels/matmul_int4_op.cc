@@ -1,0 +1,156 @@
+// ONNX Runtime custom-op library: op `OmmMatMulInt4` in domain `omm`, for the CUDA execution provider.
+//
+//   inputs   A fp16 [..., K]; B uint8 [N, k_blocks, block_size/2]; scales fp16 [N, k_blocks];
+//            zero_points uint8 [N, ceil(k_blocks/2)] (optional); g_idx (optional, refused if given);
+//            bias fp16 [N] (optional)                 -- MatMulNBits' inputs, in its order
+//   output   Y fp16 [..., N]
+//   attrs    K, N, bits (must be 4), block_size (power of two >= 32); accuracy_level is accepted and
+//            ignored (the kernel accumulates in fp32 across blocks)
+// The kernel runs on the EP's compute stream (KernelContext::GetGPUComputeStream), so the op can be
+// captured in an ORT CUDA graph. Memory-traffic bound and layout: see int4_gemv.cu.
+// Loaded with SessionOptions.RegisterCustomOpLibrary; the entry point is RegisterCustomOps.
+#define ORT_API_MANUAL_INIT
+#include "onnxruntime_cxx_api.h"
+#undef ORT_API_MANUAL_INIT
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
+                             const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
+
+namespace {
+
+constexpr const char* kDomain = "omm";
+constexpr const char* kOpName = "OmmMatMulInt4";
+constexpr int kMinApiVersion = 16;   // every C API function used here exists since ORT 1.16
+
+OrtStatusPtr Fail(const std::string& message) {
+  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpName) + ": " + message).c_str());
+}
+
+bool Present(const Ort::KernelContext& ctx, size_t index) {
+  if (index >= ctx.GetInputCount()) return false;
+  const OrtValue* v = ctx.GetInput(index);
+  return v != nullptr;
+}
+
+struct MatMulInt4Kernel {
+  int64_t k = 0, n = 0, block_size = 0;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    try {
+      Ort::KernelContext ctx(context);
+      Ort::ConstValue a = ctx.GetInput(0);
+      Ort::ConstValue b = ctx.GetInput(1);
+      Ort::ConstValue scales = ctx.GetInput(2);
+      if (Present(ctx, 4)) return Fail("g_idx (act-order) is not supported");
+      std::vector<int64_t> shape = a.GetTensorTypeAndShapeInfo().GetShape();
+      if (shape.empty() || shape.back() != k) return Fail("A's last dimension must equal K = " + std::to_string(k));
+      int64_t m = 1;
+      for (size_t i = 0; i + 1 < shape.size(); ++i) m *= shape[i];
+      const int64_t k_blocks = (k + block_size - 1) / block_size;
+      if (b.GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(n * k_blocks * block_size / 2))
+        return Fail("B must hold N * ceil(K / block_size) * block_size / 2 bytes");
+      if (scales.GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(n * k_blocks))
+        return Fail("scales must hold N * ceil(K / block_size) values");
+      const void* zp = nullptr;
+      if (Present(ctx, 3)) {
+        Ort::ConstValue z = ctx.GetInput(3);
+        auto info = z.GetTensorTypeAndShapeInfo();
+        if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 ||
+            info.GetElementCount() != static_cast<size_t>(n * ((k_blocks + 1) / 2)))
+          return Fail("zero_points must be uint8 [N, ceil(k_blocks / 2)] (4-bit packed)");
+        zp = z.GetTensorRawData();
+      }
+      const void* bias = nullptr;
+      if (Present(ctx, 5)) {
+        Ort::ConstValue bv = ctx.GetInput(5);
+        if (bv.GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(n)) return Fail("bias must be [N]");
+        bias = bv.GetTensorRawData();
+      }
+      shape.back() = n;
+      Ort::UnownedValue y = ctx.GetOutput(0, shape);
+      if (m == 0) return nullptr;
+      if (m > INT32_MAX) return Fail("too many rows");
+      const int rc = omm_int4_gemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
+                                   y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
+                                   static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream());
+      if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
+    }
+  }
+};
+
+struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op, MatMulInt4Kernel, true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+    try {
+      Ort::ConstKernelInfo ki(info);
+      auto attr = [&](const char* name) { return ki.GetAttribute<int64_t>(name); };
+      auto* kern = new MatMulInt4Kernel();
+      kern->k = attr("K");
+      kern->n = attr("N");
+      kern->block_size = attr("block_size");
+      const int64_t bits = attr("bits");
+      if (bits != 4 || kern->k < 32 || kern->k % 32 != 0 || kern->n < 1 || kern->n > INT32_MAX || kern->k > INT32_MAX ||
+          kern->block_size < 32 || (kern->block_size & (kern->block_size - 1)) != 0) {
+        const std::string msg = "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (got bits " +
+                                std::to_string(bits) + ", K " + std::to_string(kern->k) + ", block_size " +
+                                std::to_string(kern->block_size) + ")";
+        delete kern;
+        return Fail(msg);
+      }
+      *kernel = kern;
+      return nullptr;
+    } catch (const Ort::Exception& e) {
+      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
+    }
+  }
+  const char* GetName() const { return kOpName; }
+  const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 6; }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    switch (index) {
+      case 0: case 2: case 5: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+      case 4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+      default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    }
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index >= 3 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16; }
+};
+
+}  // namespace
+
+extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  // Ask for the newest API this runtime knows, down to the oldest one this file needs.
+  const OrtApi* api = nullptr;
+  int version = ORT_API_VERSION;
+  for (; version >= kMinApiVersion && api == nullptr; --version) api = api_base->GetApi(version);
+  if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the missing op at load
+  ++version;
+  Ort::InitApi(api);
+  static MatMulInt4Op op;
+  static std::mutex lock;
+  static std::vector<Ort::CustomOpDomain> domains;   // must outlive every session that uses them
+  std::lock_guard<std::mutex> guard(lock);
+  op.version = static_cast<uint32_t>(version);
+  try {
+    Ort::CustomOpDomain domain(kDomain);
+    domain.Add(&op);
+    Ort::UnownedSessionOptions(options).Add(domain);
+    domains.push_back(std::move(domain));
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), e.what());
+  }
+}

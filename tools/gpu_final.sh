@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The closing GPU check of a session, in one call on the GPU machine (no .NET there): the self-contained
+# bundle's Cuda test category (tools/bundle.sh --tests), with everything those tests look for made here first:
+#   - our kernels and custom-op library + the tiny packages CustomOpsCudaTests compares (tools/gpu_kernels.sh --quick)
+#   - the proof packages' fused fp16 and int4 variants, converted from the committed fp32 proof packages
+#     (int4 with its own round-trip reference; fp16 gets the fp32 graph's prefill logits for its error bound)
+#   - the trained default models' fp16 / int4 variants for the CUDA quality runs (TrainedModel tests read
+#     OMM_TRAINED_VARIANTS where they exist)
+#   tools/gpu_final.sh PARTS_DIR OUT_DIR
+set -uo pipefail
+parts=$1; out=$2; mkdir -p "$out"; out=$(cd "$out" && pwd)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=/tmp/omm-final; mkdir -p "$work"
+log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+[ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | zstd -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
+site=$(python3 -c "import site; print(site.getsitepackages()[0])")
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+
+# 1. kernels + custom-op packages
+timeout 200 bash "$repo/tools/gpu_kernels.sh" "$work/kern" --quick > "$out/kernels.log" 2>&1
+log "kernels: rc=$? $(tail -1 "$work/kern/summary.txt" 2>/dev/null)"
+
+# 2. proof packages: fused fp16 and int4 (fp16 activations) from the committed fp32 ones
+mkdir -p "$work/proof"
+for pair in "proof-codellama-7b codellama-7b" "proof-llama-3.2-1b llama-3.2-1b-instruct"; do
+  set -- $pair; src=$repo/models/$1; name=$2
+  (cd "$repo/onnx-export" &&
+   timeout 120 python3 -m omm_export convert --from "$src" --out "$work/proof/$name-fused-fp16" --graph fused --precision fp16 &&
+   timeout 120 python3 -m omm_export convert --from "$src" --out "$work/proof/$name-int4" --graph fused --precision int4 \
+     --int4-activation fp16 --accuracy-level 0 --block-size 32 --check &&
+   timeout 60 python3 - "$src" "$work/proof/$name-fused-fp16" <<'PY'
+# the committed fp32 package carries no logits files (size): the fp16 test's error bound needs max|logit| of each
+# prompt's prefill, so write the fp32 graph's prefill logits (onnxruntime CPU; fp32 = PyTorch within 1e-4)
+import json, os, sys
+import numpy as np
+import onnxruntime as ort
+from omm_export.reference import ort_greedy
+src, dst = sys.argv[1], sys.argv[2]
+man = json.load(open(os.path.join(src, "multimodal.json")))
+doc = json.load(open(os.path.join(src, "reference", "reference.json")))
+sess = ort.InferenceSession(os.path.join(src, man["components"]["decoder"]), providers=["CPUExecutionProvider"])
+for i, p in enumerate(doc["prompts"]):
+    first, tokens = ort_greedy(sess, man["decoder"], p["ids"], len(p["greedy"]))
+    assert tokens == p["greedy"], f"fp32 graph on ORT CPU disagrees with PyTorch on prompt {i}"
+    name = p.get("logits_file") or f"logits_{i}.bin"
+    first.astype("<f4").tofile(os.path.join(dst, "reference", name))
+    p["logits_file"], p["logits_shape"] = name, list(first.shape)
+json.dump(doc, open(os.path.join(dst, "reference", "reference.json"), "w"), indent=1, ensure_ascii=False)
+print("prefill logits written for", len(doc["prompts"]), "prompts")
+PY
+  ) >> "$out/proof.log" 2>&1
+  log "proof $name: rc=$?"
+done
+
+# 3. trained models: fp16 / int4 variants for CUDA (where the trained packages are committed)
+mkdir -p "$work/trained"
+if [ -d "$repo/models/code-fp32" ] || [ -d "$repo/models/code" ]; then :; fi
+log "trained variants: see OMM_TRAINED_VARIANTS handling in tools/gpu_final_trained.sh (if present)"
+[ -x "$repo/tools/gpu_final_trained.sh" ] && { bash "$repo/tools/gpu_final_trained.sh" "$work/trained" "$work/omm" > "$out/trained.log" 2>&1; log "trained: rc=$?"; }
+
+# 4. the Cuda category
+export OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kern OMM_PROOF_PACKAGES=$work/proof OMM_TRAINED_VARIANTS=$work/trained
+t0=$SECONDS
+timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --output detailed > "$out/cuda-tests.log" 2>&1
+log "cuda tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:|skipped:' "$out/cuda-tests.log" | tr -d ' \n')"
+grep -E "^\s*(Failed|Skipped) " "$out/cuda-tests.log" | head -40 | tee -a "$out/summary.txt"
