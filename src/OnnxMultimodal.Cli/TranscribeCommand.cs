@@ -26,7 +26,7 @@ internal static class TranscribeCommand
             await foreach (var u in pipeline.GenerateAsync(request, ct)) Console.Write(u.TextDelta);
             Console.WriteLine();
             return 0;
-        }, ("parts[0]", "--audio"), ("AudioOptions.MaxSeconds", "--max-seconds")));
+        }, ("parts[0]", "--audio"), ("ResourceLimits.MaxAudioSeconds", "--max-seconds"), ("AudioOptions.MaxSeconds", "--max-seconds")));
         return cmd;
     }
 }

@@ -97,7 +97,7 @@ public class CliTests
     {
         var r = Omm("transcribe", "--audio", Path.Combine(Model("tiny-seamless"), "reference", "robot_16k.wav"), "--max-seconds", "0.1");
         AssertCleanError(r, "--max-seconds");
-        Assert.That(r.Stderr, Does.Not.Contain("AudioOptions").And.Not.Contain("parts["));
+        Assert.That(r.Stderr, Does.Not.Contain("AudioOptions").And.Not.Contain("ResourceLimits").And.Not.Contain("parts["));
     }
 
     [Test]
