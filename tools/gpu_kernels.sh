@@ -1,58 +1,67 @@
 #!/usr/bin/env bash
-# Our CUDA kernels on the GPU machine, in one call (about 2-3 minutes):
+# Our CUDA kernels on the GPU machine, in one call (about 2-3 minutes; run it as `tools/gpu_kernels.sh "$OUT"`):
 #   1. src/OnnxMultimodal.Kernels/build.sh: libomm_int4.so (kernels) and libomm_kernels.so (+ the ORT
 #      custom op; needs the ORT headers: carry src/OnnxMultimodal.Kernels/ort-include, made here by
-#      `src/OnnxMultimodal.Kernels/build.sh --fetch-headers`)
-#   2. bench_int4_gemv.py: correctness against a fp32 dequantize+matmul reference, then the int4 GEMV
-#      micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, vs the copy bandwidth of
-#      the same run, PyTorch's tinygemm (aten._weight_int4pack_mm) and cuBLAS fp16
+#      `src/OnnxMultimodal.Kernels/build.sh --fetch-headers`); registers and spills per tile instantiation
+#   2. bench_int4_gemv.py: correctness of every tile against a fp32 dequantize+matmul reference, then the int4
+#      GEMV micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, every tile, vs the copy
+#      bandwidth of the same run, PyTorch's tinygemm (aten._weight_int4pack_mm) and cuBLAS fp16
 #   3. tiny-llama converted stock and with --custom-ops omm (fp16 int4), and with --next-token (fp32, checked on
 #      ORT CPU: next_token = argmax of the last logits over prefill + 3 steps)
 #   4. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
 #   tools/gpu_kernels.sh OUT_DIR [--quick]
-# Writes OUT_DIR/: build.log, ptxas.log, int4_gemv.json, bench.log (the table), ort_load.log,
-# libomm_kernels.so (for the C# Cuda tests: ExecutionOptions.CustomOpLibrary), tiny-llama-int4h/ and
-# tiny-llama-int4h-omm/ (the same fp16-activation int4 package, stock and with OmmMatMulInt4), export.log,
-# summary.txt. Then, where .NET and the CUDA ORT are: OMM_KERNELS_DIR=OUT_DIR dotnet test --filter Category=Cuda.
+# Writes 7 files to OUT_DIR (no folders): summary.txt, build.log (build + ptxas -v + registers per tile),
+# bench.log (the table), int4_gemv.json, checks.log (emulator, exports, next_token check, ORT load),
+# libomm_kernels.so, packages.tar (tiny-llama-int4h/, tiny-llama-int4h-omm/, tiny-llama-int4h-next/,
+# tiny-llama-fused-next/).
+# For the C# Cuda tests, where .NET and the CUDA ORT are:
+#   tar -xf OUT_DIR/packages.tar -C OUT_DIR && OMM_KERNELS_DIR=OUT_DIR dotnet test --filter Category=Cuda
 set -uo pipefail
 out=${1:?usage: tools/gpu_kernels.sh OUT_DIR [--quick]}; shift
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 kern=$repo/src/OnnxMultimodal.Kernels
 build=/tmp/omm-kernels-build
+pkgs=/tmp/omm-kernels-packages
+rm -rf "$pkgs" "$build"; mkdir -p "$pkgs"   # a warm machine keeps /tmp: never reuse an old build
 site=$(python3 -c "import site; print(site.getsitepackages()[0])" 2>/dev/null)
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader > "$out/gpu.txt" 2>&1
-log "gpu: $(cat "$out/gpu.txt"); nvcc: $(/usr/local/cuda/bin/nvcc --version 2>&1 | grep -o 'release [0-9.]*')"
+checks=$out/checks.log
+log "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1); nvcc: $(/usr/local/cuda/bin/nvcc --version 2>&1 | grep -o 'release [0-9.]*')"
+python3 "$kern/emulate_int4_gemv.py" > "$checks" 2>&1
+log "emulator: rc=$? (split-K chunk coverage, nibble/x pairing)"
 
+start=$(date +%s)
 bash "$kern/build.sh" "$build" > "$out/build.log" 2>&1; rc=$?
-cp "$build/ptxas.log" "$out/" 2>/dev/null
-log "build: rc=$rc ($(grep -c built "$out/build.log") libraries); registers: $(grep -o 'Used [0-9]* registers' "$build/ptxas.log" 2>/dev/null | tr '\n' ' ')"
+{ echo "--- ptxas -v"; cat "$build/ptxas.log" 2>/dev/null; } >> "$out/build.log"
+log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split: REG): $(sed -E 's/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9]): REG:([0-9]+).*/\1\2\3\4:\5/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
 [ -f "$build/libomm_int4.so" ] || { cat "$out/build.log"; exit 1; }
 cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
 
-timeout 240 python3 "$kern/bench_int4_gemv.py" "$build/libomm_int4.so" "$out/int4_gemv.json" "$@" > "$out/bench.log" 2>&1; rc=$?
+timeout 180 python3 "$kern/bench_int4_gemv.py" "$build/libomm_int4.so" "$out/int4_gemv.json" "$@" > "$out/bench.log" 2>&1; rc=$?
 cat "$out/bench.log"
 log "bench: rc=$rc (0 = every correctness check passed)"
 
 # tiny-llama with fp16 int4 activations, stock and with our op: what tests/.../CustomOpsCudaTests.cs compares
 # (dotnet test --filter Category=Cuda with OMM_KERNELS_DIR=OUT_DIR).
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32)
-for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm"; do
+# tiny-llama-int4h-next adds the device token choice (next_token) to the stock fp16 int4 graph, for the Cuda test
+# of the engine's next_token path.
+for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm" "tiny-llama-int4h-next --next-token"; do
   set -- $variant; name=$1; shift
-  rm -rf "$out/$name"
-  (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$out/$name" "${i4[@]}" "$@") >> "$out/export.log" 2>&1
-  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$out/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph"
+  (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$pkgs/$name" "${i4[@]}" "$@") >> "$checks" 2>&1
+  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph"
 done
 
 # Device token choice, exporter half: --next-token appends ArgMax over the last position's logits. Checked
 # here on ORT CPU (fp32 fused graph): prefill + 3 greedy steps, next_token must equal argmax(logits).
-(cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$out/tiny-llama-fused-next" \
-  --graph fused --precision fp32 --next-token) >> "$out/export.log" 2>&1
+(cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$pkgs/tiny-llama-fused-next" \
+  --graph fused --precision fp32 --next-token) >> "$checks" 2>&1
 log "export tiny-llama-fused-next: rc=$?"
-timeout 60 python3 - "$out/tiny-llama-fused-next" > "$out/next_token.log" 2>&1 <<'PY'
+echo "--- next_token check" >> "$checks"
+timeout 60 python3 - "$pkgs/tiny-llama-fused-next" > "$pkgs/next_token.log" 2>&1 <<'PY'
 import json, os, sys
 import numpy as np
 import onnxruntime as ort
@@ -80,10 +89,12 @@ for t in range(4):
     step = np.array([[got]], np.int64)
 print("next_token check:", "PASS" if ok else "FAIL")
 PY
-log "next_token: rc=$? $(tail -n 1 "$out/next_token.log")"
+rc=$?; cat "$pkgs/next_token.log" >> "$checks"
+log "next_token: rc=$rc $(tail -n 1 "$pkgs/next_token.log")"
 
 if [ -f "$build/libomm_kernels.so" ]; then
-  timeout 60 python3 - "$build/libomm_kernels.so" > "$out/ort_load.log" 2>&1 <<'PY'
+  echo "--- ORT load" >> "$checks"
+  timeout 60 python3 - "$build/libomm_kernels.so" > "$pkgs/ort_load.log" 2>&1 <<'PY'
 import sys
 import numpy as np
 import onnxruntime as ort
@@ -109,6 +120,9 @@ except Exception as e:
     # Expected on a CPU-only build: the graph parses, the op is known, no CPU kernel exists.
     print("CPU session refused as expected:", str(e)[:400])
 PY
-  log "ort sanity: rc=$? $(tail -n 1 "$out/ort_load.log" | cut -c1-200)"
+  rc=$?; cat "$pkgs/ort_load.log" >> "$checks"; rm -f "$pkgs/ort_load.log"
+  log "ort sanity: rc=$rc $(tail -n 1 "$checks" | cut -c1-200)"
 fi
-log "done; results in $out"
+rm -f "$pkgs/next_token.log"
+tar -cf "$out/packages.tar" -C "$pkgs" . && log "packages.tar: $(tar -tf "$out/packages.tar" | grep -c /decoder.onnx) packages, $(du -k "$out/packages.tar" | cut -f1) KiB"
+log "done; $(ls "$out" | wc -l) files in $out: $(ls "$out" | tr '\n' ' ')"

@@ -43,8 +43,11 @@ class Budget:
     run lands near `seconds` of training; STEPS_<NAME> in the environment overrides it. The decision
     is logged, so a rerun with that STEPS_ value repeats the schedule exactly."""
 
-    def __init__(self, name: str, seconds: float, max_steps: int, probe: int = 30):
-        self.name, self.seconds, self.max_steps, self.probe = name, seconds, max_steps, probe
+    def __init__(self, name: str, seconds: float, max_steps: int, probe: int = 30, recheck: int | None = None):
+        """recheck: measure again over steps probe+1..recheck and re-fix the total (for runs whose first steps
+        are slower than the rest, e.g. new input shapes); None keeps the first decision."""
+        self.name, self.seconds, self.max_steps, self.probe, self.recheck = name, seconds, max_steps, probe, recheck
+        self.fixed = bool(os.environ.get(f"STEPS_{name.upper()}")) or SMOKE
         fixed = os.environ.get(f"STEPS_{name.upper()}")
         self.total = int(fixed) if fixed else (min(20, max_steps) if SMOKE else None)
         self.t0 = None
@@ -66,6 +69,15 @@ class Budget:
             per = (time.time() - self.t0) / self.probe
             self.total = max(self.probe + 1, min(self.max_steps, int(self.seconds / per)))
             log(f"{self.name}: {per * 1000:.1f} ms/step -> {self.total} steps (set STEPS_{self.name.upper()}={self.total} to repeat)")
+            self.t_probe = time.time()
+        if not self.fixed and self.recheck and step == self.recheck + 1 and self.total > self.recheck:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            per = (time.time() - self.t_probe) / (self.recheck - self.probe)
+            left = self.seconds - (time.time() - self.t0)
+            self.total = max(step + 1, min(self.max_steps, step + int(left / per)))
+            log(f"{self.name}: re-measured {per * 1000:.1f} ms/step over steps {self.probe + 1}-{self.recheck} -> {self.total} steps "
+                f"(set STEPS_{self.name.upper()}={self.total} to repeat)")
         if self.t0 is not None and time.time() - self.t0 > self.hard_limit:
             log(f"{self.name}: hard time limit at step {step}")
             return False

@@ -5,7 +5,7 @@
 #   [SMOKE=1] bash onnx-export/train/gpu_train.sh OUT_DIR [code] [shapes] [speech]     (default: all three)
 #
 # Per stage S it writes into OUT_DIR:
-#   S.tar.zst        the package to commit (models/S: code = fp16 Llama, shapes = fp16 Chameleon + fp32 VQ graphs,
+#   S.tar.zst        the package to commit (models/S: code = fp16 Llama, shapes = int4-b32 or fp16 Chameleon + fp32 VQ graphs,
 #                    speech = fp32 Seamless)
 #   S-extra.tar.zst  the other precisions (S-fp32 with references, fp16/int4 variants), the log, eval JSON, pictures
 # and eval.json (every stage run in this call). .tar.xz instead of .tar.zst where zstd is missing.
@@ -78,4 +78,17 @@ for k, v in doc.items():
     print(k, json.dumps({x: v[x] for x in keys if x != "imagine"} | ({"imagine": {m: v["imagine"][m]["correct"] for m in v["imagine"]}} if "imagine" in v else {}), ensure_ascii=False)[:3000])
 EOF
 ls -la "$OUT"
+# one quality line per stage (the shapes and speech scripts print theirs; code's is read from its eval JSON)
+for S in "${STAGES[@]}"; do
+  if [ "$S" = code ] && [ -f "$WORK/code/code-eval.json" ]; then
+    $PY - "$WORK/code/code-eval.json" <<'EOF2' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+ppl = " ".join("%s %.2f" % kv for kv in d.get("perplexity", {}).items())
+print("SUMMARY code: held-out perplexity %s | %s steps in %s s, total %s s" % (ppl, d.get("steps"), d.get("train_seconds"), d.get("total_seconds")))
+EOF2
+  else
+    grep -h '^SUMMARY' "$WORK/$S/log.txt" 2>/dev/null || echo "SUMMARY $S: no summary (stage failed? see $S-extra)"
+  fi
+done
 echo "gpu_train: done in $(( $(date +%s) - T0 )) s"

@@ -7,8 +7,10 @@ JSON: caption / question accuracy on held-out renders, imagine correctness judge
 usage: python train_shapes.py WORK_DIR"""
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import sys
 import time
 from multiprocessing import Pool
@@ -30,7 +32,7 @@ SEED = 4321
 N_TRAIN = 2000 if SMOKE else 40000
 N_EVAL = 40 if SMOKE else 200
 N_IMAGINE = 10 if SMOKE else 50
-CODEBOOK, EMBED_DIM, LATENT = 256, 16, 32
+CODEBOOK, EMBED_DIM, LATENT = 1024, 16, 32       # 256 codes could not cover patch x colour x background
 VQ = dict(embed_dim=EMBED_DIM, num_embeddings=CODEBOOK, double_latent=False, latent_channels=LATENT, resolution=W.SIZE,
           in_channels=3, base_channels=32, channel_multiplier=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=None,
           dropout=0.0, attn_type="vanilla")
@@ -39,8 +41,8 @@ DIMS = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=5, num_att
 CONTEXT = 256
 SEQ = 120
 GUIDANCE = 3.0        # the exporter's tiny preset writes guidance scale 3.0 into the manifest
-VQ_SECONDS = float(os.environ.get("VQ_SECONDS", "50"))
-LM_SECONDS = float(os.environ.get("SHAPES_SECONDS", "110"))
+VQ_SECONDS = float(os.environ.get("VQ_SECONDS", "110"))
+LM_SECONDS = float(os.environ.get("SHAPES_SECONDS", "200"))
 CAPTION_PROMPTS = ["A photo of"] * 4 + ["What is in this image?", "Describe the image."]
 
 
@@ -97,6 +99,11 @@ def train_vq(model, image_decoder, images: np.ndarray, dev):
         set_lr(opt, lr_at(step, budget.schedule_total(), 1e-3, warmup=50))
         with autocast():
             h = vqm.quant_conv(vqm.encoder(x))
+        if step == 0:
+            # codebook initialised from encoder outputs (not the random init far from them)
+            with torch.no_grad():
+                zf = h.float().permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+                vqm.quantize.embedding.weight.copy_(zf[torch.randint(0, zf.shape[0], (CODEBOOK,), device=dev, generator=gen)])
         z, codes = quantize(vqm, h.float())
         q = vqm.quantize.embedding(codes)
         codebook_loss = F.mse_loss(q, z.detach())
@@ -106,7 +113,12 @@ def train_vq(model, image_decoder, images: np.ndarray, dev):
         with autocast():
             rec = image_decoder.decoder(vqm.post_quant_conv(zq))
         rec = rec.float()
-        rec_loss = F.mse_loss(rec, x) + 0.5 * (rec - x).abs().mean()
+        # the object is a small share of the pixels: weight non-background pixels (background = corner colour)
+        # so the MSE is not won by painting the background and blurring the shape and its colour away
+        obj = ((x - x[:, :, :1, :1]).abs().amax(1, keepdim=True) > 0.05).float()
+        wpix = 1.0 + 4.0 * obj
+        err = rec - x
+        rec_loss = ((err ** 2 + 0.5 * err.abs()) * wpix).mean() / wpix.mean()
         loss = rec_loss + codebook_loss + 0.25 * commit_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -127,6 +139,14 @@ def train_vq(model, image_decoder, images: np.ndarray, dev):
             break
     vqm.eval(); image_decoder.eval()
     return {"steps": step, "curve": curve}
+
+
+def vq_judged(vqm, image_decoder, dev, n: int) -> float:
+    """Share of held-out renders whose VQ reconstruction the pixel judge still reads as the right shape and colour."""
+    scenes, images = make_scenes(SEED + 99, n, 0.0)
+    recon = decode_codes(image_decoder, encode_codes(vqm, images, dev))
+    return float(np.mean([(lambda j: j["shape"] == s.objects[0].shape and j["colour"] == s.objects[0].colour)(W.judge(r))
+                          for s, r in zip(scenes, recon)]))
 
 
 @torch.no_grad()
@@ -393,6 +413,26 @@ def ort_caption_check(package: str, tok, ids, n: int) -> dict:
         return {"error": repr(e)}
 
 
+def choose_committed(pk: str, res: dict) -> str:
+    """packages/shapes (the one to commit): the int4 b32 package (about 1 MB smaller decoder than fp16) when its
+    onnxruntime captions are within 2 points of fp16's, else fp16. SHAPES_COMMIT=fp16|int4 forces the choice."""
+    want = os.environ.get("SHAPES_COMMIT", "auto")
+    acc = lambda k: res.get(k, {}).get("caption_accuracy", -1.0)   # noqa: E731
+    int4_ok = os.path.isdir(os.path.join(pk, "shapes-int4-b32")) and acc("onnxruntime_int4_b32_package") >= acc("onnxruntime_fp16_package") - 0.02
+    pick = "shapes-int4-b32" if (want == "int4" or (want == "auto" and int4_ok)) and os.path.isdir(os.path.join(pk, "shapes-int4-b32")) \
+        else "shapes-fp16"
+    shutil.copytree(os.path.join(pk, pick), os.path.join(pk, "shapes"))
+    man_path = os.path.join(pk, "shapes", "multimodal.json")
+    with open(man_path) as f:
+        man = json.load(f)
+    man["name"] = "shapes"
+    with open(man_path, "w") as f:
+        json.dump(man, f, indent=2)
+    log(f"shapes: committed package = {pick} (SHAPES_COMMIT={want}; ort captions fp16 {acc('onnxruntime_fp16_package'):.3f}, "
+        f"int4-b32 {acc('onnxruntime_int4_b32_package'):.3f})")
+    return pick
+
+
 def main(work: str) -> None:
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration, PreTrainedTokenizerFast
     from omm_export.vq_decoder import ImageDecoderGraph
@@ -418,7 +458,9 @@ def main(work: str) -> None:
     vq_log = train_vq(model, image_decoder, images, dev)
     codes = encode_codes(vqm, images, dev)
     used = int(torch.unique(codes).numel())
-    log(f"shapes: VQ trained ({vq_log['steps']} steps), {used} codes in use")
+    vq_log["reconstruction_judged"] = vq_judged(vqm, image_decoder, dev, N_EVAL)
+    log(f"shapes: VQ trained ({vq_log['steps']} steps), {used} codes in use, reconstruction judged right "
+        f"{vq_log['reconstruction_judged']:.3f} on {N_EVAL} held-out renders (imagine can be no better)")
     seqs = Seqs(ids["pad"])
     build_sequences(tok, scenes, codes, ids, random.Random(SEED), seqs)
     rows, masks = seqs.tensors(dev)
@@ -440,15 +482,26 @@ def main(work: str) -> None:
 
     pk = os.path.join(work, "packages")
     export("chameleon", "--checkpoint", ckpt, "--vqgan", vqgan, "--out", os.path.join(pk, "shapes-fp32"), "--check")
-    export("chameleon", "--checkpoint", ckpt, "--vqgan", vqgan, "--out", os.path.join(pk, "shapes"), "--precision", "fp16",
+    export("chameleon", "--checkpoint", ckpt, "--vqgan", vqgan, "--out", os.path.join(pk, "shapes-fp16"), "--precision", "fp16",
            "--no-reference")
     if not SMOKE:
         export("chameleon", "--checkpoint", ckpt, "--vqgan", vqgan, "--out", os.path.join(pk, "shapes-int4-b32"), "--graph", "fused",
                "--precision", "int4", "--block-size", "32", "--no-reference")
-    res["onnxruntime_fp16_package"] = ort_caption_check(os.path.join(pk, "shapes"), tok, ids, 10 if SMOKE else 50)
+    res["onnxruntime_fp16_package"] = ort_caption_check(os.path.join(pk, "shapes-fp16"), tok, ids, 10 if SMOKE else 50)
     res["onnxruntime_fp32_package"] = ort_caption_check(os.path.join(pk, "shapes-fp32"), tok, ids, 10 if SMOKE else 50)
+    if not SMOKE:
+        res["onnxruntime_int4_b32_package"] = ort_caption_check(os.path.join(pk, "shapes-int4-b32"), tok, ids, 50)
+    res["committed"] = choose_committed(pk, res)
     res["total_seconds"] = round(time.time() - t_start, 1)
     write_json(os.path.join(work, "shapes-eval.json"), res)
+    ortacc = lambda k: res.get(k, {}).get("caption_accuracy", float("nan"))   # noqa: E731
+    print(f"SUMMARY shapes: caption {res['caption_accuracy']:.3f} (bar 0.95) question {res['question_accuracy']:.3f} "
+          f"imagine sampled {res['imagine']['sampled']['correct']:.3f} greedy {res['imagine']['greedy']['correct']:.3f} (bar 0.90) "
+          f"vq-recon judged {res['vq_reconstruction_judged']:.3f} | onnxruntime captions fp32 {ortacc('onnxruntime_fp32_package'):.3f} "
+          f"fp16 {ortacc('onnxruntime_fp16_package'):.3f} int4-b32 {ortacc('onnxruntime_int4_b32_package'):.3f} "
+          f"(committed {res['committed']}) | "
+          f"vq {res['vq']['steps']} steps, lm {res['lm']['steps']} steps (last loss {res['lm']['curve'][-1][1]:.3f}), total {res['total_seconds']} s",
+          flush=True)
 
 
 if __name__ == "__main__":

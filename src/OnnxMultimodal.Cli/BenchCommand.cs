@@ -37,8 +37,11 @@ internal static class BenchCommand
         var image = new Option<string?>("--image") { Description = "Ladder image for caption" };
         var audio = new Option<string?>("--audio") { Description = "Ladder WAV for transcribe" };
         var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
-        var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder" };
+        var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder (converted with --next-token: adds the device token choice rung)" };
+        var int4OmmModel = new Option<string?>("--int4-omm-model") { Description = "The int4 model converted with --custom-ops omm: adds our int4 GEMV rung (needs --custom-op-library)" };
         cmd.Options.Add(ladder);
+        cmd.Options.Add(int4OmmModel);
+        cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
         cmd.Options.Add(task);
@@ -59,7 +62,7 @@ internal static class BenchCommand
                     request = request with { Sampling = new SamplingOptions { MaxNewTokens = r.GetValue(newTokens), IgnoreStopTokens = true } };
                     measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
                 }
-                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), measure, r.GetValue(json), ct);
+                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), measure, r.GetValue(json), ct);
             }
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
@@ -111,10 +114,11 @@ internal static class BenchCommand
     }
 
     /// <summary>The decode ladder: one lever at a time, each rung measured on the same prompt and length.</summary>
-    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, Func<MultimodalPipeline, BenchResult> measure,
-                                          string? json, CancellationToken ct)
+    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, string? int4Omm,
+                                          Func<MultimodalPipeline, BenchResult> measure, string? json, CancellationToken ct)
     {
-        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true };
+        // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
+        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true, GraphTokenChoice = false };
         string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
         // On the CPU there is no device: the second rung binds the cache and step I/O once (IOBinding) in host
         // memory, and there is no CUDA graph to capture.
@@ -133,6 +137,18 @@ internal static class BenchCommand
             else Console.Error.WriteLine("CUDA graph rung not run: the provider is the CPU");
         }
         if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = rungs.Any(x => x.Exec.CudaGraph) }));
+        var (lastModel, lastExec) = (rungs[^1].Model, rungs[^1].Exec);
+        if (lastModel != CliCommon.ModelPath(r) && ModelPackage.Open(lastModel).Decoder.Outputs.ContainsKey("next_token"))
+        {
+            lastExec = lastExec with { GraphTokenChoice = true };
+            rungs.Add(("+ device token choice (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
+        }
+        if (int4Omm is not null)
+        {
+            if (baseExec.CustomOpLibrary is null)
+                throw new InvalidInputException("--int4-omm-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
+            rungs.Add(("+ our int4 GEMV (OmmMatMulInt4)", int4Omm, lastExec with { GraphTokenChoice = true }));
+        }
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)
         {

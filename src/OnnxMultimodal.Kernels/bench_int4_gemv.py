@@ -24,7 +24,8 @@ L2_BYTES = 50 * 2**20
 REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term half2 partial sums, fp16 output
 
 
-TILES = {0: "default", 1: "1x8", 2: "2x4", 3: "4x2", 4: "2x8", 5: "4x4"}  # columns per warp x chunks in flight
+# kTiles in int4_gemv.cu: columns per warp x chunks per column per step / split-K warps
+TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4"}
 
 
 def load(lib_path):
@@ -195,6 +196,9 @@ def main():
         for bs in BLOCKS:
             for m in (1, 2, 3, 4):
                 checks.append(check(f, "down", 11008, 4096, m, bs, gen, tile=tile))
+    for tile in TILES:   # split-K with few chunks per lane (K=4096) and a ragged last block of columns (N=1000)
+        checks.append(check(f, "o", 4096, 4096, 4, 32, gen, tile=tile))
+        checks.append(check(f, "ragged", 4160, 1000, 3, 64, gen, with_zp=True, with_bias=True, tile=tile))
     checks.append(check(f, "zp+bias", 4096, 4096, 2, 32, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "zp+bias", 4096, 4096, 4, 128, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "k_not_multiple_of_block", 4160, 1000, 3, 128, gen, with_zp=True))
@@ -222,7 +226,14 @@ def main():
         print(f"{r['name']:9} {r['K']:>5}x{r['N']:<5} {r['block_size']:>4} {r['M']:>2} {r['ours_us']:8.2f} "
               f"{r['ours_GBps']:6.0f} {100 * r['ours_share_of_copy']:5.1f}% {r['best_tile']:>9} "
               f"{100 * r['best_share_of_copy']:5.1f}% {tg}")
-    print("tinygemm: " + "; ".join(sorted({r["tinygemm_note"] for r in results})))
+    notes = sorted({r["tinygemm_note"] for r in results})
+    print("tinygemm: " + (notes[0] if len(notes) == 1 else f"{len(notes)} notes, see the JSON; first: {notes[0]}"))
+    # The question for M = 2..4: do the extra rows cost bandwidth? Mean share of copy per M, default and best tile.
+    for m in ROWS:
+        rows = [r for r in results if r["M"] == m]
+        print(f"M={m}: default {100 * sum(r['ours_share_of_copy'] for r in rows) / len(rows):5.1f}% of copy, best tile "
+              f"{100 * sum(r['best_share_of_copy'] for r in rows) / len(rows):5.1f}% (mean over {len(rows)} shape x block rows); "
+              f"best tiles: {', '.join(sorted({r['name'] + ':' + r['best_tile'] for r in rows}))}")
     for d in dense:
         print(f"fp16 cuBLAS M=1 {d['name']}: {d['fp16_us']:.2f} us, {d['fp16_GBps']:.0f} GB/s "
               f"({100 * d['fp16_share_of_copy']:.1f}% of copy)")

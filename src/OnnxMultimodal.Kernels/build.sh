@@ -22,8 +22,17 @@ nvcc=$cuda/bin/nvcc
 mkdir -p "$build"
 arch=${OMM_CUDA_ARCH:-sm_90}
 flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
-"$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" || { cat "$build/ptxas.log"; exit 1; }
-grep -E "registers|spill" "$build/ptxas.log" | sed 's/^/  /' || true
+# 4 row counts x 7 tiles of one kernel template: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
+# an nvcc without it falls back to a plain build.
+"$nvcc" "${flags[@]}" --split-compile=0 -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
+  "$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
+  { cat "$build/ptxas.log"; exit 1; }
+# Registers and spills per instantiation, one line each (cuobjdump prints "Function <mangled>: REG:n STACK:n ...";
+# the mangled name carries the template arguments <M, rows, unroll, split>).
+"$cuda/bin/cuobjdump" --dump-resource-usage "$build/int4_gemv.o" 2>/dev/null | grep -o 'int4_gemv_kernelILi.*' |
+  sed -E 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4:/' |
+  tee "$build/registers.txt" || true
+echo "  spills: $(grep -o '[1-9][0-9]* bytes spill stores' "$build/ptxas.log" | sort -u | tr '\n' ' ')(none if empty)"
 "$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" -o "$build/libomm_int4.so"
 echo "built $build/libomm_int4.so"
 ort_inc=${ORT_INCLUDE:-}

@@ -42,7 +42,32 @@ def emulate(packed, scales, x, bs):
     return y
 
 
+TILES = [(4, 2, 1), (4, 1, 1), (4, 2, 2), (4, 1, 2), (4, 2, 4), (4, 1, 4), (2, 2, 4)]   # kTiles[1..7]: rows, unroll, split
+
+
+def coverage(chunks, unroll, split):
+    """How often the kernel's loop visits each 16-byte chunk of a row: warp slice s, lane l, step j, unroll u
+    read chunk first + stride * (j * unroll + u), first = 32 s + l, stride = 32 split, over its `steps`."""
+    seen = np.zeros(chunks, np.int64)
+    per_step = 32 * split * unroll
+    for s in range(split):
+        for lane in range(32):
+            first = 32 * s + lane
+            steps = (chunks - first + per_step - 1) // per_step
+            assert steps >= 0
+            for j in range(steps):
+                for u in range(unroll):
+                    c = first + 32 * split * (j * unroll + u)
+                    if c < chunks:
+                        seen[c] += 1
+    return seen
+
+
 def main():
+    for k in (32, 1024, 4096, 4160, 11008, 13824):
+        for _, unroll, split in TILES:
+            assert (coverage(k // 32, unroll, split) == 1).all(), f"K={k} unroll={unroll} split={split}: a chunk is missed or read twice"
+    print("split-K chunk assignment: every chunk read exactly once for every tile")
     rng = np.random.default_rng(0)
     for bs in (32, 128):
         n, k, m = 6, 256, 3

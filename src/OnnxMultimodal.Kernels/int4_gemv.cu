@@ -12,12 +12,16 @@
 // register tiles of up to 4), so the floor is (N*K/2 + 2*N*K/bs [+ zp]) / copy bandwidth; x (M*K*2 bytes)
 // and y are tiny next to that. At the 7B shapes a row is 2 KB (K=4096) to 5.4 KB (K=11008) of weights.
 //
-// Work split: one warp owns kRows (2 or 4) consecutive output columns n; each lane streams 16-byte
-// chunks (32 int4 values = one block of 32, or a quarter of a block of 128), 8 chunks in flight. The
-// nibbles are turned into fp16 by OR-ing them into the mantissa of 1024.0 (0x6400), subtracting 1024+zp
-// (exact), and scaling in fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed
-// in a half2 (16 terms per half), then folded into fp32 accumulators. x pairs are permuted to match the
-// nibble order once per chunk and reused for all kRows columns.
+// Work split: a tile (kTiles) gives each warp kRows consecutive output columns; kSplit warps of a block share
+// those columns and take interleaved 512-byte segments of K each (split-K, summed in shared memory in a fixed
+// order), so small-N shapes (o, down: N = 4096) still have thousands of warps streaming. Each lane streams
+// 16-byte chunks (32 int4 values = one block of 32, or a quarter of a block of 128), kUnroll per column per
+// step, and loads step j+1 into a second register stage while step j is multiplied. The nibbles are turned
+// into fp16 by OR-ing them into the mantissa of 1024.0 (0x6400), subtracting 1024+zp (exact), and scaling in
+// fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed in a half2 (16 terms per
+// half), then folded into fp32 accumulators. The dequantized weights of a chunk are reused for all M rows
+// (M <= 4 per pass: x is read per 8-value group and permuted to the nibble order once for the kRows columns),
+// so M = 2..4 read the weights once and add only FMAs.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -25,16 +29,36 @@
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
-// Output columns per warp: more columns share each x load (L1 traffic for x is M*64 bytes per chunk per
-// warp-column group), fewer leave more warps. Chunks in flight per lane = kRows * kUnroll = 8 (128 bytes).
-template <int M> struct Tile { static constexpr int kRows = M <= 2 ? 2 : 4; static constexpr int kUnroll = 8 / kRows; };
+
+// A tile: kRows output columns per warp, kUnroll 16-byte chunks per column per lane and step (bytes in flight
+// per lane = kRows * kUnroll * 16, doubled by the prefetch of the next step), kSplit warps of a block
+// sharing the same columns, each summing an interleaved quarter/half of K (split-K, reduced in shared memory).
+struct TileShape { int rows, unroll, split; };
+// tile 1..7, for the micro-benchmark's search (omm_int4_gemv_tile); 0 = default_tile().
+constexpr TileShape kTiles[] = {{0, 0, 0}, {4, 2, 1}, {4, 1, 1}, {4, 2, 2}, {4, 1, 2}, {4, 2, 4}, {4, 1, 4}, {2, 2, 4}};
+constexpr int kTileCount = 8;
+
+// The default per shape. Phase-1 H100 measurements (docs/kernels.md): 4 columns per warp won at every M; 2 chunks
+// in flight per column at M <= 2, and at M = 4 fewer live registers matter more. Split-K is chosen so that about
+// 4096 warps exist (o and down, N = 4096, had too few warps to keep enough bytes in flight: 56% and 74% of copy).
+// bench_int4_gemv.py prints the best tile per (shape, M): keep this function in line with it.
+int default_tile(int M, int N) {
+  const int warps = (N + 3) / 4;
+  const int split = warps >= 4096 ? 1 : warps >= 2048 ? 2 : 4;
+  const bool wide = M <= 2;
+  switch (split) {
+    case 1: return wide ? 1 : 2;
+    case 2: return wide ? 3 : 4;
+    default: return wide ? 5 : 6;
+  }
+}
 
 __device__ __forceinline__ half2 as_half2(uint32_t v) {
   return *reinterpret_cast<half2*>(&v);
 }
 
-// Four half2 of (q - zp) from one 32-bit word of 8 nibbles (q0 low nibble of byte 0):
-// out[k] = (q_k - zp, q_{k+4} - zp).
+// Four half2 of (q - zp) * scale from one 32-bit word of 8 nibbles (q0 low nibble of byte 0):
+// out[k] = (q_k, q_{k+4}). OR-ing a nibble into the mantissa of 1024.0 (0x6400) gives 1024 + q exactly.
 __device__ __forceinline__ void nibbles_to_half2(uint32_t w, half2 zsub, half2 scale, half2 out[4]) {
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
@@ -51,22 +75,108 @@ __device__ __forceinline__ void permute_x(uint4 xv, uint32_t p[4]) {
   p[3] = __byte_perm(xv.y, xv.w, 0x7632);
 }
 
-__device__ __forceinline__ uint4 load_stream(const uint8_t* p) {
-  return __ldcs(reinterpret_cast<const uint4*>(p));   // weights are read once: don't keep them in L1
+__device__ __forceinline__ uint32_t word(const uint4& v, int g) {
+  return g == 0 ? v.x : g == 1 ? v.y : g == 2 ? v.z : v.w;
 }
 
+// The weights and scales of one step: chunk c = first + stride * (step * kUnroll + u) of each column.
+template <int kRows, int kUnroll>
+struct Stage {
+  uint4 w[kRows][kUnroll];
+  half s[kRows][kUnroll];
+
+  __device__ __forceinline__ void load(const uint8_t* b, const half* scales, int n0, int N, int row_bytes, int k_blocks,
+                                       int block_shift, int chunks, int first, int stride, int step) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int n = min(n0 + r, N - 1);             // a missing last column re-reads its neighbour, unused
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int c = first + stride * (step * kUnroll + u);
+        if (c < chunks) {
+          // 128-bit streaming load: weights are read once per call, don't keep them in L1.
+          w[r][u] = __ldcs(reinterpret_cast<const uint4*>(b + (size_t)n * row_bytes + (size_t)c * 16));
+          s[r][u] = scales[(size_t)n * k_blocks + ((c << 5) >> block_shift)];
+        } else {
+          w[r][u] = make_uint4(0, 0, 0, 0);
+          s[r][u] = __float2half(0.0f);
+        }
+      }
+    }
+  }
+};
+
+// acc[m][r] += x[m, chunk] . dequant(B[n0 + r, chunk]) for the chunks of one stage. The 32 products of a
+// chunk are summed in a half2 (16 terms a half, scaled weights so no overflow risk), then added in fp32.
+// x is read per 8-value group for all M rows (L1/L2 hits: every warp reads the same x) and reused for
+// every column of the tile.
 template <int M, int kRows, int kUnroll>
+__device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, float (&acc)[M][kRows], const half* __restrict__ x,
+                                           const uint8_t* __restrict__ zp, int n0, int N, int K, int k_blocks, int block_shift,
+                                           int chunks, int first, int stride, int step) {
+  const int zp_row_bytes = (k_blocks + 1) >> 1;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int c = first + stride * (step * kUnroll + u);
+    if (c >= chunks) continue;
+    half2 zsub[kRows], s2[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      zsub[r] = __float2half2_rn(1032.0f);          // 1024 + the default zero point 8
+      if (zp != nullptr) {
+        const int n = min(n0 + r, N - 1);
+        const int blk = (c << 5) >> block_shift;
+        const int q = (zp[(size_t)n * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF;
+        zsub[r] = __float2half2_rn(1024.0f + (float)q);
+      }
+      s2[r] = __half2half2(st.s[r][u]);
+    }
+    half2 part[M][kRows];
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      uint32_t xp[M][4];
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+        permute_x(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K + ((size_t)c << 5)) + g), xp[m]);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        half2 w[4];
+        nibbles_to_half2(word(st.w[r][u], g), zsub[r], s2[r], w);
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+#pragma unroll
+          for (int k = 0; k < 4; ++k)
+            part[m][r] = (g == 0 && k == 0) ? __hmul2(w[k], as_half2(xp[m][k])) : __hfma2(w[k], as_half2(xp[m][k]), part[m][r]);
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float2 f = __half22float2(part[m][r]);
+        acc[m][r] += f.x + f.y;
+      }
+  }
+}
+
+template <int M, int kRows, int kUnroll, int kSplit>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                  const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift) {
+  static_assert(kWarpsPerBlock % kSplit == 0, "split-K groups must tile the block");
+  constexpr int kGroups = kWarpsPerBlock / kSplit;   // column groups per block
+  __shared__ float red[kSplit > 1 ? kWarpsPerBlock : 1][M][kRows];
   const int lane = threadIdx.x & 31;
-  const int warp = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  const int n0 = warp * kRows;
-  if (n0 >= N) return;
-  const int chunks = K >> 5;                       // 16-byte chunks per row
-  const int zp_row_bytes = (k_blocks + 1) >> 1;
-  const half2 zdefault = __float2half2_rn(1032.0f);
+  const int warp = threadIdx.x >> 5;
+  const int slice = warp % kSplit;
+  const int n0 = (blockIdx.x * kGroups + warp / kSplit) * kRows;
+  const int chunks = K >> 5;                          // 16-byte chunks per row
+  const int first = slice * 32 + lane;                // this lane's first chunk
+  const int stride = 32 * kSplit;                     // between its chunks
+  const int per_step = stride * kUnroll;
+  // No early return for columns past N: the split-K reduction below synchronises the whole block.
+  const int steps = n0 < N ? (chunks - first + per_step - 1) / per_step : 0;
 
   float acc[M][kRows];
 #pragma unroll
@@ -74,65 +184,15 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
 #pragma unroll
     for (int r = 0; r < kRows; ++r) acc[m][r] = 0.0f;
 
-  for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
-    uint4 wv[kRows][kUnroll];
-    half sc[kRows][kUnroll];
-    // Issue every weight load of this step before any math.
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const int n = min(n0 + r, N - 1);           // a missing last column re-reads its neighbour, unused
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int c = c0 + u * 32;
-        if (c < chunks) {
-          wv[r][u] = load_stream(b + (size_t)n * row_bytes + (size_t)c * 16);
-          sc[r][u] = scales[(size_t)n * k_blocks + ((c << 5) >> block_shift)];
-        } else {
-          wv[r][u] = make_uint4(0, 0, 0, 0);
-          sc[r][u] = __float2half(0.0f);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * 32;
-      if (c >= chunks) break;
-      // x[m, 32c .. 32c+31] as 4 groups of 8 halfs, permuted to nibble order.
-      uint32_t xp[M][4][4];
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        const uint4* xr = reinterpret_cast<const uint4*>(x + (size_t)m * K + ((size_t)c << 5));
-#pragma unroll
-        for (int g = 0; g < 4; ++g) permute_x(__ldg(xr + g), xp[m][g]);
-      }
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        half2 zsub = zdefault;
-        if (zp != nullptr) {
-          const int n = min(n0 + r, N - 1);
-          const int blk = (c << 5) >> block_shift;
-          const int q = (zp[(size_t)n * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF;
-          zsub = __float2half2_rn(1024.0f + (float)q);
-        }
-        const half2 s2 = __half2half2(sc[r][u]);
-        half2 w[4][4];
-        nibbles_to_half2(wv[r][u].x, zsub, s2, w[0]);
-        nibbles_to_half2(wv[r][u].y, zsub, s2, w[1]);
-        nibbles_to_half2(wv[r][u].z, zsub, s2, w[2]);
-        nibbles_to_half2(wv[r][u].w, zsub, s2, w[3]);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          half2 s = __hmul2(w[0][0], as_half2(xp[m][0][0]));
-#pragma unroll
-          for (int g = 0; g < 4; ++g)
-#pragma unroll
-            for (int k = 0; k < 4; ++k)
-              if (g != 0 || k != 0) s = __hfma2(w[g][k], as_half2(xp[m][g][k]), s);
-          const float2 f = __half22float2(s);
-          acc[m][r] += f.x + f.y;
-        }
-      }
-    }
+  // Two register stages: the next step's weights are in flight while this step's are multiplied.
+  Stage<kRows, kUnroll> a, bb;
+  if (steps > 0) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, 0);
+  for (int j = 0; j < steps; j += 2) {
+    if (j + 1 < steps) bb.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 1);
+    accumulate<M, kRows, kUnroll>(a, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j);
+    if (j + 1 >= steps) break;
+    if (j + 2 < steps) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 2);
+    accumulate<M, kRows, kUnroll>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
   }
 
 #pragma unroll
@@ -144,56 +204,73 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       acc[m][r] = v;
     }
-  if (lane == 0) {
+  if constexpr (kSplit > 1) {
+    if (lane == 0)
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const int n = n0 + r;
-      if (n < N) {
-        const float bv = bias != nullptr ? __half2float(bias[n]) : 0.0f;
+      for (int m = 0; m < M; ++m)
 #pragma unroll
-        for (int m = 0; m < M; ++m) y[(size_t)m * N + n] = __float2half_rn(acc[m][r] + bv);
+        for (int r = 0; r < kRows; ++r) red[warp][m][r] = acc[m][r];
+    __syncthreads();
+    if (slice != 0) return;
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        float v = 0.0f;
+#pragma unroll
+        for (int s = 0; s < kSplit; ++s) v += red[warp + s][m][r];   // fixed order: deterministic
+        acc[m][r] = v;
       }
+  }
+  if (lane != 0 || n0 >= N) return;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int n = n0 + r;
+    if (n < N) {
+      const float bv = bias != nullptr ? __half2float(bias[n]) : 0.0f;
+#pragma unroll
+      for (int m = 0; m < M; ++m) y[(size_t)m * N + n] = __float2half_rn(acc[m][r] + bv);
     }
   }
 }
 
-template <int M, int kRows, int kUnroll>
+template <int M, int kRows, int kUnroll, int kSplit>
 void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
-  const int warps = (N + kRows - 1) / kRows;
-  const int blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  int4_gemv_kernel<M, kRows, kUnroll><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, b, scales, zp, bias, y, N, K,
-                                                                                   row_bytes, k_blocks, block_shift);
+  constexpr int kGroups = kWarpsPerBlock / kSplit;
+  const int groups = (N + kRows - 1) / kRows;
+  const int blocks = (groups + kGroups - 1) / kGroups;
+  int4_gemv_kernel<M, kRows, kUnroll, kSplit><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, b, scales, zp, bias, y, N, K,
+                                                                                          row_bytes, k_blocks, block_shift);
 }
 
-// tile 0: the default (Tile<M>); 1..5: (columns per warp, chunks in flight per column) = (1,8) (2,4) (4,2) (2,8)
-// (4,4), for the micro-benchmark's search.
 template <int M>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
             int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
+  if (tile == 0) tile = default_tile(M, N);
+#define OMM_TILE(i)                                                                                                    \
+  case i:                                                                                                              \
+    launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split>(x, b, scales, zp, bias, y, N, K, row_bytes,      \
+                                                                      k_blocks, block_shift, stream);                  \
+    break;
   switch (tile) {
-    case 1: launch_tile<M, 1, 8>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
-    case 2: launch_tile<M, 2, 4>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
-    case 3: launch_tile<M, 4, 2>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
-    case 4: launch_tile<M, 2, 8>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
-    case 5: launch_tile<M, 4, 4>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, stream); break;
-    default:
-      launch_tile<M, Tile<M>::kRows, Tile<M>::kUnroll>(x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks,
-                                                       block_shift, stream);
+    OMM_TILE(1) OMM_TILE(2) OMM_TILE(3) OMM_TILE(4) OMM_TILE(5) OMM_TILE(6) OMM_TILE(7)
+    default: break;
   }
+#undef OMM_TILE
 }
 
 }  // namespace
 
 // C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom op: omm_int4_gemv (the
-// default tile) and omm_int4_gemv_tile (tile 0..5, see launch()).
+// default tile) and omm_int4_gemv_tile (tile 0..7: 0 = default_tile(), else kTiles[tile]).
 // Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
 // a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
 // cudaError_t of the launch.
 extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
                                   const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
                                   int tile) {
-  if (tile < 0 || tile > 5) return -4;
+  if (tile < 0 || tile >= kTileCount) return -4;
   if (M < 1 || N < 1 || K < 32 || (K & 31) != 0) return -1;
   if (block_size < 32 || (block_size & (block_size - 1)) != 0) return -2;
   if (((uintptr_t)x & 15) != 0 || ((uintptr_t)b & 15) != 0) return -3;

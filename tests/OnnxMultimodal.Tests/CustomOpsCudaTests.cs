@@ -7,7 +7,8 @@ namespace OnnxMultimodal.Tests;
 /// <summary>
 /// The OmmMatMulInt4 custom op on CUDA against the stock MatMulNBits. Needs what tools/gpu_kernels.sh writes
 /// (libomm_kernels.so, and tiny-llama converted twice with fp16 int4 activations: tiny-llama-int4h stock and
-/// tiny-llama-int4h-omm with --custom-ops omm) in the folder named by OMM_KERNELS_DIR; skipped, with the
+/// tiny-llama-int4h-omm with --custom-ops omm, and tiny-llama-int4h-next with --next-token; packages.tar unpacked) in
+/// the folder named by OMM_KERNELS_DIR; skipped, with the
 /// reason, where CUDA or that folder is missing.
 /// </summary>
 [Category("Cuda")]
@@ -51,6 +52,25 @@ public class CustomOpsCudaTests
         // products, fp32 across blocks), so a near-tie in the tiny model's logits may flip once the prefixes
         // agree this far. 90% of tokens in agreeing prefixes, as the fp16 reference tests allow.
         Assert.That(same, Is.GreaterThanOrEqualTo((int)Math.Ceiling(0.9 * total)), $"{same} of {total} tokens agree before the first difference");
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Next_token_package_on_the_device_gives_the_logits_path_tokens(bool cudaGraph)
+    {
+        // tiny-llama-int4h-next = tiny-llama-int4h + next_token: the same graph up to the ArgMax, so the same kernels
+        // and the same logits; greedy steps bring back 8 bytes (the device's choice) instead of the logits.
+        var execution = new ExecutionOptions { Providers = [ExecutionProviderKind.Cuda], CudaGraph = cudaGraph };
+        using var engine = OrtDecodeEngine.Create(ModelPackage.Open(Path.Combine(dir, "tiny-llama-int4h-next")), execution);
+        Assert.That(engine.NextTokenOutput, Is.True);
+        foreach (var p in TestData.LoadTextReference("tiny-llama").Prompts)
+        {
+            var expected = Greedy(Path.Combine(dir, "tiny-llama-int4h"), execution, p.Ids, p.Greedy.Length);
+            using var seq = engine.Start(p.Ids, new SamplingOptions { MaxNewTokens = p.Greedy.Length, IgnoreStopTokens = true });
+            while (!seq.IsDone) seq.GenerateNextToken();
+            Assert.That(seq.Tokens.Skip(p.Ids.Length).ToArray(), Is.EqualTo(expected), p.ToString());
+            Assert.That(OrtDecodeEngine.GraphChoices(seq), Is.EqualTo(p.Greedy.Length - 1));
+        }
     }
 
     [Test]

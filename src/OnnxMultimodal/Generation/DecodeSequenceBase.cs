@@ -30,7 +30,15 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
     /// <summary>Mutable [vocab] logits for the next position, valid after prefill or <see cref="RunStep"/>.</summary>
     protected abstract Span<float> NextLogits { get; }
 
-    /// <summary>Runs the decoder on one appended token, filling <see cref="NextLogits"/>.</summary>
+    /// <summary>The token the graph itself chose for the next position (its next_token output, greedy), when this
+    /// sequence may take it; false: the sampler chooses from <see cref="NextLogits"/>.</summary>
+    protected virtual bool TryGraphToken(out int token)
+    {
+        token = 0;
+        return false;
+    }
+
+    /// <summary>Runs the decoder on one appended token, filling <see cref="NextLogits"/> (or only the graph's choice).</summary>
     protected abstract void RunStep(int token, CancellationToken cancellationToken);
 
     public int GenerateNextToken(CancellationToken cancellationToken = default)
@@ -47,7 +55,7 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
             RunStep(_pending, cancellationToken);
             _pending = -1;
         }
-        int token = _sampler.Next(NextLogits, _tokens);
+        int token = TryGraphToken(out int chosen) ? chosen : _sampler.Next(NextLogits, _tokens);
         _tokens.Add(token);
         _pending = token;
         FinishReason = _stops.Check(token, _tokens.Count);

@@ -23,7 +23,8 @@ internal sealed unsafe class DecodeState : IDisposable
     private readonly int[] _pads;                      // left padding per row (concat graphs)
     private readonly int[] _rowLength;                 // valid tokens per row so far
     private readonly OrtValue[] _inputs;               // input_ids, attention_mask, position_ids, past key/value per layer
-    private readonly OrtValue[] _outputs;              // logits, present key/value per layer
+    private readonly OrtValue[] _outputs;              // logits, present key/value per layer[, next_token]
+    private readonly OrtValue[] _prefillOutputs;       // the same without next_token (_outputs itself when the graph has none)
     private readonly long[] _step;                     // [0..B) input ids, [B..2B) positions; pinned (POH)
     private readonly int[] _lengths;                   // shared cache, pinned: [0..B) seqlens_k, [B] total_sequence_length
     private readonly OrtValue? _seqlens, _total;       // [B] and [] views of _lengths
@@ -61,7 +62,8 @@ internal sealed unsafe class DecodeState : IDisposable
             if (encoder is null) throw new InvalidInputException("encoder", "this decoder cross-attends to an encoder: encode the input first");
             if (Batch != 1) throw new InvalidInputException("prompts", "encoder-decoder models decode one row");
         }
-        _outputs = new OrtValue[1 + 2 * decoder.NumLayers];
+        _outputs = new OrtValue[engine.OutputNames.Length];
+        _prefillOutputs = engine.NextTokenOutput ? new OrtValue[engine.PrefillOutputNames.Length] : _outputs;
         _step = GC.AllocateArray<long>(2 * Batch, pinned: true);
         nint step = (nint)Unsafe.AsPointer(ref _step[0]);
         _stepIds = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Int64, [Batch, 1], step, Batch * sizeof(long));
@@ -82,6 +84,7 @@ internal sealed unsafe class DecodeState : IDisposable
         _device = _cache.Step;
         _stepLogits = _cache.StepLogits;
         _stepLogitsValue = _cache.StepLogitsValue;
+        if (engine.NextTokenOutput) _outputs[^1] = _device?.NextToken ?? _cache.NextTokensValue!;   // bound once, like the cache
         if (decoder.HasCrossAttention)
         {
             // Cross K/V and the encoder mask stay bound, unchanged, for every step: on the device, copied
@@ -130,7 +133,7 @@ internal sealed unsafe class DecodeState : IDisposable
         using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [Batch, s]);
         using var posValue = OrtValue.CreateTensorValueFromMemory(pos, [Batch, s]);
         using var logits = OrtValue.CreateTensorValueFromMemory(_prefillLogits, [Batch, rows, v]);
-        Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions, session: _e.PrefillSession);
+        Run(idsValue, posValue, logits, s, ct, _prefillRunOptions ?? _runOptions, prefill: true, session: _e.PrefillSession);
     }
 
     /// <summary>[vocab] logits for the next token of <paramref name="row"/> (mutable: processors work in place).</summary>
@@ -152,9 +155,26 @@ internal sealed unsafe class DecodeState : IDisposable
     /// <summary>The prompt's logits of a single-row state: [S * vocab], or [vocab] for a graph with last-position logits.</summary>
     public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
 
-    /// <summary>Appends one token per row and runs the decoder on them.</summary>
-    public void Step(ReadOnlySpan<int> tokens, CancellationToken ct)
+    /// <summary>A decode step has run (<see cref="Logits"/> and <see cref="GraphToken"/> are the step's, not the prompt's).</summary>
+    public bool Stepped => _stepped;
+
+    /// <summary>The graph's greedy choice for <paramref name="row"/> after a step (its next_token output).</summary>
+    /// <exception cref="InferenceException">The graph gave a token outside the vocabulary.</exception>
+    public int GraphToken(int row)
     {
+        if (!_stepped || _cache.NextTokens is null) throw new InvalidOperationException("no decode step with a next_token output has run");
+        long token = _cache.NextTokens[row];
+        if ((ulong)token >= (ulong)_d.VocabSize)
+            throw new InferenceException("decoder.onnx", $"next_token {token} of row {row} is outside the vocabulary of {_d.VocabSize}");
+        return (int)token;
+    }
+
+    /// <summary>Appends one token per row and runs the decoder on them.</summary>
+    /// <param name="readLogits">False: on the device, bring back only the graph's next_token (8 bytes a row), not the
+    /// logits; <see cref="Logits"/> is then stale until the next step that reads them. Needs a next_token output.</param>
+    public void Step(ReadOnlySpan<int> tokens, CancellationToken ct, bool readLogits = true)
+    {
+        if (!readLogits && !_e.NextTokenOutput) throw new InvalidOperationException("the graph has no bound next_token output");
         for (int r = 0; r < Batch; r++)
         {
             _step[r] = tokens[r];                        // input_ids [B,1]
@@ -167,18 +187,24 @@ internal sealed unsafe class DecodeState : IDisposable
         else
         {
             Run(_device.Ids, _stepPositions, _device.Logits, 1, ct, _runOptions, onDevice: true);
-            Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _stepLogits[0]), _device.LogitsAddress, _stepLogits.Length * sizeof(float));   // logits: device -> host
+            if (readLogits)   // logits: device -> host, [B * vocab] floats
+                Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _stepLogits[0]), _device.LogitsAddress, _stepLogits.Length * sizeof(float));
+            else              // the graph's choice: device -> host, 8 bytes a row
+                Runtime.CudaRuntime.ToHost((nint)Unsafe.AsPointer(ref _cache.NextTokens![0]), _device.NextTokenAddress, Batch * sizeof(long));
         }
         _stepped = true;
     }
 
+    /// <param name="prefill">A prompt run: binds the outputs without next_token.</param>
     /// <param name="session">The prefill decoder for the prompt, if the package has one; else the decoder.</param>
     private void Run(OrtValue ids, OrtValue positions, OrtValue logits, int newTokens, CancellationToken ct, RunOptions runOptions,
-                     bool onDevice = false, InferenceSession? session = null)
+                     bool onDevice = false, bool prefill = false, InferenceSession? session = null)
     {
         int past = Length, total = Length + newTokens;
+        var outputs = prefill ? _prefillOutputs : _outputs;
+        var outputNames = prefill ? _e.PrefillOutputNames : _e.OutputNames;
         _inputs[0] = ids;
-        _outputs[0] = logits;
+        outputs[0] = logits;
         if (onDevice)   // the step's tokens: host -> device, 8 bytes a row
             Runtime.CudaRuntime.ToDevice(_device!.IdsAddress, (nint)Unsafe.AsPointer(ref _step[0]), Batch * sizeof(long));
         if (_cache.Shared)
@@ -195,7 +221,7 @@ internal sealed unsafe class DecodeState : IDisposable
                 Runtime.CudaRuntime.ToDevice(_device!.SeqlensAddress, (nint)Unsafe.AsPointer(ref _lengths[0]), Batch * sizeof(int));
             for (int l = 0; l < _d.NumLayers; l++)
                 for (int kv = 0; kv < 2; kv++)
-                    _inputs[3 + 2 * l + kv] = _outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [B, kvH, capacity, hd], appended in place
+                    _inputs[3 + 2 * l + kv] = outputs[1 + 2 * l + kv] = _cache.Whole(l, kv);   // [B, kvH, capacity, hd], appended in place
         }
         else
         {
@@ -206,7 +232,7 @@ internal sealed unsafe class DecodeState : IDisposable
                 for (int kv = 0; kv < 2; kv++)
                 {
                     _inputs[3 + 2 * l + kv] = _cache.Past(l, kv, past);       // [B, kvH, past, hd]
-                    _outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);  // [B, kvH, total, hd]
+                    outputs[1 + 2 * l + kv] = _cache.Present(l, kv, total);   // [B, kvH, total, hd]
                 }
             }
         }
@@ -215,11 +241,11 @@ internal sealed unsafe class DecodeState : IDisposable
             try
             {
                 if (session is not null)   // a separate, never-captured session
-                    session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+                    session.Run(runOptions, _e.InputNames, _inputs, outputNames, outputs);
                 else if (_e.CudaGraph)
-                    lock (_e.GraphLock) _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);   // capture and replay one at a time
+                    lock (_e.GraphLock) _e.Session.Run(runOptions, _e.InputNames, _inputs, outputNames, outputs);   // capture and replay one at a time
                 else
-                    _e.Session.Run(runOptions, _e.InputNames, _inputs, _e.OutputNames, _outputs);
+                    _e.Session.Run(runOptions, _e.InputNames, _inputs, outputNames, outputs);
             }
             catch (OnnxRuntimeException e)
             {

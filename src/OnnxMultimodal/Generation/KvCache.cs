@@ -38,7 +38,9 @@ internal sealed unsafe class KvCache : IDisposable
 
     /// <summary>Device-resident decode: the step inputs and logits, at addresses that live as long as the
     /// cache, so a CUDA graph captured with this cache can be replayed by every later request that rents it.</summary>
-    public sealed record DeviceStep(OrtValue Ids, OrtValue Seqlens, OrtValue Logits, nint IdsAddress, nint SeqlensAddress, nint LogitsAddress);
+    /// <param name="NextToken">[batch, 1] int64 the graph's next_token output is bound to (graphs that give one), else null.</param>
+    public sealed record DeviceStep(OrtValue Ids, OrtValue Seqlens, OrtValue Logits, nint IdsAddress, nint SeqlensAddress, nint LogitsAddress,
+                                    OrtValue? NextToken = null, nint NextTokenAddress = 0);
 
     public DeviceStep? Step { get; }
 
@@ -64,9 +66,14 @@ internal sealed unsafe class KvCache : IDisposable
     public OrtValue StepLogitsValue { get; }
     public float[] LastLogits { get; }
     public float[] PrefillRow { get; }
+    /// <summary>The graph's token choice per row ([batch], pinned) and its [batch, 1] view; null unless the cache was
+    /// made for a graph with a next_token output.</summary>
+    public long[]? NextTokens { get; }
+    public OrtValue? NextTokensValue { get; }
 
     public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
-                   Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0, int crossHeads = 0, int crossCapacity = 0)
+                   Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0, int crossHeads = 0, int crossCapacity = 0,
+                   bool nextToken = false)
     {
         _device = device;
         GraphId = graphId;
@@ -102,12 +109,19 @@ internal sealed unsafe class KvCache : IDisposable
                 if (Runtime.CudaRuntime.TryPageLock(address, (long)a.Length * sizeof(float))) _pageLocked.Add(address);
             }
         PrefillRow = new float[vocabulary];
+        if (nextToken)
+        {
+            NextTokens = GC.AllocateArray<long>(batch, pinned: true);
+            NextTokensValue = OrtValue.CreateTensorValueFromMemory(NextTokens, [batch, 1]);
+        }
         if (device is not null)
         {
             var ids = device.Tensor(TensorElementType.Int64, [batch, 1]);
             var seqlens = device.Tensor(TensorElementType.Int32, [batch]);
             var logits = device.Tensor(TensorElementType.Float, [batch, 1, vocabulary]);
-            Step = new DeviceStep(ids, seqlens, logits, Runtime.DeviceMemory.Address(ids), Runtime.DeviceMemory.Address(seqlens), Runtime.DeviceMemory.Address(logits));
+            var next = nextToken ? device.Tensor(TensorElementType.Int64, [batch, 1]) : null;
+            Step = new DeviceStep(ids, seqlens, logits, Runtime.DeviceMemory.Address(ids), Runtime.DeviceMemory.Address(seqlens), Runtime.DeviceMemory.Address(logits),
+                                  next, next is null ? 0 : Runtime.DeviceMemory.Address(next));
         }
         Batch = batch;
         Shared = shared;
@@ -212,11 +226,13 @@ internal sealed unsafe class KvCache : IDisposable
         foreach (var address in _pageLocked) Runtime.CudaRuntime.Unlock(address);
         _pageLocked.Clear();
         StepLogitsValue.Dispose();
+        NextTokensValue?.Dispose();
         if (Step is { } step)
         {
             step.Ids.Dispose();
             step.Seqlens.Dispose();
             step.Logits.Dispose();
+            step.NextToken?.Dispose();
         }
         foreach (var v in _crossViews) v?.Dispose();
         foreach (var (owner, _) in _cross) owner.Dispose();

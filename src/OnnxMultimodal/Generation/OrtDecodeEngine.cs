@@ -36,7 +36,15 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     /// <summary>Serialises runs under CUDA graphs (capture must not overlap another run on the session).</summary>
     internal object GraphLock { get; } = new();
     internal string[] InputNames { get; }
+    /// <summary>Outputs bound by a decode step: logits, present key/value per layer, then next_token when
+    /// <see cref="NextTokenOutput"/>.</summary>
     internal string[] OutputNames { get; }
+    /// <summary>Outputs bound by a prefill run: the step's without next_token (the first token comes from the
+    /// prompt's logits, which the caller may read, and a prefill decoder need not give next_token).</summary>
+    internal string[] PrefillOutputNames { get; }
+    /// <summary>The graph gives next_token (its greedy choice, <c>convert --next-token</c>) and
+    /// <see cref="ExecutionOptions.GraphTokenChoice"/> is on: steps bind it, greedy sequences read it.</summary>
+    internal bool NextTokenOutput { get; }
 
     public string Name => "ort";
     public int ContextLength => _decoder.ContextLength;
@@ -50,12 +58,14 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     internal int CachesCreated => Volatile.Read(ref _cachesCreated);
 
     private OrtDecodeEngine(InferenceSession session, ExecutionProviderKind provider, DecoderManifest decoder, int[] stops,
-                            string[] inputNames, string[] outputNames)
+                            string[] inputNames, string[] outputNames, string[] prefillOutputNames)
     {
         Session = session;
         Provider = provider;
         InputNames = inputNames;
         OutputNames = outputNames;
+        PrefillOutputNames = prefillOutputNames;
+        NextTokenOutput = outputNames.Length > prefillOutputNames.Length;
         _decoder = decoder;
         _defaultStops = stops;
         unsafe
@@ -85,14 +95,17 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
             for (int i = 0; i < d.NumLayers; i++) { inputs.Add(d.CrossKey(i)); inputs.Add(d.CrossValue(i)); }
             inputs.Add(d.InputName("encoder_attention_mask"));
         }
+        var prefillOutputs = outputs.ToArray();
+        if (execution.GraphTokenChoice && d.Outputs.ContainsKey("next_token") && !d.HasCrossAttention)
+            outputs.Add(d.OutputName("next_token"));
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
-        var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray());
+        var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray(), prefillOutputs);
         if (package.Has("prefill_decoder"))
         {
             try
             {
                 string path = package.ComponentPath("prefill_decoder");
-                var (prefill, prefillProvider) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, outputs);
+                var (prefill, prefillProvider) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, prefillOutputs);
                 engine.PrefillSession = prefill;
                 CheckPrefillDecoder(package, path, session, prefill, provider, prefillProvider);
             }
@@ -226,7 +239,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         int crossCapacity = crossFrames == 0 ? 0 : (crossFrames + step - 1) / step * step;
         return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, size,
                            _decoder.SharedCache, KvType, Device, _decoder.VocabSize, graphId: created,   // each pooled cache captures its own CUDA graph
-                           crossHeads: _decoder.NumHeads, crossCapacity: crossCapacity);
+                           crossHeads: _decoder.NumHeads, crossCapacity: crossCapacity, nextToken: NextTokenOutput);
     }
 
     /// <summary>The element type of the KV cache and of the cross-attention K/V the graph takes.</summary>
@@ -268,12 +281,14 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     {
         private readonly DecodeState _state;
         private readonly int[] _token = new int[1];
+        private readonly bool _graphChoice;   // plain greedy and the graph gives next_token: a step reads 8 bytes, not the logits
 
         public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors,
                         Speech.EncoderStates? encoder)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
         {
             _state = new DecodeState(engine, engine._decoder, [prompt], Math.Min(engine.ContextLength, prompt.Count + sampling.MaxNewTokens), encoder);
+            _graphChoice = engine.NextTokenOutput && sampling.IsGreedy && sampling.RepetitionPenalty == 1f && (processors is null || processors.Count == 0);
             Interlocked.Increment(ref s_liveSequences);
         }
 
@@ -290,10 +305,22 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         public override ReadOnlySpan<float> PrefillLogits => PrefillRow;
         protected override Span<float> NextLogits => _state.Logits(0);
 
+        /// <summary>Tokens taken from the graph's next_token rather than chosen from the logits (tests).</summary>
+        public int GraphChoices { get; private set; }
+
         protected override void RunStep(int token, CancellationToken ct)
         {
             _token[0] = token;
-            _state.Step(_token, ct);
+            _state.Step(_token, ct, readLogits: !_graphChoice);
+        }
+
+        protected override bool TryGraphToken(out int token)
+        {
+            token = 0;
+            if (!_graphChoice || !_state.Stepped) return false;   // the first token comes from the prompt's logits
+            token = _state.GraphToken(0);
+            GraphChoices++;
+            return true;
         }
 
         protected override void ReleaseNative()
@@ -305,4 +332,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
 
     /// <summary>Test hook: all prompt positions' logits of a started sequence ([S * vocab]).</summary>
     internal static ReadOnlySpan<float> AllPrefillLogits(IDecodeSequence sequence) => ((Sequence)sequence).AllPrefillLogits;
+
+    /// <summary>Test hook: how many of a sequence's tokens came from the graph's next_token output.</summary>
+    internal static int GraphChoices(IDecodeSequence sequence) => ((Sequence)sequence).GraphChoices;
 }

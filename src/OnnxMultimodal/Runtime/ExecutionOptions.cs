@@ -55,6 +55,11 @@ public sealed record ExecutionOptions
     /// <c>convert --custom-ops omm</c> need (CUDA only). Null: none; such packages are refused at load.</summary>
     public string? CustomOpLibrary { get; init; }
 
+    /// <summary>Greedy decoding without logits processors takes the token the graph chose (output <c>next_token</c> of a
+    /// package converted with <c>convert --next-token</c>): a step hands back 8 bytes a row instead of the logits, and
+    /// no argmax runs on the host. False always reads the logits (the benchmark's comparison).</summary>
+    public bool GraphTokenChoice { get; init; } = true;
+
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
     public string? ProfileDirectory { get; init; }
 
