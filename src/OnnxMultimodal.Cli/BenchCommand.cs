@@ -141,7 +141,7 @@ internal static class BenchCommand
         if (lastModel != CliCommon.ModelPath(r) && ModelPackage.Open(lastModel).Decoder.Outputs.ContainsKey("next_token"))
         {
             lastExec = lastExec with { GraphTokenChoice = true };
-            rungs.Add(("+ device token choice (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
+            rungs.Add((device ? "+ device token choice (next_token: 8 bytes a step, not the logits)" : "+ token choice in the graph (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
         }
         if (int4Omm is not null)
         {
