@@ -2,9 +2,9 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "shapes");
-string image = args.Length > 1 ? args[1] : Path.Combine(root, "tests", "OnnxMultimodal.Tests", "Fixtures", "shapes-world", "red_triangle_on_white.png");
+// Model: argument 1, else $OMM_MODELS/shapes, else models/shapes next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "shapes");
+string image = args.Length > 1 ? args[1] : Path.Combine(model, "examples", "red_triangle_on_white.png");
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 var sampling = new SamplingOptions { MaxNewTokens = 24 };

@@ -4,7 +4,8 @@ using OnnxMultimodal;
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "code");
+// Model: argument 1, else $OMM_MODELS/code, else models/code next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "code");
 
 var progress = new Progress<float>(p => Console.WriteLine($"loading {p:P0}"));
 MultimodalPipeline pipeline;

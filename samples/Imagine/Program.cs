@@ -3,10 +3,11 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "shapes");
+// Model: argument 1, else $OMM_MODELS/shapes, else models/shapes next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "shapes");
 string prompt = args.Length > 1 ? args[1] : "A red circle on a white background";
-string output = args.Length > 2 ? args[2] : "imagine.png";
+// by default next to the app (the build output), never into the folder the sample is started from
+string output = args.Length > 2 ? args[2] : Path.Combine(AppContext.BaseDirectory, "imagine.png");
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 var request = new GenerationRequest(prompt)

@@ -2,7 +2,8 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string model = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "models", "code");
+// Model: argument 1, else $OMM_MODELS/code, else models/code next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "code");
 string prompt = args.Length > 1 ? args[1] : "def fibonacci(n):";
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);

@@ -3,9 +3,9 @@
 using OnnxMultimodal.Generation;
 using OnnxMultimodal.Pipeline;
 
-string root = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..");
-string model = args.Length > 0 ? args[0] : Path.Combine(root, "models", "speech");
-string wav = args.Length > 1 ? args[1] : Path.Combine(root, "tests", "OnnxMultimodal.Tests", "Fixtures", "shapes-world", "a_red_triangle.wav");
+// Model: argument 1, else $OMM_MODELS/speech, else models/speech next to the app (see ModelLocation.cs).
+string model = ModelLocation.Find(args, "speech");
+string wav = args.Length > 1 ? args[1] : Path.Combine(model, "examples", "a_red_triangle.wav");
 
 await using var pipeline = await MultimodalPipeline.LoadAsync(model);
 foreach (var lang in new[] { "eng", "spa" })

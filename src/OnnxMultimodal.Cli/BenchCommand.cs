@@ -22,7 +22,7 @@ internal static class BenchCommand
         var newTokens = new Option<int>("--new-tokens") { Description = "Generated tokens (forced: end tokens ignored)", DefaultValueFactory = _ => 128 };
         var runs = new Option<int>("--runs") { Description = "Measured runs per engine", DefaultValueFactory = _ => 5 };
         var warmup = new Option<int>("--warmup") { Description = "Unmeasured runs first", DefaultValueFactory = _ => 2 };
-        var json = new Option<string?>("--json") { Description = "Also write the JSON result to this file" };
+        var json = new Option<string?>("--json") { Description = "Write the JSON result to this file (- : print it on stdout instead of the table)" };
         var cmd = new Command("bench", "Benchmark decode engines on a model") { engines, promptTokens, newTokens, runs, warmup, json };
         cmd.Options.Add(CliCommon.Model);
         cmd.Options.Add(CliCommon.Provider);
@@ -66,6 +66,7 @@ internal static class BenchCommand
             }
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
+            var skipped = new List<string>();
             foreach (var name in list)
             {
                 var options = new PipelineOptions
@@ -73,9 +74,23 @@ internal static class BenchCommand
                     Engine = CliCommon.ParseEngine(name),
                     Execution = CliCommon.Execution(r),
                 };
-                await using var pipeline = await MultimodalPipeline.LoadAsync(CliCommon.ModelPath(r), options, cancellationToken: ct);
-                results.Add(Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct));
+                MultimodalPipeline pipeline;
+                try { pipeline = await CliConsole.LoadAsync(CliCommon.ModelPath(r), options, ct); }
+                catch (OnnxMultimodalException e) when (list.Length > 1)
+                {
+                    // --engine both: run what can run on this model and say what could not.
+                    skipped.Add($"{name}: {e.Message}");
+                    Console.Error.WriteLine($"skipped engine {name}: {e.Message}");
+                    continue;
+                }
+                await using (pipeline)
+                {
+                    int total = r.GetValue(warmup) + r.GetValue(runs);
+                    results.Add(await CliConsole.StepsAsync($"{name}: {total} runs", total, step =>
+                        Task.FromResult(Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, step))));
+                }
             }
+            if (results.Count == 0) throw new InvalidInputException("--engine", $"no engine could run {CliCommon.ModelPath(r)}: {string.Join("; ", skipped)}");
             var doc = new
             {
                 date = DateTime.UtcNow.ToString("yyyy-MM-dd"),
@@ -86,12 +101,13 @@ internal static class BenchCommand
                 cuda_graph = r.GetValue(CliCommon.CudaGraph),
                 host_kv = r.GetValue(CliCommon.HostKv),
                 results,
+                skipped,
                 ort_over_genai_tokens_per_s = results.Count == 2 ? Math.Round(results[0].TokensPerSecond / results[1].TokensPerSecond, 3) : (double?)null,
             };
-            Print(results);
             string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
-            Console.WriteLine(text);
-            if (r.GetValue(json) is { } path) await File.WriteAllTextAsync(path, text, ct);
+            if (r.GetValue(json) is "-") Console.WriteLine(text);
+            else Print(results);
+            if (r.GetValue(json) is { } path and not "-") await File.WriteAllTextAsync(path, text, ct);
             return 0;
         }));
         return cmd;
@@ -104,23 +120,28 @@ internal static class BenchCommand
         // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
         var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true, GraphTokenChoice = false };
         string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
+        // On the CPU there is no device: the second rung binds the cache and step I/O once (IOBinding) in host
+        // memory, and there is no CUDA graph to capture.
+        bool device = baseExec.Providers.FirstOrDefault() is not Runtime.ExecutionProviderKind.Cpu;
         var rungs = new List<(string Name, string Model, Runtime.ExecutionOptions Exec)>
         {
-            ($"naive: reference graph ({naivePrecision}, standard ops), plain Run, cache on the host", CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
-            ("+ IOBinding: cache and step I/O on the device", CliCommon.ModelPath(r), baseExec),
+            ($"naive: reference graph ({naivePrecision}, standard ops), plain Run, {(device ? "cache on the host" : "cache copied in and out each step")}",
+             CliCommon.ModelPath(r), baseExec with { DeviceResident = false }),
+            (device ? "+ IOBinding: cache and step I/O on the device" : "+ IOBinding: cache and step I/O bound once (host memory)", CliCommon.ModelPath(r), baseExec),
         };
         if (fp16 is not null)
         {
             string precision = ModelPackage.Open(fp16).Manifest.Precision;
             rungs.Add(($"+ fused graph (GroupQueryAttention, {precision}, in-place cache)", fp16, baseExec));
-            rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
+            if (device) rungs.Add(("+ CUDA graph", fp16, baseExec with { CudaGraph = true }));
+            else Console.Error.WriteLine("CUDA graph rung not run: the provider is the CPU");
         }
         if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = rungs.Any(x => x.Exec.CudaGraph) }));
         var (lastModel, lastExec) = (rungs[^1].Model, rungs[^1].Exec);
         if (lastModel != CliCommon.ModelPath(r) && ModelPackage.Open(lastModel).Decoder.Outputs.ContainsKey("next_token"))
         {
             lastExec = lastExec with { GraphTokenChoice = true };
-            rungs.Add(("+ device token choice (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
+            rungs.Add((device ? "+ device token choice (next_token: 8 bytes a step, not the logits)" : "+ token choice in the graph (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
         }
         if (int4Omm is not null)
         {
@@ -131,7 +152,7 @@ internal static class BenchCommand
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)
         {
-            await using var pipeline = await MultimodalPipeline.LoadAsync(model, new PipelineOptions { Execution = exec }, cancellationToken: ct);
+            await using var pipeline = await CliConsole.LoadAsync(model, new PipelineOptions { Execution = exec }, ct);
             results.Add((name, measure(pipeline)));
             Console.Error.WriteLine($"{name}: {results[^1].Result.TpotMsP50} ms/token");
         }
@@ -155,7 +176,7 @@ internal static class BenchCommand
         foreach (var (name, x) in results)
             t.AddRow(Markup.Escape(name), x.TpotMsP50.ToString("F4"), x.TpotMsP99.ToString("F4"), x.TtftMsP50.ToString("F3"), x.EndToEndMsP50.ToString("F1"),
                      $"{naive / x.TpotMsP50:F2}x / {results[0].Result.EndToEndMsP50 / x.EndToEndMsP50:F2}x");
-        AnsiConsole.Write(t);
+        if (json is not "-") AnsiConsole.Write(t);
         var doc = new
         {
             date = DateTime.UtcNow.ToString("yyyy-MM-dd"), task, provider = r.GetValue(CliCommon.Provider), tensorrt = trtSkipped ?? "run",
@@ -163,8 +184,8 @@ internal static class BenchCommand
                                               end_to_end_speedup = Math.Round(results[0].Result.EndToEndMsP50 / x.Result.EndToEndMsP50, 3) }),
         };
         string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower });
-        Console.WriteLine(text);
-        if (json is not null)
+        if (json is "-") Console.WriteLine(text);
+        else if (json is not null)
         {
             await File.WriteAllTextAsync(json, text, ct);
             var plt = new ScottPlot.Plot();
@@ -181,7 +202,7 @@ internal static class BenchCommand
     public sealed record BenchResult(string Engine, int PromptTokens, int NewTokens, int Runs,
         double TtftMsP50, double TpotMsP50, double TpotMsP99, double TpotMsMean, double TokensPerSecond, double EndToEndMsP50, double PeakWorkingSetMb);
 
-    private static BenchResult Measure(MultimodalPipeline p, int promptTokens, int newTokens, int runs, int warmup, CancellationToken ct)
+    private static BenchResult Measure(MultimodalPipeline p, int promptTokens, int newTokens, int runs, int warmup, CancellationToken ct, Action? step = null)
     {
         var prompt = SyntheticPrompt(p, promptTokens);
         var sampling = new SamplingOptions { MaxNewTokens = newTokens, IgnoreStopTokens = true };
@@ -202,6 +223,7 @@ internal static class BenchCommand
                 steps.Add(now - last);
                 last = now;
             }
+            step?.Invoke();
             if (run < warmup) continue;
             ttft.Add(first);
             tpot.AddRange(steps);

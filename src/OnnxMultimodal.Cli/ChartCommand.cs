@@ -31,16 +31,20 @@ internal static class ChartCommand
                 "request" => true,
                 var m => throw new InvalidInputException("--metric", $"'{m}' is not token or request"),
             };
-            var bars = doc.RootElement.GetProperty("rungs").EnumerateArray()
-                .Select((x, i) => (Label: Short(x.GetProperty("name").GetString() ?? $"rung {i + 1}"),
-                                   Value: x.GetProperty("result").GetProperty(request ? "end_to_end_ms_p50" : "tpot_ms_p50").GetDouble(), Ours: true)).ToList();
+            if (!doc.RootElement.TryGetProperty("rungs", out var rungs) || rungs.ValueKind != JsonValueKind.Array)
+                throw new InvalidInputException("--in", $"{r.GetValue(input)!.Single()} is not a ladder JSON (no \"rungs\"; omm bench --ladder --json FILE writes one)");
+            string metricKey = request ? "end_to_end_ms_p50" : "tpot_ms_p50";
+            var bars = rungs.EnumerateArray()
+                .Select((x, i) => x.TryGetProperty("result", out var res) && res.TryGetProperty(metricKey, out var v) && v.ValueKind == JsonValueKind.Number
+                    ? (Label: Short(x.TryGetProperty("name", out var n) ? n.GetString() ?? $"rung {i + 1}" : $"rung {i + 1}"), Value: v.GetDouble(), Ours: true)
+                    : throw new InvalidInputException("--in", $"rung {i + 1} of {r.GetValue(input)!.Single()} has no result.{metricKey}")).ToList();
             if (r.GetValue(torch) is { } torchFile)
             {
                 // torch_decode.py prints one JSON line per finished section; the last is the fullest.
                 if (!File.Exists(torchFile)) throw new InvalidInputException("--torch", $"file not found: {torchFile}");
                 var last = File.ReadAllLines(torchFile).LastOrDefault(l => l.TrimStart().StartsWith('{'))
                            ?? throw new InvalidInputException("--torch", $"{torchFile} holds no JSON line");
-                using var t = Parse(last, torchFile);
+                using var t = Parse(last, torchFile, "--torch");
                 // torch_decode.py (text: ms/token) and torch_tasks.py (per step, and whole requests in ms or, for images, s)
                 var keys = request
                     ? new[] { ("transformers_eager_end_to_end_ms", "HF eager", 1.0), ("transformers_eager_image_s", "HF eager", 1000.0),
@@ -61,7 +65,8 @@ internal static class ChartCommand
                 Enumerable.Range(0, bars.Count).Select(i => (double)i).ToArray(), bars.Select(b => b.Label).ToArray());
             plt.Axes.Margins(bottom: 0);
             plt.YLabel(request ? "end-to-end ms per request (p50)" : "ms per token (p50)");
-            plt.Title(r.GetValue(title) ?? (request ? "Whole requests, one lever at a time (blue: ours; orange: PyTorch)" : "Decode, one lever at a time (blue: ours; orange: PyTorch)"));
+            string legend = bars.Any(b => !b.Ours) ? " (blue: ours; orange: PyTorch)" : "";
+            plt.Title(r.GetValue(title) ?? (request ? "Whole requests, one lever at a time" : "Decode, one lever at a time") + legend);
             plt.SavePng(r.GetValue(output)!, 900, 520);
             Console.WriteLine($"wrote {r.GetValue(output)}");
             return Task.FromResult(0);
@@ -74,9 +79,11 @@ internal static class ChartCommand
             {
                 using var d = Read(f);
                 var root = d.RootElement;
+                if (!root.TryGetProperty("phases_ms", out var phasesJson) || phasesJson.ValueKind != JsonValueKind.Object)
+                    throw new InvalidInputException("--in", $"{f} is not a profile JSON (no \"phases_ms\"; omm profile writes one)");
                 string folder = Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(f)))!;
-                string label = folder.StartsWith("profile-") ? folder["profile-".Length..] : $"{root.GetProperty("task").GetString()} ({folder})";
-                var phases = root.GetProperty("phases_ms").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetDouble());
+                string label = folder.StartsWith("profile-") ? folder["profile-".Length..] : $"{(root.TryGetProperty("task", out var tk) ? tk.GetString() : "profile")} ({folder})";
+                var phases = phasesJson.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Number).ToDictionary(p => p.Name, p => p.Value.GetDouble());
                 return (Label: label, Phases: phases);
             }).ToList();
             string[] order = ["preprocess", "encode", "prefill", "decode", "detokenize"];
@@ -114,9 +121,9 @@ internal static class ChartCommand
     private static JsonDocument Read(string path) =>
         File.Exists(path) ? Parse(File.ReadAllText(path), path) : throw new InvalidInputException("--in", $"file not found: {path}");
 
-    private static JsonDocument Parse(string text, string path)
+    private static JsonDocument Parse(string text, string path, string option = "--in")
     {
         try { return JsonDocument.Parse(text); }
-        catch (JsonException e) { throw new InvalidInputException("--in", $"{path} is not JSON ({e.Message})"); }
+        catch (JsonException e) { throw new InvalidInputException(option, $"{path} is not JSON ({e.Message})"); }
     }
 }

@@ -59,11 +59,14 @@ internal static class CliCommon
     public static ExecutionOptions Execution(ParseResult r) => new()
     {
         Providers = ParseProviders(r.GetValue(Provider)!),
-        IntraOpThreads = r.GetValue(Threads),
+        IntraOpThreads = NonNegative(r.GetValue(Threads), "--threads", "0 = ONNX Runtime's choice"),
         CudaGraph = r.GetValue(CudaGraph),
         DeviceResident = !r.GetValue(HostKv),
         CustomOpLibrary = r.GetValue(CustomOpLibrary),
     };
+
+    private static int NonNegative(int value, string option, string hint) =>
+        value >= 0 ? value : throw new InvalidInputException(option, $"{value} is negative ({hint})");
 
     public static EngineKind ParseEngine(string s) => s.ToLowerInvariant() switch
     {
@@ -128,8 +131,9 @@ internal static class CliCommon
         }
     }
 
-    /// <summary>Runs a command body; library errors become one clear line and exit code 2.</summary>
-    public static async Task<int> Guard(Func<Task<int>> body)
+    /// <summary>Runs a command body; library errors become one clear line and exit code 2. <paramref name="words"/>
+    /// turns the library's names for inputs into the command's (e.g. ("parts[0]", "--image")).</summary>
+    public static async Task<int> Guard(Func<Task<int>> body, params (string Library, string Cli)[] words)
     {
         try
         {
@@ -137,7 +141,8 @@ internal static class CliCommon
         }
         catch (OnnxMultimodalException e)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            string message = words.Aggregate(e.Message, (m, w) => m.Replace(w.Library, w.Cli));
+            Console.Error.WriteLine($"error: {message}");
             return 2;
         }
         catch (OperationCanceledException)

@@ -25,7 +25,7 @@ internal static class InfoCommand
                 var header = OnnxHeader.Read(path);
                 using var session = OpenGraph(path);
                 string Describe(IReadOnlyDictionary<string, NodeMetadata> md) => Markup.Escape(string.Join("\n", md.Take(5).Select(kv =>
-                    $"{kv.Key} {kv.Value.ElementDataType} [{string.Join(",", kv.Value.Dimensions.Select((d, i) => d >= 0 ? d.ToString() : kv.Value.SymbolicDimensions[i]))}]")
+                    $"{kv.Key} {kv.Value.ElementDataType} [{string.Join(",", kv.Value.Dimensions.Select((d, i) => d >= 0 ? d.ToString() : Readable(kv.Value.SymbolicDimensions[i])))}]")
                     .Append(md.Count > 5 ? $"... ({md.Count} in all)" : "")));
                 table.AddRow(role, $"{file}\nIR {header.IrVersion}, opset {header.Opsets.GetValueOrDefault("")}", Describe(session.InputMetadata), Describe(session.OutputMetadata));
             }
@@ -55,4 +55,9 @@ internal static class InfoCommand
             throw new ModelPackageException(path, $"ONNX Runtime cannot load the graph: {e.Message}", e);
         }
     }
+
+    /// <summary>A symbolic dimension as the exporter named it (batch, seq, past, ...), or "?" where ONNX Runtime's
+    /// shape inference made a name up ("unk__12", "Transposecross.0.key_dim_1").</summary>
+    internal static string Readable(string symbol) =>
+        symbol.Length == 0 || System.Text.RegularExpressions.Regex.IsMatch(symbol, @"^unk__\d+$|_dim_\d+$") ? "?" : symbol;
 }

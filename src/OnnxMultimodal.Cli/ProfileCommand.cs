@@ -27,9 +27,10 @@ internal static class ProfileCommand
         var image = new Option<string?>("--image") { Description = "Image for caption (default: the tiny model's reference image)" };
         var audio = new Option<string?>("--audio") { Description = "WAV for transcribe (default: the tiny model's reference WAV)" };
         var output = new Option<string>("--out") { Description = "Report folder", DefaultValueFactory = _ => "profile" };
-        var opClasses = new Option<bool>("--op-classes") { Description = "Also run once under ONNX Runtime's profiler for the op-class split", DefaultValueFactory = _ => true };
+        var opClasses = new Option<bool>("--op-classes") { Description = "Run once more under ONNX Runtime's profiler for the op-class split (on by default; --op-classes false skips it)", DefaultValueFactory = _ => true };
+        var json = new Option<bool>("--json") { Description = "Print the JSON report on stdout instead of the Markdown summary" };
         var warmup = new Option<int>("--warmup") { Description = "Unmeasured requests first", DefaultValueFactory = _ => 2 };
-        var cmd = new Command("profile", "Profile one request: phases, latency, GPU busy share, op classes; JSON, Markdown and PNG") { task, prompt, image, audio, output, opClasses, warmup };
+        var cmd = new Command("profile", "Profile one request: phases, latency, GPU busy share, op classes; JSON, Markdown and PNG") { task, prompt, image, audio, output, opClasses, warmup, json };
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
@@ -48,10 +49,14 @@ internal static class ProfileCommand
             GenerationStats stats;
             GpuReport? card = null;
             string? gpuReason = gpu ? null : "CPU run";
-            using (var pipeline = await MultimodalPipeline.LoadAsync(model, options, cancellationToken: ct))
+            using (var pipeline = await CliConsole.LoadAsync(model, options, ct))
             {
-                for (int i = 0; i < Math.Max(0, r.GetValue(warmup)); i++) await Run(pipeline, request, ct);
-                stats = await Run(pipeline, request, ct);
+                int runs = Math.Max(0, r.GetValue(warmup));
+                stats = await CliConsole.StepsAsync($"{kind}: {runs} warm-up and 1 measured request", runs + 1, async step =>
+                {
+                    for (int i = 0; i < runs; i++, step()) await Run(pipeline, request, ct);
+                    return await Run(pipeline, request, ct);
+                });
                 using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(20), out gpuReason) : null;
                 if (monitor is not null)
                 {
@@ -73,7 +78,7 @@ internal static class ProfileCommand
             if (r.GetValue(opClasses))
             {
                 var profiled = options with { Execution = options.Execution with { ProfileDirectory = ortDir } };
-                var p2 = await MultimodalPipeline.LoadAsync(model, profiled, cancellationToken: ct);
+                var p2 = await CliConsole.LoadAsync(model, profiled, ct);
                 try { await Run(p2, request, ct); }
                 finally { p2.Dispose(); }   // ends the ONNX Runtime profiles (the JSON files are written now)
                 summary = OrtProfile.Summarise(Directory.EnumerateFiles(ortDir, "*.json"));
@@ -99,12 +104,13 @@ internal static class ProfileCommand
                        "(ONNX Runtime's node timers: on CUDA they time launches unless CUDA_LAUNCH_BLOCKING=1; CUDA-graph replays record no nodes).",
             };
             Directory.CreateDirectory(dir);
-            var json = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-            await File.WriteAllTextAsync(Path.Combine(dir, "profile.json"), json, ct);
-            await File.WriteAllTextAsync(Path.Combine(dir, "profile.md"), Markdown(report.task, model, stats, summary, card), ct);
+            var text = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+            await File.WriteAllTextAsync(Path.Combine(dir, "profile.json"), text, ct);
+            string markdown = Markdown(report.task, model, stats, summary, card);
+            await File.WriteAllTextAsync(Path.Combine(dir, "profile.md"), markdown, ct);
             Charts(dir, stats.Phases, summary);
-            Console.WriteLine(json);
-            AnsiConsole.MarkupLine($"[grey]wrote {Markup.Escape(dir)}/profile.json, profile.md, phases.png{(summary is null ? "" : ", opclasses.png")}[/]");
+            Console.WriteLine(r.GetValue(json) ? text : markdown);
+            if (!r.GetValue(json)) AnsiConsole.MarkupLine($"[grey]wrote {Markup.Escape(dir)}/profile.json, profile.md, phases.png{(summary is null ? "" : ", opclasses.png")}[/]");
             return 0;
         }));
         return cmd;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using OnnxMultimodal.Cli;
 
+CliConsole.Configure();
 var root = new RootCommand("omm: multimodal generation from ONNX graphs on ONNX Runtime");
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(ChatCommand.Create());

@@ -26,20 +26,22 @@ internal static class VisionCommands
         CliCommon.AddSampling(cmd);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
-            await using var pipeline = await MultimodalPipeline.LoadAsync(r.GetValue(CliCommon.Model) ?? DefaultVisionModel, CliCommon.PipelineOptions(r), cancellationToken: ct);
+            string file = r.GetValue(ImageFile)!;
+            if (!File.Exists(file)) throw new InvalidInputException("--image", $"file not found: {file}");
+            await using var pipeline = await CliConsole.LoadAsync(r.GetValue(CliCommon.Model) ?? DefaultVisionModel, CliCommon.PipelineOptions(r), ct);
             string text = fixedPrompt ?? r.GetValue(prompt!)!;
             var request = new GenerationRequest([Part.Image(r.GetValue(ImageFile)!), Part.Text(text)]) { Sampling = CliCommon.Sampling(r) };
             await foreach (var u in pipeline.GenerateAsync(request, ct)) Console.Write(u.TextDelta);
             Console.WriteLine();
             return 0;
-        }));
+        }, ("parts[0]", "--image")));
         return cmd;
     }
 
     public static Command Imagine()
     {
         var prompt = new Option<string>("--prompt") { Description = "What to draw", Required = true };
-        var output = new Option<string>("--out") { Description = "PNG file to write", DefaultValueFactory = _ => "image.png" };
+        var output = new Option<string>("--out") { Description = "PNG file to write (.png)", DefaultValueFactory = _ => "image.png" };
         var guidance = new Option<float?>("--guidance") { Description = "Classifier-free guidance scale (default: the model's)" };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed" };
         var temperature = new Option<float?>("--temperature") { Description = "Default: the model's (1.0); 0 = greedy" };
@@ -50,9 +52,14 @@ internal static class VisionCommands
         cmd.Options.Add(CliCommon.Threads);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
+            if (!string.Equals(Path.GetExtension(r.GetValue(output)), ".png", StringComparison.OrdinalIgnoreCase))
+                throw new InvalidInputException("--out", $"'{r.GetValue(output)}': imagine writes PNG; name the file .png");
             string outPath = CliCommon.CheckOutputFile(r.GetValue(output)!, "--out");   // before minutes of generation, not after
             var options = new PipelineOptions { Execution = CliCommon.Execution(r) };
-            await using var pipeline = await MultimodalPipeline.LoadAsync(r.GetValue(CliCommon.Model) ?? DefaultVisionModel, options, cancellationToken: ct);
+            string model = r.GetValue(CliCommon.Model) ?? DefaultVisionModel;
+            await using var pipeline = await CliConsole.LoadAsync(model, options, ct);
+            if (!pipeline.Model.ProducesImages)
+                throw new InvalidInputException("--model", $"{model} ({pipeline.Model.Family}) has no image decoder; imagine needs a model that writes images, such as shapes");
             var g = pipeline.Package.Manifest.Guidance ?? new GuidanceManifest();
             var request = new GenerationRequest(r.GetValue(prompt)!)
             {

@@ -3,6 +3,7 @@ namespace OnnxMultimodal;
 /// <summary>Root of every error the library raises on purpose. Catch this to handle them all.</summary>
 public class OnnxMultimodalException : Exception
 {
+    /// <summary>Creates the exception with its message and, optionally, the error that caused it.</summary>
     public OnnxMultimodalException(string message, Exception? inner = null) : base(message, inner) { }
 }
 
@@ -12,6 +13,7 @@ public sealed class ModelPackageException : OnnxMultimodalException
     /// <summary>The file or folder at fault.</summary>
     public string Path { get; }
 
+    /// <summary>Creates the exception for <paramref name="path"/>; the message is "path: problem".</summary>
     public ModelPackageException(string path, string problem, Exception? inner = null)
         : base($"{path}: {problem}", inner) => Path = path;
 }
@@ -22,6 +24,7 @@ public class InvalidInputException : OnnxMultimodalException
     /// <summary>Which input is at fault (for example "prompt", "image[0]", "sampling.TopP").</summary>
     public string Input { get; }
 
+    /// <summary>Creates the exception for <paramref name="input"/>; the message is "input: problem".</summary>
     public InvalidInputException(string input, string problem, Exception? inner = null)
         : base($"{input}: {problem}", inner) => Input = input;
 }
@@ -29,9 +32,12 @@ public class InvalidInputException : OnnxMultimodalException
 /// <summary>The prompt does not fit the model's context window.</summary>
 public sealed class PromptTooLongException : InvalidInputException
 {
+    /// <summary>Tokens in the prompt as encoded.</summary>
     public int PromptTokens { get; }
+    /// <summary>The model's context length in tokens.</summary>
     public int ContextLength { get; }
 
+    /// <summary>Creates the exception for a prompt of <paramref name="promptTokens"/> tokens.</summary>
     public PromptTooLongException(int promptTokens, int contextLength)
         : base("prompt", $"{promptTokens} tokens do not fit the context of {contextLength} tokens (at least one must be left to generate)")
     {
@@ -43,12 +49,14 @@ public sealed class PromptTooLongException : InvalidInputException
 /// <summary>No requested execution provider could be created (missing library, no device).</summary>
 public sealed class ExecutionProviderException : OnnxMultimodalException
 {
+    /// <summary>Creates the exception; the message names the providers tried and why each failed.</summary>
     public ExecutionProviderException(string message, Exception? inner = null) : base(message, inner) { }
 }
 
 /// <summary>ONNX Runtime (or ORT GenAI) failed while running a graph; names the graph.</summary>
 public sealed class InferenceException : OnnxMultimodalException
 {
+    /// <summary>Creates the exception for <paramref name="graph"/>; the message is "graph: problem".</summary>
     public InferenceException(string graph, string problem, Exception? inner = null) : base($"{graph}: {problem}", inner) { }
 }
 

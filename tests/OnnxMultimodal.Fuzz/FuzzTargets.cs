@@ -140,7 +140,7 @@ internal static class Scratch
     private static readonly Lazy<TextTokenizer> s_prompt = new(() => TextTokenizer.Load(PromptTokenizerPath()));
 
     /// <summary>The committed tiny-llama tokenizer, for prompts.</summary>
-    public static TextTokenizer PromptTokenizer => s_prompt.Value;
+    internal static TextTokenizer PromptTokenizer => s_prompt.Value;
 
     private static string PromptTokenizerPath()
     {

@@ -5,7 +5,7 @@ namespace OnnxMultimodal.Generation;
 /// decode as one batch of two rows; each step the guided logits u + s * (c - u) go through the
 /// image-span constraint and the sampler, and the chosen token is appended to both rows.
 /// </summary>
-public static class ClassifierFreeGuidance
+internal static class ClassifierFreeGuidance
 {
     /// <summary>Generates exactly <paramref name="count"/> tokens.</summary>
     /// <param name="onToken">Called with each token as it is chosen.</param>

@@ -8,7 +8,7 @@ namespace OnnxMultimodal.Generation;
 /// runs on CPU (the CUDA build of GenAI is not available to this project); it is the yardstick our
 /// own engine is measured against.
 /// </summary>
-public sealed class GenAiDecodeEngine : IDecodeEngine
+internal sealed class GenAiDecodeEngine : IDecodeEngine
 {
     private static readonly Lazy<OgaHandle> s_handle = new(() =>
     {

@@ -5,7 +5,7 @@ namespace OnnxMultimodal.Generation;
 /// to use from several threads; each request gets its own <see cref="IDecodeSequence"/> that owns
 /// its KV cache.
 /// </summary>
-public interface IDecodeEngine : IDisposable
+internal interface IDecodeEngine : IDisposable
 {
     /// <summary>"ort" or "genai".</summary>
     string Name { get; }
@@ -21,7 +21,7 @@ public interface IDecodeEngine : IDisposable
 }
 
 /// <summary>One request's decoding state. The caller owns the loop: <c>while (!IsDone) GenerateNextToken();</c></summary>
-public interface IDecodeSequence : IDisposable
+internal interface IDecodeSequence : IDisposable
 {
     /// <summary>Prompt followed by the generated tokens.</summary>
     IReadOnlyList<int> Tokens { get; }

@@ -1,7 +1,7 @@
 namespace OnnxMultimodal.Generation;
 
 /// <summary>Bans a set of tokens (e.g. image tokens while writing text, as transformers' Chameleon does).</summary>
-public sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogitsProcessor
+internal sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogitsProcessor
 {
     private readonly int[] _banned = banned.ToArray();
 
@@ -12,7 +12,7 @@ public sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogitsPr
 }
 
 /// <summary>Inside an image span only image tokens may be chosen: every other logit is pushed to the floor.</summary>
-public sealed class ImageSpanConstraint : ILogitsProcessor
+internal sealed class ImageSpanConstraint : ILogitsProcessor
 {
     private readonly bool[] _allowed;
 

@@ -14,7 +14,7 @@ namespace OnnxMultimodal.Generation;
 /// (preallocated step I/O, pooled ping-pong KV cache), so a warm decode step allocates nothing.
 /// Several rows decode in one batch for classifier-free guidance.
 /// </summary>
-public sealed class OrtDecodeEngine : IDecodeEngine
+internal sealed class OrtDecodeEngine : IDecodeEngine
 {
     private static int s_liveSequences;
 

@@ -1,7 +1,7 @@
 namespace OnnxMultimodal.Generation;
 
 /// <summary>Changes next-token logits in place before the choice (constraints, guidance, biases).</summary>
-public interface ILogitsProcessor
+internal interface ILogitsProcessor
 {
     /// <param name="logits">[vocab] logits for the next position.</param>
     /// <param name="sequence">Every token so far, prompt first.</param>
@@ -17,7 +17,7 @@ public interface ILogitsProcessor
 /// rounding, so a draw could only differ if it fell within an ulp of a boundary. Only what the draw
 /// needs is ordered: ids with a non-zero probability, the top k, or the buckets holding the nucleus.
 /// </summary>
-public sealed class Sampler
+internal sealed class Sampler
 {
     private readonly SamplingOptions _options;
     private readonly IReadOnlyList<ILogitsProcessor> _processors;
@@ -249,7 +249,7 @@ public sealed class Sampler
 
 }
 
-public sealed class SplitMix64(ulong seed)
+internal sealed class SplitMix64(ulong seed)
 {
     private ulong _state = seed;
 

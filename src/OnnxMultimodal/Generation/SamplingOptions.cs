@@ -27,10 +27,13 @@ public sealed record SamplingOptions
     /// <summary>Never stop on a stop token: generate exactly <see cref="MaxNewTokens"/> (benchmarks, references).</summary>
     public bool IgnoreStopTokens { get; init; }
 
+    /// <summary>True when <see cref="Temperature"/> is 0: the most likely token is taken.</summary>
     public bool IsGreedy => Temperature == 0f;
 
+    /// <summary>The defaults: greedy, 128 new tokens.</summary>
     public static SamplingOptions Greedy { get; } = new();
 
+    /// <summary>Checks every option's range.</summary>
     /// <exception cref="InvalidInputException">An option is out of range.</exception>
     public void Validate()
     {
@@ -45,8 +48,12 @@ public sealed record SamplingOptions
 /// <summary>Why a sequence stopped.</summary>
 public enum FinishReason
 {
+    /// <summary>A stop token (end of sequence, end of turn) was generated.</summary>
     StopToken,
+    /// <summary><see cref="SamplingOptions.MaxNewTokens"/> were generated.</summary>
     MaxTokens,
+    /// <summary>The context window is full.</summary>
     ContextFull,
+    /// <summary>The caller cancelled.</summary>
     Cancelled,
 }

@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 namespace OnnxMultimodal.Pipeline;
 
 /// <summary>The parsed <c>multimodal.json</c> of a model package (format version 1).</summary>
-public sealed record ModelManifest
+internal sealed record ModelManifest
 {
     [JsonPropertyName("format_version")] public int FormatVersion { get; init; }
     [JsonPropertyName("family")] public string Family { get; init; } = "";
@@ -25,7 +25,7 @@ public sealed record ModelManifest
 }
 
 /// <summary>Shapes and I/O names of the text decoder graph.</summary>
-public sealed record DecoderManifest
+internal sealed record DecoderManifest
 {
     [JsonPropertyName("num_layers")] public int NumLayers { get; init; }
     [JsonPropertyName("num_heads")] public int NumHeads { get; init; }
@@ -61,7 +61,7 @@ public sealed record DecoderManifest
 }
 
 /// <summary>Special token ids.</summary>
-public sealed record TokenManifest
+internal sealed record TokenManifest
 {
     [JsonPropertyName("bos")] public int? Bos { get; init; }
     [JsonPropertyName("eos")] public int[] Eos { get; init; } = [];
@@ -74,7 +74,7 @@ public sealed record TokenManifest
 }
 
 /// <summary>Image geometry and the image-token vocabulary (families with a VQ image tokenizer).</summary>
-public sealed record ImageManifest
+internal sealed record ImageManifest
 {
     [JsonPropertyName("size")] public int Size { get; init; }
     [JsonPropertyName("tokens_per_image")] public int TokensPerImage { get; init; }
@@ -87,7 +87,7 @@ public sealed record ImageManifest
 }
 
 /// <summary>Default classifier-free guidance settings for image generation.</summary>
-public sealed record GuidanceManifest
+internal sealed record GuidanceManifest
 {
     [JsonPropertyName("scale")] public float Scale { get; init; } = 3f;
     [JsonPropertyName("temperature")] public float Temperature { get; init; } = 1f;
@@ -95,14 +95,14 @@ public sealed record GuidanceManifest
 }
 
 /// <summary>Input and output names of a single-input graph.</summary>
-public sealed record ComponentIo
+internal sealed record ComponentIo
 {
     [JsonPropertyName("input")] public string Input { get; init; } = "";
     [JsonPropertyName("output")] public string Output { get; init; } = "";
 }
 
 /// <summary>I/O of the speech encoder graph.</summary>
-public sealed record SpeechEncoderManifest
+internal sealed record SpeechEncoderManifest
 {
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();

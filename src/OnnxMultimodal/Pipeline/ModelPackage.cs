@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Pipeline;
 /// A model folder: <c>multimodal.json</c>, the ONNX graphs it names, the tokenizer. Loading checks
 /// everything that can be checked without running a graph, and names the file at fault.
 /// </summary>
-public sealed class ModelPackage
+internal sealed class ModelPackage
 {
     public static readonly IReadOnlySet<string> KnownFamilies = new HashSet<string> { "llama", "chameleon", "seamless" };
 

@@ -24,7 +24,9 @@ public enum EngineKind
 /// <summary>How a model is loaded. Immutable.</summary>
 public sealed record PipelineOptions
 {
+    /// <summary>Which decode loop runs the text decoder (default: ours).</summary>
     public EngineKind Engine { get; init; } = EngineKind.Ort;
+    /// <summary>Execution providers and their settings for every graph of the model (default: CPU).</summary>
     public ExecutionOptions Execution { get; init; } = ExecutionOptions.Cpu;
     /// <summary>Limits for decoding input images: a view of the image bounds of <see cref="Limits"/> (setting it sets them there).</summary>
     public ImageLoaderOptions Images { get => new() { Limits = Limits }; init => Limits = ResourceLimits.WithImageBounds(Limits, value.Limits); }
@@ -51,13 +53,15 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
     /// <summary>The options the pipeline was loaded with.</summary>
     internal PipelineOptions Options => _options;
 
-    public ModelPackage Package { get; }
-    public TextTokenizer Tokenizer { get; }
-    public IDecodeEngine Engine { get; }
-    public ImageTokenizer? ImageTokenizer { get; }
-    public ImageDetokenizer? ImageDetokenizer { get; }
-    public ImageVocabulary? ImageVocabulary { get; }
-    public SpeechEncoder? SpeechEncoder { get; }
+    /// <summary>The loaded model: name, family, precision, context length, and the modalities it takes and gives.</summary>
+    public ModelInfo Model => ModelInfo.From(Package);
+    internal ModelPackage Package { get; }
+    internal TextTokenizer Tokenizer { get; }
+    internal IDecodeEngine Engine { get; }
+    internal ImageTokenizer? ImageTokenizer { get; }
+    internal ImageDetokenizer? ImageDetokenizer { get; }
+    internal ImageVocabulary? ImageVocabulary { get; }
+    internal SpeechEncoder? SpeechEncoder { get; }
 
     private MultimodalPipeline(PipelineOptions options, ModelPackage package, TextTokenizer tokenizer, IDecodeEngine engine,
                                ImageTokenizer? imageTokenizer, ImageDetokenizer? imageDetokenizer, ImageVocabulary? vocabulary,
@@ -438,6 +442,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         SpeechEncoder?.Dispose();
     }
 
+    /// <summary>Same as <see cref="Dispose"/>.</summary>
     public ValueTask DisposeAsync()
     {
         Dispose();

@@ -4,7 +4,7 @@ namespace OnnxMultimodal.Pipeline;
 /// Reads the top-level fields of an ONNX ModelProto (IR version, opset imports) without loading
 /// the graph: the graph field is skipped by length, so a multi-GB file costs a few reads.
 /// </summary>
-public sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long> Opsets, string ProducerName)
+internal sealed record OnnxHeader(long IrVersion, IReadOnlyDictionary<string, long> Opsets, string ProducerName)
 {
     /// <summary>Highest ONNX IR version ONNX Runtime 1.31 accepts.</summary>
     public const long MaxIrVersion = 13;

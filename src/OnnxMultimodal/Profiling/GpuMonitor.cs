@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 namespace OnnxMultimodal.Profiling;
 
 /// <summary>One reading of the GPU: when (Stopwatch ticks), kernel-busy percent, device memory in use.</summary>
-public readonly record struct GpuReading(long Timestamp, uint BusyPercent, ulong UsedBytes);
+internal readonly record struct GpuReading(long Timestamp, uint BusyPercent, ulong UsedBytes);
 
 /// <summary>
 /// Samples a GPU through NVML (libnvidia-ml, shipped with the driver) on a background thread while a
@@ -13,7 +13,7 @@ public readonly record struct GpuReading(long Timestamp, uint BusyPercent, ulong
 /// minus it the idle share. Also the peak device memory in use. Where NVML or the GPU is missing,
 /// <see cref="TryStart"/> returns null and says why; nothing is loaded until it is called.
 /// </summary>
-public sealed class GpuMonitor : IDisposable
+internal sealed class GpuMonitor : IDisposable
 {
     private readonly nint _device;
     private readonly Thread _thread;

@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace OnnxMultimodal.Profiling;
 
 /// <summary>The operator classes of the paper's breakdowns.</summary>
-public enum OpClass
+internal enum OpClass
 {
     Linear,
     Attention,
@@ -18,7 +18,7 @@ public enum OpClass
 /// kernel time by operator class. Times are what ONNX Runtime measured around each kernel: on CPU the
 /// work itself; on CUDA mostly the launch (kernels run asynchronously), so GPU-side splits need CUPTI.
 /// </summary>
-public static class OrtProfile
+internal static class OrtProfile
 {
     public static OpClass Classify(string opType) => opType switch
     {
@@ -58,7 +58,7 @@ public static class OrtProfile
 }
 
 /// <summary>Kernel time by operator class (µs), by operator type, and the runs it covers.</summary>
-public sealed record ProfileSummary(IReadOnlyDictionary<OpClass, double> ClassMicros, IReadOnlyDictionary<string, double> OpMicros, int Runs, double RunMicros)
+internal sealed record ProfileSummary(IReadOnlyDictionary<OpClass, double> ClassMicros, IReadOnlyDictionary<string, double> OpMicros, int Runs, double RunMicros)
 {
     public double KernelMicros => ClassMicros.Values.Sum();
 

@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace OnnxMultimodal.Profiling;
 
 /// <summary>Wall time per phase of one request (preprocess, encode, prefill, decode, detokenize), in ms.</summary>
-public sealed class PhaseTimer
+internal sealed class PhaseTimer
 {
     private readonly Dictionary<string, double> _ms = new();
 

@@ -3,8 +3,11 @@ namespace OnnxMultimodal.Runtime;
 /// <summary>Where graphs run.</summary>
 public enum ExecutionProviderKind
 {
+    /// <summary>ONNX Runtime's CPU provider (always present).</summary>
     Cpu,
+    /// <summary>NVIDIA CUDA (needs Microsoft.ML.OnnxRuntime.Gpu.Linux, CUDA 13 and cuDNN 9).</summary>
     Cuda,
+    /// <summary>NVIDIA TensorRT (needs its libraries beside the CUDA ones).</summary>
     TensorRt,
 }
 
@@ -60,5 +63,6 @@ public sealed record ExecutionOptions
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
     public string? ProfileDirectory { get; init; }
 
+    /// <summary>The defaults: CPU only.</summary>
     public static ExecutionOptions Cpu { get; } = new();
 }

@@ -3,7 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 namespace OnnxMultimodal.Runtime;
 
 /// <summary>Creates ONNX Runtime sessions with the requested providers, in the user's fallback order.</summary>
-public static class SessionFactory
+internal static class SessionFactory
 {
     /// <summary>Creates a session; returns it and the provider it runs on.</summary>
     /// <exception cref="ExecutionProviderException">None of the requested providers could be created.</exception>

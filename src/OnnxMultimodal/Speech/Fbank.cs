@@ -9,7 +9,7 @@ namespace OnnxMultimodal.Speech;
 /// triangular mel bins from 20 Hz to Nyquist (mel = 1127 ln(1 + f / 700)), log floored at float epsilon.
 /// Then <see cref="NormaliseAndStack"/> turns them into the encoder's [T/2, 160] input.
 /// </summary>
-public sealed class Fbank
+internal sealed class Fbank
 {
     public const int SampleRate = 16000;
     public const int FrameLength = 400;     // 25 ms

@@ -12,7 +12,7 @@ namespace OnnxMultimodal.Speech;
 /// 44,101 → 16,000 Hz, 9 MB for 192 kHz → 16 kHz.
 /// </para>
 /// </summary>
-public static class Resampler
+internal static class Resampler
 {
     private const int LowpassFilterWidth = 6;
     private const double Rolloff = 0.99;

@@ -10,7 +10,7 @@ namespace OnnxMultimodal.Speech;
 /// [1, Te, H] and every decoder layer's cross-attention keys and values [1, heads, Te, hd], computed
 /// once per request and bound unchanged at every decode step.
 /// </summary>
-public sealed class SpeechEncoder : IDisposable
+internal sealed class SpeechEncoder : IDisposable
 {
     private readonly GraphSession _graph;
     private readonly int _layers;
@@ -83,7 +83,7 @@ public sealed class SpeechEncoder : IDisposable
 }
 
 /// <summary>One request's encoder output: states, per-layer cross K/V and the encoder mask. Owns native memory.</summary>
-public sealed class EncoderStates : IDisposable
+internal sealed class EncoderStates : IDisposable
 {
     private readonly IDisposableReadOnlyCollection<OrtValue> _outputs;
     private readonly long[] _maskData;

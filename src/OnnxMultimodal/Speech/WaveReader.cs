@@ -19,14 +19,14 @@ public sealed record AudioOptions
 }
 
 /// <summary>Mono samples in [-1, 1] at a known rate.</summary>
-public sealed record Waveform(float[] Samples, int SampleRate, int SourceChannels, int SourceRate);
+internal sealed record Waveform(float[] Samples, int SampleRate, int SourceChannels, int SourceRate);
 
 /// <summary>
 /// Reads RIFF/WAVE: PCM 8 (unsigned), 16, 24 and 32-bit, IEEE float 32 and 64-bit, plain or
 /// WAVE_FORMAT_EXTENSIBLE, any number of channels (averaged to mono), any sample rate (resampled to
 /// the target with <see cref="Resampler"/>). Reads sequentially from any <see cref="Stream"/>.
 /// </summary>
-public static class WaveReader
+internal static class WaveReader
 {
     /// <exception cref="InvalidInputException">Not a WAV file, truncated, unsupported encoding, empty or too long.</exception>
     public static Waveform Read(string path, int targetRate, AudioOptions options, string input = "audio")

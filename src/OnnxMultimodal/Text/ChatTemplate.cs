@@ -79,7 +79,7 @@ public sealed class ChatTemplate
     /// <see cref="RoleTokens"/> for packages whose manifest carries a <c>chat_template</c> section; else null for
     /// speech→text (Seamless has no conversation) and <see cref="Plain"/> for the rest.</summary>
     /// <exception cref="ChatTemplateException">The file is too large, not JSON, or its template does not parse.</exception>
-    public static ChatTemplate? Load(ModelPackage package, ResourceLimits? limits = null)
+    internal static ChatTemplate? Load(ModelPackage package, ResourceLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(package);
         limits ??= ResourceLimits.Default;

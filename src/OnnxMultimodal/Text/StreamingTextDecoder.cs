@@ -4,7 +4,7 @@ namespace OnnxMultimodal.Text;
 
 /// <summary>Turns ids into text one at a time, holding back bytes of an unfinished UTF-8 character, for every
 /// decoder chain the tokenizer supports (byte-level and byte-fallback tokens alike).</summary>
-public sealed class StreamingTextDecoder
+internal sealed class StreamingTextDecoder
 {
     private readonly TextTokenizer _tokenizer;
     private readonly bool _skipSpecial;

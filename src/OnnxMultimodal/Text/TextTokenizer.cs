@@ -10,7 +10,7 @@ namespace OnnxMultimodal.Text;
 /// Hugging Face tokenizers gives. Anything else is refused at load, naming the file and the piece. Immutable and safe
 /// to share between threads. See docs/tokenizers.md.
 /// </summary>
-public sealed class TextTokenizer
+internal sealed class TextTokenizer
 {
     private readonly TextNormalizer? _normalizer;
     private readonly PreTokenizer? _preTokenizer;

@@ -7,7 +7,7 @@ using SixLabors.ImageSharp.PixelFormats;
 namespace OnnxMultimodal.Vision;
 
 /// <summary>The VQ detokenizer: codes [B, N] -> pixels [B, 3, H, W] in [-1, 1] (image_decoder.onnx), and PNG.</summary>
-public sealed class ImageDetokenizer : IDisposable
+internal sealed class ImageDetokenizer : IDisposable
 {
     private readonly GraphSession _graph;
     private readonly int _tokens, _codebook;

@@ -15,7 +15,7 @@ namespace OnnxMultimodal.Vision;
 /// The resampler is ImageSharp's Lanczos-3; the Python reference uses Pillow's LANCZOS. Both are
 /// 3-lobe Lanczos widened when downscaling; the tests bound the difference on the reference images.
 /// </summary>
-public static class ImageLoader
+internal static class ImageLoader
 {
     /// <summary>Loads a file and returns [1, 3, Size, Size] pixels in [-1, 1].</summary>
     /// <exception cref="InvalidInputException">Missing, unreadable, corrupt, unsupported or over a bound of <see cref="ResourceLimits"/>.</exception>

@@ -5,7 +5,7 @@ using OnnxMultimodal.Runtime;
 namespace OnnxMultimodal.Vision;
 
 /// <summary>The VQ image tokenizer: pixels [B, 3, H, W] in [-1, 1] -> codes [B, N] (image_encoder.onnx).</summary>
-public sealed class ImageTokenizer : IDisposable
+internal sealed class ImageTokenizer : IDisposable
 {
     private readonly GraphSession _graph;
 

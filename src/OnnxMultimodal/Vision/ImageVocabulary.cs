@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Vision;
 /// Image code &lt;-&gt; token id. Codes are entries of the VQ codebook; their tokens are the vocabulary
 /// entries named <c>IMGIMG</c> + the code's digits written as letters A-J + one final character.
 /// </summary>
-public sealed class ImageVocabulary
+internal sealed class ImageVocabulary
 {
     private readonly int[] _codeToToken;
     private readonly Dictionary<int, int> _tokenToCode;
