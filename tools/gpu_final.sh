@@ -17,6 +17,14 @@ site=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
+# 0. the CUDA-only fixtures that are not committed (size): tiny-chameleon's fused fp16 decoders, as convert writes them
+for last in "" "-last"; do
+  [ -f "$repo/models/tiny-chameleon-fp16$last/multimodal.json" ] && continue
+  (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from ../models/tiny-chameleon --out ../models/tiny-chameleon-fp16$last \
+     --graph fused --precision fp16 --link-components ${last:+--last-logits}) >> "$out/fixtures.log" 2>&1
+  log "fixture tiny-chameleon-fp16$last: rc=$?"
+done
+
 # 1. kernels + custom-op packages
 timeout 200 bash "$repo/tools/gpu_kernels.sh" "$work/kern" --quick > "$out/kernels.log" 2>&1
 log "kernels: rc=$? $(tail -1 "$work/kern/summary.txt" 2>/dev/null)"

@@ -52,9 +52,9 @@ internal static class VisionCommands
         cmd.Options.Add(CliCommon.Threads);
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
-            if (!string.Equals(Path.GetExtension(r.GetValue(output)), ".png", StringComparison.OrdinalIgnoreCase))
-                throw new InvalidInputException("--out", $"'{r.GetValue(output)}': imagine writes PNG; name the file .png");
             string outPath = CliCommon.CheckOutputFile(r.GetValue(output)!, "--out");   // before minutes of generation, not after
+            if (!string.Equals(Path.GetExtension(outPath), ".png", StringComparison.OrdinalIgnoreCase))
+                throw new InvalidInputException("--out", $"'{r.GetValue(output)}': imagine writes PNG; name the file .png");
             var options = new PipelineOptions { Execution = CliCommon.Execution(r) };
             string model = r.GetValue(CliCommon.Model) ?? DefaultVisionModel;
             await using var pipeline = await CliConsole.LoadAsync(model, options, ct);

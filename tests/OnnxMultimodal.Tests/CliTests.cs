@@ -22,9 +22,9 @@ public class CliTests
         Assert.That(r.Stdout, Is.Empty);
     }
 
-    [TestCase("caption", "tiny-chameleon")]
-    [TestCase("ask", "tiny-chameleon")]
-    [TestCase("transcribe", "tiny-seamless")]
+    [TestCase("caption", "shapes")]
+    [TestCase("ask", "shapes")]
+    [TestCase("transcribe", "speech")]
     public void HelpNamesTheDefaultModelOfTheCommand(string command, string model)
     {
         var r = Omm(command, "--help");
