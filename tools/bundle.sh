@@ -25,6 +25,7 @@ if $tests; then   # same runtime and natives: the suite shares the folder
   dotnet publish "$root/tests/OnnxMultimodal.Tests" -c Release -r linux-x64 --self-contained -p:OmmGpu=$gpu -p:OmmTestExe=true -o "$out/omm" -v quiet
 fi
 rm -f "$out/omm/"*.pdb "$out/omm/"*.xml
+rm -rf "$out/omm/models"   # the CLI's copies of the committed models: on the GPU machine the checkout has them (OMM_REPO_ROOT, --model)
 echo "bundle: $(du -sh "$out/omm" | cut -f1) in $out/omm (run $out/omm/omm info)"
 if [ -n "$parts" ]; then
   rm -f "$out"/omm.tar.zst.part-*

@@ -22,6 +22,12 @@ public sealed partial class TrainedModelTests
 
     /// <summary>A trained package: models/NAME, or the folder in OMM_TRAINED_NAME (e.g. OMM_TRAINED_CODE), so the
     /// same bars can be measured on the fp32/int4 variants or another provider's build without editing the tests.</summary>
+    /// <summary>CPU, or CUDA where OMM_TRAINED_PROVIDER=cuda (the GPU machine's quality runs, tools/gpu_final.sh).</summary>
+    internal static PipelineOptions Options =>
+        Environment.GetEnvironmentVariable("OMM_TRAINED_PROVIDER") == "cuda"
+            ? new PipelineOptions { Execution = new OnnxMultimodal.Runtime.ExecutionOptions { Providers = [OnnxMultimodal.Runtime.ExecutionProviderKind.Cuda] } }
+            : new PipelineOptions();
+
     internal static string Package(string name) =>
         Environment.GetEnvironmentVariable("OMM_TRAINED_" + name.ToUpperInvariant()) is { Length: > 0 } dir ? dir : TestData.Model(name);
 
@@ -37,7 +43,7 @@ public sealed partial class TrainedModelTests
     [TestCase("spa")]
     public async Task Transcribe_HeldOutVoice_GivesTheExactPhrase(string language)
     {
-        await using var speech = await MultimodalPipeline.LoadAsync(Package("speech"));
+        await using var speech = await MultimodalPipeline.LoadAsync(Package("speech"), TrainedModelTests.Options);
         var misses = new List<string>();
         foreach (var s in ShapesFixtures.Index.Speech)
         {
@@ -54,8 +60,8 @@ public sealed partial class TrainedModelTests
     public async Task RoundTrip_SpokenCaption_Transcribed_Imagined_Captioned_GivesThePhraseBack()
     {
         // speech -> transcript -> imagined picture -> caption: the caption names the spoken shape and colour.
-        await using var speech = await MultimodalPipeline.LoadAsync(Package("speech"));
-        await using var shapes = await MultimodalPipeline.LoadAsync(Package("shapes"));
+        await using var speech = await MultimodalPipeline.LoadAsync(Package("speech"), TrainedModelTests.Options);
+        await using var shapes = await MultimodalPipeline.LoadAsync(Package("shapes"), TrainedModelTests.Options);
         var failures = new List<string>();
         foreach (var s in ShapesFixtures.Index.Speech)
         {
@@ -82,7 +88,7 @@ public sealed partial class TrainedModelTests
     [Test]
     public async Task Code_FibonacciPrompt_ContinuesWithPlausiblePython()
     {
-        await using var code = await MultimodalPipeline.LoadAsync(Package("code"));
+        await using var code = await MultimodalPipeline.LoadAsync(Package("code"), TrainedModelTests.Options);
         const string prompt = "def fibonacci(n):";
         var (text, _) = await code.GenerateTextAsync(new GenerationRequest(prompt) { Sampling = new SamplingOptions { MaxNewTokens = 64 } });
         TestContext.Out.WriteLine(prompt + text);
@@ -139,7 +145,7 @@ public sealed partial class TrainedModelTests
     {
         // Teacher-forced: one prefill over [bos] + the snippet's tokens (cut to the context), the mean
         // negative log-likelihood of each next token, computed here in double from the graph's logits.
-        await using var code = await MultimodalPipeline.LoadAsync(Package("code"));
+        await using var code = await MultimodalPipeline.LoadAsync(Package("code"), TrainedModelTests.Options);
         string snippet = await File.ReadAllTextAsync(Path.Combine(TestData.RepoRoot, "tests", "OnnxMultimodal.Tests", "Fixtures", "code", "heldout_snippet.py"));
         var ids = code.EncodePrompt(new GenerationRequest(snippet)).Take(code.Engine.ContextLength - 1).ToArray();
         Assert.That(ids.Length, Is.GreaterThan(200), "enough tokens for a stable mean");

@@ -25,7 +25,7 @@ public sealed class TrainedShapesTests
     private MultimodalPipeline _pipeline = null!;
 
     [OneTimeSetUp]
-    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(TrainedModelTests.Package("shapes"));
+    public async Task Load() => _pipeline = await MultimodalPipeline.LoadAsync(TrainedModelTests.Package("shapes"), TrainedModelTests.Options);
 
     [OneTimeTearDown]
     public void Unload() => _pipeline.Dispose();
