@@ -53,7 +53,7 @@ internal static class VisionCommands
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             string outPath = CliCommon.CheckOutputFile(r.GetValue(output)!, "--out");   // before minutes of generation, not after
-            if (!string.Equals(Path.GetExtension(outPath), ".png", StringComparison.OrdinalIgnoreCase))
+            if (Path.GetExtension(outPath) is { Length: > 0 } ext && !ext.Equals(".png", StringComparison.OrdinalIgnoreCase))
                 throw new InvalidInputException("--out", $"'{r.GetValue(output)}': imagine writes PNG; name the file .png");
             var options = new PipelineOptions { Execution = CliCommon.Execution(r) };
             string model = r.GetValue(CliCommon.Model) ?? DefaultVisionModel;
