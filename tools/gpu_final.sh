@@ -11,7 +11,7 @@ parts=$1; out=$2; mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-final; mkdir -p "$work"
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-[ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | zstd -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
+[ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | ${ZSTD:-zstd} -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
 site=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -82,7 +82,12 @@ trained() {   # name, then VAR=dir settings
 trained fp16 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-fp16
 trained int4 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-int4
 
-# 4. the Cuda category
+# 4. the Cuda category (the proof tests need the real tokenizers: npm is not here, so they come from .carry/tok,
+#    made by tools/fetch_proof_tokenizers.sh; without it those tests are skipped with the reason)
+for kind in llama2 llama3; do
+  [ -f "$repo/.carry/tok/$kind/tokenizer.json" ] || continue
+  mkdir -p "$repo/tests/.cache/npm/tokenizer-$kind-3.7.2" && cp "$repo/.carry/tok/$kind/"tokenizer*.json "$repo/tests/.cache/npm/tokenizer-$kind-3.7.2/"
+done
 export OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kern OMM_PROOF_PACKAGES=$work/proof
 t0=$SECONDS
 timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --output detailed > "$out/cuda-tests.log" 2>&1
