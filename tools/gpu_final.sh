@@ -61,7 +61,12 @@ json.dump(doc, open(os.path.join(dst, "reference", "reference.json"), "w"), inde
 print("prefill logits written for", len(doc["prompts"]), "prompts")
 PY
   ) >> "$out/proof.log" 2>&1
-  log "proof $name: rc=$?"
+  rc=$?
+  kind=llama3; [ "$1" = proof-codellama-7b ] && kind=llama2
+  for v in fused-fp16 int4; do   # the committed package ships without the real tokenizer (size): carried in .carry/tok
+    [ -f "$repo/.carry/tok/$kind/tokenizer.json" ] && cp "$repo/.carry/tok/$kind/"tokenizer*.json "$work/proof/$name-$v/" 2>/dev/null
+  done
+  log "proof $name: rc=$rc"
 done
 
 # 3. the trained default models on CUDA (the C# semantic tests with OMM_TRAINED_PROVIDER=cuda): code fp16 (committed),
