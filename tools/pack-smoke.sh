@@ -54,3 +54,15 @@ awk '/^```csharp/ { if (!done) { on = 1; next } } /^```/ { if (on) { on = 0; don
 
 dotnet build "$app/SmokeApp.csproj" -c Release --nologo -v q >&2
 dotnet "$app/bin/Release/net10.0/SmokeApp.dll" "$repo/models"
+
+# the README's second C# block (IChatClient over several turns, an image and a WAV in, an image out, logs and
+# metrics) as a second fresh app; its output goes to WORKDIR/chat-output.txt (PackageTests reads it)
+chat=$work/chat
+rm -rf "$chat"; mkdir -p "$chat"
+cp "$app/nuget.config" "$chat/"
+sed -e 's#<PackageReference Include="OnnxMultimodal.Runtime.Cpu" Version="'"$version"'" />#&\n    <PackageReference Include="Microsoft.Extensions.Logging.Console" Version="10.0.5" />#' "$app/SmokeApp.csproj" > "$chat/ChatApp.csproj"
+awk '/^```csharp/ { n++; if (n == 2) { on = 1; next } } /^```/ { if (on) { on = 0 } } on' "$repo/docs/package-README.md" > "$chat/Program.cs"
+[ -s "$chat/Program.cs" ] || { echo "no second \`\`\`csharp block in docs/package-README.md" >&2; exit 1; }
+dotnet build "$chat/ChatApp.csproj" -c Release --nologo -v q >&2
+dotnet "$chat/bin/Release/net10.0/ChatApp.dll" "$repo/models" > "$work/chat-output.txt"
+

@@ -66,6 +66,20 @@ public class PackageTests
     }
 
     [Test]
+    public void ChatAppFromThePackageReadmeChatsSeesAndHearsDrawsLogsAndMeasures()
+    {
+        // the package README's IChatClient program, built against the packed packages (tools/pack-smoke.sh)
+        string[] lines = File.ReadAllLines(Path.Combine(s_work, "chat-output.txt"));
+        string all = string.Join("\n", lines);
+        Assert.That(lines.Count(l => l.StartsWith("assistant: ", StringComparison.Ordinal)), Is.EqualTo(2), all);
+        Assert.That(lines, Has.One.StartsWith("answer: "), all);
+        Assert.That(lines, Has.One.Matches<string>(l => System.Text.RegularExpressions.Regex.IsMatch(l, @"^image: image/png, [1-9]\d+ bytes$")), all);
+        Assert.That(lines, Has.One.StartsWith("transcript: "), all);
+        Assert.That(lines, Has.Some.StartsWith("metric omm.request.time_to_first_token "), "metrics reach a MeterListener");
+        Assert.That(lines, Has.Some.Contains("OnnxMultimodal"), "the pipeline's log lines reach the console logger");
+    }
+
+    [Test]
     public void LibraryPackageCarriesMetadataReadmeLicenceAndSymbols()
     {
         string feed = Path.Combine(s_work, "feed");
