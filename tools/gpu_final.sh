@@ -91,7 +91,7 @@ trained int4 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-int4
 #    made by tools/fetch_proof_tokenizers.sh; without it those tests are skipped with the reason)
 for kind in llama2 llama3; do
   [ -f "$repo/.carry/tok/$kind/tokenizer.json" ] || continue
-  mkdir -p "$repo/tests/.cache/npm/tokenizer-$kind-3.7.2" && cp "$repo/.carry/tok/$kind/"tokenizer*.json "$repo/tests/.cache/npm/tokenizer-$kind-3.7.2/"
+  mkdir -p "$repo/tests/.cache/tokenizers/$kind/package/models" && cp "$repo/.carry/tok/$kind/"tokenizer*.json "$repo/tests/.cache/tokenizers/$kind/package/models/"
 done
 export OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kern OMM_PROOF_PACKAGES=$work/proof
 t0=$SECONDS

@@ -8,16 +8,8 @@ namespace OnnxMultimodal.Tests;
 /// co-prime rates.</summary>
 public class AudioLimitTests
 {
-    internal static byte[] Wav(int format, int channels, int rate, int bits, byte[] data, int? claimedDataSize = null)
-    {
-        var ms = new MemoryStream();
-        var w = new BinaryWriter(ms);
-        w.Write("RIFF"u8); w.Write(36 + data.Length); w.Write("WAVE"u8);
-        w.Write("fmt "u8); w.Write(16); w.Write((short)format); w.Write((short)channels); w.Write(rate);
-        w.Write(rate * channels * bits / 8); w.Write((short)(channels * bits / 8)); w.Write((short)bits);
-        w.Write("data"u8); w.Write(claimedDataSize ?? data.Length); w.Write(data);
-        return ms.ToArray();
-    }
+    internal static byte[] Wav(int format, int channels, int rate, int bits, byte[] data, int? claimedDataSize = null) =>
+        WaveReaderTests.Wav(format, channels, rate, bits, data, claimedDataSize);
 
     private static InvalidInputException Refused(byte[] bytes, AudioOptions? options = null) =>
         Assert.Throws<InvalidInputException>(() => WaveReader.Read(new MemoryStream(bytes), 16000, options ?? new AudioOptions(), "clip"))!;

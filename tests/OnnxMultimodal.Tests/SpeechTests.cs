@@ -175,7 +175,7 @@ public class SpeechTests(string model)
 /// <summary>Bad and unusual WAV files.</summary>
 public class WaveReaderTests
 {
-    private static byte[] Wav(int format, int channels, int rate, int bits, byte[] data, int? claimedDataSize = null)
+    internal static byte[] Wav(int format, int channels, int rate, int bits, byte[] data, int? claimedDataSize = null)
     {
         var ms = new MemoryStream();
         var w = new BinaryWriter(ms);
