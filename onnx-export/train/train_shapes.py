@@ -44,7 +44,7 @@ GUIDANCE = 3.0        # the exporter's tiny preset writes guidance scale 3.0 int
 # imagine settings tried on a selection set of prompts (not the reported ones); the best goes into the manifests
 IMAGINE_SWEEP = [(g, t) for g in (3.0, 5.0) for t in (0.0, 0.5, 1.0)]
 IMAGINE_TOP_P = 0.9
-IMAGINE_EXTRA = float(os.environ.get("IMAGINE_EXTRA", "0.5"))
+IMAGINE_EXTRA = float(os.environ.get("IMAGINE_EXTRA", "0"))   # 0.5 was tried (run 2): no better
 VQ_SECONDS = float(os.environ.get("VQ_SECONDS", "110"))
 LM_SECONDS = float(os.environ.get("SHAPES_SECONDS", "200"))
 CAPTION_PROMPTS = ["A photo of"] * 4 + ["What is in this image?", "Describe the image."]
