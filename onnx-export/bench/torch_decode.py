@@ -1,7 +1,8 @@
 """PyTorch baselines for the decode benchmarks, on the same synthetic weights as our exported graphs
 (same preset and seed): transformers' eager forward with its own cache (the paper's baseline), a
 static-cache decode loop with SDPA, and that loop under torch.compile(mode="reduce-overhead") (CUDA
-graphs; with --compile-modes reduce-overhead,max-autotune also Triton-autotuned). Prints JSON: ms/token
+graphs; with --compile-modes reduce-overhead,max-autotune also Triton-autotuned), and with --sections int4
+PyTorch's best int4 weight-only path (tinygemm Linears, gpt-fast style) in that loop. Prints JSON: ms/token
 p50 for each, and the card's measured copy bandwidth.
 
   python bench/torch_decode.py --preset 1b --prompt-tokens 128 --new-tokens 256
@@ -76,6 +77,55 @@ class StaticCacheLlama(torch.nn.Module):
         return self.lm(self.m.norm(x[:, -1:]))
 
 
+class Int4Linear(torch.nn.Module):
+    """A weight-only int4 Linear over PyTorch's own tinygemm kernels (what gpt-fast and torchao's int4 path run):
+    asymmetric per-group quantization (scale = (max - min) / 15 per group of `group` inputs), weights packed by
+    aten._convert_weight_to_int4pack (uint8 [N, K/2], the even input in the high nibble, as the kernel
+    micro-benchmark found), bf16 activations and a [K/group, N, 2] bf16 scale-and-zero table, where the kernel
+    dequantizes (q - 8) * scale + zero."""
+
+    def __init__(self, lin: torch.nn.Linear, group: int):
+        super().__init__()
+        w = lin.weight.detach().float()
+        n, k = w.shape
+        g = w.view(n, k // group, group)
+        lo = g.amin(-1, keepdim=True)
+        scale = ((g.amax(-1, keepdim=True) - lo).clamp(min=1e-8) / 15)
+        q = ((g - lo) / scale).round().clamp(0, 15).to(torch.uint8).view(n, k)
+        self.group, self.out_features = group, n
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack(((q[:, 0::2] << 4) | q[:, 1::2]).contiguous(), 8))
+        zero = lo + 8 * scale                                   # (q - 8) * scale + zero = q * scale + lo
+        self.register_buffer("sz", torch.stack([scale.view(n, -1).T, zero.view(n, -1).T], dim=2).to(torch.bfloat16).contiguous())
+        self.bias = None if lin.bias is None else torch.nn.Parameter(lin.bias.detach().to(torch.bfloat16), requires_grad=False)
+        self.max_rel_err = float("nan")
+        with torch.no_grad():                                   # the dequantized weight against the kernel, once
+            x = torch.randn(2, k, device=w.device)
+            ref = x @ (q.float().view(n, k // group, group) * scale + lo).view(n, k).T
+            got = torch.ops.aten._weight_int4pack_mm(x.to(torch.bfloat16), self.packed, group, self.sz).float()
+            self.max_rel_err = ((got - ref).abs().max() / ref.abs().max()).item()
+
+    def forward(self, x):
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed, self.group, self.sz)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+
+def quantize_int4(module: torch.nn.Module, group: int) -> float:
+    """Replaces every nn.Linear under `module` whose input size is a multiple of the group (and of 128, the
+    packing's tile) by an Int4Linear, as gpt-fast does (the lm_head included). Returns the worst check error."""
+    worst = 0.0
+    for name, child in list(module.named_children()):
+        if isinstance(child, torch.nn.Linear) and child.in_features % max(group, 128) == 0 and child.out_features % 8 == 0:
+            q = Int4Linear(child, group)
+            worst = max(worst, q.max_rel_err)
+            setattr(module, name, q)
+        else:
+            worst = max(worst, quantize_int4(child, group))
+    return worst
+
+
 def timed_steps(step, first_token, start, n):
     tok, times = first_token, []
     for i in range(n):
@@ -134,7 +184,12 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--compile-modes", default="reduce-overhead", help="comma-separated: reduce-overhead, max-autotune")
+    ap.add_argument("--sections", default="eager,static,compile",
+                    help="comma-separated: eager (transformers), static (static cache + SDPA), compile (that loop compiled), "
+                         "int4 (the static loop over tinygemm int4 Linears, bf16, eager and compiled in --compile-modes)")
+    ap.add_argument("--int4-group", type=int, default=128, help="tinygemm group size (32, 64, 128 or 256)")
     a = ap.parse_args()
+    sections = set(a.sections.split(","))
 
     class Args:
         checkpoint, preset, seed = None, a.preset, a.seed
@@ -159,27 +214,51 @@ def main():
 
     with torch.no_grad():
         # 1. transformers eager, its dynamic cache (the paper's baseline)
-        _, times = eager_steps(hf, prompt, a.new_tokens)
-        out["transformers_eager_ms"] = round(statistics.median(times[5:]), 4)
-        print(json.dumps(out), flush=True)   # partial results, in case a later section is cut off
+        if "eager" in sections:
+            _, times = eager_steps(hf, prompt, a.new_tokens)
+            out["transformers_eager_ms"] = round(statistics.median(times[5:]), 4)
+            print(json.dumps(out), flush=True)   # partial results, in case a later section is cut off
 
         # 2. static cache + SDPA, eager
-        model = StaticCacheLlama(hf, a.prompt_tokens + a.new_tokens + 8)
         n = a.prompt_tokens
-        first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
         pos = torch.zeros(1, dtype=torch.long, device="cuda")
-
-        out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.new_tokens)[5:]), 4)
-        print(json.dumps(out), flush=True)
+        if sections & {"static", "compile"}:
+            model = StaticCacheLlama(hf, a.prompt_tokens + a.new_tokens + 8)
+            first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
+        if "static" in sections:
+            out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.new_tokens)[5:]), 4)
+            print(json.dumps(out), flush=True)
 
         # 3. the same step under torch.compile: reduce-overhead (CUDA graphs), and max-autotune (CUDA
         # graphs + Triton autotuning of the matmuls) when asked
-        if not a.skip_compile:
+        if not a.skip_compile and "compile" in sections:
             for mode in a.compile_modes.split(","):
                 key = COMPILE_KEYS[mode]
                 step, out[key.replace("_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
                 out[key] = round(statistics.median(timed_steps(step, first, n, a.new_tokens)[5:]), 4)
                 print(json.dumps(out), flush=True)
+
+        # 4. PyTorch's best int4 weight-only path: the same static loop in bf16 over tinygemm Linears
+        #    (aten._weight_int4pack_mm), eager and compiled
+        if "int4" in sections:
+            if sections & {"static", "compile"}:
+                del model
+            hf = hf.to(torch.bfloat16)
+            t0 = time.perf_counter()
+            out["int4_group"] = a.int4_group
+            out["int4_check_max_rel_err"] = round(quantize_int4(hf, a.int4_group), 5)
+            out["int4_quantize_seconds"] = round(time.perf_counter() - t0, 1)
+            torch.cuda.empty_cache()
+            model = StaticCacheLlama(hf, a.prompt_tokens + a.new_tokens + 8)
+            first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
+            out["int4_tinygemm_eager_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.new_tokens)[5:]), 4)
+            print(json.dumps(out), flush=True)
+            if not a.skip_compile:
+                for mode in a.compile_modes.split(","):
+                    key = "int4_tinygemm_" + COMPILE_KEYS[mode].replace("static_sdpa_", "")
+                    step, out[key.replace("_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
+                    out[key] = round(statistics.median(timed_steps(step, first, n, a.new_tokens)[5:]), 4)
+                    print(json.dumps(out), flush=True)
     print(json.dumps(out), flush=True)
 
 
