@@ -4,14 +4,16 @@
 #      custom op; needs the ORT headers: carry src/OnnxMultimodal.Kernels/ort-include, made here by
 #      `src/OnnxMultimodal.Kernels/build.sh --fetch-headers`); registers and spills per tile instantiation
 #   2. bench_int4_gemv.py: correctness of every tile against a fp32 dequantize+matmul reference, then the int4
-#      GEMV micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, every tile, vs the copy
-#      bandwidth of the same run, PyTorch's tinygemm (aten._weight_int4pack_mm) and cuBLAS fp16
+#      GEMV micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, every tile (1-7 phase 2's,
+#      8-10 with 8 columns per warp), vs the copy bandwidth of the same run, PyTorch's tinygemm
+#      (aten._weight_int4pack_mm) and cuBLAS fp16; bench.log ends with the best tile per (shape, M)
 #   3. tiny-llama converted stock and with --custom-ops omm (fp16 int4), and with --next-token (fp32, checked on
 #      ORT CPU: next_token = argmax of the last logits over prefill + 3 steps)
 #   4. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
 #   tools/gpu_kernels.sh OUT_DIR [--quick]
-# Writes 7 files to OUT_DIR (no folders): summary.txt, build.log (build + ptxas -v + registers per tile),
-# bench.log (the table), int4_gemv.json, checks.log (emulator, exports, next_token check, ORT load),
+# Writes 7 files to OUT_DIR (no folders), 8 with ncu.log (Nsight Compute, full runs where ncu exists): summary.txt,
+# build.log (build + ptxas -v + registers per tile), bench.log (the table, the best tile per (shape, M)),
+# int4_gemv.json, checks.log (emulator, exports, next_token check, ORT load),
 # libomm_kernels.so, packages.tar (tiny-llama-int4h/, tiny-llama-int4h-omm/, tiny-llama-int4h-next/,
 # tiny-llama-fused-next/).
 # For the C# Cuda tests, where .NET and the CUDA ORT are:
@@ -37,12 +39,30 @@ start=$(date +%s)
 bash "$kern/build.sh" "$build" > "$out/build.log" 2>&1; rc=$?
 { echo "--- ptxas -v"; cat "$build/ptxas.log" 2>/dev/null; } >> "$out/build.log"
 log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split: REG): $(sed -E 's/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9]): REG:([0-9]+).*/\1\2\3\4:\5/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
+log "local memory (spills) per instantiation: $(grep -E 'LOCAL:[1-9]' "$build/registers.txt" 2>/dev/null | sed -E 's/ *(M=[^:]*): .*(LOCAL:[0-9]+).*/\1 \2/' | tr '\n' ';')(none if empty)"
 [ -f "$build/libomm_int4.so" ] || { cat "$out/build.log"; exit 1; }
 cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
 
 timeout 180 python3 "$kern/bench_int4_gemv.py" "$build/libomm_int4.so" "$out/int4_gemv.json" "$@" > "$out/bench.log" 2>&1; rc=$?
 cat "$out/bench.log"
 log "bench: rc=$rc (0 = every correctness check passed)"
+# share of copy per M: the default tile, the best of phase 2's tiles (1-7) and of the 8-column tiles (8-10); per
+# (shape, M) lines follow in bench.log
+grep -E '^(M=[0-9]|correctness|device)' "$out/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
+
+# Why M = 2..4 fall short (full runs only): Nsight Compute on one launch each of qkv M = 1, 2, 4 (default tile) and
+# M = 4 with the 8-column tile; occupancy, issue slots, L1 wavefronts per request, stall reasons in ncu.log.
+ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+case " $* " in
+  *" --quick "*) ;;
+  *) if [ -n "$ncu_bin" ]; then
+       (cd "$kern" && timeout 240 "$ncu_bin" --kernel-name regex:int4_gemv_kernel --launch-count 4 --set detailed \
+          python3 profile_int4_gemv.py "$build/libomm_int4.so") > "$out/ncu.log" 2>&1
+       log "ncu: rc=$? ($(grep -c 'int4_gemv_kernel' "$out/ncu.log") kernel lines in ncu.log; ERR_NVGPUCTRPERM there = no counter access)"
+     else
+       log "ncu: not on this machine, profile skipped"
+     fi ;;
+esac
 
 # tiny-llama with fp16 int4 activations, stock and with our op: what tests/.../CustomOpsCudaTests.cs compares
 # (dotnet test --filter Category=Cuda with OMM_KERNELS_DIR=OUT_DIR).

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     m.add_argument("--no-reference", action="store_true")
     m.add_argument("--check", action="store_true")
     v = sub.add_parser("convert", help="rebuild an fp32 reference package's decoder as fp16 / fused / int4 (numpy + onnx only)")
-    v.add_argument("--from", dest="source", required=True, help="the fp32 reference package folder")
+    v.add_argument("--from", dest="source", required=True, help="the fp32 (or fp16) reference package folder")
     v.add_argument("--out", required=True)
     v.add_argument("--graph", default="reference", choices=["reference", "fused"])
     v.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int4"])

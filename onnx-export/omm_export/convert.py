@@ -199,8 +199,15 @@ def convert(args) -> dict:
     if getattr(args, "encoder_precision", "fp32") != "fp32":
         raise SystemExit("convert: --encoder-precision applies to encoder-decoder (speech) packages only")
     spec, w, manifest = read_reference(src)
-    if manifest.get("precision", "fp32") != "fp32":
-        raise SystemExit(f"convert: the source is {manifest.get('precision')}; convert from the fp32 reference package")
+    source_precision = manifest.get("precision", "fp32")
+    if source_precision not in ("fp32", "fp16"):
+        raise SystemExit(f"convert: the source is {source_precision}; convert from the fp32 (or fp16) reference package")
+    if source_precision == "fp16":
+        # read_reference widened every fp16 initializer to fp32 (exact): the result is what an fp32 source holding
+        # these fp16 values would give (e.g. the trained code model, committed in fp16 only)
+        if args.precision == "fp32":
+            raise SystemExit("convert: the source is fp16; --precision fp32 would only widen it")
+        print("convert: fp16 source: weights widened to fp32 exactly before the conversion", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
     weight_bytes = sum(a.nbytes for a in [w.embed, w.lm_head] + [x for L in w.layers for x in (L.q, L.k, L.v, L.o, L.gate, L.up, L.down)])
     data_path = os.path.join(out, "decoder.onnx.data") if weight_bytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None

@@ -11,10 +11,16 @@ Every timing is a CUDA-graph replay of many calls (launch gaps excluded, as in a
 import ctypes
 import json
 import math
+import os
 import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emulate_int4_gemv import TILE_NAMES, default_tile  # noqa: E402  (int4_gemv.cu's rule, mirrored and checked there)
+
+SMS = 132   # set in main() from the device
 
 SHAPES = [("qkv", 4096, 12288), ("o", 4096, 4096), ("gate_up", 4096, 22016), ("down", 11008, 4096),
           ("lm_head", 4096, 32000)]  # (name, K, N)
@@ -25,7 +31,11 @@ REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term h
 
 
 # kTiles in int4_gemv.cu: columns per warp x chunks per column per step / split-K warps
-TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4"}
+# (1..7: the phase-2 tiles; 8..10: 8 columns per warp, fewer x loads per weight byte for M = 2..4)
+TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4",
+         8: "8x1/1", 9: "8x1/2", 10: "8x1/4"}
+OLD_TILES = [TILES[i] for i in range(1, 8)]
+NEW_TILES = [TILES[i] for i in range(8, 11)]
 
 
 def load(lib_path):
@@ -153,11 +163,16 @@ def bench_shape(f, name, k, n, bs, copy_bw, gen, results):
                  for tile, name_ in TILES.items()}
         t = tiles["default"]
         best = min(tiles, key=tiles.get)
+        best_old = min(OLD_TILES, key=tiles.get)
+        best_new = min(NEW_TILES, key=tiles.get)
         moved = wbytes + x.numel() * 2 + y.numel() * 2
         row = {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "bytes": moved, "ours_us": t * 1e6,
                "ours_GBps": moved / t / 1e9, "ours_share_of_copy": moved / t / copy_bw,
+               "default_is": TILE_NAMES[default_tile(m, n, k, SMS)],
                "tiles_us": {kk: v * 1e6 for kk, v in tiles.items()}, "best_tile": best,
-               "best_share_of_copy": moved / tiles[best] / copy_bw}
+               "best_share_of_copy": moved / tiles[best] / copy_bw,
+               "best_old_tile": best_old, "best_old_share_of_copy": moved / tiles[best_old] / copy_bw,
+               "best_new_tile": best_new, "best_new_share_of_copy": moved / tiles[best_new] / copy_bw}
         if tg is not None:
             xb = x.to(torch.bfloat16)
             tt = graph_time(lambda i: torch.ops.aten._weight_int4pack_mm(xb, tg[i][0], bs, tg[i][1]), copies)
@@ -180,8 +195,33 @@ def bench_fp16(name, k, n, m, copy_bw):
             "fp16_share_of_copy": n * k * 2 / t / copy_bw}
 
 
+def print_tile_summary(results):
+    """Mean share of copy per M (default, best, best of the old and of the new tiles) and the best tile per (shape, M)."""
+    # Tiles 1..7 are phase 2's; 8..10 (8 columns per warp) are new: "old" vs "new" says whether they helped.
+    mean = lambda rows, key: 100 * sum(r[key] for r in rows) / len(rows)
+    for m in ROWS:
+        rows = [r for r in results if r["M"] == m]
+        print(f"M={m}: default {mean(rows, 'ours_share_of_copy'):5.1f}% of copy, best tile {mean(rows, 'best_share_of_copy'):5.1f}% "
+              f"(best of tiles 1-7 {mean(rows, 'best_old_share_of_copy'):5.1f}%, of the 8-column tiles 8-10 "
+              f"{mean(rows, 'best_new_share_of_copy'):5.1f}%; mean over {len(rows)} shape x block rows); "
+              f"best tiles: {', '.join(sorted({r['name'] + ':' + r['best_tile'] for r in rows}))}")
+    print("best tile per (shape, M), block 32 / 128: share of copy; [default = the tile default_tile() picks; "
+          "old = best of tiles 1-7, new = best of 8-10]")
+    for name, k, n in SHAPES:
+        for m in ROWS:
+            rows = sorted((r for r in results if r["name"] == name and r["M"] == m), key=lambda r: r["block_size"])
+            if not rows:
+                continue
+            cells = " | ".join(f"b{r['block_size']}: {r['best_tile']} {100 * r['best_share_of_copy']:5.1f}% [default {r['default_is']} "
+                               f"{100 * r['ours_share_of_copy']:5.1f}%, old {r['best_old_tile']} {100 * r['best_old_share_of_copy']:5.1f}%, "
+                               f"new {r['best_new_tile']} {100 * r['best_new_share_of_copy']:5.1f}%]" for r in rows)
+            print(f"  {name:8} M={m}: {cells}")
+
+
 def main():
+    global SMS
     lib, out = sys.argv[1], sys.argv[2]
+    SMS = torch.cuda.get_device_properties(0).multi_processor_count
     quick = "--quick" in sys.argv
     f = load(lib)
     gen = torch.Generator(device="cuda").manual_seed(1234)
@@ -229,11 +269,7 @@ def main():
     notes = sorted({r["tinygemm_note"] for r in results})
     print("tinygemm: " + (notes[0] if len(notes) == 1 else f"{len(notes)} notes, see the JSON; first: {notes[0]}"))
     # The question for M = 2..4: do the extra rows cost bandwidth? Mean share of copy per M, default and best tile.
-    for m in ROWS:
-        rows = [r for r in results if r["M"] == m]
-        print(f"M={m}: default {100 * sum(r['ours_share_of_copy'] for r in rows) / len(rows):5.1f}% of copy, best tile "
-              f"{100 * sum(r['best_share_of_copy'] for r in rows) / len(rows):5.1f}% (mean over {len(rows)} shape x block rows); "
-              f"best tiles: {', '.join(sorted({r['name'] + ':' + r['best_tile'] for r in rows}))}")
+    print_tile_summary(results)
     for d in dense:
         print(f"fp16 cuBLAS M=1 {d['name']}: {d['fp16_us']:.2f} us, {d['fp16_GBps']:.0f} GB/s "
               f"({100 * d['fp16_share_of_copy']:.1f}% of copy)")

@@ -27,9 +27,13 @@ flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
 "$nvcc" "${flags[@]}" --split-compile=0 -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   "$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   { cat "$build/ptxas.log"; exit 1; }
-# Registers and spills per instantiation, one line each (cuobjdump prints "Function <mangled>: REG:n STACK:n ...";
-# the mangled name carries the template arguments <M, rows, unroll, split>).
-"$cuda/bin/cuobjdump" --dump-resource-usage "$build/int4_gemv.o" 2>/dev/null | grep -o 'int4_gemv_kernelILi.*' |
+# Registers and local memory (spills) per instantiation, one line each. cuobjdump prints " Function <mangled>:" and
+# on the next line "  REG:n STACK:n SHARED:n LOCAL:n ..." (joined here; the phase-2 build grepped the name line alone
+# and so printed no numbers); the mangled name carries the template arguments <M, rows, unroll, split>.
+"$cuda/bin/cuobjdump" --dump-resource-usage "$build/int4_gemv.o" 2>/dev/null |
+  awk '/Function .*int4_gemv_kernelILi/ { fn = $0; if ($0 ~ /REG:/) { print fn; fn = "" }; next }
+       fn != "" && /REG:/ { print fn " " $0; fn = "" }' |
+  grep -o 'int4_gemv_kernelILi.*' | tr -s ' ' |
   sed -E 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4:/' |
   tee "$build/registers.txt" || true
 echo "  spills: $(grep -o '[1-9][0-9]* bytes spill stores' "$build/ptxas.log" | sort -u | tr '\n' ' ')(none if empty)"

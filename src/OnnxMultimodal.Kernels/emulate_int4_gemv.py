@@ -18,17 +18,40 @@ def byte_perm(a, b, s):  # CUDA __byte_perm: result byte i = byte (selector nibb
     return np.frombuffer(bytes(src[(s >> (4 * i)) & 0xF] for i in range(4)), dtype=np.uint32)[0]
 
 
+def nibbles_to_half2(word, zp, scale):
+    """int4_gemv.cu's nibbles_to_half2: [(q0,q4), (q1,q5), (q2,q6), (q3,q7)] as (q - zp) * scale in fp16. Nibbles at
+    bits 0-3 of a half go into the mantissa of 1024.0 (0x6400), those at bits 4-7 into the mantissa of 64.0 (0x5400)."""
+    w8 = word >> 8
+    z1024, z64 = np.float16(1024 + zp), np.float16(64 + zp)
+    pairs = [((word & 0x000F000F) | 0x64006400, z1024), ((word & 0x00F000F0) | 0x54005400, z64),
+             ((w8 & 0x000F000F) | 0x64006400, z1024), ((w8 & 0x00F000F0) | 0x54005400, z64)]
+    return [((h2(v) - z).astype(np.float16) * scale).astype(np.float16) for v, z in pairs]
+
+
+def check_nibbles():
+    """Every word pattern class: each nibble value at each of the 8 positions, every zero point: the fp16 values
+    equal (q - zp) * scale rounded once, paired (q_k, q_{k+4}) as the x permutation expects."""
+    rng = np.random.default_rng(1)
+    scale = np.float16(0.0123)
+    for zp in range(16):
+        for _ in range(64):
+            q = rng.integers(0, 16, 8)
+            word = sum(int(q[i]) << (4 * i) for i in range(8))
+            got = nibbles_to_half2(word, zp, scale)
+            for kk in range(4):
+                want = np.array([q[kk] - zp, q[kk + 4] - zp], np.float16) * scale
+                assert (got[kk] == want.astype(np.float16)).all(), f"nibbles {q} zp {zp} pair {kk}: {got[kk]} != {want}"
+
+
 def emulate(packed, scales, x, bs):
     """y [M, N] as the kernel computes it (zero point 8)."""
     (m_rows, k), n_rows = x.shape, packed.shape[0]
     y = np.zeros((m_rows, n_rows), np.float32)
-    zsub = np.float16(1032.0)
     for n in range(n_rows):
         for c in range(k // 32):
             wv = u32(packed[n, c * 16:(c + 1) * 16])                   # one uint4 of weights: 32 nibbles
             s2 = scales[n, (c * 32) // bs]
-            w = [[((h2(((int(wv[g]) >> (4 * kk)) & 0x000F000F) | 0x64006400) - zsub).astype(np.float16) * s2).astype(np.float16)
-                  for kk in range(4)] for g in range(4)]
+            w = [nibbles_to_half2(int(wv[g]), 8, s2) for g in range(4)]
             for m in range(m_rows):
                 xw = u32(x[m, c * 32:(c + 1) * 32])                    # four uint4 of x
                 acc = None
@@ -42,7 +65,35 @@ def emulate(packed, scales, x, bs):
     return y
 
 
-TILES = [(4, 2, 1), (4, 1, 1), (4, 2, 2), (4, 1, 2), (4, 2, 4), (4, 1, 4), (2, 2, 4)]   # kTiles[1..7]: rows, unroll, split
+TILES = [(4, 2, 1), (4, 1, 1), (4, 2, 2), (4, 1, 2), (4, 2, 4), (4, 1, 4), (2, 2, 4),
+         (8, 1, 1), (8, 1, 2), (8, 1, 4)]   # kTiles[1..10]: rows, unroll, split
+
+
+TILE_NAMES = {1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2"}
+
+
+def default_tile(m, n, k, sms=132):
+    """int4_gemv.cu's default_tile (the rule fitted to the phase-2 search), for the check below."""
+    g = ((n + 3) // 4) / sms
+    if m <= 1:
+        split, unroll = 2, 2 if g >= 16 else 1
+    elif m == 2:
+        split, unroll = 2 if g < 32 else 1, 2 if 16 <= g < 32 else 1
+    else:
+        split, unroll = 1, 2 if g < 16 else 1
+    while split > 1 and (k >> 5) < 64 * split:
+        split >>= 1
+    return (1 if unroll == 2 else 2) if split == 1 else (3 if unroll == 2 else 4)
+
+
+# The best tile per (shape, M) of the phase-2 H100 search (results/2026-11-27-h100-kernels-phase2/bench.log; the same
+# for block 32 and 128; where the default already was the best, the tile the default was then: qkv M=2 and lm_head M=4).
+# o M=1: 4x1/2 57.1% vs 4x2/2 56.9%, a tie either way.
+DEFAULTS = [(1, 12288, 4096, "4x2/2"), (2, 12288, 4096, "4x2/2"), (4, 12288, 4096, "4x1/1"),
+            (1, 4096, 4096, "4x1/2"), (2, 4096, 4096, "4x1/2"), (4, 4096, 4096, "4x2/1"),
+            (1, 22016, 4096, "4x2/2"), (2, 22016, 4096, "4x1/1"), (4, 22016, 4096, "4x1/1"),
+            (1, 4096, 11008, "4x1/2"), (2, 4096, 11008, "4x1/2"), (4, 4096, 11008, "4x2/1"),
+            (1, 32000, 4096, "4x2/2"), (2, 32000, 4096, "4x1/1"), (4, 32000, 4096, "4x1/1")]
 
 
 def coverage(chunks, unroll, split):
@@ -68,6 +119,12 @@ def main():
         for _, unroll, split in TILES:
             assert (coverage(k // 32, unroll, split) == 1).all(), f"K={k} unroll={unroll} split={split}: a chunk is missed or read twice"
     print("split-K chunk assignment: every chunk read exactly once for every tile")
+    check_nibbles()
+    print("nibble conversion (1024.0 / 64.0 mantissa): exact (q - zp) * scale for every zero point")
+    for m, n, k, want in DEFAULTS:
+        got = TILE_NAMES[default_tile(m, n, k)]
+        assert got == want, f"default_tile(M={m}, N={n}, K={k}) = {got}, phase 2 measured {want} best"
+    print(f"default_tile: the phase-2 best tile at all {len(DEFAULTS)} measured (shape, M)")
     rng = np.random.default_rng(0)
     for bs in (32, 128):
         n, k, m = 6, 256, 3

@@ -17,14 +17,16 @@
 // order), so small-N shapes (o, down: N = 4096) still have thousands of warps streaming. Each lane streams
 // 16-byte chunks (32 int4 values = one block of 32, or a quarter of a block of 128), kUnroll per column per
 // step, and loads step j+1 into a second register stage while step j is multiplied. The nibbles are turned
-// into fp16 by OR-ing them into the mantissa of 1024.0 (0x6400), subtracting 1024+zp (exact), and scaling in
-// fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed in a half2 (16 terms per
+// into fp16 by OR-ing them into the mantissa of 1024.0 (0x6400, nibbles at bits 0-3 of a half) or of 64.0 (0x5400,
+// nibbles at bits 4-7), subtracting 1024+zp or 64+zp (exact), and scaling in fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed in a half2 (16 terms per
 // half), then folded into fp32 accumulators. The dequantized weights of a chunk are reused for all M rows
 // (M <= 4 per pass: x is read per 8-value group and permuted to the nibble order once for the kRows columns),
 // so M = 2..4 read the weights once and add only FMAs.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+
+#include <atomic>
 
 namespace {
 
@@ -34,23 +36,64 @@ constexpr int kWarpsPerBlock = 4;
 // per lane = kRows * kUnroll * 16, doubled by the prefetch of the next step), kSplit warps of a block
 // sharing the same columns, each summing an interleaved quarter/half of K (split-K, reduced in shared memory).
 struct TileShape { int rows, unroll, split; };
-// tile 1..7, for the micro-benchmark's search (omm_int4_gemv_tile); 0 = default_tile().
-constexpr TileShape kTiles[] = {{0, 0, 0}, {4, 2, 1}, {4, 1, 1}, {4, 2, 2}, {4, 1, 2}, {4, 2, 4}, {4, 1, 4}, {2, 2, 4}};
-constexpr int kTileCount = 8;
+// tile 1..10, for the micro-benchmark's search (omm_int4_gemv_tile); 0 = default_tile(). Tiles 1..7 were measured in
+// phase 2 (H100); 8..10 (8 columns per warp) are candidates for M = 2..4: every x value a lane loads serves 8 columns
+// instead of 4, which halves the x loads and permutes per weight byte (at M = 4 a lane loads 4x more x bytes than weight
+// bytes with 4 columns, each 16-byte x load of a warp touching 16 cache lines), at more registers.
+constexpr TileShape kTiles[] = {{0, 0, 0}, {4, 2, 1}, {4, 1, 1}, {4, 2, 2}, {4, 1, 2}, {4, 2, 4}, {4, 1, 4}, {2, 2, 4},
+                                {8, 1, 1}, {8, 1, 2}, {8, 1, 4}};
+constexpr int kTileCount = 11;
 
-// The default per shape. Phase-1 H100 measurements (docs/kernels.md): 4 columns per warp won at every M; 2 chunks
-// in flight per column at M <= 2, and at M = 4 fewer live registers matter more. Split-K is chosen so that about
-// 4096 warps exist (o and down, N = 4096, had too few warps to keep enough bytes in flight: 56% and 74% of copy).
-// bench_int4_gemv.py prints the best tile per (shape, M): keep this function in line with it.
-int default_tile(int M, int N) {
-  const int warps = (N + 3) / 4;
-  const int split = warps >= 4096 ? 1 : warps >= 2048 ? 2 : 4;
-  const bool wide = M <= 2;
-  switch (split) {
-    case 1: return wide ? 1 : 2;
-    case 2: return wide ? 3 : 4;
-    default: return wide ? 5 : 6;
+// Streaming multiprocessors of the current device (cached per device; 132 on an H100 SXM if the query fails).
+int sm_count() {
+  static std::atomic<int> cached[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+    (void)cudaGetLastError();   // not a launch error: don't let the caller's cudaGetLastError() report it
+    return 132;
   }
+  int v = cached[dev].load(std::memory_order_relaxed);
+  if (v <= 0) {
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || v <= 0) {
+      (void)cudaGetLastError();
+      v = 132;
+    }
+    cached[dev].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// The default tile, a rule fitted to the phase-2 H100 search (docs/kernels.md; bench.log of
+// results/2026-11-27-h100-kernels-phase2 gives the best tile per shape and M). There the best tile was the same for
+// block 32 and 128, and the same for K = 4096 (o) and K = 11008 (down) at equal N, so neither the block size nor K picks
+// it; what does is M and g = ceil(N / 4) / SMs, the 4-column groups per SM (H100, 132 SMs: N = 4096 -> 7.8,
+// 12288 -> 23, 22016 -> 42, 32000 -> 61):
+//   M = 1:   split 2 always; 2 chunks per column and step when g >= 16, else 1      (4x2/2 wide, 4x1/2 narrow)
+//   M = 2:   g < 16: 4x1/2;  16 <= g < 32: 4x2/2;  g >= 32: 4x1/1
+//   M >= 3:  split 1 always; 2 chunks per step when g < 16, else 1                   (4x2/1 narrow, 4x1/1 wide)
+// Reading: few groups per SM (narrow N) need more bytes in flight per warp or more warps (split-K); at M = 1 registers
+// are cheap, so split 2 and 2 chunks per step paid even where groups were plenty. As M grows, each step carries more
+// math per weight byte, a warp keeps its loads covered by itself, and split-K's shorter per-warp loops (each warp pays
+// its first load's latency) and reduction stop paying: at M = 2 once g >= 32, at M >= 3 always. Beyond the measured
+// range: split is lowered while a lane would get fewer than 2 chunks of K (K < 2048 * split), so small models
+// (K = 64..2048) get whole-K warps. block_size is taken so the rule can use it; it does not today.
+int default_tile(int M, int N, int K, int /*block_size*/) {
+  const double g = (double)((N + 3) / 4) / sm_count();
+  int unroll, split;
+  if (M <= 1) {
+    split = 2;
+    unroll = g >= 16 ? 2 : 1;
+  } else if (M == 2) {
+    split = g < 32 ? 2 : 1;
+    unroll = g >= 16 && g < 32 ? 2 : 1;
+  } else {
+    split = 1;
+    unroll = g < 16 ? 2 : 1;
+  }
+  while (split > 1 && (K >> 5) < 64 * split) split >>= 1;
+  // kTiles: 4x2/1 = 1, 4x1/1 = 2, 4x2/2 = 3, 4x1/2 = 4 (split 4 is never the default: it did not win at any measured M)
+  if (split == 1) return unroll == 2 ? 1 : 2;
+  return unroll == 2 ? 3 : 4;
 }
 
 __device__ __forceinline__ half2 as_half2(uint32_t v) {
@@ -58,13 +101,16 @@ __device__ __forceinline__ half2 as_half2(uint32_t v) {
 }
 
 // Four half2 of (q - zp) * scale from one 32-bit word of 8 nibbles (q0 low nibble of byte 0):
-// out[k] = (q_k, q_{k+4}). OR-ing a nibble into the mantissa of 1024.0 (0x6400) gives 1024 + q exactly.
-__device__ __forceinline__ void nibbles_to_half2(uint32_t w, half2 zsub, half2 scale, half2 out[4]) {
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    uint32_t v = ((w >> (4 * k)) & 0x000F000Fu) | 0x64006400u;   // (1024 + q_k, 1024 + q_{k+4})
-    out[k] = __hmul2(__hsub2(as_half2(v), zsub), scale);
-  }
+// out[k] = (q_k, q_{k+4}). A nibble at bits 0-3 of a half OR-ed into the mantissa of 1024.0 (0x6400) gives 1024 + q
+// exactly; a nibble at bits 4-7 OR-ed into the mantissa of 64.0 (0x5400, whose ulp is 1/16, so bit 4 counts 1) gives
+// 64 + q exactly. So one shift by 8 and four mask-and-or (one LOP3 each) give all 8 values, and subtracting
+// z1024 = 1024 + zp or z64 = 64 + zp is exact: the same fp16 weights as (q - zp) * scale rounded once.
+__device__ __forceinline__ void nibbles_to_half2(uint32_t w, half2 z1024, half2 z64, half2 scale, half2 out[4]) {
+  const uint32_t w8 = w >> 8;   // bits 8-15 of each half move to 0-7 (bits 16-23 of w land in 8-15: masked off)
+  out[0] = __hmul2(__hsub2(as_half2((w & 0x000F000Fu) | 0x64006400u), z1024), scale);    // (q0, q4)
+  out[1] = __hmul2(__hsub2(as_half2((w & 0x00F000F0u) | 0x54005400u), z64), scale);      // (q1, q5)
+  out[2] = __hmul2(__hsub2(as_half2((w8 & 0x000F000Fu) | 0x64006400u), z1024), scale);   // (q2, q6)
+  out[3] = __hmul2(__hsub2(as_half2((w8 & 0x00F000F0u) | 0x54005400u), z64), scale);    // (q3, q7)
 }
 
 // x pairs in nibble order for one 8-value group: (x0,x4) (x1,x5) (x2,x6) (x3,x7).
@@ -119,16 +165,17 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
   for (int u = 0; u < kUnroll; ++u) {
     const int c = first + stride * (step * kUnroll + u);
     if (c >= chunks) continue;
-    half2 zsub[kRows], s2[kRows];
+    half2 z1024[kRows], z64[kRows], s2[kRows];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      zsub[r] = __float2half2_rn(1032.0f);          // 1024 + the default zero point 8
+      float q = 8.0f;                               // the default zero point
       if (zp != nullptr) {
         const int n = min(n0 + r, N - 1);
         const int blk = (c << 5) >> block_shift;
-        const int q = (zp[(size_t)n * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF;
-        zsub[r] = __float2half2_rn(1024.0f + (float)q);
+        q = (float)((zp[(size_t)n * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF);
       }
+      z1024[r] = __float2half2_rn(1024.0f + q);
+      z64[r] = __float2half2_rn(64.0f + q);
       s2[r] = __half2half2(st.s[r][u]);
     }
     half2 part[M][kRows];
@@ -141,7 +188,7 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         half2 w[4];
-        nibbles_to_half2(word(st.w[r][u], g), zsub[r], s2[r], w);
+        nibbles_to_half2(word(st.w[r][u], g), z1024[r], z64[r], s2[r], w);
 #pragma unroll
         for (int m = 0; m < M; ++m)
 #pragma unroll
@@ -247,14 +294,15 @@ void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint
 template <int M>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
             int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
-  if (tile == 0) tile = default_tile(M, N);
+  if (tile == 0) tile = default_tile(M, N, K, 1 << block_shift);
 #define OMM_TILE(i)                                                                                                    \
   case i:                                                                                                              \
     launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split>(x, b, scales, zp, bias, y, N, K, row_bytes,      \
                                                                       k_blocks, block_shift, stream);                  \
     break;
   switch (tile) {
-    OMM_TILE(1) OMM_TILE(2) OMM_TILE(3) OMM_TILE(4) OMM_TILE(5) OMM_TILE(6) OMM_TILE(7)
+    OMM_TILE(1) OMM_TILE(2) OMM_TILE(3) OMM_TILE(4) OMM_TILE(5) OMM_TILE(6) OMM_TILE(7) OMM_TILE(8) OMM_TILE(9)
+    OMM_TILE(10)
     default: break;
   }
 #undef OMM_TILE
@@ -263,7 +311,7 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 }  // namespace
 
 // C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom op: omm_int4_gemv (the
-// default tile) and omm_int4_gemv_tile (tile 0..7: 0 = default_tile(), else kTiles[tile]).
+// default tile) and omm_int4_gemv_tile (tile 0..10: 0 = default_tile(), else kTiles[tile]).
 // Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
 // a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
 // cudaError_t of the launch.
