@@ -41,6 +41,15 @@ if [ ! -f "$work/kern/libomm_kernels.so" ]; then
 fi
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
 
+# 1b. the trained code model in int4 (fp16 activations, block 32), stock MatMulNBits and our custom op, for
+#     CustomOpsCudaTests' token/logit comparison on a model with real margins (OMM_CODE_INT4_PACKAGES)
+for v in "code-int4h" "code-int4h-omm --custom-ops omm"; do
+  set -- $v; name=$1; shift
+  (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from ../models/code --out "$work/code-int4/$name" \
+     --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 "$@") >> "$out/code-int4.log" 2>&1
+  log "code $name: rc=$? $(grep -a -o OmmMatMulInt4 "$work/code-int4/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names"
+done
+
 # 2. proof packages: fused fp16 and int4 (fp16 activations) from the committed fp32 ones
 mkdir -p "$work/proof"
 for pair in "proof-codellama-7b codellama-7b" "proof-llama-3.2-1b llama-3.2-1b-instruct"; do
@@ -113,7 +122,7 @@ for kind in llama2 llama3; do
   [ -f "$repo/.carry/tok/$kind/tokenizer.json" ] || continue
   mkdir -p "$repo/tests/.cache/tokenizers/$kind/package/models" && cp "$repo/.carry/tok/$kind/"tokenizer*.json "$repo/tests/.cache/tokenizers/$kind/package/models/"
 done
-export OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kern OMM_PROOF_PACKAGES=$work/proof
+export OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kern OMM_PROOF_PACKAGES=$work/proof OMM_CODE_INT4_PACKAGES=$work/code-int4
 t0=$SECONDS
 timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --output detailed > "$out/cuda-tests.log" 2>&1
 log "cuda tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:|skipped:' "$out/cuda-tests.log" | tr -d ' \n')"
