@@ -22,7 +22,7 @@ public sealed record ResourceLimits
     // ---- audio (owned by Speech/WaveReader, Resampler, Fbank) ----
     /// <summary>Longest recording accepted, in seconds (checked from the header, in whole frames). The
     /// speech encoder attends over all T = 50 frames a second, so its memory grows with the square of the
-    /// duration: about 4.6 live [heads, T, T] fp32 scores (exported graphs after the relative-position
+    /// duration: 73-91 bytes per T² on tiny-seamless, 5 or 6 live [heads, T, T] fp32 scores (exported graphs after the relative-position
     /// rewrite, onnx-export relpos_pass.py). Peak process memory on tiny-seamless (4 heads): 0.26 GB at 30 s,
     /// 0.75 GB at 60 s, 3.2 GB at 120 s; a 16-head encoder needs about 4 times the quadratic part (2.6 GB
     /// at 60 s). Raise it only with the memory for it.</summary>
