@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     m.add_argument("--out", required=True)
     m.add_argument("--no-reference", action="store_true")
     m.add_argument("--check", action="store_true")
+    m.add_argument("--no-relpos-rewrite", action="store_true",
+                   help="keep the exporter's relative-position attention (a [T, T, head_dim] tensor per layer) instead of the rewrite (relpos_pass.py)")
     v = sub.add_parser("convert", help="rebuild an fp32 reference package's decoder as fp16 / fused / int4 (numpy + onnx only)")
     v.add_argument("--from", dest="source", required=True, help="the fp32 (or fp16) reference package folder")
     v.add_argument("--out", required=True)
@@ -70,10 +72,17 @@ def main(argv=None) -> int:
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
     v.add_argument("--check", action="store_true",
                    help="run the converted graph on onnxruntime (CPU) against the source package's references; exit 1 outside the precision's tolerance")
+    v.add_argument("--no-relpos-rewrite", action="store_true", help="seq2seq: leave the speech encoder's relative-position attention as the source has it")
+    r = sub.add_parser("relpos", help="rewrite relative-position attention in speech encoder graphs in place (no [T, T, head_dim] tensor)")
+    r.add_argument("graphs", nargs="+", help="speech_encoder.onnx files")
     k = sub.add_parser("check", help="run a package's graphs on onnxruntime (CPU) against its reference/ folder; exit 1 outside tolerance")
     k.add_argument("package", help="the model folder")
     args = ap.parse_args(argv)
 
+    if args.family == "relpos":
+        from .relpos_pass import rewrite_file
+        print(json.dumps({g: rewrite_file(g) for g in args.graphs}, indent=1))
+        return 0
     if args.family == "check":
         print(json.dumps(check_package(args.package), indent=1))
         return 0

@@ -148,6 +148,9 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
         written.add("speech_encoder")
     if half_cross:
         enc["cross_dtype"] = "float16"
+    if "speech_encoder" in written and not getattr(args, "no_relpos_rewrite", False):
+        from .relpos_pass import rewrite_file
+        rewrite_file(os.path.join(out, manifest["components"]["speech_encoder"]))   # a source exported before the pass
     return {"spec": spec, "data_path": data_path, "written": written}
 
 

@@ -16,7 +16,11 @@ namespace OnnxMultimodal.Cli;
 /// </summary>
 internal static class SoakCommand
 {
-    private sealed record Sample(int Requests, double Seconds, double RssMiB, double ManagedMiB, int Handles, int Threads, double? DeviceMiB);
+    /// <summary>One reading. RssMiB is the resident set as found; TrimmedRssMiB the same after <c>malloc_trim(0)</c>
+    /// (freed pages glibc kept in its arenas handed back); HeapInUseMiB / HeapFreeMiB what glibc's malloc holds
+    /// in live allocations / keeps free (mallinfo2). The three are null where glibc is not the allocator.</summary>
+    private sealed record Sample(int Requests, double Seconds, double RssMiB, double? TrimmedRssMiB, double? HeapInUseMiB, double? HeapFreeMiB,
+                                 double ManagedMiB, int Handles, int Threads, double? DeviceMiB);
 
     private sealed class Slot(string task, string model)
     {
@@ -37,22 +41,32 @@ internal static class SoakCommand
         var modelsDir = new Option<string?>("--models") { Description = "Folder holding tiny-llama, tiny-chameleon, tiny-seamless (default: the embedded ones)" };
         var seed = new Option<int>("--seed") { Description = "Seed of the mix, the cancellations and the reloads", DefaultValueFactory = _ => 1 };
         var json = new Option<string?>("--json") { Description = "Write the samples and counts as JSON" };
+        var trim = new Option<bool>("--malloc-trim") { Description = "At each sample, after reading the resident set, call glibc's malloc_trim(0) and read it again (false: never trim)", DefaultValueFactory = _ => true };
+        var arenas = new Option<int>("--malloc-arena-max") { Description = "Cap glibc's malloc arenas before loading (mallopt M_ARENA_MAX; 0 = glibc's default of 8 per core)", DefaultValueFactory = _ => 2 };
+        var mmapThreshold = new Option<int>("--malloc-mmap-threshold") { Description = "Fixed glibc mmap threshold in bytes (mallopt M_MMAP_THRESHOLD; 0 = glibc's dynamic default)", DefaultValueFactory = _ => 1 << 20 };
         var cmd = new Command("soak", "Run many mixed requests with random cancellation and dispose/reload cycles; report memory, handles and threads")
-            { requests, concurrency, maxTokens, cancelRate, reloadEvery, interval, tasks, modelsDir, seed, json };
+            { requests, concurrency, maxTokens, cancelRate, reloadEvery, interval, tasks, modelsDir, seed, json, trim, arenas, mmapThreshold };
         cmd.Options.Add(CliCommon.Provider);
         cmd.Options.Add(CliCommon.Threads);
         cmd.SetAction((r, ct) => CliCommon.Guard(() => Run(r, r.GetValue(requests), r.GetValue(concurrency), r.GetValue(maxTokens), r.GetValue(cancelRate),
-            r.GetValue(reloadEvery), r.GetValue(interval), r.GetValue(tasks)!, r.GetValue(modelsDir), r.GetValue(seed), r.GetValue(json), ct)));
+            r.GetValue(reloadEvery), r.GetValue(interval), r.GetValue(tasks)!, r.GetValue(modelsDir), r.GetValue(seed), r.GetValue(json), r.GetValue(trim), r.GetValue(arenas), r.GetValue(mmapThreshold), ct)));
         return cmd;
     }
 
     private static async Task<int> Run(ParseResult r, int total, int concurrency, int maxTokens, double cancelRate, int reloadEvery, int interval,
-                                       string taskList, string? modelsDir, int seed, string? jsonPath, CancellationToken ct)
+                                       string taskList, string? modelsDir, int seed, string? jsonPath, bool trim, int arenaMax, int mmapThreshold, CancellationToken ct)
     {
         if (total < 1) throw new InvalidInputException("--requests", $"must be >= 1 (got {total})");
         if (concurrency < 1 || concurrency > 256) throw new InvalidInputException("--concurrency", $"must be in 1..256 (got {concurrency})");
         if (interval < 1) throw new InvalidInputException("--interval", $"must be >= 1 (got {interval})");
         if (!(cancelRate is >= 0 and <= 1)) throw new InvalidInputException("--cancel-rate", $"must be in [0, 1] (got {cancelRate})");
+        if (arenaMax < 0) throw new InvalidInputException("--malloc-arena-max", $"must be >= 0 (got {arenaMax})");
+        if (mmapThreshold < 0) throw new InvalidInputException("--malloc-mmap-threshold", $"must be >= 0 (got {mmapThreshold})");
+        // Before any pipeline starts its threads. Under glibc's defaults every reload's new decode and ONNX Runtime
+        // threads spread allocations over up to 8 arenas per core, and large buffers land in those heaps once the
+        // dynamic mmap threshold has risen; freed memory then stays with glibc (docs/hardening.md, "Soak").
+        // This tunes the soak process only: the library leaves its host's allocator alone.
+        bool tuned = (arenaMax > 0 || mmapThreshold > 0) && GlibcHeap.Tune(arenaMax, mmapThreshold);
         string models = modelsDir ?? Path.Combine(AppContext.BaseDirectory, "models");
         var options = new PipelineOptions { Execution = CliCommon.Execution(r), MaxConcurrentRequests = Math.Min(concurrency, 8) };
         var kinds = taskList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -74,7 +88,7 @@ internal static class SoakCommand
         int next = -1, done = 0, completed = 0, cancelled = 0, disposed = 0, reloads = 0, failed = 0;
         var failures = new List<string>();
         var reloadLock = new SemaphoreSlim(1, 1);
-        samples.Add(Measure(0, clock, gpu));
+        samples.Add(Measure(0, clock, gpu, trim));
         PrintSample(samples[^1]);
 
         async Task Worker(int id)
@@ -133,7 +147,7 @@ internal static class SoakCommand
                 }
                 if (finished % interval == 0)
                 {
-                    var sample = Measure(finished, clock, gpu);
+                    var sample = Measure(finished, clock, gpu, trim);
                     lock (samples) samples.Add(sample);
                     PrintSample(sample);
                 }
@@ -142,20 +156,26 @@ internal static class SoakCommand
 
         await Task.WhenAll(Enumerable.Range(0, concurrency).Select(id => Task.Run(() => Worker(id), CancellationToken.None)));
         foreach (var slot in slots) slot.Pipeline!.Dispose();
-        var last = Measure(done, clock, gpu);
+        var last = Measure(done, clock, gpu, trim);
         lock (samples) { samples.Sort((a, b) => a.Requests.CompareTo(b.Requests)); samples.Add(last); }
-        var table = new Table().AddColumns("requests", "seconds", "RSS MiB", "managed MiB", "handles", "threads", "device MiB");
+        var table = new Table().AddColumns("requests", "seconds", "RSS MiB", "trimmed MiB", "malloc in use", "malloc free", "managed MiB", "handles", "threads", "device MiB");
         foreach (var s in samples)
-            table.AddRow(s.Requests.ToString(), s.Seconds.ToString("F1"), s.RssMiB.ToString("F1"), s.ManagedMiB.ToString("F1"), s.Handles.ToString(), s.Threads.ToString(),
+            table.AddRow(s.Requests.ToString(), s.Seconds.ToString("F1"), s.RssMiB.ToString("F1"), s.TrimmedRssMiB?.ToString("F1") ?? "-",
+                         s.HeapInUseMiB?.ToString("F1") ?? "-", s.HeapFreeMiB?.ToString("F1") ?? "-", s.ManagedMiB.ToString("F1"), s.Handles.ToString(), s.Threads.ToString(),
                          s.DeviceMiB?.ToString("F0") ?? "-");
         AnsiConsole.Write(table);
-        // Growth after warm-up: from the first interval sample (pools, JIT and allocator arenas filled) to the end.
-        var warm = samples.Count > 2 ? samples[1] : samples[0];
-        double growth = last.RssMiB - warm.RssMiB;
+        // Growth after warm-up: from the first interval sample (pools, JIT and allocator arenas filled) to the last
+        // one taken while the pipelines were still loaded (the final sample, after disposal, is lower by their weights).
+        var warm = samples.Count > 3 ? samples[1] : samples[0];
+        var loaded = samples.Count > 3 ? samples[^2] : last;
+        double growth = loaded.RssMiB - warm.RssMiB;
+        double? trimmedGrowth = loaded.TrimmedRssMiB - warm.TrimmedRssMiB, inUseGrowth = loaded.HeapInUseMiB - warm.HeapInUseMiB;
         Console.WriteLine($"{done} requests in {clock.Elapsed.TotalSeconds:F1} s: {completed} completed, {cancelled} cancelled, {disposed} disposed under a reload, " +
-                          $"{failed} failed; {reloads} reloads; RSS {warm.RssMiB:F1} -> {last.RssMiB:F1} MiB (max {samples.Max(s => s.RssMiB):F1}), " +
-                          $"threads {warm.Threads} -> {last.Threads}, handles {warm.Handles} -> {last.Handles}");
+                          $"{failed} failed; {reloads} reloads; RSS {warm.RssMiB:F1} -> {loaded.RssMiB:F1} MiB (max {samples.Max(s => s.RssMiB):F1}, {last.RssMiB:F1} disposed), " +
+                          $"threads {warm.Threads} -> {last.Threads}, handles {warm.Handles} -> {last.Handles}" +
+                          (trimmedGrowth is { } tg ? $"; trimmed RSS {tg:+0.0;-0.0} MiB" : "") + (inUseGrowth is { } ig ? $", malloc in use {ig:+0.0;-0.0} MiB" : ""));
         foreach (var f in failures) Console.Error.WriteLine($"failure: {f}");
+        GlibcHeap.PrintStats();
         if (jsonPath is not null)
         {
             var report = new
@@ -163,7 +183,8 @@ internal static class SoakCommand
                 machine = Environment.MachineName, processors = Environment.ProcessorCount, date = DateTime.UtcNow.ToString("u"),
                 provider = string.Join(",", options.Execution.Providers), requests = done, concurrency, max_tokens = maxTokens, cancel_rate = cancelRate,
                 reload_every = reloadEvery, tasks = kinds, seconds = clock.Elapsed.TotalSeconds,
-                completed, cancelled, disposed, failed, reloads, failures, rss_growth_after_warmup_mib = growth, samples,
+                completed, cancelled, disposed, failed, reloads, failures, malloc_trim = trim, malloc_arena_max = tuned ? arenaMax : 0, malloc_mmap_threshold = tuned ? mmapThreshold : 0, rss_growth_after_warmup_mib = growth,
+                trimmed_rss_growth_after_warmup_mib = trimmedGrowth, malloc_in_use_growth_after_warmup_mib = inUseGrowth, samples,
             };
             File.WriteAllText(jsonPath, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
         }
@@ -172,7 +193,7 @@ internal static class SoakCommand
 
     private static SamplingOptions Tokens(int n) => new() { MaxNewTokens = n, IgnoreStopTokens = true };
 
-    private static Sample Measure(int requests, Stopwatch clock, GpuMonitor? gpu)
+    private static Sample Measure(int requests, Stopwatch clock, GpuMonitor? gpu, bool trim)
     {
         GC.Collect();
         GC.WaitForPendingFinalizers();
@@ -180,10 +201,21 @@ internal static class SoakCommand
         using var p = Process.GetCurrentProcess();
         int handles = OperatingSystem.IsLinux() && Directory.Exists("/proc/self/fd") ? Directory.GetFiles("/proc/self/fd").Length : p.HandleCount;
         double? device = gpu is { Readings.Count: > 0 } g ? g.Readings[^1].UsedBytes / 1048576.0 : null;
-        return new Sample(requests, clock.Elapsed.TotalSeconds, p.WorkingSet64 / 1048576.0, GC.GetTotalMemory(false) / 1048576.0, handles, p.Threads.Count, device);
+        double rss = p.WorkingSet64 / 1048576.0;
+        var heap = GlibcHeap.Read();
+        double? trimmed = null;
+        if (trim && GlibcHeap.Trim())
+        {
+            p.Refresh();
+            trimmed = p.WorkingSet64 / 1048576.0;
+        }
+        return new Sample(requests, clock.Elapsed.TotalSeconds, rss, trimmed, heap?.InUseMiB, heap?.FreeMiB, GC.GetTotalMemory(false) / 1048576.0,
+                          handles, p.Threads.Count, device);
     }
 
     private static void PrintSample(Sample s) =>
-        Console.Error.WriteLine($"[{s.Seconds,7:F1} s] {s.Requests,7} requests  RSS {s.RssMiB,7:F1} MiB  managed {s.ManagedMiB,6:F1} MiB  handles {s.Handles,4}  threads {s.Threads,3}" +
+        Console.Error.WriteLine($"[{s.Seconds,7:F1} s] {s.Requests,7} requests  RSS {s.RssMiB,7:F1} MiB" + (s.TrimmedRssMiB is { } t ? $" (trimmed {t,7:F1})" : "") +
+                                (s.HeapInUseMiB is { } u ? $"  malloc in use {u,6:F1} free {s.HeapFreeMiB,6:F1}" : "") +
+                                $"  managed {s.ManagedMiB,6:F1} MiB  handles {s.Handles,4}  threads {s.Threads,3}" +
                                 (s.DeviceMiB is { } d ? $"  device {d:F0} MiB" : ""));
 }

@@ -254,6 +254,13 @@ def export(args) -> None:
     dyn.update({nm: {0: "batch", 2: "encoder_frames"} for nm in names[1:]})
     _export(enc_graph, (torch.randn(1, 120, 160), torch.ones(1, 120, dtype=torch.long)), os.path.join(out, "speech_encoder.onnx"),
             ["input_features", "attention_mask"], names, dyn)
+    if not getattr(args, "no_relpos_rewrite", False):
+        from ..relpos_pass import rewrite_file
+        rewritten = rewrite_file(os.path.join(out, "speech_encoder.onnx"))
+        expected = model.config.speech_encoder_layers if getattr(model.config, "position_embeddings_type", None) == "relative_key" else 0
+        if rewritten != expected:   # the exporter's pattern changed: say so rather than ship the quadratic graph
+            raise SystemExit(f"relpos rewrite: {rewritten} relative-position blocks in the speech encoder, expected {expected}"
+                             " (--no-relpos-rewrite exports without it)")
     tokenizer.save_pretrained(out)
     from .llama import TokenizerJson
     if isinstance(tokenizer, TokenizerJson):   # the checkpoint's own tokenizer files, not transformers' rewrite

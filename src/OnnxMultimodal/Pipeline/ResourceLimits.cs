@@ -21,10 +21,12 @@ public sealed record ResourceLimits
 
     // ---- audio (owned by Speech/WaveReader, Resampler, Fbank) ----
     /// <summary>Longest recording accepted, in seconds (checked from the header, in whole frames). The
-    /// speech encoder's memory grows with the square of the duration (its relative-position attention
-    /// materialises [T, T, head_dim] per layer, T = 50 per second): 30 s took 0.74 GB peak on tiny-seamless,
-    /// 60 s 2.7 GB, 120 s 10.3 GB. Raise it only with the memory for it.</summary>
-    public double MaxAudioSeconds { get; init; } = 30;
+    /// speech encoder attends over all T = 50 frames a second, so its memory grows with the square of the
+    /// duration: 73-91 bytes per T² on tiny-seamless, 5 or 6 live [heads, T, T] fp32 scores (exported graphs after the relative-position
+    /// rewrite, onnx-export relpos_pass.py). Peak process memory on tiny-seamless (4 heads): 0.26 GB at 30 s,
+    /// 0.75 GB at 60 s, 3.2 GB at 120 s; a 16-head encoder needs about 4 times the quadratic part (2.6 GB
+    /// at 60 s). Raise it only with the memory for it.</summary>
+    public double MaxAudioSeconds { get; init; } = 60;
     /// <summary>Lowest input sample rate accepted, in Hz (a lower rate would let a tiny file claim a long recording).</summary>
     public int MinAudioSampleRate { get; init; } = 4_000;
     /// <summary>Highest input sample rate accepted, in Hz (bounds the samples read per second and the resampler's table, 9 MB at 192 kHz).</summary>
