@@ -48,6 +48,7 @@ internal static class BenchCommand
         cmd.Options.Add(prompt);
         cmd.Options.Add(image);
         cmd.Options.Add(audio);
+        cmd.Subcommands.Add(FbankBenchCommand.Create());
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             if (r.GetValue(ladder))
