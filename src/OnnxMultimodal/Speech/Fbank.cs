@@ -103,6 +103,8 @@ internal sealed class Fbank
         var scaled = new double[FrameLength];
         var frame = new double[FrameLength];
         var power = new double[RealFft.Bins];
+        var energies = new double[MelBins];
+        var floor = new Vector<double>(LogFloor);
         var scratch = new RealFft.Scratch();
         var fft = RealFft.Instance;
         int vf = Vector<float>.Count, vd = Vector<double>.Count;
@@ -137,15 +139,23 @@ internal sealed class Fbank
             }
             for (; n < FrameLength; n++) frame[n] = ((scaled[n] - mean) - Preemphasis * (scaled[n - 1] - mean)) * _window[n];
             fft.Power(frame, scratch, power);   // zero-padded to 512
-            var row = result.AsSpan(t * MelBins, MelBins);
             for (int b = 0; b < MelBins; b++)
             {
                 var w = _melWeights.AsSpan(_melOffset[b], _melCount[b]);
                 var p = power.AsSpan(_melFirst[b], w.Length);
                 double energy = 0;
                 for (int i = 0; i < w.Length; i++) energy += w[i] * p[i];
-                row[b] = (float)Math.Log(Math.Max(energy, LogFloor));
+                energies[b] = energy;
             }
+            var row = result.AsSpan(t * MelBins, MelBins);
+            int j = 0;
+            for (; j <= MelBins - 2 * vd; j += 2 * vd)   // vectorised log (within an ulp of Math.Log), floored at float epsilon
+            {
+                var lo = Vector.Log(Vector.Max(new Vector<double>(energies, j), floor));
+                var hi = Vector.Log(Vector.Max(new Vector<double>(energies, j + vd), floor));
+                Vector.Narrow(lo, hi).CopyTo(row[j..]);
+            }
+            for (; j < MelBins; j++) row[j] = (float)Math.Log(Math.Max(energies[j], LogFloor));
         }
     }
 
