@@ -52,7 +52,8 @@ public class EncoderGraphCudaTests
                 Assert.That(err / scale, Is.LessThan(1e-3), $"{clip} round {round}");
             }
         }
-        Assert.That(g!.Captured, Is.EqualTo(clips.Length), "one graph per length, captured at its second request");
+        Assert.That(g!.Failure, Is.Null, "capture failed");
+        Assert.That(g.Captured, Is.EqualTo(clips.Length), "one graph per length, captured at its second request");
         Assert.That(g.Replays, Is.EqualTo(clips.Length), "and replayed at the third");
 
         // Whole requests: the replayed encoder's cross K/V reach the decoder's cache; transcripts equal the plain pipeline's.

@@ -43,6 +43,9 @@ internal sealed class EncoderGraphs : IDisposable
     /// <summary>Requests answered by replaying a captured graph (tests, the benchmark).</summary>
     public int Replays { get; private set; }
 
+    /// <summary>Why capture was given up (the first failed captured run), or null: from then on every request runs plain.</summary>
+    public string? Failure { get; private set; }
+
     /// <summary>A capture session for <paramref name="path"/> on CUDA, or null with the reason where the
     /// encoder cannot be captured (not CUDA, a non-float features input).</summary>
     public static EncoderGraphs? TryCreate(string path, ExecutionOptions execution, string[] inputs, string[] outputs, out string? reason)
@@ -58,7 +61,7 @@ internal sealed class EncoderGraphs : IDisposable
         {
             (session, _) = SessionFactory.CreateChecked(path, execution with { CudaGraph = true, Providers = [ExecutionProviderKind.Cuda] }, inputs, outputs);
         }
-        catch (ModelPackageException e)   // e.g. nodes ONNX Runtime will not capture (memory copies between host and device)
+        catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // e.g. nodes ONNX Runtime will not capture (host-device copies)
         {
             reason = e.Message;
             return null;
@@ -84,14 +87,15 @@ internal sealed class EncoderGraphs : IDisposable
     }
 
     /// <summary>Runs <paramref name="features"/> ([frames * featureDim]) through this length's graph,
-    /// capturing it on first use; null where this length was not seen yet, its slot is leased, or
-    /// <see cref="MaxGraphs"/> lengths are taken (the caller then runs plain). Returns the outputs in
+    /// capturing it on first use; null where this length was not seen yet, its slot is leased,
+    /// <see cref="MaxGraphs"/> lengths are taken or capture failed (the caller then runs plain). Returns the outputs in
     /// graph order: the states copied to the host, the cross K/V in the slot's device buffers.</summary>
     public IDisposableReadOnlyCollection<OrtValue>? TryRun(float[] features, int frames, int featureDim, CancellationToken ct)
     {
         Slot? slot;
         lock (_lock)
         {
+            if (Failure is not null) return null;
             if (!_slots.TryGetValue(frames, out slot))
             {
                 if (!_seen.TryGetValue(frames, out var shapes) || _slots.Count >= MaxGraphs) return null;
@@ -104,6 +108,12 @@ internal sealed class EncoderGraphs : IDisposable
         try
         {
             return slot.Run(features, ct);
+        }
+        catch (InferenceException e)   // capture refused at run time: answer this request and the next ones plain
+        {
+            Failure = e.Message;
+            slot.Leased = false;
+            return null;
         }
         catch
         {
