@@ -99,7 +99,15 @@ internal sealed class EncoderGraphs : IDisposable
             if (!_slots.TryGetValue(frames, out slot))
             {
                 if (!_seen.TryGetValue(frames, out var shapes) || _slots.Count >= MaxGraphs) return null;
-                slot = new Slot(this, _slots.Count, frames, featureDim, shapes);
+                try
+                {
+                    slot = new Slot(this, _slots.Count, frames, featureDim, shapes);
+                }
+                catch (Exception e) when (e is OnnxRuntimeException or InferenceException)   // device memory refused
+                {
+                    Failure = $"buffers for {frames} frames: {e.Message}";
+                    return null;
+                }
                 _slots[frames] = slot;
             }
             if (slot.Leased) return null;
