@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace OnnxMultimodal.Speech;
 
@@ -72,25 +73,27 @@ internal sealed class RealFft
         for (int n = pairs; n < M; n++) { int r = _reverse[n]; re[r] = 0; im[r] = 0; }
         FirstTwoStages(re, im);
         int vc = Vector<double>.Count;
+        ref double r0 = ref MemoryMarshal.GetArrayDataReference(re), i0 = ref MemoryMarshal.GetArrayDataReference(im);
+        ref double wr0 = ref MemoryMarshal.GetArrayDataReference(_twRe), wi0 = ref MemoryMarshal.GetArrayDataReference(_twIm);
         for (int h = 4; h < M; h <<= 1)
         {
             if (h < vc) { ScalarStage(re, im, h); continue; }
             for (int start = 0; start < M; start += 2 * h)
-                for (int k = 0; k < h; k += vc)
+                for (int k = 0; k < h; k += vc)   // a, b, h + k < 256 = the arrays' length: unchecked loads
                 {
-                    int a = start + k, b = a + h;
-                    var wr = new Vector<double>(_twRe, h + k);
-                    var wi = new Vector<double>(_twIm, h + k);
-                    var ra = new Vector<double>(re, a);
-                    var ia = new Vector<double>(im, a);
-                    var rb = new Vector<double>(re, b);
-                    var ib = new Vector<double>(im, b);
+                    nuint a = (nuint)(start + k), b = a + (nuint)h, w = (nuint)(h + k);
+                    var wr = Vector.LoadUnsafe(ref wr0, w);
+                    var wi = Vector.LoadUnsafe(ref wi0, w);
+                    var ra = Vector.LoadUnsafe(ref r0, a);
+                    var ia = Vector.LoadUnsafe(ref i0, a);
+                    var rb = Vector.LoadUnsafe(ref r0, b);
+                    var ib = Vector.LoadUnsafe(ref i0, b);
                     var tr = rb * wr - ib * wi;
                     var ti = rb * wi + ib * wr;
-                    (ra - tr).CopyTo(re, b);
-                    (ia - ti).CopyTo(im, b);
-                    (ra + tr).CopyTo(re, a);
-                    (ia + ti).CopyTo(im, a);
+                    (ra - tr).StoreUnsafe(ref r0, b);
+                    (ia - ti).StoreUnsafe(ref i0, b);
+                    (ra + tr).StoreUnsafe(ref r0, a);
+                    (ia + ti).StoreUnsafe(ref i0, a);
                 }
         }
         // Split: Z[k] and conj(Z[M - k]) give the even part E and odd part O; X[k] = E + e^{-2 pi i k / 512} O.
