@@ -87,9 +87,38 @@ public class EncoderGraphCudaTests
     }
 }
 
-/// <summary>Where the encoder cannot be captured (CPU), asking for it changes nothing: plain runs, same results.</summary>
+/// <summary>Where the encoder cannot be captured (CPU), asking for it changes nothing: plain runs, same results;
+/// and why the graphs are per exact length rather than per padded bucket.</summary>
 public class EncoderGraphCpuTests
 {
+    /// <summary>The evidence for exact-length graphs: padding the committed encoder's input (mask 0 on the padded
+    /// frames) changes the real frames' states far beyond fp32 rounding. If an exporter change makes padding
+    /// exact, this fails: then buckets become possible (docs/benchmarks.md, speech time to first token).</summary>
+    [TestCase(92, 96)]
+    [TestCase(138, 144)]
+    public void Padding_the_committed_encoder_changes_the_real_states(int frames, int padded)
+    {
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(Path.Combine(TestData.Model("tiny-seamless"), "speech_encoder.onnx"));
+        var rng = new Random(frames);
+        var features = new float[padded * 160];
+        for (int i = 0; i < frames * 160; i++) features[i] = (float)(rng.NextDouble() * 2 - 1);
+        float[] States(int length)
+        {
+            var mask = new long[length];
+            Array.Fill(mask, 1L, 0, frames);
+            using var x = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(features.AsSpan(0, length * 160).ToArray(), [1, length, 160]);
+            using var m = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(mask, [1, length]);
+            using var o = session.Run(new Microsoft.ML.OnnxRuntime.RunOptions(), ["input_features", "attention_mask"], [x, m], ["encoder_hidden_states"]);
+            return o[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        var plain = States(frames);
+        var withPadding = States(padded);
+        double err = 0;
+        for (int i = 0; i < plain.Length; i++) err = Math.Max(err, Math.Abs(plain[i] - withPadding[i]));   // the real encoder frames come first
+        TestContext.Out.WriteLine($"{frames} -> {padded} frames: max |padded - plain| over the real states {err:E2}");
+        Assert.That(err, Is.GreaterThan(1e-3), "fp32 rounding would be ~1e-6");
+    }
+
     [Test]
     public async Task On_the_cpu_the_encoder_graphs_are_off_and_transcripts_unchanged()
     {
