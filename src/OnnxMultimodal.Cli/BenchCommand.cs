@@ -42,12 +42,14 @@ internal static class BenchCommand
         cmd.Options.Add(ladder);
         cmd.Options.Add(int4OmmModel);
         cmd.Options.Add(CliCommon.CustomOpLibrary);
+        cmd.Options.Add(CliCommon.EncoderGraph);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
         cmd.Options.Add(task);
         cmd.Options.Add(prompt);
         cmd.Options.Add(image);
         cmd.Options.Add(audio);
+        cmd.Subcommands.Add(FbankBenchCommand.Create());
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             if (r.GetValue(ladder))
@@ -118,7 +120,8 @@ internal static class BenchCommand
                                           Func<MultimodalPipeline, BenchResult> measure, string? json, CancellationToken ct)
     {
         // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
-        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true, GraphTokenChoice = false };
+        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true, GraphTokenChoice = false, EncoderCudaGraph = false };
+        if (task == "transcribe") baseExec = baseExec with { FbankThreads = 1 };   // the speech levers come last (SpeechRungs)
         string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
         // On the CPU there is no device: the second rung binds the cache and step I/O once (IOBinding) in host
         // memory, and there is no CUDA graph to capture.
@@ -149,6 +152,7 @@ internal static class BenchCommand
                 throw new InvalidInputException("--int4-omm-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
             rungs.Add(("+ our int4 GEMV (OmmMatMulInt4)", int4Omm, lastExec with { GraphTokenChoice = true }));
         }
+        if (task == "transcribe") SpeechRungs(rungs, device);
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)
         {
@@ -197,6 +201,17 @@ internal static class BenchCommand
             plt.SavePng(Path.ChangeExtension(json, ".png"), 800, 480);
         }
         return 0;
+    }
+
+    /// <summary>The speech time-to-first-token levers, on top of the last rung: filter banks across cores, then
+    /// the encoder replayed as a CUDA graph of the clip's exact length (captured in the warm-up requests).</summary>
+    private static void SpeechRungs(List<(string Name, string Model, Runtime.ExecutionOptions Exec)> rungs, bool device)
+    {
+        var (model, exec) = (rungs[^1].Model, rungs[^1].Exec with { FbankThreads = 0 });
+        rungs.Add(("+ fast fbank (vectorised real FFT, frames across cores)", model, exec));
+        if (!device) { Console.Error.WriteLine("encoder graph rung not run: the provider is the CPU"); return; }
+        rungs.Add(("+ encoder graph (CUDA graph per exact length; needs --warmup 2)", model, exec with { EncoderCudaGraph = true }));
+        Console.Error.WriteLine("prefill graph rung not run: the speech prefill is not captured yet (docs/benchmarks.md)");
     }
 
     public sealed record BenchResult(string Engine, int PromptTokens, int NewTokens, int Runs,

@@ -25,9 +25,11 @@ internal static class CliCommon
     public static readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Generate exactly --max-tokens" };
     public static readonly Option<string?> CustomOpLibrary = new("--custom-op-library") { Description = "CUDA: libomm_kernels.so, for packages converted with --custom-ops omm" };
 
+    public static readonly Option<bool> EncoderGraph = new("--encoder-graph") { Description = "CUDA: replay the speech encoder as a CUDA graph per exact input length (captured at a length's second request)" };
+
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph })
             c.Options.Add(o);
     }
 
@@ -63,6 +65,7 @@ internal static class CliCommon
         CudaGraph = r.GetValue(CudaGraph),
         DeviceResident = !r.GetValue(HostKv),
         CustomOpLibrary = r.GetValue(CustomOpLibrary),
+        EncoderCudaGraph = r.GetValue(EncoderGraph),
     };
 
     private static int NonNegative(int value, string option, string hint) =>

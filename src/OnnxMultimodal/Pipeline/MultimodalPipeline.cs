@@ -132,6 +132,8 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
                         throw new ModelPackageException(package.ManifestPath, SpeechEncoder.Mismatch(speechEncoder.CrossType, ort.KvType));
                     // A device cache of the encoder's element type takes the cross K/V where the encoder wrote them.
                     if (ort.Device is { } device && speechEncoder.CrossType == ort.KvType) speechEncoder.KeepCrossOn(device.Info);
+                    if (options.Execution.EncoderCudaGraph && speechEncoder.CaptureGraphs(options.Execution) is { } why)
+                        PipelineLog.EncoderGraphsUnavailable(log, why);
                 }
                 progress?.Report(1f);
                 var pipeline = new MultimodalPipeline(options, package, tokenizer, engine, imageTokenizer, imageDetokenizer, vocabulary, speechEncoder);
@@ -226,7 +228,7 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
             var wave = part.Path is { } path
                 ? WaveReader.Read(path, Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]")
                 : WaveReader.Read(new MemoryStream(part.Wav ?? []), Fbank.SampleRate, new AudioOptions { Limits = _options.Limits }, "parts[0]");
-            features = Fbank.NormaliseAndStack(Fbank.Default.Compute(wave.Samples), Fbank.FrameCount(wave.Samples.Length));
+            features = Fbank.NormaliseAndStack(Fbank.Default.Compute(wave.Samples, _options.Execution.FbankThreads), Fbank.FrameCount(wave.Samples.Length));
         }
         ct.ThrowIfCancellationRequested();
         using (phases.Measure("encode")) return SpeechEncoder!.Encode(features, cancellationToken: ct);

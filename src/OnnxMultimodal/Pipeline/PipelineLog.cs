@@ -29,4 +29,7 @@ internal static partial class PipelineLog
 
     [LoggerMessage(8, LogLevel.Warning, "Request ({Task}) failed: {Problem}")]
     public static partial void RequestFailed(ILogger log, Exception error, string task, string problem);
+
+    [LoggerMessage(9, LogLevel.Warning, "Speech encoder CUDA graphs were asked for and are off: {Reason}")]
+    public static partial void EncoderGraphsUnavailable(ILogger log, string reason);
 }

@@ -31,6 +31,14 @@ public sealed record ExecutionOptions
     /// graph appends in place and the copies would split its past from its present).</summary>
     public bool DeviceResident { get; init; } = true;
 
+    /// <summary>CUDA: run the speech encoder under a CUDA graph per exact frame count: the first request of a
+    /// length runs plain, the second captures, later ones replay (a second encoder session holds the graphs,
+    /// so its weights are on the device twice). Needs the decoder's device cache in the encoder's cross K/V type.</summary>
+    public bool EncoderCudaGraph { get; init; }
+
+    /// <summary>Most threads for a request's filter banks (0: one per 128 frames, up to the processor count).</summary>
+    internal int FbankThreads { get; init; }
+
     /// <summary>CUDA: let fp32 matrix products use TF32 (faster, ~1e-3 relative). Off by default so fp32
     /// graphs give fp32 results.</summary>
     public bool CudaTf32 { get; init; }

@@ -14,12 +14,15 @@ internal sealed class SpeechEncoder : IDisposable
 {
     private readonly GraphSession _graph;
     private readonly int _layers;
+    private readonly string _path;
     private OrtMemoryInfo? _crossDevice;
+    private EncoderGraphs? _graphs;
 
     private SpeechEncoder(GraphSession graph, int layers, string path)
     {
         _graph = graph;
         _layers = layers;
+        _path = path;
         CrossType = graph.OutputType(graph.Outputs[1]);
         for (int i = 2; i < graph.Outputs.Count; i++)
             if (graph.OutputType(graph.Outputs[i]) != CrossType)
@@ -43,6 +46,18 @@ internal sealed class SpeechEncoder : IDisposable
     /// computed them (the decoder's device cache copies them from there), instead of copying them to the
     /// host. The states stay on the host.</summary>
     internal void KeepCrossOn(OrtMemoryInfo device) => _crossDevice = device;
+
+    /// <summary>Captures the encoder in a CUDA graph per exact frame count (<see cref="EncoderGraphs"/>);
+    /// needs <see cref="KeepCrossOn"/> first (the graph's cross K/V stay on the device). Returns why not where it cannot.</summary>
+    internal string? CaptureGraphs(ExecutionOptions execution)
+    {
+        if (_crossDevice is null) return "the cross K/V do not stay on the device (the decoder's cache is on the host or of another type)";
+        _graphs = EncoderGraphs.TryCreate(_path, execution, [.. _graph.Inputs], [.. _graph.Outputs], out string? reason);
+        return reason;
+    }
+
+    /// <summary>The CUDA graphs of the encoder, where <see cref="CaptureGraphs"/> made them.</summary>
+    internal EncoderGraphs? Graphs => _graphs;
 
     public static SpeechEncoder Create(ModelPackage package, ExecutionOptions execution)
     {
@@ -71,15 +86,22 @@ internal sealed class SpeechEncoder : IDisposable
     {
         int t = features.Length / featureDim;
         if (t == 0 || features.Length % featureDim != 0) throw new InvalidInputException("features", $"{features.Length} values is not a whole number of {featureDim}-wide frames");
+        if (_graphs?.TryRun(features, t, featureDim, cancellationToken) is { } captured)   // a length seen before: its CUDA graph
+            return new EncoderStates(captured, _layers, crossOnDevice: true);
         var mask = new long[t];
         Array.Fill(mask, 1L);
         using var x = OrtValue.CreateTensorValueFromMemory(features, [1, t, featureDim]);
         using var m = OrtValue.CreateTensorValueFromMemory(mask, [1, t]);
         var outputs = _crossDevice is null ? _graph.Run([x, m], cancellationToken) : _graph.Run([x, m], _crossDevice, i => i > 0, cancellationToken);
+        _graphs?.Saw(t, outputs);
         return new EncoderStates(outputs, _layers, crossOnDevice: _crossDevice is not null);
     }
 
-    public void Dispose() => _graph.Dispose();
+    public void Dispose()
+    {
+        _graphs?.Dispose();
+        _graph.Dispose();
+    }
 }
 
 /// <summary>One request's encoder output: states, per-layer cross K/V and the encoder mask. Owns native memory.</summary>

@@ -1,0 +1,220 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxMultimodal.Runtime;
+
+namespace OnnxMultimodal.Speech;
+
+/// <summary>
+/// The speech encoder under CUDA-graph capture, one graph per exact frame count. The exported encoders
+/// are not exact under padding (padded frames change every real encoder state: measured on the tiny
+/// encoder, up to 3e-2 absolute at 4 padded frames and the last state by 2-3; see docs/benchmarks.md), so a
+/// length is never rounded up to a bucket: the first request of a length runs plain and records its
+/// output shapes, the second captures a graph for it (<c>gpu_graph_id</c>) over fixed device buffers, later
+/// ones replay it. Requests of the same length (a benchmark, a fixed-length stream, a client padding its
+/// audio to a few lengths itself) skip the ~1,200 kernel launches of a large encoder.
+/// The cross K/V stay in the slot's device buffers, leased to the request until its
+/// <see cref="EncoderStates"/> are disposed; a request that finds its length's slot leased runs plain.
+/// </summary>
+internal sealed class EncoderGraphs : IDisposable
+{
+    /// <summary>Most lengths with a graph of their own (each holds its outputs and ONNX Runtime's capture).</summary>
+    public const int MaxGraphs = 8;
+    private const int MaxSeenLengths = 256;
+
+    private readonly InferenceSession _session;
+    private readonly DeviceMemory _memory;
+    private readonly string[] _inputs, _outputs;
+    private readonly TensorElementType[] _outputTypes;
+    private readonly string _file;
+    private readonly Dictionary<int, long[][]> _seen = [];   // frames -> output shapes of a plain run
+    private readonly Dictionary<int, Slot> _slots = [];
+    private readonly Lock _lock = new();
+    private readonly Lock _run = new();
+
+    private EncoderGraphs(InferenceSession session, DeviceMemory memory, string[] inputs, string[] outputs, string file)
+    {
+        (_session, _memory, _inputs, _outputs, _file) = (session, memory, inputs, outputs, file);
+        _outputTypes = outputs.Select(o => session.OutputMetadata[o].ElementDataType).ToArray();
+    }
+
+    /// <summary>Graphs captured so far (tests, the benchmark).</summary>
+    public int Captured { get; private set; }
+
+    /// <summary>Requests answered by replaying a captured graph (tests, the benchmark).</summary>
+    public int Replays { get; private set; }
+
+    /// <summary>Why capture was given up (the first failed captured run), or null: from then on every request runs plain.</summary>
+    public string? Failure { get; private set; }
+
+    /// <summary>A capture session for <paramref name="path"/> on CUDA, or null with the reason where the
+    /// encoder cannot be captured (not CUDA, a non-float features input).</summary>
+    public static EncoderGraphs? TryCreate(string path, ExecutionOptions execution, string[] inputs, string[] outputs, out string? reason)
+    {
+        reason = null;
+        if (execution.Providers.FirstOrDefault() is not ExecutionProviderKind.Cuda)
+        {
+            reason = "the first provider is not CUDA";
+            return null;
+        }
+        InferenceSession session;
+        try
+        {
+            (session, _) = SessionFactory.CreateChecked(path, execution with { CudaGraph = true, Providers = [ExecutionProviderKind.Cuda] }, inputs, outputs);
+        }
+        catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // e.g. nodes ONNX Runtime will not capture (host-device copies)
+        {
+            reason = e.Message;
+            return null;
+        }
+        if (session.InputMetadata[inputs[0]].ElementDataType != TensorElementType.Float || session.OutputMetadata[outputs[0]].ElementDataType != TensorElementType.Float)
+        {
+            session.Dispose();
+            reason = "the features input or the states output is not float32";
+            return null;
+        }
+        return new EncoderGraphs(session, new DeviceMemory(session, execution.DeviceId), inputs, outputs, Path.GetFileName(path));
+    }
+
+    /// <summary>Records the output shapes of a plain run of <paramref name="frames"/> frames: the next
+    /// request of that length is captured.</summary>
+    public void Saw(int frames, IReadOnlyList<OrtValue> outputs)
+    {
+        lock (_lock)
+        {
+            if (_seen.Count >= MaxSeenLengths) _seen.Clear();
+            _seen[frames] = outputs.Select(o => o.GetTensorTypeAndShape().Shape).ToArray();
+        }
+    }
+
+    /// <summary>Runs <paramref name="features"/> ([frames * featureDim]) through this length's graph,
+    /// capturing it on first use; null where this length was not seen yet, its slot is leased,
+    /// <see cref="MaxGraphs"/> lengths are taken or capture failed (the caller then runs plain). Returns the outputs in
+    /// graph order: the states copied to the host, the cross K/V in the slot's device buffers.</summary>
+    public IDisposableReadOnlyCollection<OrtValue>? TryRun(float[] features, int frames, int featureDim, CancellationToken ct)
+    {
+        Slot? slot;
+        lock (_lock)
+        {
+            if (Failure is not null) return null;
+            if (!_slots.TryGetValue(frames, out slot))
+            {
+                if (!_seen.TryGetValue(frames, out var shapes) || _slots.Count >= MaxGraphs) return null;
+                try
+                {
+                    slot = new Slot(this, _slots.Count, frames, featureDim, shapes);
+                }
+                catch (Exception e) when (e is OnnxRuntimeException or InferenceException)   // device memory refused
+                {
+                    Failure = $"buffers for {frames} frames: {e.Message}";
+                    return null;
+                }
+                _slots[frames] = slot;
+            }
+            if (slot.Leased) return null;
+            slot.Leased = true;
+        }
+        try
+        {
+            return slot.Run(features, ct);
+        }
+        catch (InferenceException e)   // capture refused at run time: answer this request and the next ones plain
+        {
+            Failure = e.Message;
+            slot.Leased = false;
+            return null;
+        }
+        catch
+        {
+            slot.Leased = false;
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in _slots.Values) s.Dispose();
+        _memory.Dispose();
+        _session.Dispose();
+    }
+
+    /// <summary>One length's fixed device buffers, binding and graph id.</summary>
+    private sealed class Slot : IDisposable
+    {
+        private readonly EncoderGraphs _g;
+        private readonly OrtValue _features, _mask;
+        private readonly OrtValue[] _outputs;
+        private readonly OrtIoBinding _binding;
+        private readonly RunOptions _runOptions = new();
+        private readonly float[] _states;   // pinned host copy of output 0
+        private readonly long[] _statesShape;
+        private bool _captured;
+
+        public bool Leased;
+
+        public Slot(EncoderGraphs g, int graphId, int frames, int featureDim, long[][] shapes)
+        {
+            _g = g;
+            _features = g._memory.Tensor(TensorElementType.Float, [1, frames, featureDim]);
+            _mask = g._memory.Tensor(TensorElementType.Int64, [1, frames]);
+            var ones = new long[frames];
+            Array.Fill(ones, 1L);
+            unsafe
+            {
+                fixed (long* p = ones) CudaRuntime.ToDevice(DeviceMemory.Address(_mask), (nint)p, frames * sizeof(long));
+            }
+            _outputs = shapes.Select((s, i) => g._memory.Tensor(g._outputTypes[i], s)).ToArray();
+            _statesShape = shapes[0];
+            _states = GC.AllocateUninitializedArray<float>((int)_statesShape.Aggregate(1L, (a, b) => a * b), pinned: true);
+            _binding = g._session.CreateIoBinding();
+            _binding.BindInput(g._inputs[0], _features);
+            _binding.BindInput(g._inputs[1], _mask);
+            for (int i = 0; i < _outputs.Length; i++) _binding.BindOutput(g._outputs[i], _outputs[i]);
+            _runOptions.AddRunConfigEntry("gpu_graph_id", graphId.ToString());
+        }
+
+        public unsafe IDisposableReadOnlyCollection<OrtValue> Run(float[] features, CancellationToken ct)
+        {
+            long bytes = (long)features.Length * sizeof(float);
+            if (bytes != _features.GetTensorTypeAndShape().ElementCount * sizeof(float))
+                throw new InvalidInputException("features", $"{features.Length} values do not fill this graph's input");
+            ct.ThrowIfCancellationRequested();
+            lock (_g._run)   // capture and replay one at a time
+            {
+                fixed (float* p = features) CudaRuntime.ToDevice(DeviceMemory.Address(_features), (nint)p, bytes);
+                try
+                {
+                    _g._session.RunWithBinding(_runOptions, _binding);
+                }
+                catch (OnnxRuntimeException e)
+                {
+                    throw new InferenceException(_g._file, $"captured encoder run: {e.Message}", e);
+                }
+                fixed (float* p = _states) CudaRuntime.ToHost((nint)p, DeviceMemory.Address(_outputs[0]), (long)_states.Length * sizeof(float));
+                if (_captured) _g.Replays++;
+                else { _captured = true; _g.Captured++; }
+            }
+            var states = OrtValue.CreateTensorValueFromMemory(_states, _statesShape);
+            return new Lease([states, .. _outputs[1..]], () => { states.Dispose(); Leased = false; });
+        }
+
+        public void Dispose()
+        {
+            _binding.Dispose();
+            _runOptions.Dispose();
+            foreach (var o in _outputs) o.Dispose();
+            _features.Dispose();
+            _mask.Dispose();
+        }
+    }
+
+    /// <summary>Outputs whose disposal returns the slot instead of freeing its device buffers.</summary>
+    private sealed class Lease(IReadOnlyList<OrtValue> values, Action release) : IDisposableReadOnlyCollection<OrtValue>
+    {
+        private Action? _release = release;
+        public OrtValue this[int index] => values[index];
+        public int Count => values.Count;
+        public IEnumerator<OrtValue> GetEnumerator() => values.GetEnumerator();
+        System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+        public void Dispose() => Interlocked.Exchange(ref _release, null)?.Invoke();
+    }
+}
