@@ -65,6 +65,9 @@ def main(argv=None) -> int:
                    help="seq2seq: also run the speech encoder in fp16 along its feature path (length bookkeeping stays fp32)")
     v.add_argument("--prefill-decoder", help="a fused package (or its decoder.onnx) whose decoder runs the prompts into the same cache, e.g. fp16 beside an int4 decoder")
     v.add_argument("--next-token", action="store_true", help="fused decoder-only graphs: extra output next_token [B,1] int64, the ArgMax of the last position's logits (greedy choice on the device)")
+    v.add_argument("--device-sampling", action="store_true",
+                   help="fused decoder-only graphs: next_token [B,1] int64 from a sampling head (greedy, temperature, top-k, top-p, repetition penalty, "
+                        "a logit mask, classifier-free guidance's mix) fed by small sample_* inputs; see sampling_head.py")
     v.add_argument("--custom-ops", default="none", choices=["none", "omm"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16)")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")

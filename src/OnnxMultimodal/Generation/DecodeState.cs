@@ -85,6 +85,8 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepLogits = _cache.StepLogits;
         _stepLogitsValue = _cache.StepLogitsValue;
         if (engine.NextTokenOutput) _outputs[^1] = _device?.NextToken ?? _cache.NextTokensValue!;   // bound once, like the cache
+        if (_cache.Head is { } head)   // the sampling head's inputs: the last ones, bound once (on the device under CUDA)
+            for (int i = 0; i < head.Values.Count; i++) _inputs[_inputs.Length - head.Values.Count + i] = head.Values[i];
         if (decoder.HasCrossAttention)
         {
             // Cross K/V and the encoder mask stay bound, unchanged, for every step: on the device, copied
@@ -103,6 +105,7 @@ internal sealed unsafe class DecodeState : IDisposable
             _prefillRunOptions.AddRunConfigEntry("gpu_graph_id", "-1");                   // prefill runs uncaptured
         }
         _cache.Reset();
+        _cache.Head?.Configure(SamplingOptions.Greedy, 1f, guided: false, null, []);   // a pooled cache forgets the last request's choice
         Prompts = prompts;
     }
 
@@ -154,6 +157,9 @@ internal sealed unsafe class DecodeState : IDisposable
 
     /// <summary>The prompt's logits of a single-row state: [S * vocab], or [vocab] for a graph with last-position logits.</summary>
     public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
+
+    /// <summary>The sampling head's inputs of this state's cache (graphs with a head), else null.</summary>
+    public SamplingHeadInputs? Head => _cache.Head;
 
     /// <summary>A decode step has run (<see cref="Logits"/> and <see cref="GraphToken"/> are the step's, not the prompt's).</summary>
     public bool Stepped => _stepped;
