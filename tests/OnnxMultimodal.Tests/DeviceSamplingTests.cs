@@ -115,6 +115,31 @@ public class DeviceSamplingTests
     }
 
     [Test]
+    public void Chameleon_image_tokens_with_the_head_are_the_host_samplers()
+    {
+        // The real guided path on Chameleon's graph (qk-norm), converted here (not committed: the size budget): the
+        // pipeline's 2-row step, its image-token constraint, guidance scale 3 and seeded draws.
+        string folder = Path.Combine(Path.GetTempPath(), $"omm-device-sampling-{Guid.NewGuid():N}");
+        try
+        {
+            string package = SamplingHeadPackages.Convert("tiny-chameleon", "fp32", folder, "tiny-chameleon-fused-sample");
+            foreach (var sampling in new[] { new SamplingOptions { Temperature = 1f, TopP = 0.9f, Seed = 2026 },
+                                             new SamplingOptions { Temperature = 0.7f, TopK = 100, RepetitionPenalty = 1.2f, Seed = 7 } })
+            {
+                var expected = DeviceSamplingCudaTests.ImageTokens(package, ExecutionOptions.Cpu with { GraphTokenChoice = false }, sampling);
+                Assert.That(ClassifierFreeGuidance.LastDeviceChoices, Is.Zero);
+                var actual = DeviceSamplingCudaTests.ImageTokens(package, ExecutionOptions.Cpu, sampling);
+                Assert.That(ClassifierFreeGuidance.LastDeviceChoices, Is.EqualTo(actual.Length - 1), "every token after the prompt's from the head");
+                Assert.That(actual, Is.EqualTo(expected));
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Test]
     public void Bad_head_inputs_are_refused_with_the_input_named()
     {
         var constraint = new ImageSpanConstraint(721, Enumerable.Range(100, 400));

@@ -9,8 +9,10 @@ namespace OnnxMultimodal.Generation;
 /// </summary>
 internal static class ClassifierFreeGuidance
 {
-    /// <summary>Test hook: how many tokens of this thread's last <see cref="Generate"/> the sampling head chose.</summary>
-    [ThreadStatic] internal static int LastDeviceChoices;
+    /// <summary>Test hook: how many tokens the sampling head chose in the last <see cref="Generate"/> to finish in this
+    /// process (the pipeline runs it on a worker thread; tests run one at a time).</summary>
+    internal static int LastDeviceChoices => Volatile.Read(ref s_lastDeviceChoices);
+    private static int s_lastDeviceChoices;
 
     /// <summary>Generates exactly <paramref name="count"/> tokens.</summary>
     /// <param name="onToken">Called with each token as it is chosen.</param>
@@ -31,7 +33,7 @@ internal static class ClassifierFreeGuidance
         var sequence = new List<int>(conditional);
         var pair = new int[2];
         var tokens = new int[count];
-        LastDeviceChoices = 0;
+        int deviceChoices = 0;
         for (int i = 0; i < count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -39,7 +41,7 @@ internal static class ClassifierFreeGuidance
             if (head is not null && state.Stepped)
             {
                 token = state.GraphToken(0);   // both rows chose it: one mix, one draw
-                LastDeviceChoices++;
+                deviceChoices++;
             }
             else
             {
@@ -61,6 +63,7 @@ internal static class ClassifierFreeGuidance
                 state.Step(pair, cancellationToken, readLogits: head is null);
             }
         }
+        Volatile.Write(ref s_lastDeviceChoices, deviceChoices);
         return tokens;
     }
 }
