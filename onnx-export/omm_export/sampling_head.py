@@ -51,10 +51,6 @@ def manifest_entry(vocab: int) -> dict:
             "cumsum_block": block_size(vocab)}
 
 
-def _scalar(g, params: str, index: int, hint: str) -> str:
-    return g.op("Gather", [params, g.i64(index)], hint, axis=0)                                          # []
-
-
 def _cumsum(g, p: str, vocab: int, hint: str) -> str:
     """Inclusive cumulative sum of p [B, V] along V, blocked (see the module doc)."""
     c = block_size(vocab)
@@ -77,29 +73,25 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     seen = g.add_input(HEAD_INPUTS["seen"], f32, ["batch", vocab])
     mask = g.add_input(HEAD_INPUTS["mask"], f32, [vocab])
     logits = g.op("Squeeze", [last_logits, g.i64([1])], "head_logits")                                   # [B, V]
+    temperature, top_k, top_p, r, scale = g.op("Split", [params], "param", n_out=len(PARAMS), axis=0)   # [1] each
     # guidance mix: g = L[base] + s * (L[cond] - L[base]) (float32, the host's own expression)
     base = g.op("Gather", [logits, g.op("Gather", [rows, g.i64(0)], "base_row", axis=1)], "head_base", axis=0)   # [B, V]
     cond = g.op("Gather", [logits, g.op("Gather", [rows, g.i64(1)], "cond_row", axis=1)], "head_cond", axis=0)   # [B, V]
-    scale = _scalar(g, params, 4, "guidance_scale")
     x = g.op("Add", [base, g.op("Mul", [scale, g.op("Sub", [cond, base])])], "guided")                  # [B, V]
     x = g.op("Add", [x, mask], "masked")                                                                 # [B, V]
     # repetition penalty over ids already seen: x > 0 -> x / r, else x * r
-    r = _scalar(g, params, 3, "penalty")
     penalised = g.op("Where", [g.op("Greater", [x, g.f32(0.0)]), g.op("Div", [x, r]), g.op("Mul", [x, r])], "penalised")
     x = g.op("Where", [g.op("Greater", [seen, g.f32(0.0)]), penalised, x], "after_penalty")             # [B, V]
     greedy = g.op("ArgMax", [x], "greedy", axis=1, keepdims=1)                                          # [B, 1]: first of the largest
-    temperature = _scalar(g, params, 0, "temperature")
     is_greedy = g.op("Equal", [temperature, g.f32(0.0)], "is_greedy")
     scaled = g.op("Div", [x, g.op("Where", [is_greedy, g.f32(1.0), temperature])], "scaled")            # [B, V]
     values, ids = g.op("TopK", [scaled, g.i64([vocab])], "sorted", n_out=2, axis=1, largest=1, sorted=1)  # [B, V] descending
     positions = g.f32(np.arange(vocab, dtype=np.float32))                                                # [V]
-    top_k = _scalar(g, params, 1, "top_k")
     k = g.op("Where", [g.op("Greater", [top_k, g.f32(0.0)]), top_k, g.f32(float(vocab))], "k")
     in_k = g.op("Less", [positions, k], "in_top_k")                                                     # [V]
     largest = g.op("Slice", [values, g.i64([0]), g.i64([1]), g.i64([1])], "largest")                     # [B, 1]
     e = g.op("Where", [in_k, g.op("Exp", [g.op("Sub", [values, largest])]), g.f32(0.0)], "exp")          # [B, V]
     p = g.op("Div", [e, g.op("ReduceSum", [e, g.i64([1])], keepdims=1)], "probs")                      # [B, V]
-    top_p = _scalar(g, params, 2, "top_p")
     p_cut = g.op("Where", [g.op("Less", [top_p, g.f32(1.0)]), top_p, g.f32(2.0)], "top_p_cut")          # >= 1: keep all
     cum = _cumsum(g, p, vocab, "cum")                                                                   # [B, V]
     before = g.op("Pad", [g.op("Slice", [cum, g.i64([0]), g.i64([vocab - 1]), g.i64([1])]), g.i64([0, 1, 0, 0]), g.f32(0.0)],
