@@ -65,6 +65,7 @@ public class GraphTokenChoiceTests
         var cases = new (SamplingOptions Sampling, ILogitsProcessor[]? Processors)[]
         {
             (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, Temperature = 1e-4f, Seed = 7 }, null),
+            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, RepetitionPenalty = 5000f }, null),
             (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true }, [new BanGreedyToken()]),
             (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, Temperature = 0.9f, Seed = 3 }, [new BanGreedyToken()]),
         };

@@ -69,12 +69,14 @@ internal sealed record SamplingHeadManifest
     /// Whether the head computes exactly what the host <see cref="Sampler"/> would for these options and processors:
     /// every processor must be a fixed mask (<see cref="IStaticLogitMask"/>: the image-span constraint, suppressed ids).
     /// Not expressed (the host path runs): any other processor (it may read the sequence), a top-k above 2^24 (the head
-    /// holds it as float32), and temperatures in (0, 1e-3), whose division could overflow float32 where float64 does not.
+    /// holds it as float32), and temperatures in (0, 1e-3) or repetition penalties outside [1e-3, 1e3], whose division
+    /// or product could overflow float32 where float64 does not.
     /// </summary>
     public static bool Expresses(SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors)
     {
         if (processors is not null && processors.Any(p => p is not IStaticLogitMask)) return false;
         if (sampling.TopK > 1 << 24) return false;
+        if (sampling.RepetitionPenalty is < 1e-3f or > 1e3f) return false;
         return sampling.IsGreedy || sampling.Temperature >= 1e-3f;
     }
 }
