@@ -74,6 +74,19 @@ public class DeviceSamplingTests
     }
 
     [Test]
+    public void Concurrent_sequences_keep_their_own_head_inputs()
+    {
+        // Each request rents its own pooled cache, and with it its own head inputs: 6 sequences at once, each with its
+        // own seed and settings, give what each gives alone on the host.
+        var jobs = Settings().Skip(1).Take(6).Select((x, i) => (Prompt: Prompts[i % Prompts.Length], Sampling: x.Sampling with { Seed = 100 + (ulong)i }))
+                             .ToArray();
+        var expected = jobs.Select(j => Run(_host, j.Prompt, j.Sampling).Tokens).ToArray();
+        var actual = new int[jobs.Length][];
+        Parallel.For(0, jobs.Length, new ParallelOptions { MaxDegreeOfParallelism = jobs.Length }, i => actual[i] = Run(_head, jobs[i].Prompt, jobs[i].Sampling).Tokens);
+        for (int i = 0; i < jobs.Length; i++) Assert.That(actual[i], Is.EqualTo(expected[i]), $"job {i}");
+    }
+
+    [Test]
     public void A_fixed_mask_is_applied_on_the_device()
     {
         // Suppressed ids (a fixed mask) are what the head expresses; the sampled tokens avoid them as the host's do.
