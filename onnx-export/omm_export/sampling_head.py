@@ -11,7 +11,8 @@ Inputs the host fills (fixed shapes: the step can be captured as a CUDA graph an
   sample_seen    [B, V] float32   1 where the id is already in the row's sequence (repetition penalty)
   sample_mask    [V] float32      added to every row after the mix: 0 allowed, float32 min banned (the
                                   image-span constraint and suppressed ids, exactly as the host's processors)
-Output: next_token [B, 1] int64.
+Outputs: next_token [B, 1] int64; next_token_greedy [B, 1] int64, the greedy choice alone (mix, mask, penalty,
+ArgMax): a greedy request binds it instead, and ONNX Runtime then runs only those few nodes, not the sort and sums.
 
 Order, as the host: mix -> mask -> penalty -> (greedy: argmax, ties to the lower id) -> temperature ->
 descending order (TopK over the whole vocabulary: ties to the lower id) -> top-k as a position mask ->
@@ -35,6 +36,7 @@ HEAD_INPUTS = {"params": "sample_params", "uniform": "sample_uniform", "rows": "
                "seen": "sample_seen", "mask": "sample_mask"}
 PARAMS = ["temperature", "top_k", "top_p", "repetition_penalty", "guidance_scale"]
 HEAD_VERSION = 1
+GREEDY_OUTPUT = "next_token_greedy"
 
 
 def block_size(vocab: int) -> int:
@@ -47,7 +49,7 @@ def block_size(vocab: int) -> int:
 
 def manifest_entry(vocab: int) -> dict:
     """What the engine reads to find and feed the head (decoder.sampling_head in multimodal.json)."""
-    return {"version": HEAD_VERSION, "inputs": dict(HEAD_INPUTS), "params": list(PARAMS), "output": "next_token",
+    return {"version": HEAD_VERSION, "inputs": dict(HEAD_INPUTS), "params": list(PARAMS), "output": "next_token", "greedy_output": GREEDY_OUTPUT,
             "cumsum_block": block_size(vocab)}
 
 
@@ -82,7 +84,9 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     # repetition penalty over ids already seen: x > 0 -> x / r, else x * r
     penalised = g.op("Where", [g.op("Greater", [x, g.f32(0.0)]), g.op("Div", [x, r]), g.op("Mul", [x, r])], "penalised")
     x = g.op("Where", [g.op("Greater", [seen, g.f32(0.0)]), penalised, x], "after_penalty")             # [B, V]
-    greedy = g.op("ArgMax", [x], "greedy", axis=1, keepdims=1)                                          # [B, 1]: first of the largest
+    greedy = GREEDY_OUTPUT
+    g.op_named("ArgMax", [x], [greedy], axis=1, keepdims=1)                                             # [B, 1]: first of the largest
+    g.outputs.append(helper.make_tensor_value_info(greedy, TensorProto.INT64, ["batch", 1]))
     is_greedy = g.op("Equal", [temperature, g.f32(0.0)], "is_greedy")
     scaled = g.op("Div", [x, g.op("Where", [is_greedy, g.f32(1.0), temperature])], "scaled")            # [B, V]
     values, ids = g.op("TopK", [scaled, g.i64([vocab])], "sorted", n_out=2, axis=1, largest=1, sorted=1)  # [B, V] descending

@@ -60,7 +60,7 @@ internal static class ClassifierFreeGuidance
                     if (sampling.RepetitionPenalty != 1f) { head.MarkSeen(0, token); head.MarkSeen(1, token); }
                     if (!sampling.IsGreedy) head.SetUniform(sampler.DrawUniform());
                 }
-                state.Step(pair, cancellationToken, readLogits: head is null);
+                state.Step(pair, cancellationToken, readLogits: head is null, greedyHead: head is not null && sampling.IsGreedy);
             }
         }
         Volatile.Write(ref s_lastDeviceChoices, deviceChoices);

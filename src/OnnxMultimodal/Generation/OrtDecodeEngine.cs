@@ -47,6 +47,9 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     internal bool NextTokenOutput { get; }
     /// <summary>The sampling head's inputs (<c>convert --device-sampling</c>), the last of <see cref="InputNames"/>; empty without one.</summary>
     internal string[] HeadInputNames { get; private init; } = [];
+    /// <summary><see cref="OutputNames"/> with the head's greedy output in next_token's place (bound to the same buffer):
+    /// greedy steps run only the head's ArgMax path. Null without a head that has one.</summary>
+    internal string[]? GreedyOutputNames { get; private init; }
     /// <summary>The graph's next_token comes from the sampling head: greedy and sampled choices (with a repetition penalty,
     /// a fixed mask, guidance's mix) can be made on the device; see <see cref="SamplingHeadManifest.Expresses"/>.</summary>
     internal bool DeviceSampling => NextTokenOutput && HeadInputNames.Length > 0;
@@ -106,9 +109,12 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         // The head's inputs are graph inputs whether or not its next_token is read: they are always bound.
         string[] head = d.SamplingHead is { } h && !d.HasCrossAttention ? h.InputNames(package.DecoderPath) : [];
         inputs.AddRange(head);
+        string[]? greedyOutputs = head.Length > 0 && outputs.Count > prefillOutputs.Length && d.SamplingHead!.GreedyOutput is { Length: > 0 } greedy
+            ? [.. prefillOutputs, greedy] : null;
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
         try
         {
+            if (greedyOutputs is not null) ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, greedyOutputs, "outputs");
             LimitChecks.DecoderGraph(package.DecoderPath, d, session.InputMetadata, session.OutputMetadata);
             if (head.Length > 0) SamplingHeadManifest.CheckGraph(package.DecoderPath, head, d.VocabSize, session.InputMetadata);
         }
@@ -116,6 +122,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray(), prefillOutputs)
         {
             HeadInputNames = head,
+            GreedyOutputNames = greedyOutputs,
         };
         if (package.Has("prefill_decoder"))
         {
@@ -347,7 +354,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
                 if (_sampling.RepetitionPenalty != 1f) _head.MarkSeen(0, token);
                 if (!_sampling.IsGreedy) _head.SetUniform(Sampler.DrawUniform());   // the host's stream, in the host's order
             }
-            _state.Step(_token, ct, readLogits: !_graphChoice);
+            _state.Step(_token, ct, readLogits: !_graphChoice, greedyHead: _head is not null && _sampling.IsGreedy);
         }
 
         protected override bool TryGraphToken(out int token)

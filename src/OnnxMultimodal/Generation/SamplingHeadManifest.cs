@@ -25,6 +25,9 @@ internal sealed record SamplingHeadManifest
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("params")] public string[] Params { get; init; } = [];
     [JsonPropertyName("output")] public string Output { get; init; } = "next_token";
+    /// <summary>The greedy choice alone (mix, mask, penalty, ArgMax), which greedy requests bind instead of
+    /// <see cref="Output"/> so the sort and sums do not run; absent in older heads.</summary>
+    [JsonPropertyName("greedy_output")] public string? GreedyOutput { get; init; }
 
     /// <summary>The graph input names, in <see cref="Roles"/> order.</summary>
     /// <exception cref="ModelPackageException">The entry is not one this engine can feed.</exception>
