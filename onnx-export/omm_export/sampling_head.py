@@ -53,6 +53,16 @@ def manifest_entry(vocab: int) -> dict:
             "cumsum_block": block_size(vocab)}
 
 
+def default_feeds(sess, vocab: int, batch: int = 1) -> dict:
+    """Greedy settings for the head's inputs, for checks that run a head graph on onnxruntime (empty without a head)."""
+    names = {i.name for i in sess.get_inputs()}
+    if HEAD_INPUTS["params"] not in names:
+        return {}
+    return {HEAD_INPUTS["params"]: np.array([0, 0, 1, 1, 1], np.float32), HEAD_INPUTS["uniform"]: np.zeros(batch, np.float32),
+            HEAD_INPUTS["rows"]: np.repeat(np.arange(batch, dtype=np.int64)[:, None], 2, axis=1),
+            HEAD_INPUTS["seen"]: np.zeros((batch, vocab), np.float32), HEAD_INPUTS["mask"]: np.zeros(vocab, np.float32)}
+
+
 def _cumsum(g, p: str, vocab: int, hint: str) -> str:
     """Inclusive cumulative sum of p [B, V] along V, blocked (see the module doc)."""
     c = block_size(vocab)
