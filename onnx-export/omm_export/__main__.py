@@ -19,6 +19,7 @@ def main(argv=None) -> int:
     p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy_level (0..4)")
     p.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"], help="activation type of int4 graphs (fp16 for CUDA)")
     p.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
+    p.add_argument("--device-sampling", action="store_true", help="fused graphs: end in the sampling head (next_token; see convert --device-sampling)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic initialisation")
     p.add_argument("--context-length", type=int, help="the package's context (cos/sin tables, cache); default: the config's max_position_embeddings")
     p.add_argument("--out", required=True, help="output model folder")
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     c.add_argument("--accuracy-level", type=int, default=4)
     c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
+    c.add_argument("--device-sampling", action="store_true", help="fused graphs: end in the sampling head (next_token; see convert --device-sampling)")
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--context-length", type=int, help="the package's context; default: the config's max_position_embeddings")
     c.add_argument("--out", required=True)
@@ -67,6 +69,9 @@ def main(argv=None) -> int:
                    help="seq2seq: also run the speech encoder in fp16 along its feature path (length bookkeeping stays fp32)")
     v.add_argument("--prefill-decoder", help="a fused package (or its decoder.onnx) whose decoder runs the prompts into the same cache, e.g. fp16 beside an int4 decoder")
     v.add_argument("--next-token", action="store_true", help="fused decoder-only graphs: extra output next_token [B,1] int64, the ArgMax of the last position's logits (greedy choice on the device)")
+    v.add_argument("--device-sampling", action="store_true",
+                   help="fused decoder-only graphs: next_token [B,1] int64 from a sampling head (greedy, temperature, top-k, top-p, repetition penalty, "
+                        "a logit mask, classifier-free guidance's mix) fed by small sample_* inputs; see sampling_head.py")
     v.add_argument("--custom-ops", default="none", choices=["none", "omm"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16)")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")

@@ -113,8 +113,8 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     from .fused_graph import FusedOptions
     from .seq2seq_graph import build_fused_seq2seq_decoder
     src, out = args.source, args.out
-    if args.graph != "fused" or args.last_logits or getattr(args, "next_token", False):
-        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits or --next-token) only")
+    if args.graph != "fused" or args.last_logits or getattr(args, "next_token", False) or getattr(args, "device_sampling", False):
+        raise SystemExit("convert: encoder-decoder packages convert to --graph fused (without --last-logits, --next-token or --device-sampling) only")
     spec, w = read_seq2seq_reference(src, manifest)
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
@@ -219,12 +219,16 @@ def convert(args) -> dict:
         from .fused_graph import FusedOptions, build_fused_decoder
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                            int4_activation=args.int4_activation, last_logits=args.last_logits,
-                           next_token=getattr(args, "next_token", False))
+                           next_token=getattr(args, "next_token", False), device_sampling=getattr(args, "device_sampling", False))
         model = build_fused_decoder(spec, w, opt, data_path=data_path)
         if opt.last_logits:
             decoder["logits"] = "last"
+        chooses = opt.next_token or opt.device_sampling
         decoder.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
-                       inputs=FUSED_IO["inputs"], outputs=dict(FUSED_IO["outputs"], **({"next_token": "next_token"} if opt.next_token else {})))
+                       inputs=FUSED_IO["inputs"], outputs=dict(FUSED_IO["outputs"], **({"next_token": "next_token"} if chooses else {})))
+        if opt.device_sampling:
+            from .sampling_head import manifest_entry
+            decoder["sampling_head"] = manifest_entry(spec.vocab_size)
         if args.precision == "int4":
             manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
                                         "accuracy_level": opt.accuracy_level}
@@ -232,8 +236,8 @@ def convert(args) -> dict:
     else:
         if getattr(args, "custom_ops", "none") != "none":
             raise SystemExit("convert: --custom-ops needs --graph fused --precision int4")
-        if getattr(args, "next_token", False):
-            raise SystemExit("convert: --next-token needs --graph fused")
+        if getattr(args, "next_token", False) or getattr(args, "device_sampling", False):
+            raise SystemExit("convert: --next-token and --device-sampling need --graph fused")
         if args.precision == "int4":
             raise SystemExit("convert: --precision int4 needs --graph fused")
         dtype = np.float16 if args.precision == "fp16" else np.float32
@@ -293,7 +297,8 @@ def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -
                                   conversion=f"--graph {args.graph} --precision {args.precision}"
                                              + (f" --encoder-precision {args.encoder_precision}" if getattr(args, "encoder_precision", "fp32") != "fp32" else "")
                                              + (f" --custom-ops {args.custom_ops}" if getattr(args, "custom_ops", "none") != "none" else "")
-                                             + (" --next-token" if getattr(args, "next_token", False) else ""),
+                                             + (" --next-token" if getattr(args, "next_token", False) else "")
+                                             + (" --device-sampling" if getattr(args, "device_sampling", False) else ""),
                                   note="reference/ describes the source model")
     with open(os.path.join(out, "multimodal.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)

@@ -36,6 +36,7 @@ class FusedOptions:
     last_logits: bool = False      # logits only at each row's last valid position: [B, 1, V] (prefill skips S-1 rows of lm_head)
     cross_mha: bool = False        # seq2seq: cross-attention as one MultiHeadAttention node (else MatMul/Softmax/MatMul)
     next_token: bool = False       # decoder-only: extra output next_token [B,1] int64 = ArgMax of the last valid position's logits
+    device_sampling: bool = False  # decoder-only: next_token [B,1] from the sampling head (sampling_head.py) instead of the plain ArgMax
 
     @property
     def act_dtype(self):
@@ -172,7 +173,10 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
     g.op_named("Identity", [logits], ["logits"])
     g.outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                                       ["batch", 1 if opt.last_logits else "seq", spec.vocab_size]))
-    if opt.next_token:   # greedy choice on the device: a step hands back 8 bytes instead of V floats
+    if opt.device_sampling:   # the whole choice on the device: greedy, sampling, penalty, mask, guidance mix
+        from .sampling_head import append_sampling_head
+        append_sampling_head(g, logits if opt.last_logits else _last_rows(g, logits, seqlens, spec.vocab_size), spec.vocab_size)
+    elif opt.next_token:   # greedy choice on the device: a step hands back 8 bytes instead of V floats
         last = logits if opt.last_logits else _last_rows(g, logits, seqlens, spec.vocab_size)                    # [B,1,V]
         g.op_named("ArgMax", [last], ["next_token"], axis=-1, keepdims=0)                                      # [B,1] int64
         g.outputs.insert(1, helper.make_tensor_value_info("next_token", TensorProto.INT64, ["batch", 1]))

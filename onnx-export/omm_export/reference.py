@@ -89,14 +89,17 @@ def ort_greedy(sess, dec: dict, ids: list[int], steps: int, banned=None) -> tupl
             return dict(seqlens_k=np.array([total - 1], np.int32), total_sequence_length=np.array(total, np.int32))
         return dict(attention_mask=np.ones((1, total), np.int64), position_ids=np.arange(total - len(new), total, dtype=np.int64)[None])
 
+    from .sampling_head import default_feeds
+    head = default_feeds(sess, dec["vocab_size"])   # a --device-sampling graph's head inputs (its outputs are not read here)
     feed, total, tokens, first = list(ids), 0, [], None
     while True:
         total += len(feed)
-        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), **feeds(feed, total)))
+        outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64), **feeds(feed, total), **head))
         if first is None:
             first = outs[0][0]
         for j, o in enumerate(sess.get_outputs()[1:]):
-            past[o.name.replace("present", "past_key_values")] = outs[j + 1]
+            if o.name.startswith("present"):   # not next_token (--next-token, --device-sampling)
+                past[o.name.replace("present", "past_key_values")] = outs[j + 1]
         if len(tokens) == steps:
             return first, tokens
         row = outs[0][0, -1].astype(np.float32).copy()

@@ -41,11 +41,13 @@ def _greedy_with_margins(sess, dec: dict, ids: list[int], steps: int):
     """Prefill logits, greedy tokens and each step's best-minus-second margin of a fused fp32 graph."""
     past = {f"past_key_values.{i}.{kv}": np.zeros((1, dec["num_kv_heads"], dec["context_length"], dec["head_dim"]), np.float32)
             for i in range(dec["num_layers"]) for kv in ("key", "value")}
+    from .sampling_head import default_feeds
+    head = default_feeds(sess, dec["vocab_size"])   # a --device-sampling graph's head inputs
     feed, total, tokens, margins, first = list(ids), 0, [], [], None
     while True:
         total += len(feed)
         outs = sess.run(None, dict(past, input_ids=np.array([feed], np.int64),
-                                   seqlens_k=np.array([total - 1], np.int32), total_sequence_length=np.array(total, np.int32)))
+                                   seqlens_k=np.array([total - 1], np.int32), total_sequence_length=np.array(total, np.int32), **head))
         if first is None:
             first = outs[0][0]
         for j, o in enumerate(sess.get_outputs()[1:]):

@@ -37,9 +37,11 @@ internal static class BenchCommand
         var image = new Option<string?>("--image") { Description = "Ladder image for caption" };
         var audio = new Option<string?>("--audio") { Description = "Ladder WAV for transcribe" };
         var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
-        var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder (converted with --next-token: adds the device token choice rung)" };
+        var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder (converted with --device-sampling or --next-token: adds the device token choice rung)" };
         var int4OmmModel = new Option<string?>("--int4-omm-model") { Description = "The int4 model converted with --custom-ops omm: adds our int4 GEMV rung (needs --custom-op-library)" };
         cmd.Options.Add(ladder);
+        var sampled = new Option<bool>("--sampled") { Description = "Sample instead of choosing greedily (temperature 0.8, top-p 0.95, repetition penalty 1.1, seed 1): the device token choice rung then runs the sampling head (--device-sampling packages)" };
+        cmd.Options.Add(sampled);
         cmd.Options.Add(int4OmmModel);
         cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(CliCommon.EncoderGraph);
@@ -57,11 +59,11 @@ internal static class BenchCommand
                 Func<MultimodalPipeline, BenchResult> measure;
                 string kind = r.GetValue(task)!;
                 if (kind == "text")
-                    measure = p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct);
+                    measure = p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, sampled: r.GetValue(sampled));
                 else
                 {
                     var (_, _, request) = CliCommon.TaskRequest(kind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
-                    request = request with { Sampling = new SamplingOptions { MaxNewTokens = r.GetValue(newTokens), IgnoreStopTokens = true } };
+                    request = request with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
                     measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
                 }
                 return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), measure, r.GetValue(json), ct);
@@ -141,10 +143,13 @@ internal static class BenchCommand
         }
         if (int4 is not null) rungs.Add(("+ int4 weights (MatMulNBits)", int4, baseExec with { CudaGraph = rungs.Any(x => x.Exec.CudaGraph) }));
         var (lastModel, lastExec) = (rungs[^1].Model, rungs[^1].Exec);
-        if (lastModel != CliCommon.ModelPath(r) && ModelPackage.Open(lastModel).Decoder.Outputs.ContainsKey("next_token"))
+        if (lastModel != CliCommon.ModelPath(r) && ModelPackage.Open(lastModel).Decoder is { } last && last.Outputs.ContainsKey("next_token"))
         {
             lastExec = lastExec with { GraphTokenChoice = true };
-            rungs.Add((device ? "+ device token choice (next_token: 8 bytes a step, not the logits)" : "+ token choice in the graph (next_token: 8 bytes a step, not the logits)", lastModel, lastExec));
+            // A --device-sampling package chooses greedy and sampled tokens (and guided ones) in its sampling head; a
+            // --next-token one only greedy tokens (sampled rungs then read the logits as before).
+            string how = last.SamplingHead is not null ? "sampling head" : "next_token ArgMax";
+            rungs.Add((device ? $"+ device token choice ({how}: 8 bytes a step, not the logits)" : $"+ token choice in the graph ({how}: 8 bytes a step, not the logits)", lastModel, lastExec));
         }
         if (int4Omm is not null)
         {
@@ -217,10 +222,16 @@ internal static class BenchCommand
     public sealed record BenchResult(string Engine, int PromptTokens, int NewTokens, int Runs,
         double TtftMsP50, double TpotMsP50, double TpotMsP99, double TpotMsMean, double TokensPerSecond, double EndToEndMsP50, double PeakWorkingSetMb);
 
-    private static BenchResult Measure(MultimodalPipeline p, int promptTokens, int newTokens, int runs, int warmup, CancellationToken ct, Action? step = null)
+    /// <summary>The ladder's choice: greedy, or (<c>--sampled</c>) a seeded draw with every filter the sampling head takes.</summary>
+    private static SamplingOptions Sampling(int newTokens, bool sampled) => sampled
+        ? new SamplingOptions { MaxNewTokens = newTokens, IgnoreStopTokens = true, Temperature = 0.8f, TopP = 0.95f, RepetitionPenalty = 1.1f, Seed = 1 }
+        : new SamplingOptions { MaxNewTokens = newTokens, IgnoreStopTokens = true };
+
+    private static BenchResult Measure(MultimodalPipeline p, int promptTokens, int newTokens, int runs, int warmup, CancellationToken ct, Action? step = null,
+                                       bool sampled = false)
     {
         var prompt = SyntheticPrompt(p, promptTokens);
-        var sampling = new SamplingOptions { MaxNewTokens = newTokens, IgnoreStopTokens = true };
+        var sampling = Sampling(newTokens, sampled);
         var ttft = new List<double>();
         var tpot = new List<double>();
         var e2e = new List<double>();

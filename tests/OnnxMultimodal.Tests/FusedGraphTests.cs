@@ -12,7 +12,7 @@ namespace OnnxMultimodal.Tests;
 /// </summary>
 [TestFixture("tiny-llama-fused", 1e-4, 1.0)]   // fp32: float reassociation only
 [TestFixture("tiny-llama-fp16", 1e-2, 0.9)]    // fp16 weights, activations and cache
-[TestFixture("tiny-llama-fused-next", 1e-4, 1.0)]   // tiny-llama-fused + next_token: greedy steps take the graph's ArgMax
+[TestFixture("tiny-llama-fused-sample", 1e-4, 1.0)]   // tiny-llama-fused + the sampling head: greedy steps take the graph's choice
 [TestFixture("tiny-llama-int4", 1e-4, 1.0)]    // int4 weights at accuracy level 1 (fp32 compute) against the dequantized PyTorch model
 [TestFixture("tiny-llama-ref16", 1e-2, 0.9)]   // the reference graph in fp16 (concat cache in fp16, weights in decoder.onnx.data), made by `omm_export convert`
 public class FusedGraphTests(string model, double logitTolerance, double tokenAgreement)

@@ -5,10 +5,11 @@ using OnnxMultimodal.Runtime;
 namespace OnnxMultimodal.Tests;
 
 /// <summary>
-/// Device token choice: tiny-llama-fused-next is tiny-llama-fused converted again with <c>--next-token</c> (the same
-/// weights plus ArgMax over the last logits, output next_token). Greedy decoding with no processors must take its
-/// tokens from next_token (8 bytes a row instead of the logits) and give exactly the tokens the logits path gives;
-/// sampling, a repetition penalty or a logits processor must keep choosing from the logits. CPU, so CI runs it.
+/// Device token choice: tiny-llama-fused-sample is tiny-llama-fused converted again with <c>--device-sampling</c> (the
+/// same weights plus the sampling head, output next_token). Greedy decoding must take its tokens from next_token
+/// (8 bytes a row instead of the logits) and give exactly the tokens the logits path gives; what the head cannot
+/// express (a processor that reads the logits, a near-zero temperature) must keep choosing from the logits. CPU, so CI
+/// runs it. Sampled choices on the head: <see cref="DeviceSamplingTests"/>.
 /// </summary>
 public class GraphTokenChoiceTests
 {
@@ -19,8 +20,8 @@ public class GraphTokenChoiceTests
     public void Load()
     {
         _plain = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused")), ExecutionOptions.Cpu);
-        _next = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused-next")), ExecutionOptions.Cpu);
-        _nextOff = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused-next")), ExecutionOptions.Cpu with { GraphTokenChoice = false });
+        _next = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused-sample")), ExecutionOptions.Cpu);
+        _nextOff = OrtDecodeEngine.Create(ModelPackage.Open(TestData.Model("tiny-llama-fused-sample")), ExecutionOptions.Cpu with { GraphTokenChoice = false });
     }
 
     [OneTimeTearDown]
@@ -59,19 +60,20 @@ public class GraphTokenChoiceTests
     }
 
     [Test]
-    public void Sampling_penalties_and_processors_keep_choosing_from_the_logits()
+    public void What_the_head_cannot_express_keeps_choosing_from_the_logits()
     {
         var cases = new (SamplingOptions Sampling, ILogitsProcessor[]? Processors)[]
         {
-            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, Temperature = 0.9f, TopP = 0.95f, Seed = 7 }, null),
-            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, RepetitionPenalty = 1.3f }, null),
+            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, Temperature = 1e-4f, Seed = 7 }, null),
+            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, RepetitionPenalty = 5000f }, null),
             (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true }, [new BanGreedyToken()]),
+            (new SamplingOptions { MaxNewTokens = 40, IgnoreStopTokens = true, Temperature = 0.9f, Seed = 3 }, [new BanGreedyToken()]),
         };
         foreach (var (sampling, processors) in cases)
         {
             var (expected, _) = Run(_plain, Prompts[0], sampling, processors);
             var (actual, choices) = Run(_next, Prompts[0], sampling, processors);
-            Assert.That(choices, Is.Zero, "only plain greedy decoding may take the graph's choice");
+            Assert.That(choices, Is.Zero, "the host sampler chooses what the head cannot express");
             Assert.That(actual, Is.EqualTo(expected));
         }
     }

@@ -296,6 +296,10 @@ def write_package(out_dir: str, family: str, model, tokenizer, spec: DecoderSpec
         # GroupQueryAttention graph: one max-length KV buffer per layer, past and present bound together.
         manifest["decoder"].update(kv_cache="shared", kv_dtype="float16" if fused["act_fp16"] else "float32",
                                    inputs=FUSED_IO["inputs"], outputs=FUSED_IO["outputs"])
+        if fused.get("device_sampling"):   # the graph ends in the sampling head (sampling_head.py)
+            from ..sampling_head import manifest_entry
+            manifest["decoder"]["outputs"] = dict(FUSED_IO["outputs"], next_token="next_token")
+            manifest["decoder"]["sampling_head"] = manifest_entry(spec.vocab_size)
         manifest["quantization"] = fused.get("quantization")
         if fused.get("last_logits"):
             manifest["decoder"]["logits"] = "last"
@@ -324,11 +328,12 @@ def build_graph(args, spec: DecoderSpec, model, out: str, qk_norm: bool = False)
     if args.graph == "fused":
         from ..fused_graph import FusedOptions, build_fused_decoder
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
-                           int4_activation=args.int4_activation, last_logits=getattr(args, "last_logits", False))
+                           int4_activation=args.int4_activation, last_logits=getattr(args, "last_logits", False),
+                           device_sampling=getattr(args, "device_sampling", False))
         # fp16 weights feed both the fp16 graph and int4 quantization of an fp16-activation graph
         wdt = np.float16 if data_path and opt.act_dtype == np.float16 else np.float32
         onnx_model = build_fused_decoder(spec, weights_from_model(model, qk_norm, wdt), opt, data_path=data_path)
-        return onnx_model, {"act_fp16": opt.act_dtype == np.float16, "last_logits": opt.last_logits,
+        return onnx_model, {"act_fp16": opt.act_dtype == np.float16, "last_logits": opt.last_logits, "device_sampling": opt.device_sampling,
                             "quantization": {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
                                              "accuracy_level": opt.accuracy_level} if args.precision == "int4" else None}
     if args.precision == "int4":

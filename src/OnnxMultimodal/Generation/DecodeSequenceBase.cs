@@ -22,6 +22,8 @@ internal abstract class DecodeSequenceBase : IDecodeSequence
     }
 
     public IReadOnlyList<int> Tokens => _tokens;
+    /// <summary>The host sampler; a graph that samples draws its uniforms from the same stream.</summary>
+    protected Sampler Sampler => _sampler;
     public int PromptLength { get; }
     public abstract ReadOnlySpan<float> PrefillLogits { get; }
     public bool IsDone => FinishReason is not null;

@@ -39,7 +39,11 @@ internal sealed unsafe class DecodeState : IDisposable
     // the small position and mask inputs of concat graphs) and reads the logits back.
     private readonly KvCache.DeviceStep? _device;
     private readonly RunOptions? _prefillRunOptions;
+    private readonly RunOptions? _greedyRunOptions;   // CUDA graph: greedy-head steps bind other outputs, so they replay their own graph
     private bool _stepped;
+    private bool _greedyStep;                          // this step binds the head's greedy output
+    /// <summary>Greedy-head steps of a cache replay CUDA graph id <c>GraphId + GreedyGraphOffset</c>.</summary>
+    internal const int GreedyGraphOffset = 1 << 20;
     private Speech.EncoderStates? _crossToLoad;
 
     public int Batch { get; }
@@ -85,6 +89,8 @@ internal sealed unsafe class DecodeState : IDisposable
         _stepLogits = _cache.StepLogits;
         _stepLogitsValue = _cache.StepLogitsValue;
         if (engine.NextTokenOutput) _outputs[^1] = _device?.NextToken ?? _cache.NextTokensValue!;   // bound once, like the cache
+        if (_cache.Head is { } head)   // the sampling head's inputs: the last ones, bound once (on the device under CUDA)
+            for (int i = 0; i < head.Values.Count; i++) _inputs[_inputs.Length - head.Values.Count + i] = head.Values[i];
         if (decoder.HasCrossAttention)
         {
             // Cross K/V and the encoder mask stay bound, unchanged, for every step: on the device, copied
@@ -101,8 +107,14 @@ internal sealed unsafe class DecodeState : IDisposable
             _runOptions.AddRunConfigEntry("gpu_graph_id", _cache.GraphId.ToString());   // decode steps replay this cache's graph
             _prefillRunOptions = new RunOptions();
             _prefillRunOptions.AddRunConfigEntry("gpu_graph_id", "-1");                   // prefill runs uncaptured
+            if (engine.GreedyOutputNames is not null)
+            {
+                _greedyRunOptions = new RunOptions();
+                _greedyRunOptions.AddRunConfigEntry("gpu_graph_id", (_cache.GraphId + GreedyGraphOffset).ToString());
+            }
         }
         _cache.Reset();
+        _cache.Head?.Configure(SamplingOptions.Greedy, 1f, guided: false, null, []);   // a pooled cache forgets the last request's choice
         Prompts = prompts;
     }
 
@@ -155,6 +167,9 @@ internal sealed unsafe class DecodeState : IDisposable
     /// <summary>The prompt's logits of a single-row state: [S * vocab], or [vocab] for a graph with last-position logits.</summary>
     public ReadOnlySpan<float> AllPrefillLogits => _prefillLogits;
 
+    /// <summary>The sampling head's inputs of this state's cache (graphs with a head), else null.</summary>
+    public SamplingHeadInputs? Head => _cache.Head;
+
     /// <summary>A decode step has run (<see cref="Logits"/> and <see cref="GraphToken"/> are the step's, not the prompt's).</summary>
     public bool Stepped => _stepped;
 
@@ -172,9 +187,12 @@ internal sealed unsafe class DecodeState : IDisposable
     /// <summary>Appends one token per row and runs the decoder on them.</summary>
     /// <param name="readLogits">False: on the device, bring back only the graph's next_token (8 bytes a row), not the
     /// logits; <see cref="Logits"/> is then stale until the next step that reads them. Needs a next_token output.</param>
-    public void Step(ReadOnlySpan<int> tokens, CancellationToken ct, bool readLogits = true)
+    /// <param name="greedyHead">A greedy choice by the sampling head: bind its greedy output (into the same buffer)
+    /// instead of next_token, so only the mix, mask, penalty and ArgMax run (packages whose head has one).</param>
+    public void Step(ReadOnlySpan<int> tokens, CancellationToken ct, bool readLogits = true, bool greedyHead = false)
     {
         if (!readLogits && !_e.NextTokenOutput) throw new InvalidOperationException("the graph has no bound next_token output");
+        _greedyStep = greedyHead && _e.GreedyOutputNames is not null;
         for (int r = 0; r < Batch; r++)
         {
             _step[r] = tokens[r];                        // input_ids [B,1]
@@ -202,7 +220,8 @@ internal sealed unsafe class DecodeState : IDisposable
     {
         int past = Length, total = Length + newTokens;
         var outputs = prefill ? _prefillOutputs : _outputs;
-        var outputNames = prefill ? _e.PrefillOutputNames : _e.OutputNames;
+        var outputNames = prefill ? _e.PrefillOutputNames : _greedyStep ? _e.GreedyOutputNames! : _e.OutputNames;
+        if (_greedyStep && !prefill) runOptions = _greedyRunOptions ?? runOptions;
         _inputs[0] = ids;
         outputs[0] = logits;
         if (onDevice)   // the step's tokens: host -> device, 8 bytes a row
@@ -281,6 +300,7 @@ internal sealed unsafe class DecodeState : IDisposable
         _seqlens?.Dispose();
         _total?.Dispose();
         _prefillRunOptions?.Dispose();
+        _greedyRunOptions?.Dispose();
         if (_maskViews is not null)
         {
             foreach (var v in _maskViews) v?.Dispose();

@@ -70,10 +70,12 @@ internal sealed unsafe class KvCache : IDisposable
     /// made for a graph with a next_token output.</summary>
     public long[]? NextTokens { get; }
     public OrtValue? NextTokensValue { get; }
+    /// <summary>The sampling head's inputs (graphs converted with <c>--device-sampling</c>), else null.</summary>
+    public SamplingHeadInputs? Head { get; }
 
     public KvCache(int batch, int layers, int kvHeads, int headDim, int capacity, bool shared = false, TensorElementType type = TensorElementType.Float,
                    Runtime.DeviceMemory? device = null, int vocabulary = 0, int graphId = 0, int crossHeads = 0, int crossCapacity = 0,
-                   bool nextToken = false)
+                   bool nextToken = false, bool samplingHead = false)
     {
         _device = device;
         GraphId = graphId;
@@ -114,6 +116,7 @@ internal sealed unsafe class KvCache : IDisposable
             NextTokens = GC.AllocateArray<long>(batch, pinned: true);
             NextTokensValue = OrtValue.CreateTensorValueFromMemory(NextTokens, [batch, 1]);
         }
+        if (samplingHead) Head = new SamplingHeadInputs(batch, vocabulary, device);
         if (device is not null)
         {
             var ids = device.Tensor(TensorElementType.Int64, [batch, 1]);
@@ -227,6 +230,7 @@ internal sealed unsafe class KvCache : IDisposable
         _pageLocked.Clear();
         StepLogitsValue.Dispose();
         NextTokensValue?.Dispose();
+        Head?.Dispose();
         if (Step is { } step)
         {
             step.Ids.Dispose();

@@ -1,7 +1,7 @@
 namespace OnnxMultimodal.Generation;
 
 /// <summary>Bans a set of tokens (e.g. image tokens while writing text, as transformers' Chameleon does).</summary>
-internal sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogitsProcessor
+internal sealed class SuppressTokensProcessor(IEnumerable<int> banned) : IStaticLogitMask
 {
     private readonly int[] _banned = banned.ToArray();
 
@@ -9,10 +9,15 @@ internal sealed class SuppressTokensProcessor(IEnumerable<int> banned) : ILogits
     {
         foreach (int id in _banned) logits[id] = float.MinValue;
     }
+
+    public void FillMask(Span<float> mask)
+    {
+        foreach (int id in _banned) mask[id] = float.MinValue;
+    }
 }
 
 /// <summary>Inside an image span only image tokens may be chosen: every other logit is pushed to the floor.</summary>
-internal sealed class ImageSpanConstraint : ILogitsProcessor
+internal sealed class ImageSpanConstraint : IStaticLogitMask
 {
     private readonly bool[] _allowed;
 
@@ -29,5 +34,11 @@ internal sealed class ImageSpanConstraint : ILogitsProcessor
     {
         for (int i = 0; i < logits.Length; i++)
             if (!_allowed[i]) logits[i] = float.MinValue;
+    }
+
+    public void FillMask(Span<float> mask)
+    {
+        for (int i = 0; i < mask.Length && i < _allowed.Length; i++)
+            if (!_allowed[i]) mask[i] = float.MinValue;
     }
 }

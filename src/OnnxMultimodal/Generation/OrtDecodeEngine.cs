@@ -45,6 +45,14 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     /// <summary>The graph gives next_token (its greedy choice, <c>convert --next-token</c>) and
     /// <see cref="ExecutionOptions.GraphTokenChoice"/> is on: steps bind it, greedy sequences read it.</summary>
     internal bool NextTokenOutput { get; }
+    /// <summary>The sampling head's inputs (<c>convert --device-sampling</c>), the last of <see cref="InputNames"/>; empty without one.</summary>
+    internal string[] HeadInputNames { get; private init; } = [];
+    /// <summary><see cref="OutputNames"/> with the head's greedy output in next_token's place (bound to the same buffer):
+    /// greedy steps run only the head's ArgMax path. Null without a head that has one.</summary>
+    internal string[]? GreedyOutputNames { get; private init; }
+    /// <summary>The graph's next_token comes from the sampling head: greedy and sampled choices (with a repetition penalty,
+    /// a fixed mask, guidance's mix) can be made on the device; see <see cref="SamplingHeadManifest.Expresses"/>.</summary>
+    internal bool DeviceSampling => NextTokenOutput && HeadInputNames.Length > 0;
 
     public string Name => "ort";
     public int ContextLength => _decoder.ContextLength;
@@ -98,10 +106,24 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         var prefillOutputs = outputs.ToArray();
         if (execution.GraphTokenChoice && d.Outputs.ContainsKey("next_token") && !d.HasCrossAttention)
             outputs.Add(d.OutputName("next_token"));
+        // The head's inputs are graph inputs whether or not its next_token is read: they are always bound.
+        string[] head = d.SamplingHead is { } h && !d.HasCrossAttention ? h.InputNames(package.DecoderPath) : [];
+        inputs.AddRange(head);
+        string[]? greedyOutputs = head.Length > 0 && outputs.Count > prefillOutputs.Length && d.SamplingHead!.GreedyOutput is { Length: > 0 } greedy
+            ? [.. prefillOutputs, greedy] : null;
         var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
-        try { LimitChecks.DecoderGraph(package.DecoderPath, d, session.InputMetadata, session.OutputMetadata); }
+        try
+        {
+            if (greedyOutputs is not null) ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, greedyOutputs, "outputs");
+            LimitChecks.DecoderGraph(package.DecoderPath, d, session.InputMetadata, session.OutputMetadata);
+            if (head.Length > 0) SamplingHeadManifest.CheckGraph(package.DecoderPath, head, d.VocabSize, session.InputMetadata);
+        }
         catch { session.Dispose(); throw; }
-        var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray(), prefillOutputs);
+        var engine = new OrtDecodeEngine(session, provider, d, package.Manifest.Tokens.Eos, inputs.ToArray(), outputs.ToArray(), prefillOutputs)
+        {
+            HeadInputNames = head,
+            GreedyOutputNames = greedyOutputs,
+        };
         if (package.Has("prefill_decoder"))
         {
             try
@@ -242,7 +264,8 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         int crossCapacity = crossFrames == 0 ? 0 : (crossFrames + step - 1) / step * step;
         return new KvCache(batch, _decoder.NumLayers, _decoder.NumKvHeads, _decoder.HeadDim, size,
                            _decoder.SharedCache, KvType, Device, _decoder.VocabSize, graphId: created,   // each pooled cache captures its own CUDA graph
-                           crossHeads: _decoder.NumHeads, crossCapacity: crossCapacity, nextToken: NextTokenOutput);
+                           crossHeads: _decoder.NumHeads, crossCapacity: crossCapacity, nextToken: NextTokenOutput,
+                           samplingHead: HeadInputNames.Length > 0);
     }
 
     /// <summary>The element type of the KV cache and of the cross-attention K/V the graph takes.</summary>
@@ -284,14 +307,26 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
     {
         private readonly DecodeState _state;
         private readonly int[] _token = new int[1];
-        private readonly bool _graphChoice;   // plain greedy and the graph gives next_token: a step reads 8 bytes, not the logits
+        private readonly bool _graphChoice;   // the graph's next_token is this sequence's choice: a step reads 8 bytes, not the logits
+        private readonly SamplingHeadInputs? _head;   // set when the choice is the sampling head's
+        private readonly SamplingOptions _sampling;
 
         public Sequence(OrtDecodeEngine engine, IReadOnlyList<int> prompt, SamplingOptions sampling, IReadOnlyList<ILogitsProcessor>? processors,
                         Speech.EncoderStates? encoder)
             : base(prompt, sampling, engine._defaultStops, engine.ContextLength, processors)
         {
             _state = new DecodeState(engine, engine._decoder, [prompt], (int)Math.Min(engine.ContextLength, (long)prompt.Count + sampling.MaxNewTokens), encoder);
-            _graphChoice = engine.NextTokenOutput && sampling.IsGreedy && sampling.RepetitionPenalty == 1f && (processors is null || processors.Count == 0);
+            _sampling = sampling;
+            // Plain ArgMax graphs: plain greedy only. A sampling head: whatever it expresses exactly (else the host sampler).
+            _graphChoice = engine.DeviceSampling
+                ? SamplingHeadManifest.Expresses(sampling, processors)
+                : engine.NextTokenOutput && sampling.IsGreedy && sampling.RepetitionPenalty == 1f && (processors is null || processors.Count == 0);
+            if (_graphChoice && engine.DeviceSampling)
+            {
+                _head = _state.Head!;
+                try { _head.Configure(sampling, 1f, guided: false, processors, [prompt]); }
+                catch { _state.Dispose(); throw; }
+            }
             Interlocked.Increment(ref s_liveSequences);
         }
 
@@ -314,7 +349,12 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         protected override void RunStep(int token, CancellationToken ct)
         {
             _token[0] = token;
-            _state.Step(_token, ct, readLogits: !_graphChoice);
+            if (_head is not null)   // the head's inputs for this step: the token just chosen is seen, and the next draw
+            {
+                if (_sampling.RepetitionPenalty != 1f) _head.MarkSeen(0, token);
+                if (!_sampling.IsGreedy) _head.SetUniform(Sampler.DrawUniform());   // the host's stream, in the host's order
+            }
+            _state.Step(_token, ct, readLogits: !_graphChoice, greedyHead: _head is not null && _sampling.IsGreedy);
         }
 
         protected override bool TryGraphToken(out int token)

@@ -118,6 +118,14 @@ internal sealed class Sampler
         return drawn >= 0 ? _order[drawn] : keep <= live ? _order[keep - 1] : ZeroAt(x, max, keep - 1 - live);
     }
 
+    /// <summary>The next uniform of this sampler's stream, for a choice made elsewhere (the sampling head): one per
+    /// sampled token, in the order the host path would draw them.</summary>
+    public double DrawUniform()
+    {
+        LastUniform = _rng.NextDouble();
+        return LastUniform;
+    }
+
     /// <summary>Renormalises <c>_probs[0..keep)</c> and draws one uniform: the position of the first
     /// cumulative probability above it, or -1 when rounding leaves the draw past them all.</summary>
     private int Draw(int keep)

@@ -47,6 +47,8 @@ internal sealed record DecoderManifest
     public bool LastLogitsOnly => Logits == "last";
     [JsonPropertyName("inputs")] public Dictionary<string, string> Inputs { get; init; } = new();
     [JsonPropertyName("outputs")] public Dictionary<string, string> Outputs { get; init; } = new();
+    /// <summary>The graph chooses the next token itself (<c>convert --device-sampling</c>): see <see cref="Generation.SamplingHeadManifest"/>.</summary>
+    [JsonPropertyName("sampling_head")] public Generation.SamplingHeadManifest? SamplingHead { get; init; }
 
     public string InputName(string role) => Inputs.TryGetValue(role, out var n) ? n : role;
     public string OutputName(string role) => Outputs.TryGetValue(role, out var n) ? n : role;

@@ -63,9 +63,11 @@ public sealed record ExecutionOptions
     /// <c>convert --custom-ops omm</c> need (CUDA only). Null: none; such packages are refused at load.</summary>
     public string? CustomOpLibrary { get; init; }
 
-    /// <summary>Greedy decoding without logits processors takes the token the graph chose (output <c>next_token</c> of a
-    /// package converted with <c>convert --next-token</c>): a step hands back 8 bytes a row instead of the logits, and
-    /// no argmax runs on the host. False always reads the logits (the benchmark's comparison).</summary>
+    /// <summary>Take the token the graph chose (output <c>next_token</c>): a step hands back 8 bytes a row instead of the
+    /// logits. Packages converted with <c>convert --next-token</c> choose greedily (used for greedy decoding without
+    /// processors); packages converted with <c>--device-sampling</c> also sample with the request's seed, penalty, fixed
+    /// masks and guidance, giving the host sampler's tokens (docs/device-sampling.md). False always reads the logits and
+    /// chooses on the host (the benchmark's comparison).</summary>
     public bool GraphTokenChoice { get; init; } = true;
 
     /// <summary>Write an ONNX Runtime profile (JSON) for each session into this folder.</summary>
