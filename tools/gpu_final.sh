@@ -5,7 +5,7 @@
 #   - the proof packages' fused fp16 and int4 variants, converted from the committed fp32 proof packages
 #     (int4 with its own round-trip reference; fp16 gets the fp32 graph's prefill logits for its error bound)
 #   - the trained default models' semantic tests on CUDA (fp16; speech also int4)
-#   - the steps in tools/gpu_final.d/*.sh, sourced in name order (device sampling, speech TTFT, soak, ...)
+#   (the benchmarks follow in tools/gpu_bench_final.sh, on the same warm machine, with tools/gpu_prep.sh's models)
 #   tools/gpu_final.sh PARTS_DIR OUT_DIR
 # Carried, compressed (zstd is not on the GPU machine: carry .carry/zstd and set ZSTD): .carry/pack/tok.tar.zst
 # (the real llama2/llama3 tokenizers of tools/fetch_proof_tokenizers.sh) and .carry/pack/trained-fp32.tar.zst (the
@@ -128,13 +128,3 @@ timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --outp
 log "cuda tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:|skipped:' "$out/cuda-tests.log" | tr -d ' \n')"
 grep -E "^\s*(Failed|Skipped) " "$out/cuda-tests.log" | head -40 | tee -a "$out/summary.txt"
 
-# 5. the other steps (each one a file in tools/gpu_final.d, sourced here with repo, work, out, OMM, log in scope)
-for step in "$repo"/tools/gpu_final.d/*.sh; do
-  [ -f "$step" ] || continue
-  t0=$SECONDS; name=$(basename "$step" .sh)
-  ( set +e; source "$step" ) > "$out/$name.log" 2>&1
-  log "step $name: rc=$? in $((SECONDS - t0)) s"
-done
-# what comes back: at most 8 files, so everything but the summary travels in one archive
-tar -C "$out" -czf "$work/results.tar.gz" --exclude=summary.txt . && mv "$work/results.tar.gz" "$out/results.tar.gz"
-find "$out" -mindepth 1 -maxdepth 1 ! -name results.tar.gz ! -name summary.txt -exec rm -rf {} +

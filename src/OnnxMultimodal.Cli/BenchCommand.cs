@@ -45,6 +45,7 @@ internal static class BenchCommand
         cmd.Options.Add(int4OmmModel);
         cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(CliCommon.EncoderGraph);
+        cmd.Options.Add(CliCommon.HostTokenChoice);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
         cmd.Options.Add(task);
@@ -104,6 +105,7 @@ internal static class BenchCommand
                 label = r.GetValue(label),
                 cuda_graph = r.GetValue(CliCommon.CudaGraph),
                 host_kv = r.GetValue(CliCommon.HostKv),
+                host_token_choice = r.GetValue(CliCommon.HostTokenChoice),
                 results,
                 skipped,
                 ort_over_genai_tokens_per_s = results.Count == 2 ? Math.Round(results[0].TokensPerSecond / results[1].TokensPerSecond, 3) : (double?)null,

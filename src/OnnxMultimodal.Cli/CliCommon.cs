@@ -25,11 +25,13 @@ internal static class CliCommon
     public static readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Generate exactly --max-tokens" };
     public static readonly Option<string?> CustomOpLibrary = new("--custom-op-library") { Description = "CUDA: libomm_kernels.so, for packages converted with --custom-ops omm" };
 
+    public static readonly Option<bool> HostTokenChoice = new("--host-token-choice") { Description = "Copy the logits out and choose each token on the host, even where the package's graph can choose it on the device (--device-sampling / --next-token packages): the baseline of that lever" };
+
     public static readonly Option<bool> EncoderGraph = new("--encoder-graph") { Description = "CUDA: replay the speech encoder as a CUDA graph per exact input length (captured at a length's second request)" };
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph, HostTokenChoice })
             c.Options.Add(o);
     }
 
@@ -66,6 +68,7 @@ internal static class CliCommon
         DeviceResident = !r.GetValue(HostKv),
         CustomOpLibrary = r.GetValue(CustomOpLibrary),
         EncoderCudaGraph = r.GetValue(EncoderGraph),
+        GraphTokenChoice = !r.GetValue(HostTokenChoice),
     };
 
     private static int NonNegative(int value, string option, string hint) =>

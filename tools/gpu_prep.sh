@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Background exports for the closing benchmark call, started (setsid) by the first part-transfer call so the
+# model exports overlap the transfers: the 7B-shape int4 text packages (block 32 and 128, sampling head; each also
+# with our int4 GEMV custom op), the 7B Chameleon int4 package with the sampling head and last-position logits,
+# and Seamless-large with its fp16 / int4 fused variants, plus the 10 s test WAV.
+#   setsid bash tools/gpu_prep.sh SRC_COPY MODELS_DIR &      (SRC_COPY: a copy of onnx-export/ and the tiny-seamless WAVs)
+# Writes MODELS_DIR/prep.log and, when done, MODELS_DIR/prep.done.
+set -uo pipefail
+src=$1; m=$2; mkdir -p "$m"
+log() { echo "$(date +%T) $*" >> "$m/prep.log"; }
+ex() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && return 0; local t0=$SECONDS
+  (cd "$src/onnx-export" && python3 -m omm_export "$@" --out "$m/$name") >> "$m/export.log" 2>&1
+  log "export $name: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/$name" 2>/dev/null | cut -f1)"; }
+omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by links)
+  local from=$m/$1 to=$m/$1-omm
+  [ -f "$to/multimodal.json" ] && return 0
+  mkdir -p "$to"; for f in "$from"/*; do [ "$(basename "$f")" = decoder.onnx ] || [ "$(basename "$f")" = multimodal.json ] || ln -sf "$f" "$to/"; done
+  (cd "$src/onnx-export" && python3 - "$from" "$to" <<'PY'
+import json, os, sys
+import onnx
+sys.path.insert(0, ".")
+from omm_export.custom_ops import OMM_DOMAIN, use_omm_int4
+src, dst = sys.argv[1:3]
+model = onnx.load(os.path.join(src, "decoder.onnx"), load_external_data=False)   # the weights stay in decoder.onnx.data (linked)
+done = use_omm_int4(model)
+onnx.save(model, os.path.join(dst, "decoder.onnx"))
+man = json.load(open(os.path.join(src, "multimodal.json")))
+man["decoder"]["custom_op_domains"] = [OMM_DOMAIN]
+json.dump(man, open(os.path.join(dst, "multimodal.json"), "w"), indent=1)
+print("omm variant", dst, done)
+PY
+  ) >> "$m/export.log" 2>&1
+  log "omm variant $1: rc=$?"; }
+log "prep start"
+python3 - "$m/speech_10s.wav" "$src/wav" <<'PY' >> "$m/export.log" 2>&1
+import sys, wave
+frames = b""
+for name in ["robot_16k.wav", "fox_16k.wav", "sky_16k.wav"] * 3:
+    with wave.open(f"{sys.argv[2]}/{name}") as w:
+        frames += w.readframes(w.getnframes())
+frames = frames[: 16000 * 2 * 10]
+with wave.open(sys.argv[1], "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(frames)
+print("speech_10s.wav", len(frames) / 32000, "s")
+PY
+i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --no-reference)
+ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
+ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32
+ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling
+ex seamless-large seamless --preset large --no-reference
+for spec in "seamless-fp16-mha-e16:--precision fp16 --cross-mha --encoder-precision fp16" \
+            "seamless-int4-mha-e16:--precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16"; do
+  v=${spec%%:*}; [ -f "$m/$v/multimodal.json" ] && continue; t0=$SECONDS
+  (cd "$src/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/$v" --graph fused ${spec#*:} --link-components) >> "$m/export.log" 2>&1
+  log "convert $v: rc=$? in $((SECONDS - t0)) s"
+done
+log "prep done"; touch "$m/prep.done"
