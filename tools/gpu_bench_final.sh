@@ -66,5 +66,5 @@ fi
 
 # 4. fbank and the CUDA soak
 timeout 60 "$OMM" bench fbank --runs 200 --json "$out/fbank-10s.json" > "$out/fbank.log" 2>&1; log "fbank: rc=$? $(tail -3 "$out/fbank.log" | tr '\n' ';')"
-t0=$SECONDS; timeout ${SOAK_SECONDS:-150} "$OMM" soak -n ${SOAK_N:-2000} -c 4 --reload-every 500 --interval 250 --provider cuda,cpu --json "$out/soak-cuda.json" > "$out/soak.log" 2>&1
+t0=$SECONDS; timeout ${SOAK_SECONDS:-150} "$OMM" soak -n ${SOAK_N:-2000} -c 4 --reload-every 500 --interval 250 --provider cuda,cpu --models "$repo/models" --json "$out/soak-cuda.json" > "$out/soak.log" 2>&1
 log "soak cuda: rc=$? in $((SECONDS - t0)) s: $(tail -4 "$out/soak.log" | tr '\n' ';')"
