@@ -128,3 +128,9 @@ timeout 300 "$work/omm/OnnxMultimodal.Tests" --filter "TestCategory=Cuda" --outp
 log "cuda tests: rc=$? in $((SECONDS - t0)) s: $(grep -E 'total:|failed:|succeeded:|skipped:' "$out/cuda-tests.log" | tr -d ' \n')"
 grep -E "^\s*(Failed|Skipped) " "$out/cuda-tests.log" | head -40 | tee -a "$out/summary.txt"
 
+# 5. a soak on CUDA (issue 13): text, caption, imagine, transcribe at concurrency 4 with cancellation and reloads,
+#    host and device memory sampled (bounded so the call keeps its time)
+t0=$SECONDS
+timeout ${SOAK_SECONDS:-100} "$OMM" soak -n ${SOAK_N:-1000} -c 4 --reload-every 250 --interval 100 --provider cuda,cpu --models "$repo/models" \
+  --json "$out/soak-cuda.json" > "$out/soak.log" 2>&1
+log "soak cuda: rc=$? in $((SECONDS - t0)) s: $(tail -3 "$out/soak.log" | tr '\n' ';')"
