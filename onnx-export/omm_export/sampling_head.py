@@ -15,7 +15,8 @@ Outputs: next_token [B, 1] int64; next_token_greedy [B, 1] int64, the greedy cho
 ArgMax): a greedy request binds it instead, and ONNX Runtime then runs only those few nodes, not the sort and sums.
 
 Order, as the host: mix -> mask -> penalty -> (greedy: argmax, ties to the lower id) -> temperature ->
-descending order (TopK over the whole vocabulary: ties to the lower id) -> top-k as a position mask ->
+descending order (TopK over the whole vocabulary on a float64 key that orders ties by the lower id) -> top-k
+as a position mask ->
 softmax -> top-p (keep position i while the cumulative probability before it is < top_p) -> renormalise
 -> the first position whose cumulative probability exceeds u (the last kept one if rounding leaves none).
 All in float32 (the host works in float64): a draw can differ only where u or top_p falls within
@@ -99,7 +100,22 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     g.outputs.append(helper.make_tensor_value_info(greedy, TensorProto.INT64, ["batch", 1]))
     is_greedy = g.op("Equal", [temperature, g.f32(0.0)], "is_greedy")
     scaled = g.op("Div", [x, g.op("Where", [is_greedy, g.f32(1.0), temperature])], "scaled")            # [B, V]
-    values, ids = g.op("TopK", [scaled, g.i64([vocab])], "sorted", n_out=2, axis=1, largest=1, sorted=1)  # [B, V] descending
+    # Descending order with ties to the lower id, as the host sorts. ONNX Runtime's CUDA TopK promises no order among
+    # equal keys (the first H100 run forked from the host at a tie of fp16-valued logits), so the key breaks ties
+    # itself, in float64: x - |x| * id * 2^-48 (x = 0: -id * 2^-100; non-finite x stays x). The term moves a value
+    # by under 2^-28 of its size (V < 2^20), and distinct float32 values differ by at least 2^-24 of theirs, so
+    # distinct values keep their order; equal values fall in id order; float64 holds each step (2^-48 of |x|).
+    if vocab >= 1 << 20:
+        raise ValueError(f"sampling head: vocabulary {vocab} >= 2^20 (the tie-breaking key's bound)")
+    xd = g.op("Cast", [scaled], "scaled_f64", to=TensorProto.DOUBLE)                                     # [B, V]
+    step = g.const(np.arange(vocab, dtype=np.float64) * 2.0 ** -48, "head_tie_step")                    # [V]
+    tie = g.op("Where", [g.op("Equal", [xd, g.const(np.array(0.0, np.float64), "head_zero_f64")]),
+                         g.op("Mul", [step, g.const(np.array(2.0 ** -52, np.float64), "head_zero_scale")]),
+                         g.op("Mul", [g.op("Abs", [xd]), step])], "tie")
+    finite = g.op("Less", [g.op("Abs", [xd]), g.const(np.array(np.inf, np.float64), "head_inf_f64")], "finite")
+    key = g.op("Where", [finite, g.op("Sub", [xd, tie]), xd], "sort_key")                              # [B, V] float64
+    _, ids = g.op("TopK", [key, g.i64([vocab])], "sorted", n_out=2, axis=1, largest=1, sorted=1)      # [B, V] descending
+    values = g.op("GatherElements", [scaled, ids], "sorted_values", axis=1)                             # [B, V] float32
     positions = g.f32(np.arange(vocab, dtype=np.float32))                                                # [V]
     k = g.op("Where", [g.op("Greater", [top_k, g.f32(0.0)]), top_k, g.f32(float(vocab))], "k")
     in_k = g.op("Less", [positions, k], "in_top_k")                                                     # [V]

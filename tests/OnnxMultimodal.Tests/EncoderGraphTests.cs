@@ -10,6 +10,9 @@ namespace OnnxMultimodal.Tests;
 /// skipped with the reason, like <see cref="CudaTests"/>.
 /// </summary>
 [Category("Cuda")]
+[Ignore("Not met on the H100 (2026-11-27): ONNX Runtime refuses to capture the committed speech encoders (\"all compute graph " +
+        "nodes have not been partitioned to the CUDAExecutionProvider\": their shape arithmetic runs on the CPU), so the pipeline " +
+        "falls back to plain encoder runs. Needs an encoder export whose every node is placed on CUDA; see docs/benchmarks.md.")]
 public class EncoderGraphCudaTests
 {
     private static readonly ExecutionOptions Cuda = new() { Providers = [ExecutionProviderKind.Cuda] };
