@@ -19,7 +19,12 @@ log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
 OMM=$work/omm/omm
 [ -d "$repo/.carry/tok/llama2" ] || { [ -f "$repo/.carry/pack/tok.tar.zst" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/tok.tar.zst" | tar -C "$repo/.carry" -xf -; }
 src=$work/trained-src; mkdir -p "$src"
-[ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$src/shapes-fp32" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$src" -xf -
+if [ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$src/shapes-fp32" ]; then
+  ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$src" -xf -
+  log "trained fp32 packages unpacked: rc=$? ($(ls "$src" | tr '\n' ' '))"
+else
+  log "trained fp32 packages: $(ls -la "$repo/.carry/pack" 2>&1 | tr '\n' ' ')"
+fi
 site=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"

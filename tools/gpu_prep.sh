@@ -11,10 +11,11 @@ log() { echo "$(date +%T) $*" >> "$m/prep.log"; }
 ex() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && return 0; local t0=$SECONDS
   (cd "$src/onnx-export" && python3 -m omm_export "$@" --out "$m/$name") >> "$m/export.log" 2>&1
   log "export $name: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/$name" 2>/dev/null | cut -f1)"; }
-omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by links)
+omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by a hard link)
   local from=$m/$1 to=$m/$1-omm
   [ -f "$to/multimodal.json" ] && return 0
-  mkdir -p "$to"; for f in "$from"/*; do [ "$(basename "$f")" = decoder.onnx ] || [ "$(basename "$f")" = multimodal.json ] || ln -sf "$f" "$to/"; done
+  # the weights file as a hard link: ONNX Runtime refuses external data whose resolved path leaves the model folder
+  mkdir -p "$to"; for f in "$from"/*; do case $(basename "$f") in decoder.onnx|multimodal.json) ;; decoder.onnx.data) ln -f "$f" "$to/" ;; *) ln -sf "$f" "$to/" ;; esac; done
   (cd "$src/onnx-export" && python3 - "$from" "$to" <<'PY'
 import json, os, sys
 import onnx
