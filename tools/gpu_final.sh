@@ -18,10 +18,10 @@ log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
 [ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | ${ZSTD:-zstd} -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
 OMM=$work/omm/omm
 [ -d "$repo/.carry/tok/llama2" ] || { [ -f "$repo/.carry/pack/tok.tar.zst" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/tok.tar.zst" | tar -C "$repo/.carry" -xf -; }
-src=$work/trained-src; mkdir -p "$src"
-if [ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$src/shapes-fp32" ]; then
-  ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$src" -xf -
-  log "trained fp32 packages unpacked: rc=$? ($(ls "$src" | tr '\n' ' '))"
+tsrc=$work/trained-src; mkdir -p "$tsrc"
+if [ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$tsrc/shapes-fp32" ]; then
+  ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$tsrc" -xf -
+  log "trained fp32 packages unpacked: rc=$? ($(ls "$tsrc" | tr '\n' ' '))"
 else
   log "trained fp32 packages: $(ls -la "$repo/.carry/pack" 2>&1 | tr '\n' ' ')"
 fi
@@ -103,13 +103,13 @@ cv() { (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert "$@"
 cv --from ../models/speech --out "$tr/speech-fp16" --graph fused --precision fp16
 cv --from ../models/speech --out "$tr/speech-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32
 shapes16=$repo/.carry/trained/shapes-fp16; shapes4=$shapes16; code4=$repo/models/code; code4b=$repo/models/code
-if [ -d "$src/shapes-fp32" ]; then
-  cv --from "$src/shapes-fp32" --out "$tr/shapes-fp16" --graph fused --precision fp16 && shapes16=$tr/shapes-fp16
-  cv --from "$src/shapes-fp32" --out "$tr/shapes-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && shapes4=$tr/shapes-int4
+if [ -d "$tsrc/shapes-fp32" ]; then
+  cv --from "$tsrc/shapes-fp32" --out "$tr/shapes-fp16" --graph fused --precision fp16 && shapes16=$tr/shapes-fp16
+  cv --from "$tsrc/shapes-fp32" --out "$tr/shapes-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && shapes4=$tr/shapes-int4
 fi
-if [ -d "$src/code-fp32" ]; then
-  cv --from "$src/code-fp32" --out "$tr/code-int4-b32" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && code4=$tr/code-int4-b32
-  cv --from "$src/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
+if [ -d "$tsrc/code-fp32" ]; then
+  cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b32" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && code4=$tr/code-int4-b32
+  cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
 fi
 log "trained variants converted: $(ls "$tr" | tr '\n' ' ')"
 trained() {   # name, then VAR=dir settings
