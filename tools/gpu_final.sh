@@ -99,7 +99,7 @@ done
 #    Where the training run's fp32 packages are carried (.carry/pack/trained-fp32.tar.zst), shapes and code are
 #    converted here too: fp16, and int4 (fp16 activations) at block 32 and 128, so every precision runs on CUDA.
 tr=$work/trained; mkdir -p "$tr"
-cv() { (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert "$@") >> "$out/trained-convert.log" 2>&1 || log "convert failed: $*"; }
+cv() { (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert "$@") >> "$out/trained-convert.log" 2>&1 || { log "convert failed: $*"; return 1; }; }
 cv --from ../models/speech --out "$tr/speech-fp16" --graph fused --precision fp16
 cv --from ../models/speech --out "$tr/speech-int4" --graph fused --precision int4 --int4-activation fp16 --block-size 32
 shapes16=$repo/.carry/trained/shapes-fp16; shapes4=$shapes16; code4=$repo/models/code; code4b=$repo/models/code

@@ -11,8 +11,10 @@ Inputs the host fills (fixed shapes: the step can be captured as a CUDA graph an
   sample_seen    [B, V] float32   1 where the id is already in the row's sequence (repetition penalty)
   sample_mask    [V] float32      added to every row after the mix: 0 allowed, float32 min banned (the
                                   image-span constraint and suppressed ids, exactly as the host's processors)
-Outputs: next_token [B, 1] int64; next_token_greedy [B, 1] int64, the greedy choice alone (mix, mask, penalty,
-ArgMax): a greedy request binds it instead, and ONNX Runtime then runs only those few nodes, not the sort and sums.
+Outputs: next_token [B, 1] int64; next_token_greedy [B, 1] int64, the greedy choice alone (the first id of the
+tie-broken order). A greedy request binds it; ONNX Runtime still runs the whole head (its inference builds do not
+prune nodes by the requested outputs), so a greedy step pays for the sort too (~0.3 ms a step at a 32k vocabulary on
+an H100 in a launch-blocking profile).
 
 Order, as the host: mix -> mask -> penalty -> (greedy: argmax, ties to the lower id) -> temperature ->
 descending order (TopK over the whole vocabulary on a float64 key that orders ties by the lower id) -> top-k
@@ -95,9 +97,6 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     # repetition penalty over ids already seen: x > 0 -> x / r, else x * r
     penalised = g.op("Where", [g.op("Greater", [x, g.f32(0.0)]), g.op("Div", [x, r]), g.op("Mul", [x, r])], "penalised")
     x = g.op("Where", [g.op("Greater", [seen, g.f32(0.0)]), penalised, x], "after_penalty")             # [B, V]
-    greedy = GREEDY_OUTPUT
-    g.op_named("ArgMax", [x], [greedy], axis=1, keepdims=1)                                             # [B, 1]: first of the largest
-    g.outputs.append(helper.make_tensor_value_info(greedy, TensorProto.INT64, ["batch", 1]))
     is_greedy = g.op("Equal", [temperature, g.f32(0.0)], "is_greedy")
     scaled = g.op("Div", [x, g.op("Where", [is_greedy, g.f32(1.0), temperature])], "scaled")            # [B, V]
     # Descending order with ties to the lower id, as the host sorts. ONNX Runtime's CUDA TopK promises no order among
@@ -109,13 +108,19 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
         raise ValueError(f"sampling head: vocabulary {vocab} >= 2^20 (the tie-breaking key's bound)")
     xd = g.op("Cast", [scaled], "scaled_f64", to=TensorProto.DOUBLE)                                     # [B, V]
     step = g.const(np.arange(vocab, dtype=np.float64) * 2.0 ** -48, "head_tie_step")                    # [V]
+    # zeros: -id * 2^-173, below every float32 magnitude (2^-149), so a zero never passes a tiny negative value
     tie = g.op("Where", [g.op("Equal", [xd, g.const(np.array(0.0, np.float64), "head_zero_f64")]),
-                         g.op("Mul", [step, g.const(np.array(2.0 ** -52, np.float64), "head_zero_scale")]),
+                         g.op("Mul", [step, g.const(np.array(2.0 ** -125, np.float64), "head_zero_scale")]),
                          g.op("Mul", [g.op("Abs", [xd]), step])], "tie")
     finite = g.op("Less", [g.op("Abs", [xd]), g.const(np.array(np.inf, np.float64), "head_inf_f64")], "finite")
     key = g.op("Where", [finite, g.op("Sub", [xd, tie]), xd], "sort_key")                              # [B, V] float64
     _, ids = g.op("TopK", [key, g.i64([vocab])], "sorted", n_out=2, axis=1, largest=1, sorted=1)      # [B, V] descending
     values = g.op("GatherElements", [scaled, ids], "sorted_values", axis=1)                             # [B, V] float32
+    # greedy: the first of that order (the largest, ties to the lower id), not an ArgMax whose tie rule the CUDA
+    # kernel does not promise; with temperature 0, `scaled` is x itself
+    greedy = GREEDY_OUTPUT
+    g.op_named("Slice", [ids, g.i64([0]), g.i64([1]), g.i64([1])], [greedy])                            # [B, 1]
+    g.outputs.append(helper.make_tensor_value_info(greedy, TensorProto.INT64, ["batch", 1]))
     positions = g.f32(np.arange(vocab, dtype=np.float32))                                                # [V]
     k = g.op("Where", [g.op("Greater", [top_k, g.f32(0.0)]), top_k, g.f32(float(vocab))], "k")
     in_k = g.op("Less", [positions, k], "in_top_k")                                                     # [V]
@@ -132,8 +137,10 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     cum_q = _cumsum(g, q, vocab, "cum_kept")                                                             # [B, V], monotone
     u = g.op("Unsqueeze", [uniform, g.i64([1])], "u")                                                    # [B, 1]
     above = g.op("ReduceSum", [g.op("Cast", [g.op("Less", [u, cum_q])], to=f32), g.i64([1])], "above", keepdims=1)   # [B, 1]
-    kept = g.op("ReduceSum", [g.op("Cast", [keep], to=f32), g.i64([1])], "kept_count", keepdims=1)     # [B, 1]
-    pick = g.op("Min", [g.op("Sub", [g.f32(float(vocab)), above]), g.op("Sub", [kept, g.f32(1.0)])], "pick")   # first cum > u
+    # where float32 rounding leaves u past the last cumulative sum, the last position with a non-zero kept probability
+    # (the host's fallback, the last kept id; never a zero-probability, e.g. banned, id)
+    live = g.op("ReduceSum", [g.op("Cast", [g.op("Greater", [q, g.f32(0.0)])], to=f32), g.i64([1])], "live_count", keepdims=1)
+    pick = g.op("Min", [g.op("Sub", [g.f32(float(vocab)), above]), g.op("Sub", [live, g.f32(1.0)])], "pick")   # first cum > u
     sampled = g.op("GatherElements", [ids, g.op("Cast", [pick], to=TensorProto.INT64)], "sampled", axis=1)      # [B, 1]
     g.op_named("Where", [is_greedy, greedy, sampled], [output])                                         # [B, 1] int64
     g.outputs.append(helper.make_tensor_value_info(output, TensorProto.INT64, ["batch", 1]))

@@ -37,20 +37,29 @@ internal sealed unsafe class SamplingHeadInputs : IDisposable
         var types = new[] { TensorElementType.Float, TensorElementType.Float, TensorElementType.Int64, TensorElementType.Float, TensorElementType.Float };
         _values = new OrtValue[shapes.Length];
         _addresses = new nint[shapes.Length];
-        for (int i = 0; i < shapes.Length; i++)
+        try
         {
-            if (device is null)
+            for (int i = 0; i < shapes.Length; i++)
             {
-                _values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, types[i], shapes[i], Host(i), Bytes(i));
+                if (device is null)
+                {
+                    _values[i] = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, types[i], shapes[i], Host(i), Bytes(i));
+                }
+                else
+                {
+                    _values[i] = device.Tensor(types[i], shapes[i]);
+                    _addresses[i] = Runtime.DeviceMemory.Address(_values[i]);
+                    Runtime.CudaRuntime.Zero(_addresses[i], Bytes(i));
+                }
             }
-            else
-            {
-                _values[i] = device.Tensor(types[i], shapes[i]);
-                _addresses[i] = Runtime.DeviceMemory.Address(_values[i]);
-                Runtime.CudaRuntime.Zero(_addresses[i], Bytes(i));
-            }
+            Configure(SamplingOptions.Greedy, 1f, guided: false, null, []);
         }
-        Configure(SamplingOptions.Greedy, 1f, guided: false, null, []);
+        catch
+        {
+            // a device allocation refused part-way: free the tensors already made (the constructor never returns them)
+            foreach (var v in _values) v?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>The tensors to bind, in <see cref="SamplingHeadManifest.Roles"/> order.</summary>
@@ -128,7 +137,10 @@ internal sealed unsafe class SamplingHeadInputs : IDisposable
     /// <summary>The draw of each row for the next step (the same value for guided rows).</summary>
     public void SetUniform(double u)
     {
-        for (int r = 0; r < _batch; r++) _uniform[r] = (float)u;   // float32: the head compares in float32
+        // float32: the head compares in float32. Rounded down below 1: (float)u rounds u >= 1 - 2^-25 up to 1.0f, past
+        // every cumulative sum.
+        float f = Math.Min((float)u, MathF.BitDecrement(1f));
+        for (int r = 0; r < _batch; r++) _uniform[r] = f;
         Upload(1);
     }
 

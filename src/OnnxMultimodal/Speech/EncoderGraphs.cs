@@ -154,21 +154,39 @@ internal sealed class EncoderGraphs : IDisposable
         public Slot(EncoderGraphs g, int graphId, int frames, int featureDim, long[][] shapes)
         {
             _g = g;
-            _features = g._memory.Tensor(TensorElementType.Float, [1, frames, featureDim]);
-            _mask = g._memory.Tensor(TensorElementType.Int64, [1, frames]);
-            var ones = new long[frames];
-            Array.Fill(ones, 1L);
-            unsafe
+            var made = new List<IDisposable>();   // freed if a device allocation is refused part-way
+            try
             {
-                fixed (long* p = ones) CudaRuntime.ToDevice(DeviceMemory.Address(_mask), (nint)p, frames * sizeof(long));
+                _features = g._memory.Tensor(TensorElementType.Float, [1, frames, featureDim]);
+                made.Add(_features);
+                _mask = g._memory.Tensor(TensorElementType.Int64, [1, frames]);
+                made.Add(_mask);
+                var ones = new long[frames];
+                Array.Fill(ones, 1L);
+                unsafe
+                {
+                    fixed (long* p = ones) CudaRuntime.ToDevice(DeviceMemory.Address(_mask), (nint)p, frames * sizeof(long));
+                }
+                _outputs = new OrtValue[shapes.Length];
+                for (int i = 0; i < shapes.Length; i++)
+                {
+                    _outputs[i] = g._memory.Tensor(g._outputTypes[i], shapes[i]);
+                    made.Add(_outputs[i]);
+                }
+                _statesShape = shapes[0];
+                _states = GC.AllocateUninitializedArray<float>((int)_statesShape.Aggregate(1L, (a, b) => a * b), pinned: true);
+                _binding = g._session.CreateIoBinding();
+                made.Add(_binding);
+                _binding.BindInput(g._inputs[0], _features);
+                _binding.BindInput(g._inputs[1], _mask);
+                for (int i = 0; i < _outputs.Length; i++) _binding.BindOutput(g._outputs[i], _outputs[i]);
             }
-            _outputs = shapes.Select((s, i) => g._memory.Tensor(g._outputTypes[i], s)).ToArray();
-            _statesShape = shapes[0];
-            _states = GC.AllocateUninitializedArray<float>((int)_statesShape.Aggregate(1L, (a, b) => a * b), pinned: true);
-            _binding = g._session.CreateIoBinding();
-            _binding.BindInput(g._inputs[0], _features);
-            _binding.BindInput(g._inputs[1], _mask);
-            for (int i = 0; i < _outputs.Length; i++) _binding.BindOutput(g._outputs[i], _outputs[i]);
+            catch
+            {
+                foreach (var d in made) d.Dispose();
+                _runOptions.Dispose();
+                throw;
+            }
             _runOptions.AddRunConfigEntry("gpu_graph_id", graphId.ToString());
         }
 
