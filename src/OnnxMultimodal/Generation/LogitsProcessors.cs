@@ -38,7 +38,7 @@ internal sealed class ImageSpanConstraint : IStaticLogitMask
 
     public void FillMask(Span<float> mask)
     {
-        for (int i = 0; i < mask.Length && i < _allowed.Length; i++)
-            if (!_allowed[i]) mask[i] = float.MinValue;
+        for (int i = 0; i < mask.Length; i++)
+            if (i >= _allowed.Length || !_allowed[i]) mask[i] = float.MinValue;   // ids past the table are not image tokens
     }
 }
