@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -86,6 +87,9 @@ def write_roundtrip_reference(out: str, spec: DecoderSpec, w: DecoderWeights, op
             first.astype("<f4").tofile(os.path.join(ref_dir, name))
             doc["prompts"].append({"text": p["text"], "ids": p["ids"], "logits_file": name, "logits_shape": list(first.shape),
                                    "greedy": tokens, "greedy_margins": margins, "greedy_min_margin": min(margins) if margins else None})
+    if not doc["prompts"]:
+        doc["note"] = "the source's references hold no text prompts (Chameleon / Seamless): nothing to round-trip"
+        print("convert: int4 round trip: the references hold no text prompts; roundtrip.json lists none", file=sys.stderr)
     with open(os.path.join(ref_dir, "roundtrip.json"), "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, ensure_ascii=False)
     return doc
