@@ -101,7 +101,7 @@ def append_sampling_head(g, last_logits: str, vocab: int, output: str = "next_to
     scaled = g.op("Div", [x, g.op("Where", [is_greedy, g.f32(1.0), temperature])], "scaled")            # [B, V]
     # Descending order with ties to the lower id, as the host sorts. ONNX Runtime's CUDA TopK promises no order among
     # equal keys (the first H100 run forked from the host at a tie of fp16-valued logits), so the key breaks ties
-    # itself, in float64: x - |x| * id * 2^-48 (x = 0: -id * 2^-100; non-finite x stays x). The term moves a value
+    # itself, in float64: x - |x| * id * 2^-48 (x = 0: -id * 2^-173; non-finite x stays x). The term moves a value
     # by under 2^-28 of its size (V < 2^20), and distinct float32 values differ by at least 2^-24 of theirs, so
     # distinct values keep their order; equal values fall in id order; float64 holds each step (2^-48 of |x|).
     if vocab >= 1 << 20:
