@@ -55,11 +55,7 @@ internal static class ClassifierFreeGuidance
             if (i + 1 < count)
             {
                 pair[0] = pair[1] = token;
-                if (head is not null)
-                {
-                    if (sampling.RepetitionPenalty != 1f) { head.MarkSeen(0, token); head.MarkSeen(1, token); }
-                    if (!sampling.IsGreedy) head.SetUniform(sampler.DrawUniform());
-                }
+                head?.Advance(token, sampler);
                 state.Step(pair, cancellationToken, readLogits: head is null, greedyHead: head is not null && sampling.IsGreedy);
             }
         }

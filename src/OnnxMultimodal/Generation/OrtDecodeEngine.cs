@@ -349,11 +349,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         protected override void RunStep(int token, CancellationToken ct)
         {
             _token[0] = token;
-            if (_head is not null)   // the head's inputs for this step: the token just chosen is seen, and the next draw
-            {
-                if (_sampling.RepetitionPenalty != 1f) _head.MarkSeen(0, token);
-                if (!_sampling.IsGreedy) _head.SetUniform(Sampler.DrawUniform());   // the host's stream, in the host's order
-            }
+            _head?.Advance(token, Sampler);   // the head's inputs for this step: the token just chosen is seen, and the next draw
             _state.Step(_token, ct, readLogits: !_graphChoice, greedyHead: _head is not null && _sampling.IsGreedy);
         }
 

@@ -24,6 +24,9 @@ internal sealed unsafe class SamplingHeadInputs : IDisposable
     private bool _maskClear = true;      // the bound mask is all zeros
     private bool _seenClear = true;      // the bound seen flags are all zeros
 
+    // what Configure chose, for Advance
+    private bool _penalty, _sampled, _guided;
+
     public SamplingHeadInputs(int batch, int vocab, Runtime.DeviceMemory? device)
     {
         _batch = batch;
@@ -99,6 +102,7 @@ internal sealed unsafe class SamplingHeadInputs : IDisposable
         sampling.Validate();
         if (!float.IsFinite(guidanceScale)) throw new InvalidInputException("GuidanceScale", $"must be a finite number (got {guidanceScale})");
         if (guided && _batch != 2) throw new InvalidInputException("guided", $"guidance mixes 2 rows; this state has {_batch}");
+        (_penalty, _sampled, _guided) = (sampling.RepetitionPenalty != 1f, !sampling.IsGreedy, guided);
         _params[0] = sampling.Temperature;
         _params[1] = Math.Min(sampling.TopK, _vocab);
         _params[2] = sampling.TopP;
@@ -132,6 +136,16 @@ internal sealed unsafe class SamplingHeadInputs : IDisposable
             ((IStaticLogitMask)p).FillMask(_mask);
         _maskClear = !any;
         Upload(4);
+    }
+
+    /// <summary>The inputs of the step after <paramref name="token"/>, as the request was configured: with a repetition
+    /// penalty the token is seen (by both rows when guided: they choose one token together, else by row 0), and a
+    /// sampled request gets the next uniform of <paramref name="sampler"/>'s stream, in the host's order.</summary>
+    public void Advance(int token, Sampler sampler)
+    {
+        if (_penalty)
+            for (int r = 0; r < (_guided ? _batch : 1); r++) MarkSeen(r, token);
+        if (_sampled) SetUniform(sampler.DrawUniform());
     }
 
     /// <summary>The draw of each row for the next step (the same value for guided rows).</summary>
