@@ -158,18 +158,12 @@ def llama_checkpoint(out: str, real: dict, tiny: dict, tok_root: str | None, tok
 
 def chameleon_checkpoint(out: str, seed: int) -> dict:
     import torch
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration, PreTrainedTokenizerFast
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from omm_export.families.chameleon import BOI, EOI, IMAGE, code_token_name
-    from omm_export.text_tokenizer import CORPUS
-    with open(CORPUS, encoding="utf-8") as f:
-        lines = [l.rstrip("\n") for l in f]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1024, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    from omm_export.text_tokenizer import train_byte_level_bpe
+    tok = train_byte_level_bpe(1024, special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
     vq = dict(CHAMELEON_7B["vq_config"], **TINY_VQ)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t in [BOI, EOI, IMAGE] + [code_token_name(c) for c in range(vq["num_embeddings"])]])
@@ -190,17 +184,11 @@ def chameleon_checkpoint(out: str, seed: int) -> dict:
 
 def seamless_checkpoint(out: str, seed: int) -> dict:
     import torch
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast, SeamlessM4Tv2Config, SeamlessM4Tv2ForSpeechToText
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from omm_export.text_tokenizer import CORPUS
-    with open(CORPUS, encoding="utf-8") as f:
-        lines = [l.rstrip("\n") for l in f]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=1024, min_frequency=2, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    from omm_export.text_tokenizer import train_byte_level_bpe
+    tok = train_byte_level_bpe(1024, special_tokens=["<pad>", "<unk>", "<s>", "</s>"])
     # language tokens at the end of the vocabulary, as in the real one (not at the preset's ids 4..7)
     tok.add_special_tokens([AddedToken(f"__{l}__", special=True, normalized=False) for l in SEAMLESS_LANGS])
     vocab = tok.get_vocab()

@@ -20,7 +20,7 @@ from common import (EXPORT_ROOT, SMOKE, Budget, autocast, device, drop_chat_temp
                     seed_all, set_lr, write_json)
 
 sys.path.insert(0, EXPORT_ROOT)
-from omm_export.text_tokenizer import SPECIAL_TOKENS  # noqa: E402
+from omm_export.text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe  # noqa: E402
 
 SEED = 1234
 VOCAB = 2048
@@ -51,14 +51,7 @@ def held_out(rel: str) -> bool:
 
 
 def train_tokenizer(texts):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return tok
+    return train_byte_level_bpe(VOCAB, texts=texts, special_tokens=SPECIAL_TOKENS)
 
 
 def encode_all(tok, texts, bos, eos) -> np.ndarray:

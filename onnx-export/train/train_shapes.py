@@ -26,7 +26,7 @@ from common import (EXPORT_ROOT, SMOKE, Budget, autocast, device, export, log, l
 
 sys.path.insert(0, EXPORT_ROOT)
 from omm_export.families.chameleon import BOI, EOI, IMAGE, code_token_name  # noqa: E402
-from omm_export.text_tokenizer import SPECIAL_TOKENS  # noqa: E402
+from omm_export.text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe  # noqa: E402
 
 SEED = 4321
 N_TRAIN = 2000 if SMOKE else 40000
@@ -171,13 +171,8 @@ def decode_codes(image_decoder, codes: torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------ tokenizer and sequences
 
 def build_tokenizer(corpus):
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
+    from tokenizers import AddedToken
+    tok = train_byte_level_bpe(512, texts=corpus, special_tokens=SPECIAL_TOKENS)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t in [BOI, EOI, IMAGE] + [code_token_name(c) for c in range(CODEBOOK)]])
     return tok

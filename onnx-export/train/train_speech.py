@@ -76,14 +76,8 @@ def synthesize(items):
 
 
 def build_tokenizer(corpus):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, min_frequency=1, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    return tok
+    from omm_export.text_tokenizer import train_byte_level_bpe
+    return train_byte_level_bpe(600, texts=corpus, special_tokens=SPECIALS, min_frequency=1)
 
 
 def hf_config(vocab_size: int):
