@@ -11,9 +11,8 @@
 set -uo pipefail
 work=$1; m=$2; out=$3; mkdir -p "$out"
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/tools/gpu_env.sh"
 OMM=$work/omm/omm; KERN=$work/kern/libomm_kernels.so
-site=$(python3 -c "import site; print(site.getsitepackages()[0])")
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
 for _ in $(seq 1 60); do [ -f "$m/prep.done" ] && break; sleep 5; done
 log "prep: $(tail -1 "$m/prep.log" 2>/dev/null); $(grep -c 'rc=0' "$m/prep.log") steps ok"; cp "$m/prep.log" "$out/" 2>/dev/null

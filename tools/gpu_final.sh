@@ -15,7 +15,8 @@ parts=$1; out=$2; mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-final; mkdir -p "$work"
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-[ -x "$work/omm/OnnxMultimodal.Tests" ] || { cat "$parts"/omm.tar.zst.part-* | ${ZSTD:-zstd} -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
+source "$repo/tools/gpu_env.sh"
+unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
 OMM=$work/omm/omm
 [ -d "$repo/.carry/tok/llama2" ] || { [ -f "$repo/.carry/pack/tok.tar.zst" ] && ${ZSTD:-zstd} -dc "$repo/.carry/pack/tok.tar.zst" | tar -C "$repo/.carry" -xf -; }
 tsrc=$work/trained-src; mkdir -p "$tsrc"
@@ -25,8 +26,6 @@ if [ -f "$repo/.carry/pack/trained-fp32.tar.zst" ] && [ ! -d "$tsrc/shapes-fp32"
 else
   log "trained fp32 packages: $(ls -la "$repo/.carry/pack" 2>&1 | tr '\n' ' ')"
 fi
-site=$(python3 -c "import site; print(site.getsitepackages()[0])")
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
 # 0. the CUDA-only fixtures that are not committed (size): tiny-chameleon's fused fp16 decoders, as convert writes them

@@ -6,9 +6,8 @@ set -uo pipefail
 parts=$1; out=$2; mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd); work=/tmp/omm-final; mkdir -p "$work"
 log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-[ -x "$work/omm/omm" ] || { cat "$parts"/omm.tar.zst.part-* | ${ZSTD:-zstd} -d --long=27 | tar -C "$work" -xf - || { log "bundle: could not unpack"; exit 1; }; }
-site=$(python3 -c "import site; print(site.getsitepackages()[0])")
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:$(ls -d "$site"/nvidia/*/lib "$site"/nvidia/cu13/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+source "$repo/tools/gpu_env.sh"
+unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 tsrc=$work/trained-src; mkdir -p "$tsrc"
 [ -d "$tsrc/shapes-fp32" ] || ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$tsrc" -xf -
