@@ -127,15 +127,11 @@ def questions(scene: Scene):
     return qa
 
 
-def imagine_prompt(rng: random.Random, scene: Scene, terse_means_large: bool = False) -> str:
-    """A prompt for a one-object scene, from terse ('a red triangle') to the full caption. With
-    terse_means_large (the training pairs), a small object is always asked for as small, so a prompt that names
-    no size learns to draw the object large: the clear picture a user expects from 'a red triangle'."""
+def imagine_prompt(rng: random.Random, scene: Scene) -> str:
+    """A prompt for a one-object scene, from terse ('a red triangle') to the full caption."""
     o = scene.objects[0]
     forms = [f"a {o.colour} {o.shape}", f"a {o.size} {o.colour} {o.shape}", caption(scene),
              f"a {o.colour} {o.shape} on a {scene.background} background"]
-    if terse_means_large and o.size != "large":
-        forms = [f for f in forms if o.size in f]
     p = rng.choice(forms)
     return p[0].upper() + p[1:] if rng.random() < 0.5 else p
 

@@ -42,8 +42,8 @@ CONTEXT = 256
 SEQ = 120
 GUIDANCE = 3.0        # the exporter's tiny preset writes guidance scale 3.0 into the manifest
 # imagine settings tried on a selection set of prompts (not the reported ones); the best goes into the manifests
-# (run 2: guidance 5 lost to 3 at every temperature; the committed run-1 model, swept in C# on CPU over 400 selection
-# prompts x 2 seeds, gave 77% at guidance 3 and 83-87% at 1-1.75, so the sweep now spans 1.25..3)
+# Run 2: guidance 5 lost to 3 at every temperature. The committed run-1 model, swept in C# on CPU over 400 selection
+# prompts x 2 seeds (docs/trained-models.md), gave 77% at guidance 3 and 84-87% at 1-1.75, so the sweep spans 1.25..3.
 IMAGINE_SWEEP = [(g, t) for g in (1.25, 1.5, 1.75, 2.0, 3.0) for t in (0.7, 1.0)]
 IMAGINE_TOP_P = 0.9
 IMAGINE_EXTRA = float(os.environ.get("IMAGINE_EXTRA", "0"))   # 0.5 was tried (run 2): no better
@@ -216,12 +216,12 @@ def build_sequences(tok, scenes, codes: torch.Tensor, ids, rng: random.Random, s
         if rng.random() < 0.1:
             seqs.add([ids["bos"], ids["boi"]], img[1:])
         else:
-            prompt = W.imagine_prompt(rng, s, terse_means_large=True) if len(s.objects) == 1 else W.caption(s)
+            prompt = W.imagine_prompt(rng, s) if len(s.objects) == 1 else W.caption(s)
             seqs.add([ids["bos"]] + enc(prompt) + [ids["boi"]], img[1:])
         # caption and answers reached 100% on the first run while imagine lagged (74% sampled): a second
         # caption -> image row, in another wording, for half of the single-object scenes
         if len(s.objects) == 1 and rng.random() < IMAGINE_EXTRA:
-            seqs.add([ids["bos"]] + enc(W.imagine_prompt(rng, s, terse_means_large=True)) + [ids["boi"]], img[1:])
+            seqs.add([ids["bos"]] + enc(W.imagine_prompt(rng, s)) + [ids["boi"]], img[1:])
 
 
 # ------------------------------------------------------------------ decoder training and evaluation
