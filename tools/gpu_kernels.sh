@@ -38,7 +38,7 @@ log "emulator: rc=$? (split-K chunk coverage, nibble/x pairing)"
 start=$(date +%s)
 bash "$kern/build.sh" "$build" > "$out/build.log" 2>&1; rc=$?
 { echo "--- ptxas -v"; cat "$build/ptxas.log" 2>/dev/null; } >> "$out/build.log"
-log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split: REG): $(sed -E 's/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9]): REG:([0-9]+).*/\1\2\3\4:\5/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
+log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split [s = SiLU-mul mode]: REG): $(sed -E 's/ silu=0:/:/; s/ silu=1:/s:/; s/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9])(s?): REG:([0-9]+).*/\1\2\3\4\5:\6/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
 log "local memory (spills) per instantiation: $(grep -E 'LOCAL:[1-9]' "$build/registers.txt" 2>/dev/null | sed -E 's/ *(M=[^:]*): .*(LOCAL:[0-9]+).*/\1 \2/' | tr '\n' ';')(none if empty)"
 [ -f "$build/libomm_int4.so" ] || { cat "$out/build.log"; exit 1; }
 cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
