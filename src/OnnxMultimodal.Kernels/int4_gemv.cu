@@ -28,6 +28,14 @@
 // x[m, k] = silu(A[m, k]) * A[m, K + k] where it loads x: the Split, SiLU and Mul kernels of the stock graph (three
 // launches and two [M, K] round trips through memory per layer) vanish, and the GEMV reads 2 x M*K*2 bytes of
 // activations instead of M*K*2 -- still tiny next to the N*K/2 weight bytes. The rows of A are 2K apart.
+// Its cost is arithmetic, not memory: every warp forms the x values of the chunks it reads, so each x value is formed
+// N / kRows times (once per column group), with 2 special-function ops each (__expf's ex2 and __fdividef's rcp). At
+// M = 1 and 4 columns per warp that is about 1 special-function op per weight byte, near an H100's rate for them
+// (16 per clock per SM, against ~13 weight bytes per clock per SM of HBM bandwidth); at M = 2..4 it is 2-4 per byte,
+// so the SiLU-mul mode may become bound by the special-function units there (bench_int4_gemv.py's down+silu_mul lines
+// time it against the plain GEMV, every tile). If it is, the remedies are 8-column tiles (half the recomputation),
+// forming x once per block in shared memory, or moving the fusion to the gate_up GEMV's epilogue (gate and up columns
+// interleaved so one warp holds both), which forms each value exactly once.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -137,8 +145,9 @@ __device__ __forceinline__ uint32_t as_u32(half2 v) {
 
 // silu(g) * u for a pair of fp16 values (g, u: two half2 packed in 32-bit words), computed in fp32 and rounded once to
 // fp16. The stock graph rounds twice: Sigmoid+Mul (fused by ORT into QuickGelu) writes silu(g) in fp16, then the Mul
-// with up rounds the fp16 product again; so each x here is within 1 fp16 ulp (2^-11 relative) of the exact value,
-// where the stock path's is within about 2 (plus __expf's few fp32 ulps, far below fp16's). Limits: g -> -inf gives
+// with up rounds the fp16 product again; so each x here is one rounding (at most 2^-11 relative) from the exact
+// value, the stock path's two (up to about 2^-10), and the two paths' x differ by at most about 2^-10 relative (__expf's
+// and __fdividef's few fp32 ulps are far below fp16's). Limits: g -> -inf gives
 // __expf(-g) = inf and g / inf = -0 (silu's limit, 0); g -> +inf gives g / 1 = g; NaN propagates.
 __device__ __forceinline__ uint32_t silu_mul2(uint32_t gate2, uint32_t up2) {
   const float2 g = __half22float2(as_half2(gate2));
