@@ -45,9 +45,10 @@ if [ ! -f "$work/kern/libomm_kernels.so" ]; then
 fi
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
 
-# 1b. the trained code model in int4 (fp16 activations, block 32), stock MatMulNBits and our custom op, for
-#     CustomOpsCudaTests' token/logit comparison on a model with real margins (OMM_CODE_INT4_PACKAGES)
-for v in "code-int4h" "code-int4h-omm --custom-ops omm"; do
+# 1b. the trained code model in int4 (fp16 activations, block 32), stock MatMulNBits, our custom op and our custom op
+#     with the SiLU-mul fusion (omm-fused), for CustomOpsCudaTests' token/logit comparison on a model with real margins
+#     (OMM_CODE_INT4_PACKAGES)
+for v in "code-int4h" "code-int4h-omm --custom-ops omm" "code-int4h-ommf --custom-ops omm-fused"; do
   set -- $v; name=$1; shift
   (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from ../models/code --out "$work/code-int4/$name" \
      --graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 "$@") >> "$out/code-int4.log" 2>&1

@@ -7,15 +7,17 @@
 #      GEMV micro-benchmark at the Llama-7B shapes, M = 1, 2, 4, block 32 and 128, every tile (1-7 phase 2's,
 #      8-10 with 8 columns per warp), vs the copy bandwidth of the same run, PyTorch's tinygemm
 #      (aten._weight_int4pack_mm) and cuBLAS fp16; bench.log ends with the best tile per (shape, M)
-#   3. tiny-llama converted stock and with --custom-ops omm (fp16 int4), and with --next-token (fp32, checked on
+#      and the SiLU-mul mode (down projection: fused vs the plain GEMV on a precomputed silu(gate) * up)
+#   3. tiny-llama converted stock, with --custom-ops omm and with --custom-ops omm-fused (fp16 int4; the SiLU-mul
+#      rewrite is checked on CPU first by omm_export.silu_mul_check), and with --next-token (fp32, checked on
 #      ORT CPU: next_token = argmax of the last logits over prefill + 3 steps)
 #   4. a CPU-only onnxruntime (Python) sanity load of libomm_kernels.so and of a one-node OmmMatMulInt4 graph
 #   tools/gpu_kernels.sh OUT_DIR [--quick]
 # Writes 7 files to OUT_DIR (no folders), 8 with ncu.log (Nsight Compute, full runs where ncu exists): summary.txt,
 # build.log (build + ptxas -v + registers per tile), bench.log (the table, the best tile per (shape, M)),
 # int4_gemv.json, checks.log (emulator, exports, next_token check, ORT load),
-# libomm_kernels.so, packages.tar (tiny-llama-int4h/, tiny-llama-int4h-omm/, tiny-llama-int4h-next/,
-# tiny-llama-fused-next/).
+# libomm_kernels.so, packages.tar (tiny-llama-int4h/, tiny-llama-int4h-omm/, tiny-llama-int4h-ommf/,
+# tiny-llama-int4h-next/, tiny-llama-fused-next/).
 # For the C# Cuda tests, where .NET and the CUDA ORT are:
 #   tar -xf OUT_DIR/packages.tar -C OUT_DIR && OMM_KERNELS_DIR=OUT_DIR dotnet test --filter Category=Cuda
 set -uo pipefail
@@ -33,12 +35,14 @@ log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
 checks=$out/checks.log
 log "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1); nvcc: $(/usr/local/cuda/bin/nvcc --version 2>&1 | grep -o 'release [0-9.]*')"
 python3 "$kern/emulate_int4_gemv.py" > "$checks" 2>&1
-log "emulator: rc=$? (split-K chunk coverage, nibble/x pairing)"
+log "emulator: rc=$? (split-K chunk coverage, nibble/x pairing, SiLU-mul mode)"
+(cd "$repo/onnx-export" && timeout 120 python3 -m omm_export.silu_mul_check "$repo/models/tiny-llama") >> "$checks" 2>&1
+log "silu_mul rewrite check: rc=$? $(grep -a 'silu_mul check:' "$checks" | tail -1)"
 
 start=$(date +%s)
 bash "$kern/build.sh" "$build" > "$out/build.log" 2>&1; rc=$?
 { echo "--- ptxas -v"; cat "$build/ptxas.log" 2>/dev/null; } >> "$out/build.log"
-log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split: REG): $(sed -E 's/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9]): REG:([0-9]+).*/\1\2\3\4:\5/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
+log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split [s = SiLU-mul mode]: REG): $(sed -E 's/ silu=0:/:/; s/ silu=1:/s:/; s/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9])(s?): REG:([0-9]+).*/\1\2\3\4\5:\6/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
 log "local memory (spills) per instantiation: $(grep -E 'LOCAL:[1-9]' "$build/registers.txt" 2>/dev/null | sed -E 's/ *(M=[^:]*): .*(LOCAL:[0-9]+).*/\1 \2/' | tr '\n' ';')(none if empty)"
 [ -f "$build/libomm_int4.so" ] || { cat "$out/build.log"; exit 1; }
 cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
@@ -69,10 +73,12 @@ esac
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32)
 # tiny-llama-int4h-next adds the device token choice (next_token) to the stock fp16 int4 graph, for the Cuda test
 # of the engine's next_token path.
-for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm" "tiny-llama-int4h-next --next-token"; do
+# tiny-llama-int4h-ommf (--custom-ops omm-fused) folds each MLP's Split + SiLU + Mul into the down projection.
+for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm" "tiny-llama-int4h-ommf --custom-ops omm-fused" \
+               "tiny-llama-int4h-next --next-token"; do
   set -- $variant; name=$1; shift
   (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$pkgs/$name" "${i4[@]}" "$@") >> "$checks" 2>&1
-  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph"
+  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph ($(grep -a -o OmmMatMulInt4SiluMul "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) of them OmmMatMulInt4SiluMul)"
 done
 
 # Device token choice, exporter half: --next-token appends ArgMax over the last position's logits. Checked

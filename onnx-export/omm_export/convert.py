@@ -252,17 +252,26 @@ def convert(args) -> dict:
 
 
 def _custom_ops(args, model, opt, decoder: dict) -> None:
-    """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; the manifest names the library the graph needs."""
-    if getattr(args, "custom_ops", "none") == "none":
+    """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; omm-fused: also Split + SiLU + Mul + down projection ->
+    omm.OmmMatMulInt4SiluMul. The manifest names the library's domain the graph needs."""
+    which = getattr(args, "custom_ops", "none")
+    if which == "none":
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:
-        raise SystemExit("convert: --custom-ops omm needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
-    from .custom_ops import OMM_DOMAIN, use_omm_int4
+        raise SystemExit(f"convert: --custom-ops {which} needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
+    from .custom_ops import OMM_DOMAIN, fuse_silu_mul, use_omm_int4
     done = use_omm_int4(model)
     if not done["rewritten"]:
-        raise SystemExit(f"convert: --custom-ops omm: no MatMulNBits node the kernel can run ({done['kept']})")
+        raise SystemExit(f"convert: --custom-ops {which}: no MatMulNBits node the kernel can run ({done['kept']})")
     if done["kept"]:   # those stay stock MatMulNBits: still correct, not our kernel
-        print(f"convert: --custom-ops omm: {sum(done['kept'].values())} MatMulNBits nodes kept stock: {done['kept']}", file=sys.stderr)
+        print(f"convert: --custom-ops {which}: {sum(done['kept'].values())} MatMulNBits nodes kept stock: {done['kept']}", file=sys.stderr)
+    if which == "omm-fused":
+        fused = fuse_silu_mul(model)
+        if not fused["fused"]:
+            raise SystemExit(f"convert: --custom-ops omm-fused: no down projection reads silu(gate) * up of a gate_up Split "
+                             f"({fused['kept']}); use --custom-ops omm")
+        print(f"convert: --custom-ops omm-fused: {fused['fused']} down projections fused with Split + SiLU + Mul; other "
+              f"OmmMatMulInt4 nodes: {fused['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 

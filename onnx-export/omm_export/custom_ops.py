@@ -6,6 +6,10 @@ absent zero points, no g_idx) becomes `omm.OmmMatMulInt4` with the same inputs, 
 the same K / N / bits / block_size / accuracy_level attributes; the weights are untouched (the kernel
 reads MatMulNBits' layout). A graph so rewritten loads only where the library is registered, so the
 stock graph stays the default.
+
+`convert --custom-ops omm-fused` then calls `fuse_silu_mul(model)`: each down projection whose input is
+silu(gate) * up, gate and up being the two halves of the gate_up projection's output, becomes
+`omm.OmmMatMulInt4SiluMul` reading that output directly (the Split, SiLU and Mul nodes go).
 """
 from __future__ import annotations
 
@@ -57,3 +61,153 @@ def use_omm_int4(model: onnx.ModelProto) -> dict:
     if rewritten and not any(o.domain == OMM_DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
     return {"rewritten": rewritten, "kept": kept}
+
+
+OMM_INT4_SILU_MUL_OP = "OmmMatMulInt4SiluMul"
+
+
+class _Graph:
+    """Producers and consumers of a graph's tensors, for the pattern match below."""
+
+    def __init__(self, model: onnx.ModelProto):
+        g = model.graph
+        self.producer = {o: n for n in g.node for o in n.output if o}
+        self.consumers: dict[str, list] = {}
+        for n in g.node:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in g.output}
+        self.init = {t.name: t for t in g.initializer}
+        self.rank = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.value_info) + list(g.input) + list(g.output)
+                     if v.type.tensor_type.HasField("shape")}
+
+    def only_consumers(self, tensor: str, nodes: list) -> bool:
+        """True when `tensor` is read by exactly `nodes` (each once, by identity) and is no graph output."""
+        if tensor in self.graph_outputs:
+            return False
+        readers = self.consumers.get(tensor, [])
+        return len(readers) == len(nodes) and all(any(r is n for r in readers) for n in nodes)
+
+    def int_values(self, tensor: str):
+        """The values of a constant int tensor (an initializer or a Constant node's output), else None."""
+        if tensor in self.init:
+            return [int(v) for v in onnx.numpy_helper.to_array(self.init[tensor]).reshape(-1)]
+        p = self.producer.get(tensor)
+        if p is not None and p.op_type == "Constant" and p.domain in ("", "ai.onnx"):
+            value = _attrs(p).get("value")
+            if isinstance(value, onnx.TensorProto):
+                return [int(v) for v in onnx.numpy_helper.to_array(value).reshape(-1)]
+        return None
+
+
+def _silu_of(gr: _Graph, tensor: str):
+    """(gate, nodes) when `tensor` is silu(gate): Mul(gate, Sigmoid(gate)) in either order, QuickGelu with alpha 1
+    (what ORT fuses Sigmoid+Mul into), Silu, or Swish with alpha 1; `nodes` are the nodes that compute it. Else
+    (None, reason)."""
+    n = gr.producer.get(tensor)
+    if n is None:
+        return None, "SiLU·up: a factor is not computed by a node"
+    a = _attrs(n)
+    if n.op_type == "QuickGelu" and n.domain == "com.microsoft":
+        return (n.input[0], [n]) if float(a.get("alpha", 1.702)) == 1.0 else (None, "QuickGelu with alpha != 1")
+    if n.op_type == "Silu" or (n.op_type == "Swish" and float(a.get("alpha", 1.0)) == 1.0):
+        return n.input[0], [n]
+    if n.op_type != "Mul" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+        return None, "SiLU·up: neither factor is silu(x)"
+    for x, s in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
+        sig = gr.producer.get(s)
+        if sig is not None and sig.op_type == "Sigmoid" and sig.domain in ("", "ai.onnx") and sig.input[0] == x:
+            if not gr.only_consumers(s, [n]):
+                return None, "sigmoid(gate) has other consumers"
+            return x, [sig, n]
+    return None, "SiLU·up: neither factor is silu(x)"
+
+
+def _match_down(gr: _Graph, node: onnx.NodeProto):
+    """(split, dead nodes) when `node`'s A is silu(gate) * up with gate, up = Split(t) halves of size K along the last
+    axis, every intermediate read only along the pattern; else (None, reason)."""
+    a = node.input[0]
+    mul = gr.producer.get(a)
+    if mul is None or mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
+        return None, "A is not a Mul's output"
+    if not gr.only_consumers(a, [node]):
+        return None, "SiLU·up has other consumers"
+    reasons = []
+    for s, up in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+        gate, silu_nodes = _silu_of(gr, s)
+        if gate is None:
+            reasons.append(silu_nodes)
+            continue
+        if not gr.only_consumers(s, [mul]):
+            return None, "silu(gate) has other consumers"
+        split = gr.producer.get(gate)
+        if split is None or split.op_type != "Split" or split.domain not in ("", "ai.onnx"):
+            return None, "gate is not a Split output"
+        if len(split.output) != 2 or list(split.output) != [gate, up]:
+            return None, "gate and up are not outputs 0 and 1 of one two-way Split"
+        silu_readers = [n for n in silu_nodes if gate in n.input]   # Sigmoid and the Mul (or the one silu node)
+        if not gr.only_consumers(gate, silu_readers) or not gr.only_consumers(up, [mul]):
+            return None, "gate or up has other consumers"
+        why = _split_is_halves(gr, split, _attrs(node)["K"])
+        if why is not None:
+            return None, why
+        return split, [split] + silu_nodes + [mul]
+    generic = "SiLU·up: neither factor is silu(x)"
+    return None, next((r for r in reasons if r != generic), generic)
+
+
+def _split_is_halves(gr: _Graph, split: onnx.NodeProto, k: int) -> str | None:
+    """None when `split` cuts its input into two halves of size k along the last axis, else the reason."""
+    a = _attrs(split)
+    axis = a.get("axis", 0)
+    if axis != -1:
+        rank = gr.rank.get(split.input[0])
+        if rank is None or axis != rank - 1:
+            return f"Split axis {axis} is not the last axis (or the input's rank is unknown)"
+    if len(split.input) > 1 and split.input[1]:
+        sizes = gr.int_values(split.input[1])
+        if sizes is None:
+            return "Split sizes are not a constant"
+    elif "split" in a:
+        sizes = [int(v) for v in a["split"]]
+    else:
+        # two equal parts (no sizes, or num_outputs = 2): each is half of the input, and a valid graph's Mul and
+        # down projection make that half K wide
+        return None if a.get("num_outputs", 2) == 2 else f"Split num_outputs {a.get('num_outputs')}"
+    return None if sizes == [k, k] else f"Split sizes {sizes} are not [K, K] = [{k}, {k}]"
+
+
+def fuse_silu_mul(model: onnx.ModelProto) -> dict:
+    """Folds a fused Llama MLP's Split + SiLU + Mul into the down projection: every omm.OmmMatMulInt4 node whose A is
+    silu(gate) * up, with gate and up the two K-wide halves of one tensor (Split along the last axis; see _match_down),
+    becomes omm.OmmMatMulInt4SiluMul reading that tensor ([..., 2K]) directly, and the Split, SiLU and Mul nodes are
+    removed (with a split-sizes initializer nothing else reads). Run after use_omm_int4. Returns {"fused": n,
+    "kept": {reason: n}} over the OmmMatMulInt4 nodes (projections whose input is no SiLU·up say so)."""
+    gr = _Graph(model)
+    fused, kept, dead = 0, {}, []
+    for node in model.graph.node:
+        if node.op_type != OMM_INT4_OP or node.domain != OMM_DOMAIN:
+            continue
+        split, found = _match_down(gr, node)   # found: the nodes the rewrite removes, or why there is none
+        if split is None:
+            kept[found] = kept.get(found, 0) + 1
+            continue
+        node.input[0] = split.input[0]
+        node.op_type = OMM_INT4_SILU_MUL_OP
+        dead.extend(found)
+        fused += 1
+    if dead:
+        gone = {id(n) for n in dead}
+        keep = [n for n in model.graph.node if id(n) not in gone]
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        names = {o for n in dead for o in n.output} | {i for n in dead for i in n.input if i not in used}
+        live = [t for t in model.graph.initializer if t.name in used or t.name not in names]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(live)
+        vi = [v for v in model.graph.value_info if v.name not in names]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(vi)
+    return {"fused": fused, "kept": kept}

@@ -1,5 +1,7 @@
 """Correctness and micro-benchmark of omm_int4_gemv (int4_gemv.cu) against a fp32 reference, PyTorch's
-tinygemm int4 kernel (aten._weight_int4pack_mm) and a cuBLAS fp16 matmul, at the Llama-7B shapes.
+tinygemm int4 kernel (aten._weight_int4pack_mm) and a cuBLAS fp16 matmul, at the Llama-7B shapes; and of its SiLU-mul
+mode (omm_int4_gemv_silu_mul: x = silu(A[:, :K]) * A[:, K:] formed in the kernel) at the down projection's shape,
+against the plain GEMV fed a precomputed silu(gate) * up and against the unfused sequence (torch SiLU and Mul + GEMV).
 
   python3 bench_int4_gemv.py LIB.so OUT.json [--quick]
 
@@ -46,6 +48,14 @@ def load(lib_path):
     return f
 
 
+def load_silu(lib_path):
+    lib = ctypes.CDLL(lib_path)
+    f = lib.omm_int4_gemv_silu_mul_tile
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
+    return f
+
+
 def ptr(t):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
@@ -56,6 +66,21 @@ def gemv(f, x, b, scales, zp, bias, y, bs, tile=0):
            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), tile)
     if rc != 0:
         raise RuntimeError(f"omm_int4_gemv returned {rc}")
+
+
+def gemv_silu(fs, a, b, scales, zp, bias, y, bs, tile=0):
+    """y = (silu(a[:, :K]) * a[:, K:]) @ dequant(b)^T (+ bias); a [M, 2K]."""
+    m, k2 = a.shape
+    rc = fs(ptr(a), ptr(b), ptr(scales), ptr(zp), ptr(bias), ptr(y), m, y.shape[1], k2 // 2, bs,
+            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), tile)
+    if rc != 0:
+        raise RuntimeError(f"omm_int4_gemv_silu_mul returned {rc}")
+
+
+def stock_silu_mul(a):
+    """The stock graph's x: SiLU of the gate rounded to fp16, then the fp16 product with up (two roundings)."""
+    k = a.shape[1] // 2
+    return torch.nn.functional.silu(a[:, :k]) * a[:, k:]
 
 
 def make_weights(n, k, bs, gen, with_zp=False):
@@ -93,6 +118,26 @@ def check(f, name, k, n, m, bs, gen, with_zp=False, with_bias=False, tile=0):
     return {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "tile": TILES[tile], "zero_points": with_zp, "bias": with_bias,
             "max_abs_err": err.max().item(), "max_abs_ref": scale, "max_rel_err": rel,
             "mean_abs_err": err.mean().item(), "pass": bool(rel <= REL_TOL and torch.isfinite(y).all().item())}
+
+
+def check_silu(f, fs, name, k, n, m, bs, gen, with_zp=False, with_bias=False, tile=0):
+    """SiLU-mul mode against the fp32 reference fed the stock path's x, and against the plain GEMV fed that x."""
+    q, packed, scales, zpq, zp = make_weights(n, k, bs, gen, with_zp)
+    a = (torch.randn(m, 2 * k, device="cuda", generator=gen) * 2).half()
+    bias = torch.randn(n, device="cuda", generator=gen).half() if with_bias else None
+    y = torch.full((m, n), float("nan"), device="cuda", dtype=torch.half)
+    gemv_silu(fs, a, packed, scales, zp, bias, y, bs, tile)
+    x = stock_silu_mul(a)
+    y_plain = torch.empty_like(y)
+    gemv(f, x, packed, scales, zp, bias, y_plain, bs, tile)
+    torch.cuda.synchronize()
+    ref = reference(x, q, scales, zpq, bias, k, bs)
+    scale = ref.abs().max().item()
+    rel = (y.float() - ref).abs().max().item() / scale
+    rel_plain = (y.float() - y_plain.float()).abs().max().item() / scale
+    return {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "tile": TILES[tile], "zero_points": with_zp, "bias": with_bias,
+            "silu_mul": True, "max_abs_err": (y.float() - ref).abs().max().item(), "max_abs_ref": scale, "max_rel_err": rel,
+            "max_rel_vs_plain_gemv": rel_plain, "pass": bool(rel <= REL_TOL and torch.isfinite(y).all().item())}
 
 
 def graph_time(step, copies, reps=10):
@@ -183,6 +228,38 @@ def bench_shape(f, name, k, n, bs, copy_bw, gen, results):
     torch.cuda.empty_cache()
 
 
+def bench_silu(f, fs, k, n, bs, copy_bw, gen, results):
+    """The down projection, M = 1, 2, 4: fused (A [M, 2K]) vs the plain GEMV fed a precomputed silu(gate) * up, and vs
+    the unfused sequence in one graph (torch SiLU, Mul, then the plain GEMV: what the stock graph launches)."""
+    _, packed, scales, _, _ = make_weights(n, k, bs, gen)
+    wbytes = packed.numel() + scales.numel() * 2
+    copies = max(1, math.ceil(3 * L2_BYTES / wbytes))
+    ws = [(packed, scales)] + [(packed.clone(), scales.clone()) for _ in range(copies - 1)]
+    for m in ROWS:
+        a = (torch.randn(m, 2 * k, device="cuda", generator=gen) * 2).half()
+        x = stock_silu_mul(a)
+        y = torch.empty(m, n, device="cuda", dtype=torch.half)
+        # every tile: the SiLU-mul mode forms x in every warp, so its best tile may differ from the plain GEMV's
+        fused_tiles = {nm: graph_time(lambda i: gemv_silu(fs, a, ws[i][0], ws[i][1], None, None, y, bs, tile), copies)
+                       for tile, nm in TILES.items()}
+        t_fused = fused_tiles["default"]
+        best = min(fused_tiles, key=fused_tiles.get)
+        t_plain = graph_time(lambda i: gemv(f, x, ws[i][0], ws[i][1], None, None, y, bs), copies)
+
+        def unfused(i):
+            torch.mul(torch.nn.functional.silu(a[:, :k]), a[:, k:], out=x)
+            gemv(f, x, ws[i][0], ws[i][1], None, None, y, bs)
+        t_unfused = graph_time(unfused, copies)
+        moved = wbytes + a.numel() * 2 + y.numel() * 2
+        results.append({"name": "down+silu_mul", "K": k, "N": n, "M": m, "block_size": bs, "fused_us": t_fused * 1e6,
+                        "plain_gemv_us": t_plain * 1e6, "unfused_us": t_unfused * 1e6,
+                        "fused_share_of_copy": moved / t_fused / copy_bw, "fused_over_plain": t_fused / t_plain,
+                        "fused_tiles_us": {kk: v * 1e6 for kk, v in fused_tiles.items()}, "fused_best_tile": best,
+                        "fused_best_us": fused_tiles[best] * 1e6})
+    del ws
+    torch.cuda.empty_cache()
+
+
 def bench_fp16(name, k, n, m, copy_bw):
     w = torch.randn(n, k, device="cuda").half()
     copies = max(1, math.ceil(3 * L2_BYTES / w.numel() / 2))
@@ -224,6 +301,7 @@ def main():
     SMS = torch.cuda.get_device_properties(0).multi_processor_count
     quick = "--quick" in sys.argv
     f = load(lib)
+    fs = load_silu(lib)
     gen = torch.Generator(device="cuda").manual_seed(1234)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
@@ -242,15 +320,26 @@ def main():
     checks.append(check(f, "zp+bias", 4096, 4096, 2, 32, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "zp+bias", 4096, 4096, 4, 128, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "k_not_multiple_of_block", 4160, 1000, 3, 128, gen, with_zp=True))
+    # SiLU-mul mode: the down shape at M = 1..5 (5: a second 4-row pass, rows 2K apart), every tile at M = 1 and 4, and
+    # a ragged shape with zero points and bias at M = 6
+    for bs in BLOCKS:
+        for m in (1, 2, 3, 4, 5):
+            checks.append(check_silu(f, fs, "down+silu_mul", 11008, 4096, m, bs, gen))
+    for tile in TILES:
+        for m in (1, 4):
+            checks.append(check_silu(f, fs, "down+silu_mul", 11008, 4096, m, 128, gen, tile=tile))
+    checks.append(check_silu(f, fs, "ragged+silu_mul", 4160, 1000, 6, 64, gen, with_zp=True, with_bias=True))
     copy_bw = copy_bandwidth()
-    results, dense = [], []
+    results, dense, silu = [], [], []
+    for bs in BLOCKS:
+        bench_silu(f, fs, 11008, 4096, bs, copy_bw, gen, silu)
     for name, k, n in (SHAPES[:2] if quick else SHAPES):
         for bs in BLOCKS:
             bench_shape(f, name, k, n, bs, copy_bw, gen, results)
         dense.append(bench_fp16(name, k, n, 1, copy_bw))
     report = {"device": dev, "torch": torch.__version__, "copy_GBps": copy_bw / 1e9, "rel_tol": REL_TOL,
               "checks": checks, "all_checks_pass": all(c["pass"] for c in checks), "gemv": results,
-              "fp16_cublas_m1": dense, "seconds": time.time() - t0}
+              "fp16_cublas_m1": dense, "silu_mul": silu, "seconds": time.time() - t0}
     with open(out, "w") as fh:
         json.dump(report, fh, indent=1)
     print(f"device {dev}, torch {torch.__version__}, copy bandwidth {copy_bw / 1e9:.0f} GB/s")
@@ -273,6 +362,14 @@ def main():
     for d in dense:
         print(f"fp16 cuBLAS M=1 {d['name']}: {d['fp16_us']:.2f} us, {d['fp16_GBps']:.0f} GB/s "
               f"({100 * d['fp16_share_of_copy']:.1f}% of copy)")
+    sc = [c for c in checks if c.get("silu_mul")]
+    print(f"SiLU-mul mode correctness: {sum(c['pass'] for c in sc)}/{len(sc)} pass; worst max |err|/max|ref| "
+          f"{max(c['max_rel_err'] for c in sc):.3e}, worst vs the plain GEMV fed the stock x {max(c['max_rel_vs_plain_gemv'] for c in sc):.3e}")
+    for r in silu:
+        print(f"down+silu_mul K={r['K']} N={r['N']} bs={r['block_size']} M={r['M']}: fused {r['fused_us']:.2f} us "
+              f"({100 * r['fused_share_of_copy']:.1f}% of copy), plain GEMV on a precomputed x {r['plain_gemv_us']:.2f} us "
+              f"(fused/plain {r['fused_over_plain']:.3f}), unfused SiLU + Mul + GEMV {r['unfused_us']:.2f} us; "
+              f"fused best tile {r['fused_best_tile']} {r['fused_best_us']:.2f} us")
     return 0 if report["all_checks_pass"] else 1
 
 

@@ -43,9 +43,17 @@ def check_nibbles():
                 assert (got[kk] == want.astype(np.float16)).all(), f"nibbles {q} zp {zp} pair {kk}: {got[kk]} != {want}"
 
 
-def emulate(packed, scales, x, bs):
-    """y [M, N] as the kernel computes it (zero point 8)."""
-    (m_rows, k), n_rows = x.shape, packed.shape[0]
+def silu_mul_x(a, k):
+    """SiLU-mul mode's x from A [M, 2K] (int4_gemv.cu's silu_mul2): silu(gate) * up in fp32, rounded once to fp16."""
+    g, u = a[:, :k].astype(np.float32), a[:, k:2 * k].astype(np.float32)
+    return (g / (np.float32(1) + np.exp(-g)) * u).astype(np.float16)
+
+
+def emulate(packed, scales, x, bs, silu_mul=False):
+    """y [M, N] as the kernel computes it (zero point 8). silu_mul: x is A [M, 2K] and each 32-value chunk of x is
+    formed from A's gate chunk (column c*32) and up chunk (column K + c*32) of the same row, as load_x8 does."""
+    m_rows, n_rows = x.shape[0], packed.shape[0]
+    k = x.shape[1] // 2 if silu_mul else x.shape[1]
     y = np.zeros((m_rows, n_rows), np.float32)
     for n in range(n_rows):
         for c in range(k // 32):
@@ -53,7 +61,9 @@ def emulate(packed, scales, x, bs):
             s2 = scales[n, (c * 32) // bs]
             w = [nibbles_to_half2(int(wv[g]), 8, s2) for g in range(4)]
             for m in range(m_rows):
-                xw = u32(x[m, c * 32:(c + 1) * 32])                    # four uint4 of x
+                chunk = silu_mul_x(np.concatenate([x[m:m + 1, c * 32:(c + 1) * 32], x[m:m + 1, k + c * 32:k + (c + 1) * 32]], 1), 32) \
+                    if silu_mul else x[m, c * 32:(c + 1) * 32]
+                xw = u32(np.ascontiguousarray(chunk))                  # four uint4 of x
                 acc = None
                 for g in range(4):
                     a0, a1, a2, a3 = (int(t) for t in xw[4 * g:4 * g + 4])
@@ -138,6 +148,16 @@ def main():
         err = np.abs(emulate(packed, scales, x, bs) - ref).max() / np.abs(ref).max()
         print(f"block {bs}: max |y - ref| / max |ref| = {err:.2e}")
         assert err < 1e-2, "the emulated kernel disagrees with the reference"
+        # SiLU-mul mode against the stock graph's Split + Sigmoid + Mul + Mul (each rounding to fp16) + the same matmul
+        a = (rng.standard_normal((m, 2 * k)) * 2).astype(np.float16)
+        g, u = a[:, :k].astype(np.float32), a[:, k:].astype(np.float32)
+        silu = (g * (1 / (1 + np.exp(-g))).astype(np.float16).astype(np.float32)).astype(np.float16)
+        x_stock = (silu.astype(np.float32) * u).astype(np.float16)
+        ref = x_stock.astype(np.float32) @ w.reshape(n, -1)[:, :k].T
+        err = np.abs(emulate(packed, scales, a, bs, silu_mul=True) - ref).max() / np.abs(ref).max()
+        swapped = np.abs(emulate(packed, scales, np.concatenate([a[:, k:], a[:, :k]], 1), bs, silu_mul=True) - ref).max() / np.abs(ref).max()
+        print(f"block {bs} SiLU-mul mode (A [M, 2K]): max |y - stock path| / max |ref| = {err:.2e} (gate and up swapped: {swapped:.2e})")
+        assert err < 1e-2 and swapped > 0.1, "the emulated SiLU-mul mode disagrees with Split + SiLU + Mul + GEMV"
 
 
 if __name__ == "__main__":

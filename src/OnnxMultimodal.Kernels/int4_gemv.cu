@@ -22,6 +22,20 @@
 // half), then folded into fp32 accumulators. The dequantized weights of a chunk are reused for all M rows
 // (M <= 4 per pass: x is read per 8-value group and permuted to the nibble order once for the kRows columns),
 // so M = 2..4 read the weights once and add only FMAs.
+//
+// SiLU-mul mode (kSiluMul, omm_int4_gemv_silu_mul; the MLP down projection of a fused Llama graph): the activation
+// input is the gate_up projection's output A[M, 2K] (gate in columns 0..K-1, up in K..2K-1), and the kernel computes
+// x[m, k] = silu(A[m, k]) * A[m, K + k] where it loads x: the Split, SiLU and Mul kernels of the stock graph (three
+// launches and two [M, K] round trips through memory per layer) vanish, and the GEMV reads 2 x M*K*2 bytes of
+// activations instead of M*K*2 -- still tiny next to the N*K/2 weight bytes. The rows of A are 2K apart.
+// Its cost is arithmetic, not memory: every warp forms the x values of the chunks it reads, so each x value is formed
+// N / kRows times (once per column group), with 2 special-function ops each (__expf's ex2 and __fdividef's rcp). At
+// M = 1 and 4 columns per warp that is about 1 special-function op per weight byte, near an H100's rate for them
+// (16 per clock per SM, against ~13 weight bytes per clock per SM of HBM bandwidth); at M = 2..4 it is 2-4 per byte,
+// so the SiLU-mul mode may become bound by the special-function units there (bench_int4_gemv.py's down+silu_mul lines
+// time it against the plain GEMV, every tile). If it is, the remedies are 8-column tiles (half the recomputation),
+// forming x once per block in shared memory, or moving the fusion to the gate_up GEMV's epilogue (gate and up columns
+// interleaved so one warp holds both), which forms each value exactly once.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -125,6 +139,40 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int g) {
   return g == 0 ? v.x : g == 1 ? v.y : g == 2 ? v.z : v.w;
 }
 
+__device__ __forceinline__ uint32_t as_u32(half2 v) {
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// silu(g) * u for a pair of fp16 values (g, u: two half2 packed in 32-bit words), computed in fp32 and rounded once to
+// fp16. The stock graph rounds twice: Sigmoid+Mul (fused by ORT into QuickGelu) writes silu(g) in fp16, then the Mul
+// with up rounds the fp16 product again; so each x here is one rounding (at most 2^-11 relative) from the exact
+// value, the stock path's two (up to about 2^-10), and the two paths' x differ by at most about 2^-10 relative (__expf's
+// and __fdividef's few fp32 ulps are far below fp16's). Limits: g -> -inf gives
+// __expf(-g) = inf and g / inf = -0 (silu's limit, 0); g -> +inf gives g / 1 = g; NaN propagates.
+__device__ __forceinline__ uint32_t silu_mul2(uint32_t gate2, uint32_t up2) {
+  const float2 g = __half22float2(as_half2(gate2));
+  const float2 u = __half22float2(as_half2(up2));
+  const float s0 = __fdividef(g.x, 1.0f + __expf(-g.x));
+  const float s1 = __fdividef(g.y, 1.0f + __expf(-g.y));
+  return as_u32(__floats2half2_rn(s0 * u.x, s1 * u.y));
+}
+
+// Eight x values (one 16-byte group) of row `row` at column `col` (a multiple of 8). Plain mode: x is [M, K] and the
+// values are loaded as they are. SiLU-mul mode: x is A [M, 2K]; gate at A[row, col..], up at A[row, K + col..] (both
+// 16-byte aligned: K % 32 == 0), combined by silu_mul2.
+template <bool kSiluMul>
+__device__ __forceinline__ uint4 load_x8(const half* __restrict__ x, int row, int K, size_t col) {
+  const size_t stride = kSiluMul ? 2 * (size_t)K : (size_t)K;
+  const half* p = x + (size_t)row * stride + col;
+  const uint4 g = __ldg(reinterpret_cast<const uint4*>(p));
+  if constexpr (!kSiluMul) {
+    return g;
+  } else {
+    const uint4 u = __ldg(reinterpret_cast<const uint4*>(p + K));
+    return make_uint4(silu_mul2(g.x, u.x), silu_mul2(g.y, u.y), silu_mul2(g.z, u.z), silu_mul2(g.w, u.w));
+  }
+}
+
 // The weights and scales of one step: chunk c = first + stride * (step * kUnroll + u) of each column.
 template <int kRows, int kUnroll>
 struct Stage {
@@ -155,8 +203,8 @@ struct Stage {
 // acc[m][r] += x[m, chunk] . dequant(B[n0 + r, chunk]) for the chunks of one stage. The 32 products of a
 // chunk are summed in a half2 (16 terms a half, scaled weights so no overflow risk), then added in fp32.
 // x is read per 8-value group for all M rows (L1/L2 hits: every warp reads the same x) and reused for
-// every column of the tile.
-template <int M, int kRows, int kUnroll>
+// every column of the tile. kSiluMul: x is A [M, 2K] and silu(gate) * up is formed here (load_x8).
+template <int M, int kRows, int kUnroll, bool kSiluMul>
 __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, float (&acc)[M][kRows], const half* __restrict__ x,
                                            const uint8_t* __restrict__ zp, int n0, int N, int K, int k_blocks, int block_shift,
                                            int chunks, int first, int stride, int step) {
@@ -184,7 +232,7 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
       uint32_t xp[M][4];
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        permute_x(__ldg(reinterpret_cast<const uint4*>(x + (size_t)m * K + ((size_t)c << 5)) + g), xp[m]);
+        permute_x(load_x8<kSiluMul>(x, m, K, ((size_t)c << 5) + 8 * g), xp[m]);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         half2 w[4];
@@ -206,7 +254,7 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
   }
 }
 
-template <int M, int kRows, int kUnroll, int kSplit>
+template <int M, int kRows, int kUnroll, int kSplit, bool kSiluMul>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                  const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
@@ -236,10 +284,10 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
   if (steps > 0) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, 0);
   for (int j = 0; j < steps; j += 2) {
     if (j + 1 < steps) bb.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 1);
-    accumulate<M, kRows, kUnroll>(a, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j);
+    accumulate<M, kRows, kUnroll, kSiluMul>(a, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j);
     if (j + 1 >= steps) break;
     if (j + 2 < steps) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 2);
-    accumulate<M, kRows, kUnroll>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
+    accumulate<M, kRows, kUnroll, kSiluMul>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
   }
 
 #pragma unroll
@@ -281,24 +329,24 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
   }
 }
 
-template <int M, int kRows, int kUnroll, int kSplit>
+template <int M, int kRows, int kUnroll, int kSplit, bool kSiluMul>
 void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   constexpr int kGroups = kWarpsPerBlock / kSplit;
   const int groups = (N + kRows - 1) / kRows;
   const int blocks = (groups + kGroups - 1) / kGroups;
-  int4_gemv_kernel<M, kRows, kUnroll, kSplit><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(x, b, scales, zp, bias, y, N, K,
-                                                                                          row_bytes, k_blocks, block_shift);
+  int4_gemv_kernel<M, kRows, kUnroll, kSplit, kSiluMul><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+      x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift);
 }
 
-template <int M>
+template <int M, bool kSiluMul>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
             int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   if (tile == 0) tile = default_tile(M, N, K, 1 << block_shift);
 #define OMM_TILE(i)                                                                                                    \
   case i:                                                                                                              \
-    launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split>(x, b, scales, zp, bias, y, N, K, row_bytes,      \
-                                                                      k_blocks, block_shift, stream);                  \
+    launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split, kSiluMul>(x, b, scales, zp, bias, y, N, K,       \
+                                                                                row_bytes, k_blocks, block_shift, stream); \
     break;
   switch (tile) {
     OMM_TILE(1) OMM_TILE(2) OMM_TILE(3) OMM_TILE(4) OMM_TILE(5) OMM_TILE(6) OMM_TILE(7) OMM_TILE(8) OMM_TILE(9)
@@ -308,16 +356,10 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 #undef OMM_TILE
 }
 
-}  // namespace
-
-// C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom op: omm_int4_gemv (the
-// default tile) and omm_int4_gemv_tile (tile 0..10: 0 = default_tile(), else kTiles[tile]).
-// Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
-// a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
-// cudaError_t of the launch.
-extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
-                                  const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
-                                  int tile) {
+// Checks the arguments and runs the rows 4 at a time. x: [M, K] (plain) or A [M, 2K] (kSiluMul), rows 16-byte aligned.
+template <bool kSiluMul>
+int run(const void* x, const void* b, const void* scales, const void* zero_points, const void* bias, void* y, int M, int N,
+        int K, int block_size, void* stream, int tile) {
   if (tile < 0 || tile >= kTileCount) return -4;
   if (M < 1 || N < 1 || K < 32 || (K & 31) != 0) return -1;
   if (block_size < 32 || (block_size & (block_size - 1)) != 0) return -2;
@@ -326,6 +368,7 @@ extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scal
   while ((1 << block_shift) < block_size) ++block_shift;
   const int k_blocks = (K + block_size - 1) / block_size;
   const int row_bytes = k_blocks * block_size / 2;
+  const size_t x_stride = kSiluMul ? 2 * (size_t)K : (size_t)K;   // halves between rows of x
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   const half* xh = static_cast<const half*>(x);
   half* yh = static_cast<half*>(y);
@@ -335,19 +378,45 @@ extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scal
   const half* bh = static_cast<const half*>(bias);
   for (int m0 = 0; m0 < M; m0 += 4) {
     const int rows = M - m0 < 4 ? M - m0 : 4;
-    const half* xm = xh + (size_t)m0 * K;
+    const half* xm = xh + (size_t)m0 * x_stride;
     half* ym = yh + (size_t)m0 * N;
     switch (rows) {
-      case 1: launch<1>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 2: launch<2>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 3: launch<3>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      default: launch<4>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 1: launch<1, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 2: launch<2, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 3: launch<3, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      default: launch<4, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
     }
   }
   return (int)cudaGetLastError();
 }
 
+}  // namespace
+
+// C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom ops: omm_int4_gemv (the
+// default tile) and omm_int4_gemv_tile (tile 0..10: 0 = default_tile(), else kTiles[tile]); omm_int4_gemv_silu_mul and
+// omm_int4_gemv_silu_mul_tile the same with x = silu(A[:, :K]) * A[:, K:] formed from A [M, 2K] (K is the GEMV's
+// inner dimension, the down projection's input width; A's rows are 2K halves apart).
+// Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
+// a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
+// cudaError_t of the launch.
+extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
+                                  const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
+                                  int tile) {
+  return run<false>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
+}
+
 extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
                              const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
-  return omm_int4_gemv_tile(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+  return run<false>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+}
+
+extern "C" int omm_int4_gemv_silu_mul_tile(const void* a, const void* b, const void* scales, const void* zero_points,
+                                           const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
+                                           int tile) {
+  return run<true>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
+}
+
+extern "C" int omm_int4_gemv_silu_mul(const void* a, const void* b, const void* scales, const void* zero_points,
+                                      const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
+  return run<true>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
 }

@@ -1,4 +1,5 @@
-// ONNX Runtime custom-op library: op `OmmMatMulInt4` in domain `omm`, for the CUDA execution provider.
+// ONNX Runtime custom-op library: ops `OmmMatMulInt4` and `OmmMatMulInt4SiluMul` in domain `omm`, for the CUDA
+// execution provider.
 //
 //   inputs   A fp16 [..., K]; B uint8 [N, k_blocks, block_size/2]; scales fp16 [N, k_blocks];
 //            zero_points uint8 [N, ceil(k_blocks/2)] (optional); g_idx (optional, refused if given);
@@ -6,6 +7,9 @@
 //   output   Y fp16 [..., N]
 //   attrs    K, N, bits (must be 4), block_size (power of two >= 32); accuracy_level is accepted and
 //            ignored (the kernel accumulates in fp32 across blocks)
+// OmmMatMulInt4SiluMul: the same inputs and attributes, except that A is the gate_up projection's output [..., 2K]
+//            (gate = A[..., :K], up = A[..., K:]) and Y = (silu(gate) * up) @ dequant(B)^T (+ bias): a fused Llama MLP's
+//            Split + SiLU + Mul + down projection in one kernel (convert --custom-ops omm-fused writes it).
 // The kernel runs on the EP's compute stream (KernelContext::GetGPUComputeStream), so the op can be
 // captured in an ORT CUDA graph. Memory-traffic bound and layout: see int4_gemv.cu.
 // Loaded with SessionOptions.RegisterCustomOpLibrary; the entry point is RegisterCustomOps.
@@ -20,15 +24,33 @@
 
 extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
                              const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
+extern "C" int omm_int4_gemv_silu_mul(const void* a, const void* b, const void* scales, const void* zero_points,
+                                      const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
 
 namespace {
 
 constexpr const char* kDomain = "omm";
-constexpr const char* kOpName = "OmmMatMulInt4";
 constexpr int kMinApiVersion = 16;   // every C API function used here exists since ORT 1.16
 
-OrtStatusPtr Fail(const std::string& message) {
-  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpName) + ": " + message).c_str());
+// The two ops share one kernel struct and one op struct, templated on the mode: kSiluMul = false is OmmMatMulInt4
+// (A [..., K]); true is OmmMatMulInt4SiluMul (A [..., 2K], x = silu(A[..., :K]) * A[..., K:] formed in the kernel).
+template <bool kSiluMul>
+struct Mode;
+template <>
+struct Mode<false> {
+  static constexpr const char* kName = "OmmMatMulInt4";
+  static constexpr int64_t kAWidth = 1;   // A's last dimension in units of K
+  static constexpr auto kGemv = &omm_int4_gemv;
+};
+template <>
+struct Mode<true> {
+  static constexpr const char* kName = "OmmMatMulInt4SiluMul";
+  static constexpr int64_t kAWidth = 2;
+  static constexpr auto kGemv = &omm_int4_gemv_silu_mul;
+};
+
+OrtStatusPtr FailOp(const char* op, const std::string& message) {
+  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(op) + ": " + message).c_str());
 }
 
 bool Present(const Ort::KernelContext& ctx, size_t index) {
@@ -37,10 +59,13 @@ bool Present(const Ort::KernelContext& ctx, size_t index) {
   return v != nullptr;
 }
 
+template <bool kSiluMul>
 struct MatMulInt4Kernel {
   int64_t k = 0, n = 0, block_size = 0;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    constexpr const char* kOpName = Mode<kSiluMul>::kName;
+    auto Fail = [](const std::string& message) { return FailOp(kOpName, message); };
     try {
       Ort::KernelContext ctx(context);
       Ort::ConstValue a = ctx.GetInput(0);
@@ -48,7 +73,10 @@ struct MatMulInt4Kernel {
       Ort::ConstValue scales = ctx.GetInput(2);
       if (Present(ctx, 4)) return Fail("g_idx (act-order) is not supported");
       std::vector<int64_t> shape = a.GetTensorTypeAndShapeInfo().GetShape();
-      if (shape.empty() || shape.back() != k) return Fail("A's last dimension must equal K = " + std::to_string(k));
+      const int64_t a_width = Mode<kSiluMul>::kAWidth * k;   // K, or 2K (gate and up side by side)
+      if (shape.empty() || shape.back() != a_width)
+        return Fail(std::string(kSiluMul ? "A's last dimension must equal 2 * K = " : "A's last dimension must equal K = ") +
+                    std::to_string(a_width) + " (got " + (shape.empty() ? std::string("a scalar") : std::to_string(shape.back())) + ")");
       int64_t m = 1;
       for (size_t i = 0; i + 1 < shape.size(); ++i) m *= shape[i];
       const int64_t k_blocks = (k + block_size - 1) / block_size;
@@ -75,7 +103,7 @@ struct MatMulInt4Kernel {
       Ort::UnownedValue y = ctx.GetOutput(0, shape);
       if (m == 0) return nullptr;
       if (m > INT32_MAX) return Fail("too many rows");
-      const int rc = omm_int4_gemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
+      const int rc = Mode<kSiluMul>::kGemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
                                    y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
                                    static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream());
       if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
@@ -88,31 +116,29 @@ struct MatMulInt4Kernel {
   }
 };
 
-struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op, MatMulInt4Kernel, true> {
+template <bool kSiluMul>
+struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kSiluMul>, MatMulInt4Kernel<kSiluMul>, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
     try {
       Ort::ConstKernelInfo ki(info);
       auto attr = [&](const char* name) { return ki.GetAttribute<int64_t>(name); };
-      auto* kern = new MatMulInt4Kernel();
-      kern->k = attr("K");
-      kern->n = attr("N");
-      kern->block_size = attr("block_size");
-      const int64_t bits = attr("bits");
-      if (bits != 4 || kern->k < 32 || kern->k % 32 != 0 || kern->n < 1 || kern->n > INT32_MAX || kern->k > INT32_MAX ||
-          kern->block_size < 32 || (kern->block_size & (kern->block_size - 1)) != 0) {
-        const std::string msg = "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (got bits " +
-                                std::to_string(bits) + ", K " + std::to_string(kern->k) + ", block_size " +
-                                std::to_string(kern->block_size) + ")";
-        delete kern;
-        return Fail(msg);
-      }
+      const int64_t k = attr("K"), n = attr("N"), block_size = attr("block_size"), bits = attr("bits");
+      if (bits != 4 || k < 32 || k % 32 != 0 || n < 1 || n > INT32_MAX || k > INT32_MAX || block_size < 32 ||
+          (block_size & (block_size - 1)) != 0)
+        return FailOp(Mode<kSiluMul>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (got bits " +
+                                                 std::to_string(bits) + ", K " + std::to_string(k) + ", block_size " +
+                                                 std::to_string(block_size) + ")");
+      auto* kern = new MatMulInt4Kernel<kSiluMul>();
+      kern->k = k;
+      kern->n = n;
+      kern->block_size = block_size;
       *kernel = kern;
       return nullptr;
     } catch (const Ort::Exception& e) {
       return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
     }
   }
-  const char* GetName() const { return kOpName; }
+  const char* GetName() const { return Mode<kSiluMul>::kName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
   size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t index) const {
@@ -139,14 +165,17 @@ extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOption
   if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the missing op at load
   ++version;
   Ort::InitApi(api);
-  static MatMulInt4Op op;
+  static MatMulInt4Op<false> op;
+  static MatMulInt4Op<true> silu_mul_op;
   static std::mutex lock;
   static std::vector<Ort::CustomOpDomain> domains;   // must outlive every session that uses them
   std::lock_guard<std::mutex> guard(lock);
   op.version = static_cast<uint32_t>(version);
+  silu_mul_op.version = static_cast<uint32_t>(version);
   try {
     Ort::CustomOpDomain domain(kDomain);
     domain.Add(&op);
+    domain.Add(&silu_mul_op);
     Ort::UnownedSessionOptions(options).Add(domain);
     domains.push_back(std::move(domain));
     return nullptr;
