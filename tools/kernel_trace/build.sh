@@ -32,7 +32,8 @@ k=$(newest CUpti_ActivityKernel); c=$(newest CUpti_ActivityMemcpy); s=$(newest C
 [ -n "$s" ] && defs+=(-DKT_MEMSET_RECORD=CUpti_ActivityMemset$s)
 echo "CUPTI: include $inc, library $lib; records: kernel ${k:-default} memcpy ${c:-default} memset ${s:-default}"
 cc=(g++ -O2 -std=c++17 -fPIC -shared -Wall -Wextra -fvisibility=hidden -I"$cuda/include" -I"$inc")
-link=(-L"$lib" -lcupti -Wl,-rpath,"$lib" -pthread)
+# RPATH, not RUNPATH: the toolkit's libcupti even where LD_LIBRARY_PATH (tools/gpu_env.sh) lists a pip wheel's copy first
+link=(-L"$lib" -lcupti -Wl,--disable-new-dtags -Wl,-rpath,"$lib" -pthread)
 so=$out/libkernel_trace.so
 if ! "${cc[@]}" "${defs[@]}" "$here/kernel_trace.cc" -o "$so" "${link[@]}"; then
   echo "retrying without the memcpy / memset records" >&2
