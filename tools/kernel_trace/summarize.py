@@ -85,7 +85,7 @@ def _top_level(s, stop):
     return out
 
 
-def short_name(name, width=90):
+def short_name(name, width=300):
     """'void ns::(anonymous namespace)::k<1, 4>(int, float*)' -> 'k<1, 4>'; mangled names of our kernel decoded."""
     if name.startswith("["):
         return name
@@ -255,9 +255,10 @@ def summarize(path, args, shapes):
         d.sort()
         gemv_ns += sum(d)
         n, k = dims.get(shape, (None, None))
-        bs = args.block_size or kbs
+        bs = kbs or args.block_size
         med = pct(d, 0.5)
         wbytes = n * k // 2 + 2 * n * (k // bs) if n and bs else None
+        m = None if m >= 1 << 30 else m       # a dequantize kernel: some M > 1
         gemv.append(dict(impl=impl, variant=variant, shape=shape, m=m, m_min=m_min, n=n, k=k, block_size=bs, count=len(d),
                          median_us=round(med / 1e3, 2), p10_us=round(pct(d, 0.1) / 1e3, 2), p90_us=round(pct(d, 0.9) / 1e3, 2),
                          per_step_us=per(sum(d)), gb_s=round(wbytes / med, 1) if wbytes else None))
@@ -305,7 +306,7 @@ def print_report(s, label, out):
         out.write(f"\n{'GEMV':28} {'tile':9} {'shape':8} {'M':>5} {'N':>6} {'K':>6} {'bs':>4} {'count':>6} {'median us':>10} "
                   f"{'p10':>8} {'p90':>8} {'us/step':>9} {'GB/s':>7}\n")
         for g in s["gemv"]:
-            mm = str(g["m"]) if g["m_min"] == g["m"] else f"{g['m_min']}-{g['m']}"
+            mm = ">1" if g["m"] is None else str(g["m"]) if g["m_min"] == g["m"] else f"{g['m_min']}-{g['m']}"
             out.write(f"{g['impl'][:28]:28} {g['variant']:9} {g['shape']:8} {mm:>5} {fmt(g['n'], '6d')} {fmt(g['k'], '6d')} "
                       f"{fmt(g['block_size'], '4d')} {g['count']:6d} {g['median_us']:10.2f} {g['p10_us']:8.2f} {g['p90_us']:8.2f} "
                       f"{fmt(g['per_step_us'], '9.2f')} {fmt(g['gb_s'], '7.1f')}\n")
