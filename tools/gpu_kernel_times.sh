@@ -1,23 +1,16 @@
 #!/usr/bin/env bash
-# Per-kernel GPU time of int4 decode at the Llama-7B shapes (issue 16: our int4 GEMV against MatMulNBits), without
-# performance counters: every kernel's GPU start/end from CUPTI's Activity API (tools/kernel_trace), which needs no
-# counter permission, unlike Nsight Compute on this machine (ERR_NVGPUCTRPERM).
-#   1. builds the tracer (tools/kernel_trace/build.sh, CUPTI of the CUDA toolkit)
-#   2. for each package (stock MatMulNBits 7b-int4-b32, our custom op 7b-int4-b32-omm, 7b-int4-b32-ommf where present),
-#      with and without the CUDA graph: `omm bench` (1 warm-up + 1 measured run, $PROMPT_TOKENS-token prompt,
-#      $NEW_TOKENS tokens) under CUDA_INJECTION64_PATH, every kernel of the process recorded
-#   3. tools/kernel_trace/summarize.py on each trace (prompt passes dropped, totals per decode step), then one table
-#      per mode with the decode GEMV medians side by side
+# Per-kernel GPU time of int4 decode at the Llama-7B shapes (issue 16: our int4 GEMV against MatMulNBits) without
+# performance counters (docs/kernels.md, "Per-kernel time without counters"): builds tools/kernel_trace, runs
+# `omm bench` (1 warm-up + 1 run, $PROMPT_TOKENS-token prompt, $NEW_TOKENS tokens) on each package, with and without
+# the CUDA graph, under the tracer, and summarises each trace and each mode's packages side by side.
 #   tools/gpu_kernel_times.sh OMM MODELS OUT
-#     OMM     the bundle's omm (tools/gpu_final.sh unpacks it to /tmp/omm-final/omm/omm)
-#     MODELS  tools/gpu_prep.sh's models folder (run this before tools/gpu_bench_final.sh, which deletes 7b-int4-*)
-#     OUT     where the results go
-#   Env: KERN (libomm_kernels.so for packages whose manifest names custom-op domains; default OMM/../../kern/, else
-#   built here from src/OnnxMultimodal.Kernels with its carried ort-include), PACKAGES, MODES ("graph nograph"),
-#   PROMPT_TOKENS (16), NEW_TOKENS (64), MAX_GZ_MB (20, per trace), BUDGET_S (210: no new run starts after it).
-# Writes to OUT: kernel-times.txt (the log and the side-by-side tables), per package and mode
-#   kernel-times-PKG-MODE.{txt,json} (summarize.py's table and JSON), kernel-times-PKG-MODE.tsv.gz (the trace, if
-#   under MAX_GZ_MB), bench-PKG-MODE.{log,json}; kernel-times-compare-MODE.{txt,json}; kernel-trace-build.log.
+#     OMM: the bundle's omm (gpu_final.sh: /tmp/omm-final/omm/omm); MODELS: gpu_prep.sh's folder (run before
+#     gpu_bench_final.sh, which deletes 7b-int4-*); OUT: results
+#   Env: PACKAGES (7b-int4-b32 7b-int4-b32-omm 7b-int4-b32-ommf; missing ones skipped), MODES (graph nograph),
+#   KERN (libomm_kernels.so for packages whose manifest has custom_op_domains; default OMM/../../kern/, else built
+#   here), PROMPT_TOKENS (16), NEW_TOKENS (64), MAX_GZ_MB (20 per trace), BUDGET_S (210: no run starts after it).
+# OUT: kernel-times.txt (log + side-by-side tables), kernel-times-PKG-MODE.{txt,json,tsv.gz}, bench-PKG-MODE.{log,json},
+#   kernel-times-compare-MODE.{txt,json}, kernel-trace-build.log.
 set -uo pipefail
 omm=${1:?usage: tools/gpu_kernel_times.sh OMM MODELS OUT}; m=${2:?usage: tools/gpu_kernel_times.sh OMM MODELS OUT}
 out=${3:?usage: tools/gpu_kernel_times.sh OMM MODELS OUT}

@@ -1,28 +1,13 @@
-// Kernel timestamps without performance counters: a CUDA injection library that records every kernel (and
-// memcpy / memset) a process runs, through the CUPTI Activity API, and writes one TSV line per record.
-//
-//   CUDA_INJECTION64_PATH=/path/libkernel_trace.so KERNEL_TRACE_OUT=trace.tsv <any CUDA program>
-//
-// The CUDA driver loads the library named by CUDA_INJECTION64_PATH when the process initialises CUDA and calls
-// its InitializeInjection(). Activity records carry GPU start/end timestamps; collecting them needs no counter
-// permission (Nsight Compute's ERR_NVGPUCTRPERM does not apply). Kernels replayed from a CUDA graph are reported
-// one record per kernel node, with the graph's id and the node's id.
-//
-// Environment:
-//   KERNEL_TRACE_OUT           output file (default kernel_trace.tsv); "%p" in it becomes the process id
-//   KERNEL_TRACE_KERNELS_ONLY  1: no memcpy / memset records
-//   KERNEL_TRACE_MAX_RECORDS   stop writing after this many lines (default 5,000,000; the rest are counted)
-//   KERNEL_TRACE_FLUSH_MS      > 0: a thread flushes completed records every N ms (a process killed later keeps them)
-//
-// Output: '#' lines are metadata (the first names the columns); then tab-separated
-//   start_ns end_ns duration_ns name grid_x grid_y grid_z block_x block_y block_z stream graph_id graph_node_id
-//   kind bytes correlation device
-// kind is kernel, memcpy or memset; names are demangled where the C++ runtime can. The trailer ("# end ...")
-// gives the records written, skipped over the cap and dropped by CUPTI.
-//
-// Never fatal to the traced process: if the file or CUPTI cannot be set up, one line goes to stderr and the
-// process runs untraced. No exception leaves a callback; records are written as CUPTI hands buffers back, so
-// memory stays bounded by CUPTI's buffers (kBufferBytes each), whatever the run length.
+// Kernel timestamps without performance counters: a CUDA injection library (CUDA_INJECTION64_PATH; the driver calls
+// InitializeInjection at cuInit) that records kernels, memcpys and memsets through CUPTI's Activity API, which needs
+// no counter permission, one TSV line each. Graph replays give one record per kernel node, with graph and node ids.
+// Env: KERNEL_TRACE_OUT (default kernel_trace.tsv; "%p" = pid), KERNEL_TRACE_KERNELS_ONLY=1, KERNEL_TRACE_MAX_RECORDS
+// (default 5,000,000; the rest counted), KERNEL_TRACE_FLUSH_MS (> 0: flush completed records every N ms).
+// Output: '#' lines are metadata (the second names the columns, the last "# end ..." counts written / skipped /
+// dropped records), then start_ns end_ns duration_ns name grid_x..z block_x..z stream graph_id graph_node_id kind
+// bytes correlation device; names demangled. Never fatal: if the file or CUPTI cannot be set up, one stderr line and
+// the process runs untraced; no exception leaves a callback; lines are written as CUPTI hands buffers back (memory
+// bounded by its buffers), the rest flushed at exit.
 #include <cupti.h>
 #include <cxxabi.h>
 #include <unistd.h>

@@ -1,20 +1,12 @@
 #!/usr/bin/env python3
-"""Per-kernel GPU time from kernel_trace TSVs (tools/kernel_trace/kernel_trace.cc), standard library only.
+"""Per-kernel GPU time from kernel_trace TSVs (tools/kernel_trace/kernel_trace.cc); standard library only.
 
-    summarize.py TRACE.tsv[.gz] [TRACE2 ...] [--labels A,B] [--per-step N|auto] [--block-size 32]
-                 [--decode-only] [--skip-first-seconds S | --window START_NS END_NS] [--json OUT.json] [--top 30]
-
-Prints a table per trace: kernels by total time (count, total ms, median us, us per decode step, share of kernel
-time) and the int4 GEMV launches (ours: int4_gemv_kernel<M, rows, unroll, split>; ONNX Runtime's MatMulNBits:
-MatMulFloatInt4Kernel and its small-M / batched / M=1 variants) by Llama-7B projection, recognised from the grid:
-  ours   grid.x = ceil(ceil(N / rows) / (4 / split)) blocks of 128 threads   -> N within (grid.x - 1, grid.x] * rows * 4 / split
-  ORT    grid.x = N / cols_per_block with cols_per_block = block.y (x CtaN for MatMulFloat4BatchedKernel), grid.y = M or M / CtaM
-o and down share N = 4096: a launch is o after a qkv launch and down after a gate_up launch (same stream).
-GB/s = weight bytes (N*K/2 + 2*N*K/block_size) / median time, with the kernel's block size (ORT's template) or
---block-size. With two or more traces, a last table puts the decode (M = 1) GEMV medians side by side.
-Then the JSON summary (to --json FILE, or printed after the tables).
---per-step auto divides by the number of M = 1 lm_head GEMV launches (one per decode step); --decode-only drops
-each prompt's forward pass (the stretch from its first to its last M > 1 GEMV or dequantize kernel).
+Per trace: kernels by total time, then the int4 GEMV launches by Llama-7B projection, recognised from the grid
+(ours: grid.x = ceil(ceil(N/rows) / (4/split)) for int4_gemv_kernel<M, rows, unroll, split>; MatMulNBits:
+N = grid.x * block.y (* CtaN), grid.y = M (/ CtaM)); o and down (both N = 4096) by the projection launched before
+them on the stream. GB/s = (N*K/2 + 2*N*K/block_size) bytes / median. With several traces, their decode (M = 1)
+GEMV medians side by side; then JSON (--json FILE, else stdout). --per-step auto = M = 1 lm_head launches;
+--decode-only drops each prompt pass (first to last M > 1 GEMV or dequantize kernel).
 """
 import argparse
 import gzip
