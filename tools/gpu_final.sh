@@ -111,6 +111,16 @@ if [ -d "$tsrc/code-fp32" ]; then
   cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b32" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && code4=$tr/code-int4-b32
   cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
 fi
+# the carried fp32 shapes package keeps the training run's imagine settings; the committed manifest's (chosen later on
+# the selection prompts) go into the converted packages, so CUDA runs what the CPU tests run
+for d in "$tr"/shapes-*; do
+  [ -f "$d/multimodal.json" ] && python3 - "$repo/models/shapes/multimodal.json" "$d/multimodal.json" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))["guidance"]
+man = json.load(open(sys.argv[2])); man["guidance"] = g
+json.dump(man, open(sys.argv[2], "w"), indent=2)
+PY
+done
 log "trained variants converted: $(ls "$tr" | tr '\n' ' ')"
 trained() {   # name, then VAR=dir settings
   local name=$1; shift

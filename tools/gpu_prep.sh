@@ -11,19 +11,22 @@ log() { echo "$(date +%T) $*" >> "$m/prep.log"; }
 ex() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && return 0; local t0=$SECONDS
   (cd "$src/onnx-export" && python3 -m omm_export "$@" --out "$m/$name") >> "$m/export.log" 2>&1
   log "export $name: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/$name" 2>/dev/null | cut -f1)"; }
-omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by a hard link)
-  local from=$m/$1 to=$m/$1-omm
+omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by a hard link);
+                  # with a second argument "fused", -ommf: also the SiLU·up folded into the down projection (OmmMatMulInt4SiluMul)
+  local from=$m/$1 to=$m/$1-omm${2:+f}
   [ -f "$to/multimodal.json" ] && return 0
   # the weights file as a hard link: ONNX Runtime refuses external data whose resolved path leaves the model folder
   mkdir -p "$to"; for f in "$from"/*; do case $(basename "$f") in decoder.onnx|multimodal.json) ;; decoder.onnx.data) ln -f "$f" "$to/" ;; *) ln -sf "$f" "$to/" ;; esac; done
-  (cd "$src/onnx-export" && python3 - "$from" "$to" <<'PY'
+  (cd "$src/onnx-export" && python3 - "$from" "$to" "${2:-}" <<'PY'
 import json, os, sys
 import onnx
 sys.path.insert(0, ".")
-from omm_export.custom_ops import OMM_DOMAIN, use_omm_int4
-src, dst = sys.argv[1:3]
+from omm_export.custom_ops import OMM_DOMAIN, fuse_silu_mul, use_omm_int4
+src, dst, mode = sys.argv[1:4]
 model = onnx.load(os.path.join(src, "decoder.onnx"), load_external_data=False)   # the weights stay in decoder.onnx.data (linked)
 done = use_omm_int4(model)
+if mode == "fused":
+    done["silu_mul"] = fuse_silu_mul(model)
 onnx.save(model, os.path.join(dst, "decoder.onnx"))
 man = json.load(open(os.path.join(src, "multimodal.json")))
 man["decoder"]["custom_op_domains"] = [OMM_DOMAIN]
@@ -31,7 +34,7 @@ json.dump(man, open(os.path.join(dst, "multimodal.json"), "w"), indent=1)
 print("omm variant", dst, done)
 PY
   ) >> "$m/export.log" 2>&1
-  log "omm variant $1: rc=$?"; }
+  log "omm variant $1 ${2:-}: rc=$?"; }
 log "prep start"
 python3 - "$m/speech_10s.wav" "$src/wav" <<'PY' >> "$m/export.log" 2>&1
 import sys, wave
@@ -45,8 +48,12 @@ with wave.open(sys.argv[1], "wb") as w:
 print("speech_10s.wav", len(frames) / 32000, "s")
 PY
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --no-reference)
+if [ "${PREP_SET:-all}" = text7b ]; then   # only the 7B text package at block 32 and its two custom-op variants
+  ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
+  log "prep done"; touch "$m/prep.done"; exit 0
+fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
-ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32
+ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
 ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling
 ex seamless-large seamless --preset large --no-reference
 for spec in "seamless-fp16-mha-e16:--precision fp16 --cross-mha --encoder-precision fp16" \

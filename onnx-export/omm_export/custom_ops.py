@@ -14,6 +14,7 @@ silu(gate) * up, gate and up being the two halves of the gate_up projection's ou
 from __future__ import annotations
 
 import onnx
+from onnx import numpy_helper
 
 OMM_DOMAIN = "omm"
 OMM_INT4_OP = "OmmMatMulInt4"
@@ -92,12 +93,12 @@ class _Graph:
     def int_values(self, tensor: str):
         """The values of a constant int tensor (an initializer or a Constant node's output), else None."""
         if tensor in self.init:
-            return [int(v) for v in onnx.numpy_helper.to_array(self.init[tensor]).reshape(-1)]
+            return [int(v) for v in numpy_helper.to_array(self.init[tensor]).reshape(-1)]
         p = self.producer.get(tensor)
         if p is not None and p.op_type == "Constant" and p.domain in ("", "ai.onnx"):
             value = _attrs(p).get("value")
             if isinstance(value, onnx.TensorProto):
-                return [int(v) for v in onnx.numpy_helper.to_array(value).reshape(-1)]
+                return [int(v) for v in numpy_helper.to_array(value).reshape(-1)]
         return None
 
 

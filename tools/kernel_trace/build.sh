@@ -20,6 +20,13 @@ done
 for d in "$cuda/extras/CUPTI/lib64" "$cuda/lib64" "$cuda/targets/x86_64-linux/lib"; do
   ls "$d"/libcupti.so* > /dev/null 2>&1 && { lib=$d; break; }
 done
+# no CUPTI in the toolkit (the H100 machine's CUDA 13 install has no extras/CUPTI): a pip wheel's copy, e.g. torch's
+# nvidia-cuda-cupti (site-packages/nvidia/cu13/{include,lib}), found by searching CUPTI_SEARCH
+if [ -z "$inc" ] || [ -z "$lib" ]; then
+  h=$(find ${CUPTI_SEARCH:-/opt /usr/local /usr/lib /usr/include /root} -name cupti.h 2>/dev/null | head -1)
+  [ -n "$h" ] && inc=$(dirname "$h") && l=$(find "$(dirname "$inc")" -maxdepth 3 -name 'libcupti.so*' 2>/dev/null | sort | head -1) &&
+    [ -n "$l" ] && lib=$(dirname "$l")
+fi
 [ -n "$inc" ] || { echo "cupti.h not found under $cuda" >&2; exit 2; }
 [ -n "$lib" ] || { echo "libcupti.so not found under $cuda" >&2; exit 2; }
 # the newest version number of a record struct that cupti_activity.h itself defines ("} CUpti_ActivityKernel10;")
@@ -33,7 +40,9 @@ k=$(newest CUpti_ActivityKernel); c=$(newest CUpti_ActivityMemcpy); s=$(newest C
 echo "CUPTI: include $inc, library $lib; records: kernel ${k:-default} memcpy ${c:-default} memset ${s:-default}"
 cc=(g++ -O2 -std=c++17 -fPIC -shared -Wall -Wextra -fvisibility=hidden -I"$cuda/include" -I"$inc")
 # RPATH, not RUNPATH: the toolkit's libcupti even where LD_LIBRARY_PATH (tools/gpu_env.sh) lists a pip wheel's copy first
-link=(-L"$lib" -lcupti -Wl,--disable-new-dtags -Wl,-rpath,"$lib" -pthread)
+# a wheel ships only libcupti.so.N (no unversioned name for -lcupti): link the file itself
+cupti_so=$lib/libcupti.so; [ -e "$cupti_so" ] || cupti_so=$(ls "$lib"/libcupti.so.* | sort | head -1)
+link=("$cupti_so" -Wl,--disable-new-dtags -Wl,-rpath,"$lib" -pthread)
 so=$out/libkernel_trace.so
 if ! "${cc[@]}" "${defs[@]}" "$here/kernel_trace.cc" -o "$so" "${link[@]}"; then
   echo "retrying without the memcpy / memset records" >&2
