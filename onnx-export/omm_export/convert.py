@@ -253,7 +253,7 @@ def convert(args) -> dict:
 
 def _custom_ops(args, model, opt, decoder: dict) -> None:
     """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; omm-fused: also Split + SiLU + Mul + down projection ->
-    omm.OmmMatMulInt4SiluMul. The manifest names the library's domain the graph needs."""
+    omm.OmmMatMulInt4SwiGlu (the gate_up projection with SiLU·up in its epilogue). The manifest names the library's domain the graph needs."""
     which = getattr(args, "custom_ops", "none")
     if which == "none":
         return
@@ -270,7 +270,7 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         if not fused["fused"]:
             raise SystemExit(f"convert: --custom-ops omm-fused: no down projection reads silu(gate) * up of a gate_up Split "
                              f"({fused['kept']}); use --custom-ops omm")
-        print(f"convert: --custom-ops omm-fused: {fused['fused']} down projections fused with Split + SiLU + Mul; other "
+        print(f"convert: --custom-ops omm-fused: {fused['fused']} gate_up projections fused with Split + SiLU + Mul; other "
               f"OmmMatMulInt4 nodes: {fused['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 

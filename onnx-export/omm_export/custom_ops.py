@@ -64,7 +64,8 @@ def use_omm_int4(model: onnx.ModelProto) -> dict:
     return {"rewritten": rewritten, "kept": kept}
 
 
-OMM_INT4_SILU_MUL_OP = "OmmMatMulInt4SiluMul"
+OMM_INT4_SILU_MUL_OP = "OmmMatMulInt4SiluMul"   # SiLU·up formed at the down projection's input (not written: slower)
+OMM_INT4_SWIGLU_OP = "OmmMatMulInt4SwiGlu"       # the gate_up projection with silu(gate) * up in its epilogue
 
 
 class _Graph:
@@ -180,11 +181,14 @@ def _split_is_halves(gr: _Graph, split: onnx.NodeProto, k: int) -> str | None:
 
 
 def fuse_silu_mul(model: onnx.ModelProto) -> dict:
-    """Folds a fused Llama MLP's Split + SiLU + Mul into the down projection: every omm.OmmMatMulInt4 node whose A is
-    silu(gate) * up, with gate and up the two K-wide halves of one tensor (Split along the last axis; see _match_down),
-    becomes omm.OmmMatMulInt4SiluMul reading that tensor ([..., 2K]) directly, and the Split, SiLU and Mul nodes are
-    removed (with a split-sizes initializer nothing else reads). Run after use_omm_int4. Returns {"fused": n,
-    "kept": {reason: n}} over the OmmMatMulInt4 nodes (projections whose input is no SiLU·up say so)."""
+    """Folds a fused Llama MLP's Split + SiLU + Mul into the gate_up projection: for every omm.OmmMatMulInt4 down
+    projection whose A is silu(gate) * up, with gate and up the two K-wide halves of one tensor (Split along the last
+    axis; see _match_down) that an omm.OmmMatMulInt4 gate_up node (N = 2K) writes and nothing else reads, the gate_up
+    node becomes omm.OmmMatMulInt4SwiGlu writing silu(gate) * up ([..., K]) under the Mul's output name, and the Split,
+    SiLU and Mul nodes are removed (with a split-sizes initializer nothing else reads). The down projection is
+    unchanged. (The H100 measured this epilogue form; the form that builds SiLU·up at the down projection's input,
+    OmmMatMulInt4SiluMul, lost to the unfused kernels: docs/kernels.md.) Run after use_omm_int4. Returns
+    {"fused": n, "kept": {reason: n}} over the OmmMatMulInt4 nodes (projections whose input is no SiLU·up say so)."""
     gr = _Graph(model)
     fused, kept, dead = 0, {}, []
     for node in model.graph.node:
@@ -194,8 +198,15 @@ def fuse_silu_mul(model: onnx.ModelProto) -> dict:
         if split is None:
             kept[found] = kept.get(found, 0) + 1
             continue
-        node.input[0] = split.input[0]
-        node.op_type = OMM_INT4_SILU_MUL_OP
+        gate_up = gr.producer.get(split.input[0])
+        if gate_up is None or gate_up.op_type != OMM_INT4_OP or gate_up.domain != OMM_DOMAIN:
+            kept["gate_up is not an OmmMatMulInt4 output"] = kept.get("gate_up is not an OmmMatMulInt4 output", 0) + 1
+            continue
+        if _attrs(gate_up).get("N") != 2 * _attrs(node)["K"] or not gr.only_consumers(split.input[0], [split]):
+            kept["gate_up's N is not 2K, or its output has other readers"] = kept.get("gate_up's N is not 2K, or its output has other readers", 0) + 1
+            continue
+        gate_up.output[0] = node.input[0]           # the Mul's output, now written by the SwiGLU projection
+        gate_up.op_type = OMM_INT4_SWIGLU_OP
         dead.extend(found)
         fused += 1
     if dead:

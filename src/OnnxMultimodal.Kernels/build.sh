@@ -22,20 +22,20 @@ nvcc=$cuda/bin/nvcc
 mkdir -p "$build"
 arch=${OMM_CUDA_ARCH:-sm_90}
 flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
-# 4 row counts x 10 tiles x 2 modes (plain, SiLU-mul) of one kernel template: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
+# 4 row counts x 10 tiles x 3 modes (plain, SiLU-mul, SwiGLU) of one kernel template: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
 # an nvcc without it falls back to a plain build.
 "$nvcc" "${flags[@]}" --split-compile=0 -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   "$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   { cat "$build/ptxas.log"; exit 1; }
 # Registers and local memory (spills) per instantiation, one line each. cuobjdump prints " Function <mangled>:" and
 # on the next line "  REG:n STACK:n SHARED:n LOCAL:n ..." (joined here; the phase-2 build grepped the name line alone
-# and so printed no numbers); the mangled name carries the template arguments <M, rows, unroll, split, silu-mul mode>
-# (a bool: Lb0E / Lb1E).
+# and so printed no numbers); the mangled name carries the template arguments <M, rows, unroll, split, mode>
+# (mode 0 plain, 1 SiLU-mul, 2 SwiGLU).
 "$cuda/bin/cuobjdump" --dump-resource-usage "$build/int4_gemv.o" 2>/dev/null |
   awk '/Function .*int4_gemv_kernelILi/ { fn = $0; if ($0 ~ /REG:/) { print fn; fn = "" }; next }
        fn != "" && /REG:/ { print fn " " $0; fn = "" }' |
   grep -o 'int4_gemv_kernelILi.*' | tr -s ' ' |
-  sed -E 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELb([01])E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4 silu=\5:/' |
+  sed -E 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4 mode=\5:/' |
   tee "$build/registers.txt" || true
 echo "  spills: $(grep -o '[1-9][0-9]* bytes spill stores' "$build/ptxas.log" | sort -u | tr '\n' ' ')(none if empty)"
 "$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" -o "$build/libomm_int4.so"

@@ -36,6 +36,14 @@
 // time it against the plain GEMV, every tile). If it is, the remedies are 8-column tiles (half the recomputation),
 // forming x once per block in shared memory, or moving the fusion to the gate_up GEMV's epilogue (gate and up columns
 // interleaved so one warp holds both), which forms each value exactly once.
+//
+// SwiGLU mode (kSwiGlu, omm_int4_gemv_swiglu; the MLP's gate_up projection): B holds the gate rows 0..N/2-1 and the up
+// rows N/2..N-1 (MatMulNBits' layout of a fused gate_up weight, unchanged), and the kernel writes y[M, N/2] =
+// silu(x @ gate^T) * (x @ up^T): each warp's kRows columns are kRows/2 gate columns and the same kRows/2 up columns,
+// so the pair meets in the epilogue and each SiLU is formed once. It replaces the stock graph's Split, SiLU and Mul
+// launches and writes half the output. Measured on an H100 (docs/kernels.md), the SiLU-mul mode above lost to the
+// unfused kernels (19.5 us vs 16.5 us at the 7B down shape, M = 1): its per-warp recomputation costs more than the
+// three small launches it removes; this mode has no recomputation.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -45,6 +53,23 @@
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
+// Modes: plain GEMV; SiLU-mul on the input (x = silu(A[:, :K]) * A[:, K:]); SwiGLU in the epilogue (y = silu(gate) * up).
+constexpr int kPlain = 0, kSiluMul = 1, kSwiGlu = 2;
+
+// The weight row (output column of the GEMV) that tile row r of a warp whose first output column is n0 reads. Plain and
+// SiLU-mul: n0 + r. SwiGLU: the first kRows/2 tile rows are gate rows n0.., the others the up rows N/2 + n0.. . Rows past
+// the end re-read the last valid row (unused).
+template <int kMode, int kRows>
+__device__ __forceinline__ int weight_row(int n0, int r, int N) {
+  if constexpr (kMode == kSwiGlu) {
+    constexpr int h = kRows / 2;
+    const int half_n = N >> 1;
+    const int p = min(n0 + (r < h ? r : r - h), half_n - 1);
+    return r < h ? p : half_n + p;
+  } else {
+    return min(n0 + r, N - 1);
+  }
+}
 
 // A tile: kRows output columns per warp, kUnroll 16-byte chunks per column per lane and step (bytes in flight
 // per lane = kRows * kUnroll * 16, doubled by the prefetch of the next step), kSplit warps of a block
@@ -160,12 +185,12 @@ __device__ __forceinline__ uint32_t silu_mul2(uint32_t gate2, uint32_t up2) {
 // Eight x values (one 16-byte group) of row `row` at column `col` (a multiple of 8). Plain mode: x is [M, K] and the
 // values are loaded as they are. SiLU-mul mode: x is A [M, 2K]; gate at A[row, col..], up at A[row, K + col..] (both
 // 16-byte aligned: K % 32 == 0), combined by silu_mul2.
-template <bool kSiluMul>
+template <int kMode>
 __device__ __forceinline__ uint4 load_x8(const half* __restrict__ x, int row, int K, size_t col) {
-  const size_t stride = kSiluMul ? 2 * (size_t)K : (size_t)K;
+  const size_t stride = kMode == kSiluMul ? 2 * (size_t)K : (size_t)K;
   const half* p = x + (size_t)row * stride + col;
   const uint4 g = __ldg(reinterpret_cast<const uint4*>(p));
-  if constexpr (!kSiluMul) {
+  if constexpr (kMode != kSiluMul) {
     return g;
   } else {
     const uint4 u = __ldg(reinterpret_cast<const uint4*>(p + K));
@@ -174,7 +199,7 @@ __device__ __forceinline__ uint4 load_x8(const half* __restrict__ x, int row, in
 }
 
 // The weights and scales of one step: chunk c = first + stride * (step * kUnroll + u) of each column.
-template <int kRows, int kUnroll>
+template <int kRows, int kUnroll, int kMode>
 struct Stage {
   uint4 w[kRows][kUnroll];
   half s[kRows][kUnroll];
@@ -183,7 +208,7 @@ struct Stage {
                                        int block_shift, int chunks, int first, int stride, int step) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      const int n = min(n0 + r, N - 1);             // a missing last column re-reads its neighbour, unused
+      const int n = weight_row<kMode, kRows>(n0, r, N);   // a missing last column re-reads its neighbour, unused
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int c = first + stride * (step * kUnroll + u);
@@ -204,8 +229,8 @@ struct Stage {
 // chunk are summed in a half2 (16 terms a half, scaled weights so no overflow risk), then added in fp32.
 // x is read per 8-value group for all M rows (L1/L2 hits: every warp reads the same x) and reused for
 // every column of the tile. kSiluMul: x is A [M, 2K] and silu(gate) * up is formed here (load_x8).
-template <int M, int kRows, int kUnroll, bool kSiluMul>
-__device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, float (&acc)[M][kRows], const half* __restrict__ x,
+template <int M, int kRows, int kUnroll, int kMode>
+__device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll, kMode>& st, float (&acc)[M][kRows], const half* __restrict__ x,
                                            const uint8_t* __restrict__ zp, int n0, int N, int K, int k_blocks, int block_shift,
                                            int chunks, int first, int stride, int step) {
   const int zp_row_bytes = (k_blocks + 1) >> 1;
@@ -218,7 +243,7 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
     for (int r = 0; r < kRows; ++r) {
       float q = 8.0f;                               // the default zero point
       if (zp != nullptr) {
-        const int n = min(n0 + r, N - 1);
+        const int n = weight_row<kMode, kRows>(n0, r, N);
         const int blk = (c << 5) >> block_shift;
         q = (float)((zp[(size_t)n * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF);
       }
@@ -232,7 +257,7 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
       uint32_t xp[M][4];
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        permute_x(load_x8<kSiluMul>(x, m, K, ((size_t)c << 5) + 8 * g), xp[m]);
+        permute_x(load_x8<kMode>(x, m, K, ((size_t)c << 5) + 8 * g), xp[m]);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
         half2 w[4];
@@ -254,24 +279,27 @@ __device__ __forceinline__ void accumulate(const Stage<kRows, kUnroll>& st, floa
   }
 }
 
-template <int M, int kRows, int kUnroll, int kSplit, bool kSiluMul>
+template <int M, int kRows, int kUnroll, int kSplit, int kMode>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                  const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift) {
   static_assert(kWarpsPerBlock % kSplit == 0, "split-K groups must tile the block");
+  static_assert(kMode != kSwiGlu || kRows % 2 == 0, "SwiGLU pairs a gate and an up column per output");
   constexpr int kGroups = kWarpsPerBlock / kSplit;   // column groups per block
+  constexpr int kCols = kMode == kSwiGlu ? kRows / 2 : kRows;   // output columns per warp
+  const int n_out = kMode == kSwiGlu ? N >> 1 : N;
   __shared__ float red[kSplit > 1 ? kWarpsPerBlock : 1][M][kRows];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int slice = warp % kSplit;
-  const int n0 = (blockIdx.x * kGroups + warp / kSplit) * kRows;
+  const int n0 = (blockIdx.x * kGroups + warp / kSplit) * kCols;   // first output column
   const int chunks = K >> 5;                          // 16-byte chunks per row
   const int first = slice * 32 + lane;                // this lane's first chunk
   const int stride = 32 * kSplit;                     // between its chunks
   const int per_step = stride * kUnroll;
   // No early return for columns past N: the split-K reduction below synchronises the whole block.
-  const int steps = n0 < N ? (chunks - first + per_step - 1) / per_step : 0;
+  const int steps = n0 < n_out ? (chunks - first + per_step - 1) / per_step : 0;
 
   float acc[M][kRows];
 #pragma unroll
@@ -280,14 +308,14 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
     for (int r = 0; r < kRows; ++r) acc[m][r] = 0.0f;
 
   // Two register stages: the next step's weights are in flight while this step's are multiplied.
-  Stage<kRows, kUnroll> a, bb;
+  Stage<kRows, kUnroll, kMode> a, bb;
   if (steps > 0) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, 0);
   for (int j = 0; j < steps; j += 2) {
     if (j + 1 < steps) bb.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 1);
-    accumulate<M, kRows, kUnroll, kSiluMul>(a, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j);
+    accumulate<M, kRows, kUnroll, kMode>(a, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j);
     if (j + 1 >= steps) break;
     if (j + 2 < steps) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 2);
-    accumulate<M, kRows, kUnroll, kSiluMul>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
+    accumulate<M, kRows, kUnroll, kMode>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
   }
 
 #pragma unroll
@@ -317,35 +345,57 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
         acc[m][r] = v;
       }
   }
-  if (lane != 0 || n0 >= N) return;
+  if (lane != 0 || n0 >= n_out) return;
+  if constexpr (kMode == kSwiGlu) {
+    // The stock graph's roundings, in its order: the gate_up output to fp16, SiLU of the fp16 gate to fp16, then the
+    // product of two fp16 values to fp16 (a fp32 product of two halves is exact, so only the last rounding counts).
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int n = n0 + r;
-    if (n < N) {
-      const float bv = bias != nullptr ? __half2float(bias[n]) : 0.0f;
+    for (int r = 0; r < kCols; ++r) {
+      const int p = n0 + r;
+      if (p < n_out) {
+        const float bg = bias != nullptr ? __half2float(bias[p]) : 0.0f;
+        const float bu = bias != nullptr ? __half2float(bias[n_out + p]) : 0.0f;
 #pragma unroll
-      for (int m = 0; m < M; ++m) y[(size_t)m * N + n] = __float2half_rn(acc[m][r] + bv);
+        for (int m = 0; m < M; ++m) {
+          const float g = __half2float(__float2half_rn(acc[m][r] + bg));
+          const float u = __half2float(__float2half_rn(acc[m][r + kCols] + bu));
+          const float sg = __half2float(__float2half_rn(g / (1.0f + __expf(-g))));
+          y[(size_t)m * n_out + p] = __float2half_rn(sg * u);
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int n = n0 + r;
+      if (n < N) {
+        const float bv = bias != nullptr ? __half2float(bias[n]) : 0.0f;
+#pragma unroll
+        for (int m = 0; m < M; ++m) y[(size_t)m * N + n] = __float2half_rn(acc[m][r] + bv);
+      }
     }
   }
 }
 
-template <int M, int kRows, int kUnroll, int kSplit, bool kSiluMul>
+template <int M, int kRows, int kUnroll, int kSplit, int kMode>
 void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   constexpr int kGroups = kWarpsPerBlock / kSplit;
-  const int groups = (N + kRows - 1) / kRows;
+  constexpr int kCols = kMode == kSwiGlu ? kRows / 2 : kRows;   // output columns per warp
+  const int n_out = kMode == kSwiGlu ? N / 2 : N;
+  const int groups = (n_out + kCols - 1) / kCols;
   const int blocks = (groups + kGroups - 1) / kGroups;
-  int4_gemv_kernel<M, kRows, kUnroll, kSplit, kSiluMul><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+  int4_gemv_kernel<M, kRows, kUnroll, kSplit, kMode><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
       x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift);
 }
 
-template <int M, bool kSiluMul>
+template <int M, int kMode>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
             int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   if (tile == 0) tile = default_tile(M, N, K, 1 << block_shift);
 #define OMM_TILE(i)                                                                                                    \
   case i:                                                                                                              \
-    launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split, kSiluMul>(x, b, scales, zp, bias, y, N, K,       \
+    launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split, kMode>(x, b, scales, zp, bias, y, N, K,          \
                                                                                 row_bytes, k_blocks, block_shift, stream); \
     break;
   switch (tile) {
@@ -356,19 +406,22 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 #undef OMM_TILE
 }
 
-// Checks the arguments and runs the rows 4 at a time. x: [M, K] (plain) or A [M, 2K] (kSiluMul), rows 16-byte aligned.
-template <bool kSiluMul>
+// Checks the arguments and runs the rows 4 at a time. x: [M, K] (plain, SwiGLU) or A [M, 2K] (SiLU-mul), rows 16-byte
+// aligned; y: [M, N], or [M, N/2] for SwiGLU (N even: gate and up rows).
+template <int kMode>
 int run(const void* x, const void* b, const void* scales, const void* zero_points, const void* bias, void* y, int M, int N,
         int K, int block_size, void* stream, int tile) {
   if (tile < 0 || tile >= kTileCount) return -4;
   if (M < 1 || N < 1 || K < 32 || (K & 31) != 0) return -1;
   if (block_size < 32 || (block_size & (block_size - 1)) != 0) return -2;
   if (((uintptr_t)x & 15) != 0 || ((uintptr_t)b & 15) != 0) return -3;
+  if (kMode == kSwiGlu && (N & 1) != 0) return -5;
+  const int n_out = kMode == kSwiGlu ? N / 2 : N;
   int block_shift = 0;
   while ((1 << block_shift) < block_size) ++block_shift;
   const int k_blocks = (K + block_size - 1) / block_size;
   const int row_bytes = k_blocks * block_size / 2;
-  const size_t x_stride = kSiluMul ? 2 * (size_t)K : (size_t)K;   // halves between rows of x
+  const size_t x_stride = kMode == kSiluMul ? 2 * (size_t)K : (size_t)K;   // halves between rows of x
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   const half* xh = static_cast<const half*>(x);
   half* yh = static_cast<half*>(y);
@@ -379,12 +432,12 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
   for (int m0 = 0; m0 < M; m0 += 4) {
     const int rows = M - m0 < 4 ? M - m0 : 4;
     const half* xm = xh + (size_t)m0 * x_stride;
-    half* ym = yh + (size_t)m0 * N;
+    half* ym = yh + (size_t)m0 * n_out;
     switch (rows) {
-      case 1: launch<1, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 2: launch<2, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      case 3: launch<3, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
-      default: launch<4, kSiluMul>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 1: launch<1, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 2: launch<2, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 3: launch<3, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      default: launch<4, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
     }
   }
   return (int)cudaGetLastError();
@@ -395,28 +448,40 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
 // C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom ops: omm_int4_gemv (the
 // default tile) and omm_int4_gemv_tile (tile 0..10: 0 = default_tile(), else kTiles[tile]); omm_int4_gemv_silu_mul and
 // omm_int4_gemv_silu_mul_tile the same with x = silu(A[:, :K]) * A[:, K:] formed from A [M, 2K] (K is the GEMV's
-// inner dimension, the down projection's input width; A's rows are 2K halves apart).
+// inner dimension, the down projection's input width; A's rows are 2K halves apart); omm_int4_gemv_swiglu and
+// omm_int4_gemv_swiglu_tile: y [M, N/2] = silu(x @ B[:N/2]^T) * (x @ B[N/2:]^T), B the gate_up weight (N even).
 // Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
 // a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
 // cudaError_t of the launch.
 extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
                                   const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
                                   int tile) {
-  return run<false>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
+  return run<kPlain>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
 }
 
 extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
                              const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
-  return run<false>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+  return run<kPlain>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
 }
 
 extern "C" int omm_int4_gemv_silu_mul_tile(const void* a, const void* b, const void* scales, const void* zero_points,
                                            const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
                                            int tile) {
-  return run<true>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
+  return run<kSiluMul>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
 }
 
 extern "C" int omm_int4_gemv_silu_mul(const void* a, const void* b, const void* scales, const void* zero_points,
                                       const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
-  return run<true>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+  return run<kSiluMul>(a, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+}
+
+extern "C" int omm_int4_gemv_swiglu_tile(const void* x, const void* b, const void* scales, const void* zero_points,
+                                         const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
+                                         int tile) {
+  return run<kSwiGlu>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile);
+}
+
+extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* scales, const void* zero_points,
+                                    const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
+  return run<kSwiGlu>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
 }

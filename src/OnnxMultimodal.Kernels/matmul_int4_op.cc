@@ -1,5 +1,5 @@
-// ONNX Runtime custom-op library: ops `OmmMatMulInt4` and `OmmMatMulInt4SiluMul` in domain `omm`, for the CUDA
-// execution provider.
+// ONNX Runtime custom-op library: ops `OmmMatMulInt4`, `OmmMatMulInt4SiluMul` and `OmmMatMulInt4SwiGlu` in domain
+// `omm`, for the CUDA execution provider.
 //
 //   inputs   A fp16 [..., K]; B uint8 [N, k_blocks, block_size/2]; scales fp16 [N, k_blocks];
 //            zero_points uint8 [N, ceil(k_blocks/2)] (optional); g_idx (optional, refused if given);
@@ -9,7 +9,11 @@
 //            ignored (the kernel accumulates in fp32 across blocks)
 // OmmMatMulInt4SiluMul: the same inputs and attributes, except that A is the gate_up projection's output [..., 2K]
 //            (gate = A[..., :K], up = A[..., K:]) and Y = (silu(gate) * up) @ dequant(B)^T (+ bias): a fused Llama MLP's
-//            Split + SiLU + Mul + down projection in one kernel (convert --custom-ops omm-fused writes it).
+//            Split + SiLU + Mul + down projection in one kernel (measured slower than the unfused kernels: kept for the
+//            micro-benchmark; convert no longer writes it).
+// OmmMatMulInt4SwiGlu: MatMulNBits' inputs and attributes for the gate_up weight (N = 2I: gate rows, then up rows);
+//            Y [..., N/2] = silu(A @ gate^T) * (A @ up^T): a fused Llama MLP's gate_up projection + Split + SiLU + Mul in
+//            one kernel (convert --custom-ops omm-fused writes it).
 // The kernel runs on the EP's compute stream (KernelContext::GetGPUComputeStream), so the op can be
 // captured in an ORT CUDA graph. Memory-traffic bound and layout: see int4_gemv.cu.
 // Loaded with SessionOptions.RegisterCustomOpLibrary; the entry point is RegisterCustomOps.
@@ -26,27 +30,39 @@ extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, c
                              const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
 extern "C" int omm_int4_gemv_silu_mul(const void* a, const void* b, const void* scales, const void* zero_points,
                                       const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
+extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* scales, const void* zero_points,
+                                    const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
 
 namespace {
 
 constexpr const char* kDomain = "omm";
 constexpr int kMinApiVersion = 16;   // every C API function used here exists since ORT 1.16
 
-// The two ops share one kernel struct and one op struct, templated on the mode: kSiluMul = false is OmmMatMulInt4
-// (A [..., K]); true is OmmMatMulInt4SiluMul (A [..., 2K], x = silu(A[..., :K]) * A[..., K:] formed in the kernel).
-template <bool kSiluMul>
+// The ops share one kernel struct and one op struct, templated on the mode: 0 is OmmMatMulInt4 (A [..., K]); 1 is
+// OmmMatMulInt4SiluMul (A [..., 2K], x = silu(A[..., :K]) * A[..., K:] formed in the kernel); 2 is OmmMatMulInt4SwiGlu
+// (A [..., K], Y [..., N/2]).
+template <int kMode>
 struct Mode;
 template <>
-struct Mode<false> {
+struct Mode<0> {
   static constexpr const char* kName = "OmmMatMulInt4";
   static constexpr int64_t kAWidth = 1;   // A's last dimension in units of K
+  static constexpr int64_t kOutDivisor = 1;   // Y's last dimension = N / this
   static constexpr auto kGemv = &omm_int4_gemv;
 };
 template <>
-struct Mode<true> {
+struct Mode<1> {
   static constexpr const char* kName = "OmmMatMulInt4SiluMul";
   static constexpr int64_t kAWidth = 2;
+  static constexpr int64_t kOutDivisor = 1;
   static constexpr auto kGemv = &omm_int4_gemv_silu_mul;
+};
+template <>
+struct Mode<2> {
+  static constexpr const char* kName = "OmmMatMulInt4SwiGlu";
+  static constexpr int64_t kAWidth = 1;
+  static constexpr int64_t kOutDivisor = 2;
+  static constexpr auto kGemv = &omm_int4_gemv_swiglu;
 };
 
 OrtStatusPtr FailOp(const char* op, const std::string& message) {
@@ -59,12 +75,12 @@ bool Present(const Ort::KernelContext& ctx, size_t index) {
   return v != nullptr;
 }
 
-template <bool kSiluMul>
+template <int kMode>
 struct MatMulInt4Kernel {
   int64_t k = 0, n = 0, block_size = 0;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    constexpr const char* kOpName = Mode<kSiluMul>::kName;
+    constexpr const char* kOpName = Mode<kMode>::kName;
     auto Fail = [](const std::string& message) { return FailOp(kOpName, message); };
     try {
       Ort::KernelContext ctx(context);
@@ -73,9 +89,9 @@ struct MatMulInt4Kernel {
       Ort::ConstValue scales = ctx.GetInput(2);
       if (Present(ctx, 4)) return Fail("g_idx (act-order) is not supported");
       std::vector<int64_t> shape = a.GetTensorTypeAndShapeInfo().GetShape();
-      const int64_t a_width = Mode<kSiluMul>::kAWidth * k;   // K, or 2K (gate and up side by side)
+      const int64_t a_width = Mode<kMode>::kAWidth * k;   // K, or 2K (gate and up side by side)
       if (shape.empty() || shape.back() != a_width)
-        return Fail(std::string(kSiluMul ? "A's last dimension must equal 2 * K = " : "A's last dimension must equal K = ") +
+        return Fail(std::string(kMode == 1 ? "A's last dimension must equal 2 * K = " : "A's last dimension must equal K = ") +
                     std::to_string(a_width) + " (got " + (shape.empty() ? std::string("a scalar") : std::to_string(shape.back())) + ")");
       int64_t m = 1;
       for (size_t i = 0; i + 1 < shape.size(); ++i) m *= shape[i];
@@ -99,11 +115,11 @@ struct MatMulInt4Kernel {
         if (bv.GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(n)) return Fail("bias must be [N]");
         bias = bv.GetTensorRawData();
       }
-      shape.back() = n;
+      shape.back() = n / Mode<kMode>::kOutDivisor;
       Ort::UnownedValue y = ctx.GetOutput(0, shape);
       if (m == 0) return nullptr;
       if (m > INT32_MAX) return Fail("too many rows");
-      const int rc = Mode<kSiluMul>::kGemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
+      const int rc = Mode<kMode>::kGemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
                                    y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
                                    static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream());
       if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
@@ -116,19 +132,19 @@ struct MatMulInt4Kernel {
   }
 };
 
-template <bool kSiluMul>
-struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kSiluMul>, MatMulInt4Kernel<kSiluMul>, true> {
+template <int kMode>
+struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kMode>, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
     try {
       Ort::ConstKernelInfo ki(info);
       auto attr = [&](const char* name) { return ki.GetAttribute<int64_t>(name); };
       const int64_t k = attr("K"), n = attr("N"), block_size = attr("block_size"), bits = attr("bits");
       if (bits != 4 || k < 32 || k % 32 != 0 || n < 1 || n > INT32_MAX || k > INT32_MAX || block_size < 32 ||
-          (block_size & (block_size - 1)) != 0)
-        return FailOp(Mode<kSiluMul>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (got bits " +
+          (block_size & (block_size - 1)) != 0 || n % Mode<kMode>::kOutDivisor != 0)
+        return FailOp(Mode<kMode>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (and N even for SwiGLU; got bits " +
                                                  std::to_string(bits) + ", K " + std::to_string(k) + ", block_size " +
                                                  std::to_string(block_size) + ")");
-      auto* kern = new MatMulInt4Kernel<kSiluMul>();
+      auto* kern = new MatMulInt4Kernel<kMode>();
       kern->k = k;
       kern->n = n;
       kern->block_size = block_size;
@@ -138,7 +154,7 @@ struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kSiluMul>, MatMulInt4Kernel
       return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
     }
   }
-  const char* GetName() const { return Mode<kSiluMul>::kName; }
+  const char* GetName() const { return Mode<kMode>::kName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
   size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t index) const {
@@ -165,17 +181,20 @@ extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOption
   if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the missing op at load
   ++version;
   Ort::InitApi(api);
-  static MatMulInt4Op<false> op;
-  static MatMulInt4Op<true> silu_mul_op;
+  static MatMulInt4Op<0> op;
+  static MatMulInt4Op<1> silu_mul_op;
+  static MatMulInt4Op<2> swiglu_op;
   static std::mutex lock;
   static std::vector<Ort::CustomOpDomain> domains;   // must outlive every session that uses them
   std::lock_guard<std::mutex> guard(lock);
   op.version = static_cast<uint32_t>(version);
   silu_mul_op.version = static_cast<uint32_t>(version);
+  swiglu_op.version = static_cast<uint32_t>(version);
   try {
     Ort::CustomOpDomain domain(kDomain);
     domain.Add(&op);
     domain.Add(&silu_mul_op);
+    domain.Add(&swiglu_op);
     Ort::UnownedSessionOptions(options).Add(domain);
     domains.push_back(std::move(domain));
     return nullptr;
