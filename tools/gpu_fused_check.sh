@@ -3,7 +3,7 @@
 # PREP_SET=text7b has been started): builds the kernels (full micro-benchmark and checks), converts the trained code
 # model three ways (stock, omm, omm-fused), runs the custom-op Cuda tests, then benches the 7B block-32 package stock,
 # omm and omm-fused with the CUDA graph (same call, same card) and traces their kernels (tools/gpu_kernel_times.sh).
-#   tools/gpu_fused_check.sh PARTS_DIR MODELS_DIR OUT_DIR
+#   [BLOCKS="32 128"] [ROUNDS=2] [TRACE=0] [KERNELS_QUICK=1] tools/gpu_fused_check.sh PARTS_DIR MODELS_DIR OUT_DIR
 set -uo pipefail
 parts=$1; m=$2; out=$3; mkdir -p "$out"; out=$(cd "$out" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd); work=/tmp/omm-final; mkdir -p "$work"
@@ -13,7 +13,7 @@ unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
 OMM=$work/omm/omm; KERN=$work/kern/libomm_kernels.so
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 rm -rf "$work/kern"
-timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" > "$out/kernels.log" 2>&1
+timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" ${KERNELS_QUICK:+--quick} > "$out/kernels.log" 2>&1
 log "kernels: rc=$? $(tail -1 "$work/kern/summary.txt" 2>/dev/null)"
 mkdir -p "$out/kern"; cp "$work/kern/"*.log "$work/kern/"*.json "$work/kern/summary.txt" "$out/kern/" 2>/dev/null
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
@@ -36,12 +36,16 @@ b() { local name=$1; shift; local t0=$SECONDS
   local rc=$?
   log "text $name: rc=$rc in $((SECONDS - t0)) s: $(grep -a "│ ort" "$out/text-$name.log" | head -1)"
   [ $rc = 0 ] || log "  $(tail -3 "$out/text-$name.log" | tr '\n' ' ')"; }
-pk=$m/7b-int4-b32
-for round in 1 2; do   # twice, interleaved, so a drift of the card shows
-  b b32-device-r$round --model "$pk"
-  b b32-device-omm-r$round --model "$pk-omm" --custom-op-library "$KERN"
-  b b32-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
+for bs in ${BLOCKS:-32}; do
+  pk=$m/7b-int4-b$bs
+  for round in $(seq 1 ${ROUNDS:-2}); do   # interleaved rounds, so a drift of the card shows
+    b b$bs-device-r$round --model "$pk"
+    b b$bs-device-omm-r$round --model "$pk-omm" --custom-op-library "$KERN"
+    b b$bs-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
+    [ -d "$pk-ommfp" ] && b b$bs-device-ommfp-r$round --model "$pk-ommfp" --custom-op-library "$KERN"
+  done
 done
+[ "${TRACE:-1}" = 1 ] || exit 0
 KERN=$KERN MODES=graph BUDGET_S=120 timeout 200 bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$m" "$out/kernel-times" > "$out/kernel-times.log" 2>&1
 log "kernel times: rc=$?"
 sed -n '/^== decode GEMV/,$p' "$out/kernel-times/kernel-times.txt" 2>/dev/null | tee -a "$out/summary.txt"

@@ -48,8 +48,22 @@ with wave.open(sys.argv[1], "wb") as w:
 print("speech_10s.wav", len(frames) / 32000, "s")
 PY
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --no-reference)
-if [ "${PREP_SET:-all}" = text7b ]; then   # only the 7B text package at block 32 and its two custom-op variants
-  ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
+stock_prefill() {   # -ommfp: the -ommf package whose prompts run on the stock graph (manifest prefill_decoder
+                    # ../$1/decoder.onnx: our kernel does a long prompt 4 rows per pass, the stock path as one GEMM)
+  local from=$m/$1-ommf to=$m/$1-ommfp
+  [ -f "$to/multimodal.json" ] && return 0
+  mkdir -p "$to"; for f in "$from"/*; do [ "$(basename "$f")" = multimodal.json ] || ln -f "$f" "$to/" 2>/dev/null || ln -sf "$f" "$to/"; done
+  python3 - "$from/multimodal.json" "$to/multimodal.json" "../$1/decoder.onnx" <<'PY'
+import json, sys
+man = json.load(open(sys.argv[1])); man["components"]["prefill_decoder"] = sys.argv[3]
+json.dump(man, open(sys.argv[2], "w"), indent=1)
+PY
+  log "stock-prefill variant $1: rc=$?"; }
+if [ "${PREP_SET:-all}" = text7b ]; then   # only the 7B text packages and their custom-op variants
+  for bs in 32 128; do
+    ex 7b-int4-b$bs llama --preset 7b "${i4[@]}" --block-size $bs --device-sampling
+    omm_variant 7b-int4-b$bs; omm_variant 7b-int4-b$bs fused; stock_prefill 7b-int4-b$bs
+  done
   log "prep done"; touch "$m/prep.done"; exit 0
 fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
