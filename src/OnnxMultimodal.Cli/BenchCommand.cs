@@ -39,10 +39,12 @@ internal static class BenchCommand
         var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
         var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder (converted with --device-sampling or --next-token: adds the device token choice rung)" };
         var int4OmmModel = new Option<string?>("--int4-omm-model") { Description = "The int4 model converted with --custom-ops omm: adds our int4 GEMV rung (needs --custom-op-library)" };
+        var int4OmmfModel = new Option<string?>("--int4-ommf-model") { Description = "The int4 model converted with --custom-ops omm-fused: adds the rung of SiLU·up fused into the gate_up GEMV (needs --custom-op-library)" };
         cmd.Options.Add(ladder);
         var sampled = new Option<bool>("--sampled") { Description = "Sample instead of choosing greedily (temperature 0.8, top-p 0.95, repetition penalty 1.1, seed 1): the device token choice rung then runs the sampling head (--device-sampling packages)" };
         cmd.Options.Add(sampled);
         cmd.Options.Add(int4OmmModel);
+        cmd.Options.Add(int4OmmfModel);
         cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(CliCommon.EncoderGraph);
         cmd.Options.Add(CliCommon.HostTokenChoice);
@@ -67,7 +69,8 @@ internal static class BenchCommand
                     request = request with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
                     measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
                 }
-                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), measure, r.GetValue(json), ct);
+                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), measure,
+                                    r.GetValue(json), ct);
             }
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
@@ -120,7 +123,7 @@ internal static class BenchCommand
     }
 
     /// <summary>The decode ladder: one lever at a time, each rung measured on the same prompt and length.</summary>
-    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, string? int4Omm,
+    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, string? int4Omm, string? int4Ommf,
                                           Func<MultimodalPipeline, BenchResult> measure, string? json, CancellationToken ct)
     {
         // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
@@ -158,6 +161,12 @@ internal static class BenchCommand
             if (baseExec.CustomOpLibrary is null)
                 throw new InvalidInputException("--int4-omm-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
             rungs.Add(("+ our int4 GEMV (OmmMatMulInt4)", int4Omm, lastExec with { GraphTokenChoice = true }));
+        }
+        if (int4Ommf is not null)
+        {
+            if (baseExec.CustomOpLibrary is null)
+                throw new InvalidInputException("--int4-ommf-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
+            rungs.Add(("+ SiLU·up fused into the gate_up GEMV (OmmMatMulInt4SwiGlu)", int4Ommf, lastExec with { GraphTokenChoice = true }));
         }
         if (task == "transcribe") SpeechRungs(rungs, device);
         var results = new List<(string Name, BenchResult Result)>();
