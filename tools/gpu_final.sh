@@ -46,7 +46,7 @@ fi
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
 
 # 1b. the trained code model in int4 (fp16 activations, block 32), stock MatMulNBits, our custom op and our custom op
-#     with the SiLU-mul fusion (omm-fused), for CustomOpsCudaTests' token/logit comparison on a model with real margins
+#     with Split + SiLU + Mul fused into the gate_up projection (omm-fused), for CustomOpsCudaTests' token/logit comparison on a model with real margins
 #     (OMM_CODE_INT4_PACKAGES)
 for v in "code-int4h" "code-int4h-omm --custom-ops omm" "code-int4h-ommf --custom-ops omm-fused"; do
   set -- $v; name=$1; shift
@@ -112,9 +112,13 @@ if [ -d "$tsrc/code-fp32" ]; then
   cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
 fi
 # the carried fp32 shapes package keeps the training run's imagine settings; the committed manifest's (chosen later on
-# the selection prompts) go into the converted packages, so CUDA runs what the CPU tests run
-for d in "$tr"/shapes-*; do
-  [ -f "$d/multimodal.json" ] && python3 - "$repo/models/shapes/multimodal.json" "$d/multimodal.json" <<'PY'
+# the selection prompts) go into the packages CUDA runs, so CUDA runs what the CPU tests run. A carried package outside
+# $tr (the fallback above) is copied into $tr first, so the carry itself is never edited.
+for var in shapes16 shapes4; do
+  d=${!var}
+  case $d in "$tr"/*) ;; *) [ -d "$d" ] && { rm -rf "$tr/$(basename "$d")-carried"; cp -r "$d" "$tr/$(basename "$d")-carried"; d=$tr/$(basename "$d")-carried; printf -v "$var" '%s' "$d"; } ;; esac
+  [ -f "$d/multimodal.json" ] || continue
+  python3 - "$repo/models/shapes/multimodal.json" "$d/multimodal.json" <<'PY' || log "guidance patch failed: $d"
 import json, sys
 g = json.load(open(sys.argv[1]))["guidance"]
 man = json.load(open(sys.argv[2])); man["guidance"] = g

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A short GPU call for one kernel lever (after the bundle's parts are on the machine and tools/gpu_prep.sh with
 # PREP_SET=text7b has been started): builds the kernels (full micro-benchmark and checks), converts the trained code
-# model three ways (stock, omm, omm-fused), runs the custom-op Cuda tests, then benches the 7B block-32 package stock,
-# omm and omm-fused with the CUDA graph (same call, same card) and traces their kernels (tools/gpu_kernel_times.sh).
+# model three ways (stock, omm, omm-fused), runs the custom-op Cuda tests, then benches the 7B packages stock, omm,
+# omm-fused and omm-fused with a stock prefill decoder (-ommfp) with the CUDA graph (same call, same card) and traces
+# their kernels (tools/gpu_kernel_times.sh).
 #   [BLOCKS="32 128"] [ROUNDS=2] [TRACE=0] [KERNELS_QUICK=1] tools/gpu_fused_check.sh PARTS_DIR MODELS_DIR OUT_DIR
 set -uo pipefail
 parts=$1; m=$2; out=$3; mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -13,7 +14,8 @@ unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
 OMM=$work/omm/omm; KERN=$work/kern/libomm_kernels.so
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 rm -rf "$work/kern"
-timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" ${KERNELS_QUICK:+--quick} > "$out/kernels.log" 2>&1
+quick=(); [ "${KERNELS_QUICK:-0}" = 1 ] && quick=(--quick)
+timeout 300 bash "$repo/tools/gpu_kernels.sh" "$work/kern" "${quick[@]}" > "$out/kernels.log" 2>&1
 log "kernels: rc=$? $(tail -1 "$work/kern/summary.txt" 2>/dev/null)"
 mkdir -p "$out/kern"; cp "$work/kern/"*.log "$work/kern/"*.json "$work/kern/summary.txt" "$out/kern/" 2>/dev/null
 [ -f "$work/kern/packages.tar" ] && tar -xf "$work/kern/packages.tar" -C "$work/kern"
@@ -41,7 +43,7 @@ for bs in ${BLOCKS:-32}; do
   for round in $(seq 1 ${ROUNDS:-2}); do   # interleaved rounds, so a drift of the card shows
     b b$bs-device-r$round --model "$pk"
     b b$bs-device-omm-r$round --model "$pk-omm" --custom-op-library "$KERN"
-    b b$bs-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
+    [ -d "$pk-ommf" ] && b b$bs-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
     [ -d "$pk-ommfp" ] && b b$bs-device-ommfp-r$round --model "$pk-ommfp" --custom-op-library "$KERN"
   done
 done

@@ -42,7 +42,7 @@ log "silu_mul rewrite check: rc=$? $(grep -a 'silu_mul check:' "$checks" | tail 
 start=$(date +%s)
 bash "$kern/build.sh" "$build" > "$out/build.log" 2>&1; rc=$?
 { echo "--- ptxas -v"; cat "$build/ptxas.log" 2>/dev/null; } >> "$out/build.log"
-log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split [s = SiLU-mul mode]: REG): $(sed -E 's/ silu=0:/:/; s/ silu=1:/s:/; s/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9])(s?): REG:([0-9]+).*/\1\2\3\4\5:\6/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
+log "build: rc=$rc in $(( $(date +%s) - start )) s ($(grep -c built "$out/build.log") libraries); registers (M rows unroll split [s = SiLU-mul mode, g = SwiGLU mode]: REG): $(sed -E 's/ mode=0:/:/; s/ mode=1:/s:/; s/ mode=2:/g:/; s/ *M=([0-9]) rows=([0-9]) unroll=([0-9]) split=([0-9])([sg]?): REG:([0-9]+).*/\1\2\3\4\5:\6/' "$build/registers.txt" 2>/dev/null | tr '\n' ' ')"
 log "local memory (spills) per instantiation: $(grep -E 'LOCAL:[1-9]' "$build/registers.txt" 2>/dev/null | sed -E 's/ *(M=[^:]*): .*(LOCAL:[0-9]+).*/\1 \2/' | tr '\n' ';')(none if empty)"
 [ -f "$build/libomm_int4.so" ] || { cat "$out/build.log"; exit 1; }
 cp "$build/libomm_kernels.so" "$out/" 2>/dev/null
@@ -73,12 +73,12 @@ esac
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32)
 # tiny-llama-int4h-next adds the device token choice (next_token) to the stock fp16 int4 graph, for the Cuda test
 # of the engine's next_token path.
-# tiny-llama-int4h-ommf (--custom-ops omm-fused) folds each MLP's Split + SiLU + Mul into the down projection.
+# tiny-llama-int4h-ommf (--custom-ops omm-fused) folds each MLP's Split + SiLU + Mul into the gate_up projection.
 for variant in "tiny-llama-int4h" "tiny-llama-int4h-omm --custom-ops omm" "tiny-llama-int4h-ommf --custom-ops omm-fused" \
                "tiny-llama-int4h-next --next-token"; do
   set -- $variant; name=$1; shift
   (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$repo/models/tiny-llama" --out "$pkgs/$name" "${i4[@]}" "$@") >> "$checks" 2>&1
-  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph ($(grep -a -o OmmMatMulInt4SiluMul "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) of them OmmMatMulInt4SiluMul)"
+  log "export $name: rc=$? $(grep -a -o OmmMatMulInt4 "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) OmmMatMulInt4 names in the graph ($(grep -a -o OmmMatMulInt4SwiGlu "$pkgs/$name/decoder.onnx" 2>/dev/null | wc -l) of them OmmMatMulInt4SwiGlu)"
 done
 
 # Device token choice, exporter half: --next-token appends ArgMax over the last position's logits. Checked

@@ -12,7 +12,7 @@ ex() { local name=$1; shift; [ -f "$m/$name/multimodal.json" ] && return 0; loca
   (cd "$src/onnx-export" && python3 -m omm_export "$@" --out "$m/$name") >> "$m/export.log" 2>&1
   log "export $name: rc=$? in $((SECONDS - t0)) s, $(du -sh "$m/$name" 2>/dev/null | cut -f1)"; }
 omm_variant() {   # a copy of an int4 package whose MatMulNBits nodes run as omm.OmmMatMulInt4 (weights shared by a hard link);
-                  # with a second argument "fused", -ommf: also the SiLU·up folded into the down projection (OmmMatMulInt4SiluMul)
+                  # with a second argument "fused", -ommf: also Split + SiLU + Mul folded into the gate_up projection (OmmMatMulInt4SwiGlu)
   local from=$m/$1 to=$m/$1-omm${2:+f}
   [ -f "$to/multimodal.json" ] && return 0
   # the weights file as a hard link: ONNX Runtime refuses external data whose resolved path leaves the model folder
@@ -27,6 +27,8 @@ model = onnx.load(os.path.join(src, "decoder.onnx"), load_external_data=False)  
 done = use_omm_int4(model)
 if mode == "fused":
     done["silu_mul"] = fuse_silu_mul(model)
+    if not done["silu_mul"]["fused"]:
+        sys.exit(f"nothing fused in {src}: {done}")   # an -ommf that equals -omm must not be benched as fused
 onnx.save(model, os.path.join(dst, "decoder.onnx"))
 man = json.load(open(os.path.join(src, "multimodal.json")))
 man["decoder"]["custom_op_domains"] = [OMM_DOMAIN]

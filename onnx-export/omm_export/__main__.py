@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                         "a logit mask, classifier-free guidance's mix) fed by small sample_* inputs; see sampling_head.py")
     v.add_argument("--custom-ops", default="none", choices=["none", "omm", "omm-fused"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16); "
-                        "omm-fused: also each MLP's Split + SiLU + Mul folds into its down projection (omm.OmmMatMulInt4SiluMul)")
+                        "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu)")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
     v.add_argument("--check", action="store_true",
                    help="run the converted graph on onnxruntime (CPU) against the source package's references; exit 1 outside the precision's tolerance")

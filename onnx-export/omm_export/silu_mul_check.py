@@ -5,7 +5,8 @@
 1. The rewrite on the graph our exporter writes: the package's fused int4 decoder (fp16 activations, block 32) after
    use_omm_int4 gets one OmmMatMulInt4SwiGlu (the gate_up projection) per layer, every Split / Sigmoid / Mul of the
    MLPs is gone, the graph stays topologically sorted, and the other projections are kept with their reason.
-2. The math: for each layer, the stock subgraph from the gate_up projection's input to SiLU·up (OmmMatMulInt4, Split,
+2. The math (of the rewrite and of a numpy model of the kernel's epilogue, not of the CUDA kernel itself: that is
+   checked on the GPU by bench_int4_gemv.py and CustomOpsCudaTests): for each layer, the stock subgraph from the gate_up projection's input to SiLU·up (OmmMatMulInt4, Split,
    Sigmoid, Mul, Mul, each rounding to fp16 as the stock CUDA kernels do) is interpreted on random inputs and
    compared with OmmMatMulInt4SwiGlu's semantics (the kernel's epilogue: gate and up rounded to fp16, silu(gate) in
    fp32 rounded to fp16, the product rounded to fp16; the same fp16 dequantized weights): within a few fp16
@@ -142,7 +143,7 @@ def _check_package(src: str, failures: list) -> None:
 
 
 def _mlp_graph(k=64, n=32, silu="sigmoid", swap_silu=False, swap_mul=False, sizes=None, axis=-1, extra_consumer=False,
-               sizes_as_attr=False):
+               sizes_as_attr=False, sizes_as_constant=False):
     """A one-MLP graph shaped like fused_graph's: X [M, 64] -> OmmMatMulInt4 (gate_up) -> A [M, 2K] -> Split -> silu -> Mul
     -> OmmMatMulInt4 (down) -> Y [M, N]."""
     sizes = sizes or [k, k]
@@ -154,6 +155,9 @@ def _mlp_graph(k=64, n=32, silu="sigmoid", swap_silu=False, swap_mul=False, size
     nodes = [helper.make_node(OMM_INT4_OP, ["X", "Bgu", "Sgu"], ["A"], domain="omm", K=64, N=2 * k, bits=4, block_size=32)]
     if sizes_as_attr:
         nodes.append(helper.make_node("Split", ["A"], ["gate", "up"], axis=axis, split=sizes))
+    elif sizes_as_constant:
+        nodes.append(helper.make_node("Constant", [], ["sizes"], value=numpy_helper.from_array(np.array(sizes, np.int64))))
+        nodes.append(helper.make_node("Split", ["A", "sizes"], ["gate", "up"], axis=axis))
     else:
         inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
         nodes.append(helper.make_node("Split", ["A", "sizes"], ["gate", "up"], axis=axis))
@@ -176,7 +180,7 @@ def _mlp_graph(k=64, n=32, silu="sigmoid", swap_silu=False, swap_mul=False, size
 def _check_matcher(failures: list) -> None:
     cases = [("Mul(gate, sigmoid)", {}, 1), ("Mul(sigmoid, gate)", {"swap_silu": True}, 1), ("Mul(up, silu)", {"swap_mul": True}, 1),
              ("QuickGelu alpha 1", {"silu": "quickgelu1"}, 1), ("split attribute (opset 11)", {"sizes_as_attr": True}, 1),
-             ("split axis 1 of the rank-2 input A", {"axis": 1}, 1), ("QuickGelu alpha 1.702 (GELU, not SiLU)", {"silu": "quickgelu"}, 0),
+             ("split axis 1 of the rank-2 input A", {"axis": 1}, 1), ("split sizes from a Constant node", {"sizes_as_constant": True}, 1), ("QuickGelu alpha 1.702 (GELU, not SiLU)", {"silu": "quickgelu"}, 0),
              ("split sizes [32, 96]", {"sizes": [32, 96]}, 0), ("SiLU·up also a graph output", {"extra_consumer": True}, 0),
              ("split along axis 0", {"axis": 0}, 0)]
     for name, kw, want in cases:
@@ -188,6 +192,8 @@ def _check_matcher(failures: list) -> None:
             node = m.graph.node[0]
             ok &= node.op_type == OMM_INT4_SWIGLU_OP and node.output[0] == m.graph.node[1].input[0] \
                 and m.graph.node[1].op_type == OMM_INT4_OP and not any(t.name == "sizes" for t in m.graph.initializer)
+            live = {i for n in m.graph.node for i in n.input} | {o for n in m.graph.node for o in n.output} | {"X", "Y"}
+            ok &= all(t.name in live for t in m.graph.initializer) and all(v.name in live for v in m.graph.value_info)
             x = (np.random.default_rng(5).standard_normal((2, 64)) * 2).astype(np.float16)
             init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
             ref = _run(_mlp_graph(**kw).graph.node, dict(init, X=x, sizes=np.array([64, 64], np.int64)), "Y").astype(np.float32)

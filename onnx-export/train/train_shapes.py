@@ -515,7 +515,8 @@ def main(work: str) -> None:
            "dims": dict(DIMS, vocab=len(vocab), context=CONTEXT), "vq_config": VQ}
     res.update(evaluate(model, image_decoder, tok, ids, dev, work))
     log(f"shapes: caption {res['caption_accuracy']:.3f} question {res['question_accuracy']:.3f} "
-        f"imagine sampled {res['imagine']['sampled']['correct']:.3f} greedy {res['imagine']['greedy']['correct']:.3f} "
+        f"imagine at guidance {GUIDANCE}: sampled {res['imagine']['sampled']['correct']:.3f} greedy {res['imagine']['greedy']['correct']:.3f}; "
+        f"chosen (g {res['imagine']['chosen']['guidance']}, T {res['imagine']['chosen']['temperature']}) {res['imagine']['chosen']['correct']:.3f} "
         f"vq-recon judged {res['vq_reconstruction_judged']:.3f}")
 
     pk = os.path.join(work, "packages")

@@ -1,7 +1,8 @@
 """Correctness and micro-benchmark of omm_int4_gemv (int4_gemv.cu) against a fp32 reference, PyTorch's
 tinygemm int4 kernel (aten._weight_int4pack_mm) and a cuBLAS fp16 matmul, at the Llama-7B shapes; and of its SiLU-mul
 mode (omm_int4_gemv_silu_mul: x = silu(A[:, :K]) * A[:, K:] formed in the kernel) at the down projection's shape,
-against the plain GEMV fed a precomputed silu(gate) * up and against the unfused sequence (torch SiLU and Mul + GEMV).
+against the plain GEMV fed a precomputed silu(gate) * up and against the unfused sequence (torch SiLU and Mul + GEMV);
+and the correctness of its SwiGLU mode (omm_int4_gemv_swiglu: the gate_up projection writing silu(gate) * up).
 
   python3 bench_int4_gemv.py LIB.so OUT.json [--quick]
 
@@ -56,6 +57,14 @@ def load_silu(lib_path):
     return f
 
 
+def load_swiglu(lib_path):
+    lib = ctypes.CDLL(lib_path)
+    f = lib.omm_int4_gemv_swiglu_tile
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
+    return f
+
+
 def ptr(t):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
@@ -75,6 +84,15 @@ def gemv_silu(fs, a, b, scales, zp, bias, y, bs, tile=0):
             ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), tile)
     if rc != 0:
         raise RuntimeError(f"omm_int4_gemv_silu_mul returned {rc}")
+
+
+def gemv_swiglu(fg, x, b, scales, zp, bias, y, bs, tile=0):
+    """y [M, N/2] = silu(x @ gate^T) * (x @ up^T), gate = dequant(b)[:N/2], up = dequant(b)[N/2:] (N = the weight's rows)."""
+    m, k = x.shape
+    rc = fg(ptr(x), ptr(b), ptr(scales), ptr(zp), ptr(bias), ptr(y), m, 2 * y.shape[1], k, bs,
+            ctypes.c_void_p(torch.cuda.current_stream().cuda_stream), tile)
+    if rc != 0:
+        raise RuntimeError(f"omm_int4_gemv_swiglu returned {rc}")
 
 
 def stock_silu_mul(a):
@@ -295,6 +313,27 @@ def print_tile_summary(results):
             print(f"  {name:8} M={m}: {cells}")
 
 
+def check_swiglu(fg, name, k, n, m, bs, gen, with_zp=False, with_bias=False, tile=0):
+    """SwiGLU mode (n = the gate_up weight's rows, output n/2) against the stock path's roundings on a fp32 reference:
+    gate and up rounded to fp16, silu(gate) rounded to fp16, the product rounded to fp16."""
+    q, packed, scales, zpq, zp = make_weights(n, k, bs, gen, with_zp)
+    x = torch.randn(m, k, device="cuda", generator=gen).half()
+    bias = torch.randn(n, device="cuda", generator=gen).half() if with_bias else None
+    y = torch.full((m, n // 2), float("nan"), device="cuda", dtype=torch.half)
+    gemv_swiglu(fg, x, packed, scales, zp, bias, y, bs, tile)
+    torch.cuda.synchronize()
+    gu = reference(x, q, scales, zpq, bias, k, bs).half()
+    g, u = gu[:, : n // 2], gu[:, n // 2:]
+    ref = (torch.nn.functional.silu(g.float()).half().float() * u.float())
+    scale = ref.abs().max().item()
+    rel = (y.float() - ref).abs().max().item() / scale
+    swapped = (torch.nn.functional.silu(u.float()).half().float() * g.float())
+    rel_swapped = (y.float() - swapped).abs().max().item() / scale
+    return {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "tile": TILES[tile], "zero_points": with_zp, "bias": with_bias,
+            "swiglu": True, "max_abs_err": (y.float() - ref).abs().max().item(), "max_abs_ref": scale, "max_rel_err": rel,
+            "max_rel_if_gate_and_up_were_swapped": rel_swapped, "pass": bool(rel <= REL_TOL and torch.isfinite(y).all().item())}
+
+
 def main():
     global SMS
     lib, out = sys.argv[1], sys.argv[2]
@@ -302,6 +341,7 @@ def main():
     quick = "--quick" in sys.argv
     f = load(lib)
     fs = load_silu(lib)
+    fg = load_swiglu(lib)
     gen = torch.Generator(device="cuda").manual_seed(1234)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
@@ -329,6 +369,16 @@ def main():
         for m in (1, 4):
             checks.append(check_silu(f, fs, "down+silu_mul", 11008, 4096, m, 128, gen, tile=tile))
     checks.append(check_silu(f, fs, "ragged+silu_mul", 4160, 1000, 6, 64, gen, with_zp=True, with_bias=True))
+    # SwiGLU mode: the 7B gate_up shape at M = 1..6 (5, 6: a second 4-row pass), every tile (split-K, 8-column tiles,
+    # the 2-column tile 7) at M = 1 and 4, and ragged shapes with zero points and bias (N/2 odd, K not a multiple of the block)
+    for bs in BLOCKS:
+        for m in (1, 2, 3, 4, 5, 6):
+            checks.append(check_swiglu(fg, "gate_up+swiglu", 4096, 22016, m, bs, gen))
+    for tile in TILES:
+        for m in (1, 4):
+            checks.append(check_swiglu(fg, "gate_up+swiglu", 4096, 22016, m, 32, gen, tile=tile))
+        checks.append(check_swiglu(fg, "ragged+swiglu", 4160, 2 * 1001, 3, 64, gen, with_zp=True, with_bias=True, tile=tile))
+    checks.append(check_swiglu(fg, "ragged+swiglu", 4160, 2 * 1001, 6, 128, gen, with_zp=True, with_bias=True))
     copy_bw = copy_bandwidth()
     results, dense, silu = [], [], []
     for bs in BLOCKS:
@@ -362,6 +412,10 @@ def main():
     for d in dense:
         print(f"fp16 cuBLAS M=1 {d['name']}: {d['fp16_us']:.2f} us, {d['fp16_GBps']:.0f} GB/s "
               f"({100 * d['fp16_share_of_copy']:.1f}% of copy)")
+    gc = [c for c in checks if c.get("swiglu")]
+    print(f"SwiGLU mode correctness: {sum(c['pass'] for c in gc)}/{len(gc)} pass; worst max |err|/max|ref| "
+          f"{max(c['max_rel_err'] for c in gc):.3e}; with gate and up swapped the error would be at least "
+          f"{min(c['max_rel_if_gate_and_up_were_swapped'] for c in gc):.3e}")
     sc = [c for c in checks if c.get("silu_mul")]
     print(f"SiLU-mul mode correctness: {sum(c['pass'] for c in sc)}/{len(sc)} pass; worst max |err|/max|ref| "
           f"{max(c['max_rel_err'] for c in sc):.3e}, worst vs the plain GEMV fed the stock x {max(c['max_rel_vs_plain_gemv'] for c in sc):.3e}")

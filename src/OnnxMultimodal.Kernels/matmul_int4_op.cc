@@ -142,7 +142,7 @@ struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kM
       if (bits != 4 || k < 32 || k % 32 != 0 || n < 1 || n > INT32_MAX || k > INT32_MAX || block_size < 32 ||
           (block_size & (block_size - 1)) != 0 || n % Mode<kMode>::kOutDivisor != 0)
         return FailOp(Mode<kMode>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (and N even for SwiGLU; got bits " +
-                                                 std::to_string(bits) + ", K " + std::to_string(k) + ", block_size " +
+                                                 std::to_string(bits) + ", K " + std::to_string(k) + ", N " + std::to_string(n) + ", block_size " +
                                                  std::to_string(block_size) + ")");
       auto* kern = new MatMulInt4Kernel<kMode>();
       kern->k = k;

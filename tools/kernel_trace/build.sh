@@ -23,15 +23,18 @@ done
 # no CUPTI in the toolkit (the H100 machine's CUDA 13 install has no extras/CUPTI): a pip wheel's copy, e.g. torch's
 # nvidia-cuda-cupti (site-packages/nvidia/cu13/{include,lib}), found by searching CUPTI_SEARCH
 if [ -z "$inc" ] || [ -z "$lib" ]; then
-  h=$(find ${CUPTI_SEARCH:-/opt /usr/local /usr/lib /usr/include /root} -name cupti.h 2>/dev/null | head -1)
-  [ -n "$h" ] && inc=$(dirname "$h") && l=$(find "$(dirname "$inc")" -maxdepth 3 -name 'libcupti.so*' 2>/dev/null | sort | head -1) &&
-    [ -n "$l" ] && lib=$(dirname "$l")
+  # the newest path by version sort (a cu13 wheel before a cu12 one); find's and head's exit codes must not end the script
+  h=$({ find ${CUPTI_SEARCH:-/opt /usr/local /usr/lib /usr/include /root} -name cupti.h 2>/dev/null || true; } | sort -V | tail -1)
+  if [ -n "$h" ]; then
+    l=$({ find "$(dirname "$(dirname "$h")")" -maxdepth 3 -name 'libcupti.so*' 2>/dev/null || true; } | sort -V | tail -1)
+    [ -n "$l" ] && { inc=$(dirname "$h"); lib=$(dirname "$l"); }
+  fi
 fi
 [ -n "$inc" ] || { echo "cupti.h not found under $cuda" >&2; exit 2; }
 [ -n "$lib" ] || { echo "libcupti.so not found under $cuda" >&2; exit 2; }
 # the newest version number of a record struct that cupti_activity.h itself defines ("} CUpti_ActivityKernel10;")
-newest() { grep -ohE "\}[[:space:]]*$1[0-9]+[[:space:]]*;" "$inc/cupti_activity.h" 2>/dev/null |
-             grep -oE "[0-9]+[[:space:]]*;" | tr -d ' ;' | sort -n | tail -1; }
+newest() { { grep -ohE "\}[[:space:]]*$1[0-9]+[[:space:]]*;" "$inc/cupti_activity.h" 2>/dev/null || true; } |
+             { grep -oE "[0-9]+[[:space:]]*;" || true; } | tr -d ' ;' | sort -n | tail -1; }
 defs=()
 k=$(newest CUpti_ActivityKernel); c=$(newest CUpti_ActivityMemcpy); s=$(newest CUpti_ActivityMemset)
 [ -n "$k" ] && defs+=(-DKT_KERNEL_RECORD=CUpti_ActivityKernel$k)

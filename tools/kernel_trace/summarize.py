@@ -127,7 +127,7 @@ def gemv_info(r):
     # int4_gemv_kernel<M, rows, unroll, split> or <M, rows, unroll, split, mode> (a fused mode flag after the tile)
     if base == "int4_gemv_kernel" and len(a) in (4, 5) and None not in a[:4] and a[3] > 0:
         m, rows, unroll, split = a[:4]
-        mode = "" if len(args) == 4 or args[4] in ("false", "0") else "+" + args[4]
+        mode = "" if len(args) == 4 or args[4] in ("false", "0") else {"true": "+silu_mul", "1": "+silu_mul", "2": "+swiglu"}.get(args[4], "+" + args[4])
         per = max(1, (bx // 32) // split) * rows
         return dict(impl="omm int4_gemv", variant=f"{rows}x{unroll}/{split}{mode}", m=(m, m), n=((gx - 1) * per + 1, gx * per), bs=None)
     if base in ("MatMulFloatInt4Kernel", "MatMulFloat4BitsKernelM1") and len(a) >= 2:
