@@ -19,25 +19,19 @@ log "prep: $(tail -1 "$m/prep.log" 2>/dev/null); $(grep -c 'rc=0' "$m/prep.log")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
 # 1. text 7B
-b() { local name=$1; shift; local t0=$SECONDS
-  timeout 120 "$OMM" bench --engine ort --provider cuda --cuda-graph --prompt-tokens 154 --new-tokens 358 --runs 3 --warmup 1 \
-    --label "$name" --json "$out/text-$name.json" "$@" > "$out/text-$name.log" 2>&1
-  local rc=$?
-  log "text $name: rc=$rc in $((SECONDS - t0)) s: $(grep -a "│ ort" "$out/text-$name.log" | head -1)"
-  [ $rc = 0 ] || log "  $(tail -3 "$out/text-$name.log" | tr '\n' ' ')"; }
 pk=$m/7b-int4-b128
 if [ -d "$pk" ]; then
-  b b128-host --model "$pk" --host-token-choice
-  b b128-device --model "$pk"
-  b b128-device-omm --model "$pk-omm" --custom-op-library "$KERN"
-  b b128-host-sampled --model "$pk" --host-token-choice --sampled
-  b b128-device-sampled --model "$pk" --sampled
+  bench_text b128-host --model "$pk" --host-token-choice
+  bench_text b128-device --model "$pk"
+  bench_text b128-device-omm --model "$pk-omm" --custom-op-library "$KERN"
+  bench_text b128-host-sampled --model "$pk" --host-token-choice --sampled
+  bench_text b128-device-sampled --model "$pk" --sampled
 fi
 pk=$m/7b-int4-b32
 if [ -d "$pk" ]; then
-  b b32-device --model "$pk"
-  b b32-device-omm --model "$pk-omm" --custom-op-library "$KERN"
-  [ -d "$pk-ommf" ] && b b32-device-ommf --model "$pk-ommf" --custom-op-library "$KERN"
+  bench_text b32-device --model "$pk"
+  bench_text b32-device-omm --model "$pk-omm" --custom-op-library "$KERN"
+  [ -d "$pk-ommf" ] && bench_text b32-device-ommf --model "$pk-ommf" --custom-op-library "$KERN"
   # per-kernel GPU time (CUPTI activity records, no counters): stock MatMulNBits, our GEMV, our GEMV + SiLU·up fusion
   t0=$SECONDS; KERN=$KERN MODES=${TRACE_MODES:-graph} BUDGET_S=150 timeout 240 bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$m" "$out/kernel-times" \
     > "$out/kernel-times.log" 2>&1

@@ -32,19 +32,13 @@ log "custom-op cuda tests: rc=$? $(grep -E 'total:|failed:|succeeded:|skipped:' 
 grep -E "^\s*(Failed|Skipped) " "$out/cuda-tests.log" | head -20 | tee -a "$out/summary.txt"
 for _ in $(seq 1 60); do [ -f "$m/prep.done" ] && break; sleep 5; done
 log "prep: $(tail -3 "$m/prep.log" 2>/dev/null | tr '\n' ';')"
-b() { local name=$1; shift; local t0=$SECONDS
-  timeout 120 "$OMM" bench --engine ort --provider cuda --cuda-graph --prompt-tokens 154 --new-tokens 358 --runs 3 --warmup 1 \
-    --label "$name" --json "$out/text-$name.json" "$@" > "$out/text-$name.log" 2>&1
-  local rc=$?
-  log "text $name: rc=$rc in $((SECONDS - t0)) s: $(grep -a "│ ort" "$out/text-$name.log" | head -1)"
-  [ $rc = 0 ] || log "  $(tail -3 "$out/text-$name.log" | tr '\n' ' ')"; }
 for bs in ${BLOCKS:-32}; do
   pk=$m/7b-int4-b$bs
   for round in $(seq 1 ${ROUNDS:-2}); do   # interleaved rounds, so a drift of the card shows
-    b b$bs-device-r$round --model "$pk"
-    b b$bs-device-omm-r$round --model "$pk-omm" --custom-op-library "$KERN"
-    [ -d "$pk-ommf" ] && b b$bs-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
-    [ -d "$pk-ommfp" ] && b b$bs-device-ommfp-r$round --model "$pk-ommfp" --custom-op-library "$KERN"
+    bench_text b$bs-device-r$round --model "$pk"
+    bench_text b$bs-device-omm-r$round --model "$pk-omm" --custom-op-library "$KERN"
+    [ -d "$pk-ommf" ] && bench_text b$bs-device-ommf-r$round --model "$pk-ommf" --custom-op-library "$KERN"
+    [ -d "$pk-ommfp" ] && bench_text b$bs-device-ommfp-r$round --model "$pk-ommfp" --custom-op-library "$KERN"
   done
 done
 [ "${TRACE:-1}" = 1 ] || exit 0

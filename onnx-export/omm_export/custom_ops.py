@@ -192,19 +192,23 @@ def fuse_silu_mul(model: onnx.ModelProto) -> dict:
     {"fused": n, "kept": {reason: n}} over the OmmMatMulInt4 nodes (projections whose input is no SiLU·up say so)."""
     gr = _Graph(model)
     fused, kept, dead = 0, {}, []
+
+    def keep(why: str) -> None:
+        kept[why] = kept.get(why, 0) + 1
+
     for node in model.graph.node:
         if node.op_type != OMM_INT4_OP or node.domain != OMM_DOMAIN:
             continue
         split, found = _match_down(gr, node)   # found: the nodes the rewrite removes, or why there is none
         if split is None:
-            kept[found] = kept.get(found, 0) + 1
+            keep(found)
             continue
         gate_up = gr.producer.get(split.input[0])
         if gate_up is None or gate_up.op_type != OMM_INT4_OP or gate_up.domain != OMM_DOMAIN:
-            kept["gate_up is not an OmmMatMulInt4 output"] = kept.get("gate_up is not an OmmMatMulInt4 output", 0) + 1
+            keep("gate_up is not an OmmMatMulInt4 output")
             continue
         if _attrs(gate_up).get("N") != 2 * _attrs(node)["K"] or not gr.only_consumers(split.input[0], [split]):
-            kept["gate_up's N is not 2K, or its output has other readers"] = kept.get("gate_up's N is not 2K, or its output has other readers", 0) + 1
+            keep("gate_up's N is not 2K, or its output has other readers")
             continue
         gate_up.output[0] = node.input[0]           # the Mul's output, now written by the SwiGLU projection
         gate_up.op_type = OMM_INT4_SWIGLU_OP
@@ -212,19 +216,20 @@ def fuse_silu_mul(model: onnx.ModelProto) -> dict:
         fused += 1
     if dead:
         gone = {id(n) for n in dead}
-        keep = [n for n in model.graph.node if id(n) not in gone]
-        del model.graph.node[:]
-        model.graph.node.extend(keep)
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        # a Constant node that only fed a removed node (the split sizes as a Constant) goes too
+
+        def read_only_by_removed(tensor: str) -> bool:
+            readers = gr.consumers.get(tensor, [])
+            return bool(readers) and tensor not in gr.graph_outputs and all(id(r) in gone for r in readers)
+
+        # a Constant node whose outputs only the removed nodes read (the split sizes as a Constant) goes too
         orphans = [n for n in model.graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
-                   and any(o in {i for d in dead for i in d.input} for o in n.output) and not any(o in used for o in n.output)]
-        if orphans:
-            gone = {id(n) for n in orphans}
-            keep = [n for n in model.graph.node if id(n) not in gone]
-            del model.graph.node[:]
-            model.graph.node.extend(keep)
-            dead.extend(orphans)
+                   and all(read_only_by_removed(o) for o in n.output)]
+        dead += orphans
+        gone |= {id(n) for n in orphans}
+        remaining = [n for n in model.graph.node if id(n) not in gone]
+        del model.graph.node[:]
+        model.graph.node.extend(remaining)
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
         names = {o for n in dead for o in n.output} | {i for n in dead for i in n.input if i not in used}
         live = [t for t in model.graph.initializer if t.name in used or t.name not in names]
         del model.graph.initializer[:]

@@ -41,25 +41,10 @@ OLD_TILES = [TILES[i] for i in range(1, 8)]
 NEW_TILES = [TILES[i] for i in range(8, 11)]
 
 
-def load(lib_path):
-    lib = ctypes.CDLL(lib_path)
-    f = lib.omm_int4_gemv_tile
-    f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
-    return f
-
-
-def load_silu(lib_path):
-    lib = ctypes.CDLL(lib_path)
-    f = lib.omm_int4_gemv_silu_mul_tile
-    f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
-    return f
-
-
-def load_swiglu(lib_path):
-    lib = ctypes.CDLL(lib_path)
-    f = lib.omm_int4_gemv_swiglu_tile
+def load(lib_path, symbol="omm_int4_gemv_tile"):
+    """One of the library's tile entry points (omm_int4_gemv_tile, omm_int4_gemv_silu_mul_tile, omm_int4_gemv_swiglu_tile):
+    all take (x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile)."""
+    f = getattr(ctypes.CDLL(lib_path), symbol)
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
     return f
@@ -340,8 +325,8 @@ def main():
     SMS = torch.cuda.get_device_properties(0).multi_processor_count
     quick = "--quick" in sys.argv
     f = load(lib)
-    fs = load_silu(lib)
-    fg = load_swiglu(lib)
+    fs = load(lib, "omm_int4_gemv_silu_mul_tile")
+    fg = load(lib, "omm_int4_gemv_swiglu_tile")
     gen = torch.Generator(device="cuda").manual_seed(1234)
     dev = torch.cuda.get_device_name()
     t0 = time.time()
