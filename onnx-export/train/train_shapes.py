@@ -27,6 +27,7 @@ from common import (EXPORT_ROOT, SMOKE, Budget, autocast, device, export, log, l
 sys.path.insert(0, EXPORT_ROOT)
 from omm_export.families.chameleon import BOI, EOI, IMAGE, code_token_name  # noqa: E402
 from omm_export.text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe  # noqa: E402
+from polish_vq_decoder import POLISH_SECONDS, polish, torch_decoder  # noqa: E402
 
 SEED = 4321
 N_TRAIN = 2000 if SMOKE else 40000
@@ -496,6 +497,14 @@ def main(work: str) -> None:
     vq_log = train_vq(model, image_decoder, images, dev)
     codes = encode_codes(vqm, images, dev)
     used = int(torch.unique(codes).numel())
+    if POLISH_SECONDS > 0:
+        # the decoder alone, encoder and codebook frozen (the codes above keep their meaning): small shapes
+        # weigh more, see polish_vq_decoder.py
+        vq_log["judged_before_polish"] = vq_judged(vqm, image_decoder, dev, N_EVAL)
+        image_decoder.train()
+        vq_log["polish"] = polish(torch_decoder(image_decoder), [*image_decoder.decoder.parameters(), *vqm.post_quant_conv.parameters()],
+                                  codes, images, dev, seed=SEED)
+        image_decoder.eval()
     vq_log["reconstruction_judged"] = vq_judged(vqm, image_decoder, dev, N_EVAL)
     log(f"shapes: VQ trained ({vq_log['steps']} steps), {used} codes in use, reconstruction judged right "
         f"{vq_log['reconstruction_judged']:.3f} on {N_EVAL} held-out renders (imagine can be no better)")
