@@ -80,7 +80,7 @@ public sealed partial class TrainedModelTests
             TestContext.Out.WriteLine($"'{s.Text}' -> '{transcript}' -> picture judged {ShapeJudge.JudgePng(image.Png)} -> '{caption.Trim()}'");
             if (got != want) failures.Add($"'{s.Text}' came back as '{caption.Trim()}' (transcript '{transcript}')");
         }
-        // Imagine is right on 0.82 of prompts (TrainedShapesTests), so a whole round trip of three phrases may lose one
+        // Imagine is right on 0.94 of prompts (TrainedShapesTests), so a whole round trip of three phrases may lose one
         // in the picture; every phrase's transcript must still be exact (SpeechBar), and at least two of three come back.
         Assert.That(failures.Count, Is.LessThanOrEqualTo(1), string.Join("\n", failures));
     }
