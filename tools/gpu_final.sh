@@ -111,15 +111,21 @@ if [ -d "$tsrc/code-fp32" ]; then
   cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b32" --graph fused --precision int4 --int4-activation fp16 --block-size 32 && code4=$tr/code-int4-b32
   cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b128" --graph fused --precision int4 --int4-activation fp16 --block-size 128 && code4b=$tr/code-int4-b128
 fi
-# the carried fp32 shapes package keeps the training run's imagine settings and image graphs; the committed ones (chosen later on
+# a carried shapes package keeps the training run's imagine settings; the committed manifest's (chosen later on
 # the selection prompts) go into the packages CUDA runs, so CUDA runs what the CPU tests run. A carried package outside
 # $tr (the fallback above) is copied into $tr first, so the carry itself is never edited.
 for var in shapes16 shapes4; do
   d=${!var}
   case $d in "$tr"/*) ;; *) [ -d "$d" ] && { rm -rf "$tr/$(basename "$d")-carried"; cp -r "$d" "$tr/$(basename "$d")-carried"; d=$tr/$(basename "$d")-carried; printf -v "$var" '%s' "$d"; } ;; esac
   [ -f "$d/multimodal.json" ] || continue
-  # the committed image graphs too (convert copies them unchanged; the image decoder was polished after training)
-  cp "$repo/models/shapes/image_decoder.onnx" "$repo/models/shapes/image_encoder.onnx" "$d/" || log "image graphs copy failed: $d"
+  # the committed image decoder too, where the package shares the committed VQ (the same encoder bytes): a decoder
+  # polished after training (onnx-export/train/polish_vq_decoder.py) then runs on CUDA as on the CPU. A package from
+  # another run keeps its own graphs (its language model's codes belong to its own VQ).
+  if cmp -s "$repo/models/shapes/image_encoder.onnx" "$d/image_encoder.onnx"; then
+    cmp -s "$repo/models/shapes/image_decoder.onnx" "$d/image_decoder.onnx" || { cp "$repo/models/shapes/image_decoder.onnx" "$d/"; log "committed image decoder copied into $d"; }
+  else
+    log "$d: its VQ encoder is not the committed one; its own image graphs kept"
+  fi
   python3 - "$repo/models/shapes/multimodal.json" "$d/multimodal.json" <<'PY' || log "guidance patch failed: $d"
 import json, sys
 g = json.load(open(sys.argv[1]))["guidance"]

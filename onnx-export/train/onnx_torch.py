@@ -43,6 +43,12 @@ class OnnxModule(torch.nn.Module):
         unknown = sorted({n.op_type for n in self.nodes} - set(_OPS))
         if unknown:
             raise NotImplementedError(f"{path}: op types this interpreter does not run: {unknown}")
+        opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if not 13 <= opset <= 17:   # Softmax/Unsqueeze/Clip as from 13; Shape's start/end (15) and Resize's new attributes (18) unhandled
+            raise NotImplementedError(f"{path}: opset {opset}; this interpreter follows opsets 13-17")
+        for node in self.nodes:
+            if node.op_type == "Shape" and any(a.name in ("start", "end") for a in node.attribute):
+                raise NotImplementedError(f"{path}: Shape {node.name} with start/end")
 
     def forward(self, **inputs):
         dev = next(self.params.parameters()).device
@@ -157,7 +163,7 @@ _OPS = {
     "Mul": lambda n, a, x, d: x[0] * x[1],
     "Add": lambda n, a, x, d: x[0] + x[1],
     "Sub": lambda n, a, x, d: x[0] - x[1],
-    "Div": lambda n, a, x, d: x[0] / x[1],
+    "Div": lambda n, a, x, d: x[0] / x[1] if x[0].is_floating_point() else torch.div(x[0], x[1], rounding_mode="trunc"),
     "Sigmoid": lambda n, a, x, d: torch.sigmoid(x[0]),
     "MatMul": lambda n, a, x, d: torch.matmul(x[0], x[1]),
     "Softmax": lambda n, a, x, d: torch.softmax(x[0], dim=a.get("axis", -1)),

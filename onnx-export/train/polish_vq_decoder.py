@@ -134,6 +134,7 @@ def main(package: str, out_dir: str) -> int:
     src = os.path.join(package, "image_decoder.onnx")
     dec_before = _ort(src)
     module = OnnxModule(src).to(dev)
+    module.eval()                                       # the onnxruntime check below runs the inference-mode Clip
     res = {"package": package, "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu"}
 
     eval_scenes, eval_images = make_scenes(SEED + 199, 100 if SMOKE else 1000, 0.0)
@@ -157,10 +158,12 @@ def main(package: str, out_dir: str) -> int:
     codes = torch.from_numpy(_encode(enc, images)).to(dev)
     log(f"polish: {n} training scenes encoded in {time.time() - t1:.0f} s")
     frozen = {"quantize.embedding.weight"}              # the codebook: codes keep their meaning
+    missing = frozen - set(module.trainable)
+    if missing:
+        raise SystemExit(f"{src}: no initializer named {sorted(missing)}; the codebook could not be frozen")
     params = [module.params[k] for name, k in module.trainable.items() if name not in frozen]
     for name in frozen:
-        if name in module.trainable:
-            module.params[module.trainable[name]].requires_grad_(False)
+        module.params[module.trainable[name]].requires_grad_(False)
     module.train()
     res["training"] = polish(lambda c: module(codes=c)["pixels"], params, codes, images, dev, seed=SEED)
     module.eval()

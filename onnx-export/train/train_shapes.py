@@ -502,8 +502,10 @@ def main(work: str) -> None:
         # weigh more, see polish_vq_decoder.py
         vq_log["judged_before_polish"] = vq_judged(vqm, image_decoder, dev, N_EVAL)
         image_decoder.train()
+        vqm.quantize.embedding.weight.requires_grad_(False)     # frozen: no gradient piles up on it either
         vq_log["polish"] = polish(torch_decoder(image_decoder), [*image_decoder.decoder.parameters(), *vqm.post_quant_conv.parameters()],
                                   codes, images, dev, seed=SEED)
+        vqm.quantize.embedding.weight.requires_grad_(True)
         image_decoder.eval()
     vq_log["reconstruction_judged"] = vq_judged(vqm, image_decoder, dev, N_EVAL)
     log(f"shapes: VQ trained ({vq_log['steps']} steps), {used} codes in use, reconstruction judged right "
