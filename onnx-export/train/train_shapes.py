@@ -27,7 +27,7 @@ from common import (EXPORT_ROOT, SMOKE, Budget, autocast, device, export, log, l
 sys.path.insert(0, EXPORT_ROOT)
 from omm_export.families.chameleon import BOI, EOI, IMAGE, code_token_name  # noqa: E402
 from omm_export.text_tokenizer import SPECIAL_TOKENS, train_byte_level_bpe  # noqa: E402
-from polish_vq_decoder import POLISH_SECONDS, polish, torch_decoder  # noqa: E402
+from polish_vq_decoder import POLISH_SECONDS, judged_by_size, polish, torch_decoder  # noqa: E402
 
 SEED = 4321
 N_TRAIN = 2000 if SMOKE else 40000
@@ -151,9 +151,7 @@ def train_vq(model, image_decoder, images: np.ndarray, dev):
 def vq_judged(vqm, image_decoder, dev, n: int) -> float:
     """Share of held-out renders whose VQ reconstruction the pixel judge still reads as the right shape and colour."""
     scenes, images = make_scenes(SEED + 99, n, 0.0)
-    recon = decode_codes(image_decoder, encode_codes(vqm, images, dev))
-    return float(np.mean([(lambda j: j["shape"] == s.objects[0].shape and j["colour"] == s.objects[0].colour)(W.judge(r))
-                          for s, r in zip(scenes, recon)]))
+    return judged_by_size(scenes, decode_codes(image_decoder, encode_codes(vqm, images, dev)))["all"]
 
 
 @torch.no_grad()
@@ -336,13 +334,8 @@ def evaluate(model, image_decoder, tok, ids, dev, work):
     res = {}
     eval_scenes, eval_images = make_scenes(SEED + 99, N_EVAL, 0.0)
     codes = encode_codes(vqm, eval_images, dev)
-    recon = decode_codes(image_decoder, codes)
-    res["vq_reconstruction_judged"] = float(np.mean([
-        (lambda j: j["shape"] == s.objects[0].shape and j["colour"] == s.objects[0].colour)(W.judge(r))
-        for s, r in zip(eval_scenes, recon)]))
-    res["judge_on_renders"] = float(np.mean([
-        (lambda j: j["shape"] == s.objects[0].shape and j["colour"] == s.objects[0].colour)(W.judge(a))
-        for s, a in zip(eval_scenes, eval_images)]))
+    res["vq_reconstruction_judged"] = judged_by_size(eval_scenes, decode_codes(image_decoder, codes))["all"]
+    res["judge_on_renders"] = judged_by_size(eval_scenes, eval_images)["all"]
     code_tok = np.array(ids["codes"])
     img_prefix = lambda c: [ids["bos"], ids["boi"]] + code_tok[c].tolist() + [ids["eoi"]]   # noqa: E731
     prefixes = [img_prefix(c) + enc("A photo of") for c in codes.cpu().numpy()]

