@@ -59,10 +59,12 @@ grep -E '^(M=[0-9]|correctness|device)' "$out/bench.log" | cut -c1-400 | while r
 ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 case " $* " in
   *" --quick "*) ;;
-  *) if [ -n "$ncu_bin" ]; then
-       (cd "$kern" && timeout ${NCU_SECONDS:-90} "$ncu_bin" --kernel-name regex:int4_gemv_kernel --launch-count 4 --set detailed \
+  *) if [ "${NCU_SECONDS:-90}" = 0 ]; then
+       log "ncu: skipped (NCU_SECONDS=0)"
+     elif [ -n "$ncu_bin" ]; then
+       (cd "$kern" && timeout ${NCU_SECONDS:-90} "$ncu_bin" --kernel-name regex:'int4_(gemv|mma)_kernel' --launch-count 4 --set detailed \
           python3 profile_int4_gemv.py "$build/libomm_int4.so") > "$out/ncu.log" 2>&1
-       log "ncu: rc=$? ($(grep -c 'int4_gemv_kernel' "$out/ncu.log") kernel lines in ncu.log; ERR_NVGPUCTRPERM there = no counter access)"
+       log "ncu: rc=$? ($(grep -cE 'int4_(gemv|mma)_kernel' "$out/ncu.log") kernel lines in ncu.log; ERR_NVGPUCTRPERM there = no counter access)"
      else
        log "ncu: not on this machine, profile skipped"
      fi ;;

@@ -27,18 +27,22 @@ SMS = 132   # set in main() from the device
 
 SHAPES = [("qkv", 4096, 12288), ("o", 4096, 4096), ("gate_up", 4096, 22016), ("down", 11008, 4096),
           ("lm_head", 4096, 32000)]  # (name, K, N)
-ROWS = [1, 2, 4]
+ROWS = [1, 2, 4, 8]   # 8: one pass of the tensor-core tiles, two of the FMA tiles
 BLOCKS = [32, 128]
 L2_BYTES = 50 * 2**20
 REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term half2 partial sums, fp16 output
 
 
 # kTiles in int4_gemv.cu: columns per warp x chunks per column per step / split-K warps
-# (1..7: the phase-2 tiles; 8..10: 8 columns per warp, fewer x loads per weight byte for M = 2..4)
+# (1..7: the phase-2 tiles; 8..10: 8 columns per warp, fewer x loads per weight byte for M = 2..4; 11..16: the
+# tensor-core tiles, "tcR x U / S" = R weight rows per warp (one or two m16 tiles), U 128-K steps per stage, split S)
 TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4",
-         8: "8x1/1", 9: "8x1/2", 10: "8x1/4"}
+         8: "8x1/1", 9: "8x1/2", 10: "8x1/4",
+         11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4", 14: "tc16x1/4", 15: "tc32x1/2", 16: "tc32x1/4"}
 OLD_TILES = [TILES[i] for i in range(1, 8)]
 NEW_TILES = [TILES[i] for i in range(8, 11)]
+TC_TILES = [TILES[i] for i in range(11, 17)]
+FMA_TILES = OLD_TILES + NEW_TILES
 
 
 def load(lib_path, symbol="omm_int4_gemv_tile"):
@@ -213,6 +217,8 @@ def bench_shape(f, name, k, n, bs, copy_bw, gen, results):
         best = min(tiles, key=tiles.get)
         best_old = min(OLD_TILES, key=tiles.get)
         best_new = min(NEW_TILES, key=tiles.get)
+        best_fma = min(FMA_TILES, key=tiles.get)
+        best_tc = min(TC_TILES, key=tiles.get)
         moved = wbytes + x.numel() * 2 + y.numel() * 2
         row = {"name": name, "K": k, "N": n, "M": m, "block_size": bs, "bytes": moved, "ours_us": t * 1e6,
                "ours_GBps": moved / t / 1e9, "ours_share_of_copy": moved / t / copy_bw,
@@ -220,7 +226,9 @@ def bench_shape(f, name, k, n, bs, copy_bw, gen, results):
                "tiles_us": {kk: v * 1e6 for kk, v in tiles.items()}, "best_tile": best,
                "best_share_of_copy": moved / tiles[best] / copy_bw,
                "best_old_tile": best_old, "best_old_share_of_copy": moved / tiles[best_old] / copy_bw,
-               "best_new_tile": best_new, "best_new_share_of_copy": moved / tiles[best_new] / copy_bw}
+               "best_new_tile": best_new, "best_new_share_of_copy": moved / tiles[best_new] / copy_bw,
+               "best_fma_tile": best_fma, "best_fma_share_of_copy": moved / tiles[best_fma] / copy_bw,
+               "best_tc_tile": best_tc, "best_tc_share_of_copy": moved / tiles[best_tc] / copy_bw}
         if tg is not None:
             xb = x.to(torch.bfloat16)
             tt = graph_time(lambda i: torch.ops.aten._weight_int4pack_mm(xb, tg[i][0], bs, tg[i][1]), copies)
@@ -283,10 +291,11 @@ def print_tile_summary(results):
         rows = [r for r in results if r["M"] == m]
         print(f"M={m}: default {mean(rows, 'ours_share_of_copy'):5.1f}% of copy, best tile {mean(rows, 'best_share_of_copy'):5.1f}% "
               f"(best of tiles 1-7 {mean(rows, 'best_old_share_of_copy'):5.1f}%, of the 8-column tiles 8-10 "
-              f"{mean(rows, 'best_new_share_of_copy'):5.1f}%; mean over {len(rows)} shape x block rows); "
+              f"{mean(rows, 'best_new_share_of_copy'):5.1f}%; best FMA tile {mean(rows, 'best_fma_share_of_copy'):5.1f}%, "
+              f"best tensor-core tile {mean(rows, 'best_tc_share_of_copy'):5.1f}%; mean over {len(rows)} shape x block rows); "
               f"best tiles: {', '.join(sorted({r['name'] + ':' + r['best_tile'] for r in rows}))}")
     print("best tile per (shape, M), block 32 / 128: share of copy; [default = the tile default_tile() picks; "
-          "old = best of tiles 1-7, new = best of 8-10]")
+          "old = best of tiles 1-7, new = best of 8-10, tc = best tensor-core tile 11-16]")
     for name, k, n in SHAPES:
         for m in ROWS:
             rows = sorted((r for r in results if r["name"] == name and r["M"] == m), key=lambda r: r["block_size"])
@@ -294,7 +303,8 @@ def print_tile_summary(results):
                 continue
             cells = " | ".join(f"b{r['block_size']}: {r['best_tile']} {100 * r['best_share_of_copy']:5.1f}% [default {r['default_is']} "
                                f"{100 * r['ours_share_of_copy']:5.1f}%, old {r['best_old_tile']} {100 * r['best_old_share_of_copy']:5.1f}%, "
-                               f"new {r['best_new_tile']} {100 * r['best_new_share_of_copy']:5.1f}%]" for r in rows)
+                               f"new {r['best_new_tile']} {100 * r['best_new_share_of_copy']:5.1f}%, "
+                               f"tc {r['best_tc_tile']} {100 * r['best_tc_share_of_copy']:5.1f}%]" for r in rows)
             print(f"  {name:8} M={m}: {cells}")
 
 
@@ -333,15 +343,17 @@ def main():
     checks = []
     for name, k, n in (SHAPES[:2] if quick else SHAPES):
         for bs in BLOCKS:
-            for m in (1, 2, 3, 4, 5):
+            for m in (1, 2, 3, 4, 5, 8, 9):   # the default: FMA at M = 1, tensor cores from 2 (8 rows a pass)
                 checks.append(check(f, name, k, n, m, bs, gen))
     for tile in TILES:   # every tile the benchmark times, on a K whose chunks do not fill the last step (11008)
         for bs in BLOCKS:
-            for m in (1, 2, 3, 4):
+            for m in (1, 2, 3, 4) + ((7, 8) if tile >= 11 else ()):
                 checks.append(check(f, "down", 11008, 4096, m, bs, gen, tile=tile))
     for tile in TILES:   # split-K with few chunks per lane (K=4096) and a ragged last block of columns (N=1000)
         checks.append(check(f, "o", 4096, 4096, 4, 32, gen, tile=tile))
         checks.append(check(f, "ragged", 4160, 1000, 3, 64, gen, with_zp=True, with_bias=True, tile=tile))
+        checks.append(check(f, "ragged", 4160, 1000, 8, 64, gen, with_zp=True, with_bias=True, tile=tile))
+        checks.append(check(f, "small_k", 96, 40, 5, 32, gen, with_zp=True, with_bias=True, tile=tile))
     checks.append(check(f, "zp+bias", 4096, 4096, 2, 32, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "zp+bias", 4096, 4096, 4, 128, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "k_not_multiple_of_block", 4160, 1000, 3, 128, gen, with_zp=True))

@@ -22,7 +22,7 @@ nvcc=$cuda/bin/nvcc
 mkdir -p "$build"
 arch=${OMM_CUDA_ARCH:-sm_90}
 flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
-# 4 row counts x 10 tiles x 3 modes (plain, SiLU-mul, SwiGLU) of one kernel template: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
+# 4 row counts x 10 FMA tiles x 3 modes (plain, SiLU-mul, SwiGLU) + 6 tensor-core tiles x 3 modes: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
 # an nvcc without it falls back to a plain build.
 "$nvcc" "${flags[@]}" --split-compile=0 -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   "$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
@@ -32,10 +32,11 @@ flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
 # and so printed no numbers); the mangled name carries the template arguments <M, rows, unroll, split, mode>
 # (mode 0 plain, 1 SiLU-mul, 2 SwiGLU).
 "$cuda/bin/cuobjdump" --dump-resource-usage "$build/int4_gemv.o" 2>/dev/null |
-  awk '/Function .*int4_gemv_kernelILi/ { fn = $0; if ($0 ~ /REG:/) { print fn; fn = "" }; next }
+  awk '/Function .*int4_(gemv|mma)_kernelILi/ { fn = $0; if ($0 ~ /REG:/) { print fn; fn = "" }; next }
        fn != "" && /REG:/ { print fn " " $0; fn = "" }' |
-  grep -o 'int4_gemv_kernelILi.*' | tr -s ' ' |
-  sed -E 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4 mode=\5:/' |
+  grep -oE 'int4_(gemv|mma)_kernelILi.*' | tr -s ' ' |
+  sed -E -e 's/^int4_gemv_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  M=\1 rows=\2 unroll=\3 split=\4 mode=\5:/' \
+         -e 's/^int4_mma_kernelILi([0-9]+)ELi([0-9]+)ELi([0-9]+)ELi([0-9]+)E[^:]*:/  tensor cores: m16 tiles=\1 unroll=\2 split=\3 mode=\4:/' |
   tee "$build/registers.txt" || true
 echo "  spills: $(grep -o '[1-9][0-9]* bytes spill stores' "$build/ptxas.log" | sort -u | tr '\n' ' ')(none if empty)"
 "$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" -o "$build/libomm_int4.so"

@@ -79,11 +79,26 @@ TILES = [(4, 2, 1), (4, 1, 1), (4, 2, 2), (4, 1, 2), (4, 2, 4), (4, 1, 4), (2, 2
          (8, 1, 1), (8, 1, 2), (8, 1, 4)]   # kTiles[1..10]: rows, unroll, split
 
 
-TILE_NAMES = {1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2"}
+TILE_NAMES = {1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4"}
+TC_TILES = [(1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 1, 4), (2, 1, 2), (2, 1, 4)]   # kTcTiles: m16 tiles, unroll, split
 
 
 def default_tile(m, n, k, sms=132):
-    """int4_gemv.cu's default_tile (the rule fitted to the phase-2 search), for the check below."""
+    """int4_gemv.cu's default_tile: the FMA tiles at M = 1, the tensor-core tiles from M = 2."""
+    return tc_tile(n, k, sms) if m >= 2 else fma_tile(m, n, k, sms)
+
+
+def tc_tile(n, k, sms=132):
+    """int4_gemv.cu's tc_tile."""
+    g16 = ((n + 15) // 16) / sms
+    split = 1 if g16 >= 8 else 2 if g16 >= 3 else 4
+    while split > 1 and (k >> 8) < 4 * split:
+        split >>= 1
+    return 11 + {1: 0, 2: 1, 4: 2}[split]
+
+
+def fma_tile(m, n, k, sms=132):
+    """int4_gemv.cu's fma_tile (the rule fitted to the phase-2 search), for the check below."""
     g = ((n + 3) // 4) / sms
     if m <= 1:
         split, unroll = 2, 2 if g >= 16 else 1
@@ -124,15 +139,99 @@ def coverage(chunks, unroll, split):
     return seen
 
 
+def tc_coverage(chunks, unroll, split):
+    """How often int4_mma_kernel visits each chunk of a row: warp slice s takes stages s, s + split, ... (iters of them),
+    stage i covers 128-K steps i * unroll + u, and lane t of a quad reads chunk 4 * step + t where that is < chunks."""
+    seen = np.zeros(chunks, np.int64)
+    stages = (-(-chunks // 4) + unroll - 1) // unroll
+    for s in range(split):
+        iters = (stages - s + split - 1) // split if s < stages else 0
+        for i in range(iters):
+            for u in range(unroll):
+                for t in range(4):
+                    c = 4 * ((s + i * split) * unroll + u) + t
+                    if c < chunks:
+                        seen[c] += 1
+    return seen
+
+
+def mma_16816(acc, a, b):
+    """mma.sync m16n8k16 (f16 in, f32 accumulate) from the 32 lanes' fragments, as the PTX ISA lays them out:
+    a[lane] = 4 registers of 2 halves (row g / g+8, k 2t..2t+1 / 2t+8..2t+9), b[lane] = 2 registers (k 2t.. / 2t+8..,
+    column g); acc[lane] = (row g, columns 2t, 2t+1), (row g+8, the same)."""
+    A = np.zeros((16, 16), np.float32)
+    B = np.zeros((16, 8), np.float32)
+    for lane in range(32):
+        g, t = lane >> 2, lane & 3
+        for i in range(2):
+            A[g, 2 * t + i], A[g + 8, 2 * t + i] = a[lane][0][i], a[lane][1][i]
+            A[g, 2 * t + 8 + i], A[g + 8, 2 * t + 8 + i] = a[lane][2][i], a[lane][3][i]
+            B[2 * t + i, g], B[2 * t + 8 + i, g] = b[lane][0][i], b[lane][1][i]
+    D = A @ B
+    for lane in range(32):
+        g, t = lane >> 2, lane & 3
+        acc[lane] += np.array([D[g, 2 * t], D[g, 2 * t + 1], D[g + 8, 2 * t], D[g + 8, 2 * t + 1]], np.float32)
+
+
+def emulate_tc(packed, scales, x, bs):
+    """y [M <= 8, N] as int4_mma_kernel computes it (one m16 tile per warp, zero point 8): lane (g, t) dequantizes
+    chunk 4 * step + t of weight rows n0 + g and n0 + g + 8 and permutes the same chunk of x row g; each word feeds
+    two mmas with the pairs (q0,q4) (q1,q5) | (x0,x4) (x1,x5), then (q2,q6) (q3,q7) | (x2,x6) (x3,x7)."""
+    m_rows, k = x.shape
+    n_rows = packed.shape[0]
+    chunks = k // 32
+    y = np.zeros((m_rows, n_rows), np.float32)
+    for n0 in range(0, n_rows, 16):
+        acc = np.zeros((32, 4), np.float32)
+        for step in range(-(-chunks // 4)):
+            frags = []
+            for lane in range(32):
+                g, t = lane >> 2, lane & 3
+                c = 4 * step + t
+                rows = [min(n0 + g, n_rows - 1), min(n0 + g + 8, n_rows - 1)]
+                if c < chunks:
+                    w = [[nibbles_to_half2(int(v), 8, scales[r, (c * 32) // bs]) for v in u32(packed[r, c * 16:(c + 1) * 16])]
+                         for r in rows]
+                else:
+                    w = [[[np.zeros(2, np.float16)] * 4] * 4] * 2
+                xw = u32(np.ascontiguousarray(x[g, c * 32:(c + 1) * 32])) if (g < m_rows and c < chunks) else np.zeros(16, np.uint32)
+                frags.append((w, xw))
+            for j in range(4):
+                a0, a1, b0, b1 = [], [], [], []
+                for lane in range(32):
+                    w, xw = frags[lane]
+                    x0, x1, x2, x3 = (int(v) for v in xw[4 * j:4 * j + 4])
+                    p = [h2(byte_perm(x0, x2, 0x5410)), h2(byte_perm(x0, x2, 0x7632)), h2(byte_perm(x1, x3, 0x5410)),
+                         h2(byte_perm(x1, x3, 0x7632))]
+                    wa, wb = w[0][j], w[1][j]
+                    a0.append((wa[0], wb[0], wa[1], wb[1])); b0.append((p[0], p[1]))
+                    a1.append((wa[2], wb[2], wa[3], wb[3])); b1.append((p[2], p[3]))
+                mma_16816(acc, a0, b0)
+                mma_16816(acc, a1, b1)
+        for lane in range(32):
+            g, t = lane >> 2, lane & 3
+            for e in range(2):
+                m = 2 * t + e
+                for h in range(2):
+                    n = n0 + 8 * h + g
+                    if m < m_rows and n < n_rows:
+                        y[m, n] = acc[lane][2 * h + e]
+    return y
+
+
 def main():
     for k in (32, 1024, 4096, 4160, 11008, 13824):
         for _, unroll, split in TILES:
             assert (coverage(k // 32, unroll, split) == 1).all(), f"K={k} unroll={unroll} split={split}: a chunk is missed or read twice"
     print("split-K chunk assignment: every chunk read exactly once for every tile")
+    for k in (32, 96, 1024, 4096, 4160, 11008, 13824):
+        for _, unroll, split in TC_TILES:
+            assert (tc_coverage(k // 32, unroll, split) == 1).all(), f"tensor-core K={k} unroll={unroll} split={split}: a chunk is missed or read twice"
+    print("tensor-core tiles' stage assignment: every chunk read exactly once for every tile")
     check_nibbles()
     print("nibble conversion (1024.0 / 64.0 mantissa): exact (q - zp) * scale for every zero point")
     for m, n, k, want in DEFAULTS:
-        got = TILE_NAMES[default_tile(m, n, k)]
+        got = TILE_NAMES[fma_tile(m, n, k)]
         assert got == want, f"default_tile(M={m}, N={n}, K={k}) = {got}, phase 2 measured {want} best"
     print(f"default_tile: the phase-2 best tile at all {len(DEFAULTS)} measured (shape, M)")
     rng = np.random.default_rng(0)
@@ -148,6 +247,18 @@ def main():
         err = np.abs(emulate(packed, scales, x, bs) - ref).max() / np.abs(ref).max()
         print(f"block {bs}: max |y - ref| / max |ref| = {err:.2e}")
         assert err < 1e-2, "the emulated kernel disagrees with the reference"
+        for mm in (1, 2, 5, 8):   # the tensor-core mapping; N = 20 leaves a ragged second m16 tile, K = 224 a ragged last step
+            kt, nt = 224, 20
+            kbt = -(-kt // bs)
+            qt = rng.integers(0, 16, (nt, kbt * bs), dtype=np.uint8)
+            pt = (qt[:, 0::2] | (qt[:, 1::2] << 4)).astype(np.uint8)
+            st = (rng.random((nt, kbt)) * 0.015 + 0.005).astype(np.float16)
+            xt = rng.standard_normal((mm, kt)).astype(np.float16)
+            wt = (qt.astype(np.float32).reshape(nt, kbt, bs) - 8) * st.astype(np.float32)[:, :, None]
+            ref_t = xt.astype(np.float32) @ wt.reshape(nt, -1)[:, :kt].T
+            err_t = np.abs(emulate_tc(pt, st, xt, bs) - ref_t).max() / np.abs(ref_t).max()
+            assert err_t < 2e-3, f"block {bs} M={mm}: the emulated tensor-core tile disagrees with the reference ({err_t:.2e})"
+        print(f"block {bs}: tensor-core fragment mapping (M = 1, 2, 5, 8; ragged N and K) matches the reference")
         # SiLU-mul mode against the stock graph's Split + Sigmoid + Mul + Mul (each rounding to fp16) + the same matmul
         a = (rng.standard_normal((m, 2 * k)) * 2).astype(np.float16)
         g, u = a[:, :k].astype(np.float32), a[:, k:].astype(np.float32)

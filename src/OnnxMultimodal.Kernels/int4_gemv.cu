@@ -81,7 +81,13 @@ struct TileShape { int rows, unroll, split; };
 // bytes with 4 columns, each 16-byte x load of a warp touching 16 cache lines), at more registers.
 constexpr TileShape kTiles[] = {{0, 0, 0}, {4, 2, 1}, {4, 1, 1}, {4, 2, 2}, {4, 1, 2}, {4, 2, 4}, {4, 1, 4}, {2, 2, 4},
                                 {8, 1, 1}, {8, 1, 2}, {8, 1, 4}};
-constexpr int kTileCount = 11;
+// Tensor-core tiles (int4_mma_kernel below): ids kTcFirst.. are kTcTiles[id - kTcFirst] = {m16 tiles per warp (16 or 32
+// weight rows), 128-K steps per register stage, split-K warps}.
+struct TcShape { int mtiles, unroll, split; };
+constexpr TcShape kTcTiles[] = {{1, 2, 1}, {1, 2, 2}, {1, 2, 4}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
+constexpr int kTcFirst = 11;
+constexpr int kTileCount = kTcFirst + 6;
+constexpr int kTcRowsPerPass = 8;   // the mma's n = 8 columns are the rows of x
 
 // Streaming multiprocessors of the current device (cached per device; 132 on an H100 SXM if the query fails).
 int sm_count() {
@@ -116,7 +122,7 @@ int sm_count() {
 // its first load's latency) and reduction stop paying: at M = 2 once g >= 32, at M >= 3 always. Beyond the measured
 // range: split is lowered while a lane would get fewer than 2 chunks of K (K < 2048 * split), so small models
 // (K = 64..2048) get whole-K warps. block_size is taken so the rule can use it; it does not today.
-int default_tile(int M, int N, int K, int /*block_size*/) {
+int fma_tile(int M, int N, int K) {
   const double g = (double)((N + 3) / 4) / sm_count();
   int unroll, split;
   if (M <= 1) {
@@ -133,6 +139,22 @@ int default_tile(int M, int N, int K, int /*block_size*/) {
   // kTiles: 4x2/1 = 1, 4x1/1 = 2, 4x2/2 = 3, 4x1/2 = 4 (split 4 is never the default: it did not win at any measured M)
   if (split == 1) return unroll == 2 ? 1 : 2;
   return unroll == 2 ? 3 : 4;
+}
+
+// The tensor-core tile for M >= 2 (every row up to 8 costs the same: the mma's 8 columns hold them): one m16 tile (16
+// weight rows) per warp, two 128-K steps per stage, and split-K so the card gets about 8 or more warps per SM:
+// g16 = ceil(N / 16) / SMs (H100: N = 4096 -> 1.9, 12288 -> 5.8, 22016 -> 10.4, 32000 -> 15.2). Split is lowered
+// while a warp would get fewer than 4 stages of K.
+int tc_tile(int N, int K) {
+  const double g16 = (double)((N + 15) / 16) / sm_count();
+  int split = g16 >= 8 ? 1 : g16 >= 3 ? 2 : 4;
+  while (split > 1 && (K >> 8) < 4 * split) split >>= 1;   // K / 256 = stages of two 128-K steps
+  return kTcFirst + (split == 1 ? 0 : split == 2 ? 1 : 2);    // kTcTiles: {1,2,1} {1,2,2} {1,2,4}
+}
+
+// The default: the FMA tiles at M = 1 (phase 2's search), the tensor-core tiles from M = 2.
+int default_tile(int M, int N, int K, int /*block_size*/) {
+  return M >= 2 ? tc_tile(N, K) : fma_tile(M, N, K);
 }
 
 __device__ __forceinline__ half2 as_half2(uint32_t v) {
@@ -377,6 +399,238 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
   }
 }
 
+// ---- Tensor-core tiles: mma.sync m16n8k16 (fp16 in, fp32 accumulate) ----
+//
+// At M = 2..4 the FMA tiles above are bound by issue slots, not memory: every dequantized weight costs M HFMA2 per pair
+// (docs/kernels.md counts 110 / 160 instructions per chunk and column at M = 2 / 4 against 85 at M = 1). Here the
+// dequantized weights are the mma's A operand (16 weight rows x 16 K) and x is its B operand (16 K x 8 columns: the M
+// rows, zero beyond M), so a 16-byte chunk costs its dequantization (the same nibbles_to_half2 as above, the same fp16
+// weights bit for bit) plus one mma per 8 nibbles of two rows, whatever M <= 8.
+//
+// The fragment layout of m16n8k16 (PTX ISA): lane = 4 * g + t. A's registers: (row g, k 2t..2t+1), (row g+8, same k),
+// (row g, k 2t+8..2t+9), (row g+8, same k); B's: (k 2t..2t+1, column g), (k 2t+8..2t+9, column g); C's: (row g, columns
+// 2t, 2t+1), (row g+8, the same). Lane t holds the k slots {2t, 2t+1, 2t+8, 2t+9} of A and of B alike, so the k slots
+// can stand for any K indices as long as both operands agree: lane (g, t) streams chunk c = 4 * step + t (32
+// consecutive K) of weight rows g and g+8 and of x row g, and each 32-bit word of 8 nibbles feeds two mmas with the
+// pairs nibbles_to_half2 and permute_x already produce: (q0,q4) (q1,q5) with (x0,x4) (x1,x5), then (q2,q6) (q3,q7)
+// with (x2,x6) (x3,x7). A quad (the 4 lanes of one g) reads 64 contiguous bytes of a row per step and 64 * kUnroll per
+// stage; a warp covers 128 K per step. C's columns are x's rows: lane t ends with rows 2t and 2t+1 of the output.
+// SwiGLU: the m16 tile's rows 0..7 are 8 gate rows and rows 8..15 the same 8 up rows, so each lane holds gate and up of
+// the same output column and row. Split-K and the epilogue's roundings are those of the FMA kernel.
+__device__ __forceinline__ void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                          uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The weight row that lane group g reads for half h (rows g / g+8) of m16 tile mt of a warp whose first output column is
+// n0. Plain and SiLU-mul: n0 + 16 mt + 8 h + g. SwiGLU: output column p = n0 + 8 mt + g, gate row p (h = 0) or up row
+// N/2 + p (h = 1). Rows past the end re-read the last valid row (its outputs are not written).
+template <int kMode>
+__device__ __forceinline__ int tc_weight_row(int n0, int mt, int h, int g, int N) {
+  if constexpr (kMode == kSwiGlu) {
+    const int half_n = N >> 1;
+    const int p = min(n0 + mt * 8 + g, half_n - 1);
+    return h == 0 ? p : half_n + p;
+  } else {
+    return min(n0 + mt * 16 + h * 8 + g, N - 1);
+  }
+}
+
+// One register stage: the chunks c = 4 * (step0 + u) + t of the lane's 2 * kMT weight rows, u < kUnroll.
+template <int kMT, int kUnroll>
+struct TcStage {
+  uint4 w[kMT][2][kUnroll];
+  half s[kMT][2][kUnroll];
+
+  __device__ __forceinline__ void load(const uint8_t* b, const half* scales, const int (&rows)[kMT][2], int row_bytes,
+                                       int k_blocks, int block_shift, int chunks, int t, int step0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = 4 * (step0 + u) + t;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (c < chunks) {
+            w[mt][h][u] = __ldcs(reinterpret_cast<const uint4*>(b + (size_t)rows[mt][h] * row_bytes + (size_t)c * 16));
+            s[mt][h][u] = scales[(size_t)rows[mt][h] * k_blocks + ((c << 5) >> block_shift)];
+          } else {   // past K: zero weights and scale (the mma is warp-wide, so the lane still takes part)
+            w[mt][h][u] = make_uint4(0, 0, 0, 0);
+            s[mt][h][u] = __float2half(0.0f);
+          }
+        }
+    }
+  }
+};
+
+template <int kMT, int kUnroll, int kMode>
+__device__ __forceinline__ void tc_accumulate(const TcStage<kMT, kUnroll>& st, float (&acc)[kMT][4], const half* __restrict__ x,
+                                              const uint8_t* __restrict__ zp, const int (&rows)[kMT][2], int x_row, bool has_x,
+                                              int K, int k_blocks, int block_shift, int chunks, int t, int step0) {
+  const int zp_row_bytes = (k_blocks + 1) >> 1;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int c = 4 * (step0 + u) + t;
+    const bool valid = c < chunks;
+    half2 z1024[kMT][2], z64[kMT][2], s2[kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float q = 8.0f;   // the default zero point
+        if (zp != nullptr && valid) {
+          const int blk = (c << 5) >> block_shift;
+          q = (float)((zp[(size_t)rows[mt][h] * zp_row_bytes + (blk >> 1)] >> ((blk & 1) * 4)) & 0xF);
+        }
+        z1024[mt][h] = __float2half2_rn(1024.0f + q);
+        z64[mt][h] = __float2half2_rn(64.0f + q);
+        s2[mt][h] = __half2half2(st.s[mt][h][u]);
+      }
+    // x row g of this chunk: lanes past M (and chunks past K) load a valid address and zero it, so no lane branches
+    // around the mma.
+    const size_t col = (size_t)(valid ? c : chunks - 1) << 5;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint4 xv = load_x8<kMode>(x, x_row, K, col + 8 * j);
+      if (!(has_x && valid)) xv = make_uint4(0, 0, 0, 0);
+      uint32_t xp[4];
+      permute_x(xv, xp);
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        half2 wa[4], wb[4];
+        nibbles_to_half2(word(st.w[mt][0][u], j), z1024[mt][0], z64[mt][0], s2[mt][0], wa);
+        nibbles_to_half2(word(st.w[mt][1][u], j), z1024[mt][1], z64[mt][1], s2[mt][1], wb);
+        mma_16816(acc[mt], as_u32(wa[0]), as_u32(wb[0]), as_u32(wa[1]), as_u32(wb[1]), xp[0], xp[1]);
+        mma_16816(acc[mt], as_u32(wa[2]), as_u32(wb[2]), as_u32(wa[3]), as_u32(wb[3]), xp[2], xp[3]);
+      }
+    }
+  }
+}
+
+// M <= 8 rows of x. Warp slice s of a split-K group takes the stages (kUnroll consecutive 128-K steps each) s, s + kSplit,
+// s + 2 kSplit, ...
+template <int kMT, int kUnroll, int kSplit, int kMode>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
+                const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
+                int M, int N, int K, int row_bytes, int k_blocks, int block_shift) {
+  static_assert(kWarpsPerBlock % kSplit == 0, "split-K groups must tile the block");
+  constexpr int kGroups = kWarpsPerBlock / kSplit;
+  constexpr int kCols = kMode == kSwiGlu ? 8 * kMT : 16 * kMT;   // output columns per warp
+  const int n_out = kMode == kSwiGlu ? N >> 1 : N;
+  __shared__ float red[kSplit > 1 ? kWarpsPerBlock : 1][kMT][4][32];
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int slice = warp % kSplit;
+  const int g = lane >> 2, t = lane & 3;
+  const int n0 = (blockIdx.x * kGroups + warp / kSplit) * kCols;
+  const int chunks = K >> 5;
+  const int stages = ((chunks + 3) / 4 + kUnroll - 1) / kUnroll;
+  // No early return for columns past N: the split-K reduction below synchronises the whole block.
+  const int iters = n0 < n_out && slice < stages ? (stages - slice + kSplit - 1) / kSplit : 0;
+  int rows[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) rows[mt][h] = tc_weight_row<kMode>(n0, mt, h, g, N);
+  const bool has_x = g < M;
+  const int x_row = has_x ? g : M - 1;
+
+  float acc[kMT][4];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = 0.0f;
+
+  TcStage<kMT, kUnroll> a, bb;
+  if (iters > 0) a.load(b, scales, rows, row_bytes, k_blocks, block_shift, chunks, t, slice * kUnroll);
+  for (int i = 0; i < iters; i += 2) {
+    const int s0 = (slice + i * kSplit) * kUnroll, s1 = s0 + kSplit * kUnroll;
+    if (i + 1 < iters) bb.load(b, scales, rows, row_bytes, k_blocks, block_shift, chunks, t, s1);
+    tc_accumulate<kMT, kUnroll, kMode>(a, acc, x, zp, rows, x_row, has_x, K, k_blocks, block_shift, chunks, t, s0);
+    if (i + 1 >= iters) break;
+    if (i + 2 < iters) a.load(b, scales, rows, row_bytes, k_blocks, block_shift, chunks, t, s1 + kSplit * kUnroll);
+    tc_accumulate<kMT, kUnroll, kMode>(bb, acc, x, zp, rows, x_row, has_x, K, k_blocks, block_shift, chunks, t, s1);
+  }
+
+  if constexpr (kSplit > 1) {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) red[warp][mt][i][lane] = acc[mt][i];
+    __syncthreads();
+    if (slice != 0) return;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float v = 0.0f;
+#pragma unroll
+        for (int s = 0; s < kSplit; ++s) v += red[warp + s][mt][i][lane];   // fixed order: deterministic
+        acc[mt][i] = v;
+      }
+  }
+  if (n0 >= n_out) return;
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int m = 2 * t + e;   // C's column = the row of x
+      if (m >= M) continue;
+      if constexpr (kMode == kSwiGlu) {
+        // The FMA kernel's roundings: gate_up output to fp16, SiLU of the fp16 gate to fp16, the product to fp16.
+        const int p = n0 + mt * 8 + g;
+        if (p < n_out) {
+          const float bg = bias != nullptr ? __half2float(bias[p]) : 0.0f;
+          const float bu = bias != nullptr ? __half2float(bias[n_out + p]) : 0.0f;
+          const float gv = __half2float(__float2half_rn(acc[mt][e] + bg));
+          const float uv = __half2float(__float2half_rn(acc[mt][2 + e] + bu));
+          const float sg = __half2float(__float2half_rn(gv / (1.0f + __expf(-gv))));
+          y[(size_t)m * n_out + p] = __float2half_rn(sg * uv);
+        }
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int n = n0 + mt * 16 + h * 8 + g;
+          if (n < N) {
+            const float bv = bias != nullptr ? __half2float(bias[n]) : 0.0f;
+            y[(size_t)m * N + n] = __float2half_rn(acc[mt][2 * h + e] + bv);
+          }
+        }
+      }
+    }
+}
+
+template <int kMT, int kUnroll, int kSplit, int kMode>
+void launch_tc_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
+                    int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
+  constexpr int kGroups = kWarpsPerBlock / kSplit;
+  constexpr int kCols = kMode == kSwiGlu ? 8 * kMT : 16 * kMT;
+  const int n_out = kMode == kSwiGlu ? N / 2 : N;
+  const int groups = (n_out + kCols - 1) / kCols;
+  const int blocks = (groups + kGroups - 1) / kGroups;
+  int4_mma_kernel<kMT, kUnroll, kSplit, kMode><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+      x, b, scales, zp, bias, y, M, N, K, row_bytes, k_blocks, block_shift);
+}
+
+template <int kMode>
+void launch_tc(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
+               int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
+#define OMM_TC_TILE(i)                                                                                                     \
+  case i:                                                                                                                  \
+    launch_tc_tile<kTcTiles[i].mtiles, kTcTiles[i].unroll, kTcTiles[i].split, kMode>(x, b, scales, zp, bias, y, M, N, K,   \
+                                                                                     row_bytes, k_blocks, block_shift, stream); \
+    break;
+  switch (tile - kTcFirst) {
+    OMM_TC_TILE(0) OMM_TC_TILE(1) OMM_TC_TILE(2) OMM_TC_TILE(3) OMM_TC_TILE(4) OMM_TC_TILE(5)
+    default: break;
+  }
+#undef OMM_TC_TILE
+}
+
 template <int M, int kRows, int kUnroll, int kSplit, int kMode>
 void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
                  int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
@@ -392,7 +646,7 @@ void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint
 template <int M, int kMode>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
             int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
-  if (tile == 0) tile = default_tile(M, N, K, 1 << block_shift);
+  if (tile == 0) tile = fma_tile(M, N, K);   // run() resolves the default; kept for a direct call
 #define OMM_TILE(i)                                                                                                    \
   case i:                                                                                                              \
     launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split, kMode>(x, b, scales, zp, bias, y, N, K,          \
@@ -429,6 +683,15 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
   const half* sh = static_cast<const half*>(scales);
   const uint8_t* zb = static_cast<const uint8_t*>(zero_points);
   const half* bh = static_cast<const half*>(bias);
+  if (tile == 0) tile = default_tile(M, N, K, block_size);
+  if (tile >= kTcFirst) {   // tensor-core tiles: up to 8 rows a pass
+    for (int m0 = 0; m0 < M; m0 += kTcRowsPerPass) {
+      const int rows = M - m0 < kTcRowsPerPass ? M - m0 : kTcRowsPerPass;
+      launch_tc<kMode>(tile, xh + (size_t)m0 * x_stride, bb, sh, zb, bh, yh + (size_t)m0 * n_out, rows, N, K, row_bytes,
+                       k_blocks, block_shift, s);
+    }
+    return (int)cudaGetLastError();
+  }
   for (int m0 = 0; m0 < M; m0 += 4) {
     const int rows = M - m0 < 4 ? M - m0 : 4;
     const half* xm = xh + (size_t)m0 * x_stride;
@@ -446,12 +709,13 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
 }  // namespace
 
 // C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom ops: omm_int4_gemv (the
-// default tile) and omm_int4_gemv_tile (tile 0..10: 0 = default_tile(), else kTiles[tile]); omm_int4_gemv_silu_mul and
+// default tile) and omm_int4_gemv_tile (tile 0..16: 0 = default_tile(), 1..10 kTiles[tile], 11..16 the tensor-core
+// kTcTiles[tile - 11]); omm_int4_gemv_silu_mul and
 // omm_int4_gemv_silu_mul_tile the same with x = silu(A[:, :K]) * A[:, K:] formed from A [M, 2K] (K is the GEMV's
 // inner dimension, the down projection's input width; A's rows are 2K halves apart); omm_int4_gemv_swiglu and
 // omm_int4_gemv_swiglu_tile: y [M, N/2] = silu(x @ B[:N/2]^T) * (x @ B[N/2:]^T), B the gate_up weight (N even).
-// Any M >= 1 is accepted: rows are done 4 at a time (each pass re-reads the weights, so large M, e.g.
-// a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
+// Any M >= 1 is accepted: rows are done 4 (FMA tiles) or 8 (tensor-core tiles) at a time (each pass re-reads the
+// weights, so large M, e.g. a long prefill, is correct but not fast). Returns 0, or a negative code for bad arguments, or the
 // cudaError_t of the launch.
 extern "C" int omm_int4_gemv_tile(const void* x, const void* b, const void* scales, const void* zero_points,
                                   const void* bias, void* y, int M, int N, int K, int block_size, void* stream,
