@@ -68,6 +68,11 @@ if [ "${PREP_SET:-all}" = text7b ]; then   # only the 7B text packages and their
   done
   log "prep done"; touch "$m/prep.done"; exit 0
 fi
+if [ "${PREP_SET:-all}" = cham7b ]; then   # only the 7B Chameleon int4 package and its custom-op variants (text->image)
+  ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling
+  omm_variant cham-int4; omm_variant cham-int4 fused
+  log "prep done"; touch "$m/prep.done"; exit 0
+fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
 ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
 ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling

@@ -38,10 +38,11 @@ REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term h
 # tensor-core tiles, "tcR x U / S" = R weight rows per warp (one or two m16 tiles), U 128-K steps per stage, split S)
 TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4",
          8: "8x1/1", 9: "8x1/2", 10: "8x1/4",
-         11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4", 14: "tc16x1/4", 15: "tc32x1/2", 16: "tc32x1/4"}
+         11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4", 14: "tc16x1/4", 15: "tc32x1/2", 16: "tc32x1/4",
+         17: "tc16x4/4", 18: "tc16x2/8", 19: "tc16x1/8"}
 OLD_TILES = [TILES[i] for i in range(1, 8)]
 NEW_TILES = [TILES[i] for i in range(8, 11)]
-TC_TILES = [TILES[i] for i in range(11, 17)]
+TC_TILES = [TILES[i] for i in range(11, 20)]
 FMA_TILES = OLD_TILES + NEW_TILES
 
 
@@ -295,7 +296,7 @@ def print_tile_summary(results):
               f"best tensor-core tile {mean(rows, 'best_tc_share_of_copy'):5.1f}%; mean over {len(rows)} shape x block rows); "
               f"best tiles: {', '.join(sorted({r['name'] + ':' + r['best_tile'] for r in rows}))}")
     print("best tile per (shape, M), block 32 / 128: share of copy; [default = the tile default_tile() picks; "
-          "old = best of tiles 1-7, new = best of 8-10, tc = best tensor-core tile 11-16]")
+          "old = best of tiles 1-7, new = best of 8-10, tc = best tensor-core tile 11-19]")
     for name, k, n in SHAPES:
         for m in ROWS:
             rows = sorted((r for r in results if r["name"] == name and r["M"] == m), key=lambda r: r["block_size"])

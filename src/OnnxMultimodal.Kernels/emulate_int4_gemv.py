@@ -79,22 +79,27 @@ TILES = [(4, 2, 1), (4, 1, 1), (4, 2, 2), (4, 1, 2), (4, 2, 4), (4, 1, 4), (2, 2
          (8, 1, 1), (8, 1, 2), (8, 1, 4)]   # kTiles[1..10]: rows, unroll, split
 
 
-TILE_NAMES = {1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4"}
-TC_TILES = [(1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 1, 4), (2, 1, 2), (2, 1, 4)]   # kTcTiles: m16 tiles, unroll, split
+TILE_NAMES = {1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 11: "tc16x2/1", 12: "tc16x2/2", 13: "tc16x2/4",
+              14: "tc16x1/4", 18: "tc16x2/8", 19: "tc16x1/8"}
+TC_TILES = [(1, 2, 1), (1, 2, 2), (1, 2, 4), (1, 1, 4), (2, 1, 2), (2, 1, 4), (1, 4, 4), (1, 2, 8), (1, 1, 8)]   # kTcTiles
 
 
 def default_tile(m, n, k, sms=132):
     """int4_gemv.cu's default_tile: the FMA tiles at M = 1, the tensor-core tiles from M = 2."""
-    return tc_tile(n, k, sms) if m >= 2 else fma_tile(m, n, k, sms)
+    return fma_tile(m, n, k, sms) if m <= 1 else tc_tile(n, k, sms)
 
 
 def tc_tile(n, k, sms=132):
     """int4_gemv.cu's tc_tile."""
     g16 = ((n + 15) // 16) / sms
-    split = 1 if g16 >= 8 else 2 if g16 >= 3 else 4
-    while split > 1 and (k >> 8) < 4 * split:
-        split >>= 1
-    return 11 + {1: 0, 2: 1, 4: 2}[split]
+    steps = k >> 7
+    if steps < 8:
+        return 11
+    if steps < 16:
+        return 12
+    if steps < 32:
+        return 13
+    return 19 if g16 < 3 else 14 if g16 < 8 else 18
 
 
 def fma_tile(m, n, k, sms=132):

@@ -84,9 +84,10 @@ constexpr TileShape kTiles[] = {{0, 0, 0}, {4, 2, 1}, {4, 1, 1}, {4, 2, 2}, {4, 
 // Tensor-core tiles (int4_mma_kernel below): ids kTcFirst.. are kTcTiles[id - kTcFirst] = {m16 tiles per warp (16 or 32
 // weight rows), 128-K steps per register stage, split-K warps}.
 struct TcShape { int mtiles, unroll, split; };
-constexpr TcShape kTcTiles[] = {{1, 2, 1}, {1, 2, 2}, {1, 2, 4}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}};
+// Split 8 runs 8 warps a block (kTcBlockWarps); the others 4.
+constexpr TcShape kTcTiles[] = {{1, 2, 1}, {1, 2, 2}, {1, 2, 4}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}, {1, 4, 4}, {1, 2, 8}, {1, 1, 8}};
 constexpr int kTcFirst = 11;
-constexpr int kTileCount = kTcFirst + 6;
+constexpr int kTileCount = kTcFirst + 9;
 constexpr int kTcRowsPerPass = 8;   // the mma's n = 8 columns are the rows of x
 
 // Streaming multiprocessors of the current device (cached per device; 132 on an H100 SXM if the query fails).
@@ -141,20 +142,28 @@ int fma_tile(int M, int N, int K) {
   return unroll == 2 ? 3 : 4;
 }
 
-// The tensor-core tile for M >= 2 (every row up to 8 costs the same: the mma's 8 columns hold them): one m16 tile (16
-// weight rows) per warp, two 128-K steps per stage, and split-K so the card gets about 8 or more warps per SM:
-// g16 = ceil(N / 16) / SMs (H100: N = 4096 -> 1.9, 12288 -> 5.8, 22016 -> 10.4, 32000 -> 15.2). Split is lowered
-// while a warp would get fewer than 4 stages of K.
+// The tensor-core tile, fitted to the H100 search of tiles 11-19 (docs/kernels.md, results/2026-11-27-h100-tc; M = 2,
+// 4, 8, blocks 32 and 128) by g16 = ceil(N / 16) / SMs, the m16 tiles per SM (H100: N = 4096 -> 1.9, 12288 -> 5.8,
+// 22016 -> 10.4, 32000 -> 15.2, 65536 -> 31): more warps won almost everywhere (split-K 8 in blocks of 8 warps), one
+// 128-K step a stage where N is narrow, two where it is wide; at the middle width (qkv) split 4 with one step won by
+// 2-4 points. Small K lowers the split so each split-K warp keeps at least 4 steps of 128 (small models: correct, and
+// a whole-K warp is enough there).
 int tc_tile(int N, int K) {
   const double g16 = (double)((N + 15) / 16) / sm_count();
-  int split = g16 >= 8 ? 1 : g16 >= 3 ? 2 : 4;
-  while (split > 1 && (K >> 8) < 4 * split) split >>= 1;   // K / 256 = stages of two 128-K steps
-  return kTcFirst + (split == 1 ? 0 : split == 2 ? 1 : 2);    // kTcTiles: {1,2,1} {1,2,2} {1,2,4}
+  const int steps = K >> 7;
+  if (steps < 8) return kTcFirst + 0;                                         // tc16x2/1
+  if (steps < 16) return kTcFirst + 1;                                        // tc16x2/2
+  if (steps < 32) return kTcFirst + 2;                                        // tc16x2/4
+  if (g16 < 3) return kTcFirst + 8;                                           // tc16x1/8
+  if (g16 < 8) return kTcFirst + 3;                                           // tc16x1/4
+  return kTcFirst + 7;                                                        // tc16x2/8
 }
 
-// The default: the FMA tiles at M = 1 (phase 2's search), the tensor-core tiles from M = 2.
+// The default: the FMA tiles at M = 1 (phase 2's search; the best tensor-core tile was 5-30 points behind there), the
+// tensor-core tiles from M = 2 (at M = 2 they tied the FMA tiles where N is narrow and won elsewhere; at M = 4 and 8
+// they won everywhere, by 15-45 points).
 int default_tile(int M, int N, int K, int /*block_size*/) {
-  return M >= 2 ? tc_tile(N, K) : fma_tile(M, N, K);
+  return M <= 1 ? fma_tile(M, N, K) : tc_tile(N, K);
 }
 
 __device__ __forceinline__ half2 as_half2(uint32_t v) {
@@ -512,16 +521,20 @@ __device__ __forceinline__ void tc_accumulate(const TcStage<kMT, kUnroll>& st, f
 
 // M <= 8 rows of x. Warp slice s of a split-K group takes the stages (kUnroll consecutive 128-K steps each) s, s + kSplit,
 // s + 2 kSplit, ...
+template <int kSplit>
+constexpr int kTcBlockWarps = kSplit > kWarpsPerBlock ? kSplit : kWarpsPerBlock;
+
 template <int kMT, int kUnroll, int kSplit, int kMode>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kTcBlockWarps<kSplit> * 32)
 int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                 const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
                 int M, int N, int K, int row_bytes, int k_blocks, int block_shift) {
-  static_assert(kWarpsPerBlock % kSplit == 0, "split-K groups must tile the block");
-  constexpr int kGroups = kWarpsPerBlock / kSplit;
+  constexpr int kWarps = kTcBlockWarps<kSplit>;
+  static_assert(kWarps % kSplit == 0, "split-K groups must tile the block");
+  constexpr int kGroups = kWarps / kSplit;
   constexpr int kCols = kMode == kSwiGlu ? 8 * kMT : 16 * kMT;   // output columns per warp
   const int n_out = kMode == kSwiGlu ? N >> 1 : N;
-  __shared__ float red[kSplit > 1 ? kWarpsPerBlock : 1][kMT][4][32];
+  __shared__ float red[kSplit > 1 ? kWarps : 1][kMT][4][32];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int slice = warp % kSplit;
@@ -607,12 +620,13 @@ int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const
 template <int kMT, int kUnroll, int kSplit, int kMode>
 void launch_tc_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
                     int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
-  constexpr int kGroups = kWarpsPerBlock / kSplit;
+  constexpr int kWarps = kTcBlockWarps<kSplit>;
+  constexpr int kGroups = kWarps / kSplit;
   constexpr int kCols = kMode == kSwiGlu ? 8 * kMT : 16 * kMT;
   const int n_out = kMode == kSwiGlu ? N / 2 : N;
   const int groups = (n_out + kCols - 1) / kCols;
   const int blocks = (groups + kGroups - 1) / kGroups;
-  int4_mma_kernel<kMT, kUnroll, kSplit, kMode><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+  int4_mma_kernel<kMT, kUnroll, kSplit, kMode><<<blocks, kWarps * 32, 0, stream>>>(
       x, b, scales, zp, bias, y, M, N, K, row_bytes, k_blocks, block_shift);
 }
 
@@ -625,7 +639,8 @@ void launch_tc(int tile, const half* x, const uint8_t* b, const half* scales, co
                                                                                      row_bytes, k_blocks, block_shift, stream); \
     break;
   switch (tile - kTcFirst) {
-    OMM_TC_TILE(0) OMM_TC_TILE(1) OMM_TC_TILE(2) OMM_TC_TILE(3) OMM_TC_TILE(4) OMM_TC_TILE(5)
+    OMM_TC_TILE(0) OMM_TC_TILE(1) OMM_TC_TILE(2) OMM_TC_TILE(3) OMM_TC_TILE(4) OMM_TC_TILE(5) OMM_TC_TILE(6) OMM_TC_TILE(7)
+    OMM_TC_TILE(8)
     default: break;
   }
 #undef OMM_TC_TILE
@@ -709,7 +724,7 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
 }  // namespace
 
 // C entry points, shared by the micro-benchmark (ctypes) and the ONNX Runtime custom ops: omm_int4_gemv (the
-// default tile) and omm_int4_gemv_tile (tile 0..16: 0 = default_tile(), 1..10 kTiles[tile], 11..16 the tensor-core
+// default tile) and omm_int4_gemv_tile (tile 0..19: 0 = default_tile(), 1..10 kTiles[tile], 11..19 the tensor-core
 // kTcTiles[tile - 11]); omm_int4_gemv_silu_mul and
 // omm_int4_gemv_silu_mul_tile the same with x = silu(A[:, :K]) * A[:, K:] formed from A [M, 2K] (K is the GEMV's
 // inner dimension, the down projection's input width; A's rows are 2K halves apart); omm_int4_gemv_swiglu and

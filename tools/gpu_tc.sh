@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The tensor-core int4 GEMV tiles (int4_gemv.cu, issue 16) on the GPU machine, in two parts so the work overlaps the
+# bundle's part transfers:
+#   tools/gpu_tc.sh start          (first part call; returns at once) in the background: build the kernels, run the
+#                                  whole micro-benchmark (every tile, every check) while the GPU is otherwise idle, then
+#                                  export Chameleon-7B int4 and its custom-op variants (tools/gpu_prep.sh, PREP_SET=cham7b)
+#   tools/gpu_tc.sh final PARTS OUT   (last call) unpack the bundle, wait for the above, then text->image at 7B shapes
+#                                  (1024 guided 2-row steps + VQ decode, CUDA graph, token chosen on the device) with
+#                                  stock MatMulNBits, our GEMV (OmmMatMulInt4) and our GEMV with the SwiGLU fusion
+# Work dir /tmp/omm-tc (kept while the machine is warm). ZSTD as in tools/gpu_env.sh.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=/tmp/omm-tc; mkdir -p "$work"
+case ${1:-} in
+  start)
+    rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
+    mkdir -p "$work/src/wav"
+    (cd "$work" && setsid bash -c '
+      source src/tools/gpu_env.sh
+      bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
+      (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 bench_int4_gemv.py '"$work"'/kb/libomm_int4.so '"$work"'/int4_gemv.json > '"$work"'/bench.log 2>&1); echo "bench rc=$?" >> status
+      PREP_SET=cham7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models > prep.out 2>&1; echo "prep rc=$?" >> status
+    ' > /dev/null 2>&1 &)
+    echo "started in $work" ;;
+  final)
+    parts=$2; out=$3; mkdir -p "$out"
+    source "$repo/tools/gpu_env.sh"
+    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    OMM=$work/omm/omm
+    for i in $(seq 1 40); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' < "$work/status" 2>/dev/null); prep: $(tr '\n' ';' < "$work/models/prep.log" 2>/dev/null)"
+    cp "$work/bench.log" "$work/build.log" "$out/" 2>/dev/null; gzip -c "$work/int4_gemv.json" > "$out/int4_gemv.json.gz" 2>/dev/null
+    grep -E '^(device|correctness|M=)' "$work/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+    m=$work/models
+    for v in cham-int4 cham-int4-omm cham-int4-ommf; do
+      [ -f "$m/$v/multimodal.json" ] || { log "imagine $v: no package"; continue; }
+      lib=""; [ "$v" = cham-int4 ] || lib="--custom-op-library $work/kb/libomm_kernels.so"
+      t0=$SECONDS
+      timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib \
+        --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
+      log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
+    done ;;
+  *) echo "usage: tools/gpu_tc.sh start | final PARTS OUT"; exit 2 ;;
+esac
