@@ -7,6 +7,8 @@
 #   tools/gpu_tc.sh final PARTS OUT   (last call) unpack the bundle, wait for the above, then text->image at 7B shapes
 #                                  (1024 guided 2-row steps + VQ decode, CUDA graph, token chosen on the device) with
 #                                  stock MatMulNBits, our GEMV (OmmMatMulInt4) and our GEMV with the SwiGLU fusion
+#   tools/gpu_tc.sh trace PARTS OUT   (last call, instead of final; start with TC_BENCH=0) per-kernel GPU time of that
+#                                  request, stock and ours + SwiGLU, under tools/kernel_trace
 # Work dir /tmp/omm-tc (kept while the machine is warm). ZSTD as in tools/gpu_env.sh.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +20,9 @@ case ${1:-} in
     (cd "$work" && setsid bash -c '
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
-      (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 bench_int4_gemv.py '"$work"'/kb/libomm_int4.so '"$work"'/int4_gemv.json > '"$work"'/bench.log 2>&1); echo "bench rc=$?" >> status
+      if [ "${TC_BENCH:-1}" = 1 ]; then
+        (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 bench_int4_gemv.py '"$work"'/kb/libomm_int4.so '"$work"'/int4_gemv.json > '"$work"'/bench.log 2>&1); echo "bench rc=$?" >> status
+      fi
       PREP_SET=cham7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models > prep.out 2>&1; echo "prep rc=$?" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -42,5 +46,29 @@ case ${1:-} in
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
       log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
     done ;;
-  *) echo "usage: tools/gpu_tc.sh start | final PARTS OUT"; exit 2 ;;
+  trace)   # per-kernel GPU time of the text->image request (stock vs our GEMV + SwiGLU), tools/kernel_trace (CUPTI)
+    parts=$2; out=$3; mkdir -p "$out"
+    source "$repo/tools/gpu_env.sh"
+    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    OMM=$work/omm/omm
+    bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || { log "tracer build failed"; exit 1; }
+    for i in $(seq 1 40); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' < "$work/status" 2>/dev/null)"
+    m=$work/models
+    for v in cham-int4-ommf cham-int4; do
+      [ -f "$m/$v/multimodal.json" ] || { log "trace $v: no package"; continue; }
+      lib=""; [ "$v" = cham-int4 ] || lib="--custom-op-library $work/kb/libomm_kernels.so"
+      tsv=$work/trace-$v.tsv; rm -f "$tsv"; t0=$SECONDS
+      CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 200 "$OMM" profile --provider cuda \
+        --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib --prompt "A photo of a mountain lake at sunrise with a small red boat" \
+        --warmup 1 --out "$out/profile-$v" > "$out/profile-$v.log" 2>&1
+      log "traced imagine $v: rc=$? in $((SECONDS - t0)) s, $(wc -l < "$tsv" 2>/dev/null) trace lines: $(grep -aiE 'end to end' "$out/profile-$v.log" | head -1)"
+      # 2 requests (warm-up + run) of 1023 guided steps each (the first token comes from the prompt's pass)
+      python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "$v" --per-step 2046 --vocab 65536 --block-size 32 --top 40 \
+        --json "$out/kernel-times-$v.json" > "$out/kernel-times-$v.txt" 2>&1
+      log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
+      rm -f "$tsv"
+    done ;;
+  *) echo "usage: tools/gpu_tc.sh start | final PARTS OUT | trace PARTS OUT"; exit 2 ;;
 esac
