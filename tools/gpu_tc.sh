@@ -7,6 +7,7 @@
 #   tools/gpu_tc.sh final PARTS OUT   (last call) unpack the bundle, wait for the above, then text->image at 7B shapes
 #                                  (1024 guided 2-row steps + VQ decode, CUDA graph, token chosen on the device) with
 #                                  stock MatMulNBits, our GEMV (OmmMatMulInt4) and our GEMV with the SwiGLU fusion
+#   tools/gpu_tc.sh shapes PARTS OUT  the trained shapes world's C# tests on CUDA with this checkout's fused graph
 #   tools/gpu_tc.sh trace PARTS OUT   (last call, instead of final; start with TC_BENCH=0) per-kernel GPU time of that
 #                                  request, stock and ours + SwiGLU, under tools/kernel_trace
 # Work dir /tmp/omm-tc (kept while the machine is warm). ZSTD as in tools/gpu_env.sh.
@@ -46,6 +47,25 @@ case ${1:-} in
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
       log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
     done ;;
+  shapes)   # the trained shapes world on CUDA (fp16; int4 block 32, fp16 activations) converted here with this checkout's
+            # fused graph from the carried training-run package (.carry/pack/trained-fp32.tar.zst), with the committed
+            # image decoder and guidance settings, as tools/gpu_final.sh step 3 does: the C# TrainedShapes tests
+    parts=$2; out=$3; mkdir -p "$out"
+    source "$repo/tools/gpu_env.sh"
+    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    rm -rf "$work/tsrc" && mkdir -p "$work/tsrc" && ${ZSTD:-zstd} -dc "$repo/.carry/pack/trained-fp32.tar.zst" | tar -C "$work/tsrc" -xf - || { log "no trained-fp32 carry"; exit 1; }
+    for prec in fp16 int4; do
+      d=$work/shapes-$prec; rm -rf "$d"; extra=""; [ $prec = int4 ] && extra="--int4-activation fp16 --block-size 32"
+      (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from "$work/tsrc/shapes-fp32" --out "$d" --graph fused --precision $prec $extra) >> "$out/convert.log" 2>&1
+      log "convert shapes $prec: rc=$?"
+      cmp -s "$repo/models/shapes/image_encoder.onnx" "$d/image_encoder.onnx" && cp "$repo/models/shapes/image_decoder.onnx" "$d/"
+      python3 -c "import json,sys; g=json.load(open(sys.argv[1]))['guidance']; m=json.load(open(sys.argv[2])); m['guidance']=g; json.dump(m, open(sys.argv[2],'w'), indent=2)" \
+        "$repo/models/shapes/multimodal.json" "$d/multimodal.json"
+      env OMM_REPO_ROOT=$repo OMM_TRAINED_PROVIDER=cuda OMM_TRAINED_SHAPES=$d timeout 200 "$work/omm/OnnxMultimodal.Tests" \
+        --filter "FullyQualifiedName~TrainedShapes" --output detailed > "$out/trained-shapes-$prec.log" 2>&1
+      log "trained shapes $prec on CUDA: rc=$? $(grep -aoE '[a-z][a-z ()/,-]*: [0-9]+/[0-9]+ = [0-9.]+ ?%' "$out/trained-shapes-$prec.log" | sort -u | tr '\n' ';')"
+    done ;;
   trace)   # per-kernel GPU time of the text->image request (stock vs our GEMV + SwiGLU), tools/kernel_trace (CUPTI)
     parts=$2; out=$3; mkdir -p "$out"
     source "$repo/tools/gpu_env.sh"
@@ -70,5 +90,5 @@ case ${1:-} in
       log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
       rm -f "$tsv"
     done ;;
-  *) echo "usage: tools/gpu_tc.sh start | final PARTS OUT | trace PARTS OUT"; exit 2 ;;
+  *) echo "usage: tools/gpu_tc.sh start | final PARTS OUT | shapes PARTS OUT | trace PARTS OUT"; exit 2 ;;
 esac

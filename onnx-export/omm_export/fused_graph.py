@@ -141,9 +141,13 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
             h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(L.input_norm, f"{p}.input_norm")],
                               f"{p}.input_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
         if spec.qk_norm:
-            q = _head_norm(g, wr, wr.linear(h, L.q, f"{p}.q_proj", L.q_b), nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
-            k = _head_norm(g, wr, wr.linear(h, L.k, f"{p}.k_proj", L.k_b), kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
-            v = wr.linear(h, L.v, f"{p}.v_proj", L.v_b)
+            # one packed projection (one weight stream: at decode's 1-2 rows three N = hidden GEMVs cost about twice one
+            # N = 3 hidden GEMV, docs/kernels.md), split into q, k, v for the per-head norms
+            qkv_bias = _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)])
+            qkv = wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj", qkv_bias)
+            q, k, v = g.op("Split", [qkv, g.i64([nH * hd, kvH * hd, kvH * hd])], f"{p}.qkv", n_out=3, axis=-1)
+            q = _head_norm(g, wr, q, nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
+            k = _head_norm(g, wr, k, kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
             qkv_inputs = [q, k, v]
         else:
             qkv_bias = _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)])
