@@ -52,7 +52,7 @@ cat "$out/bench.log"
 log "bench: rc=$rc (0 = every correctness check passed)"
 # share of copy per M: the default tile, the best of phase 2's tiles (1-7) and of the 8-column tiles (8-10); per
 # (shape, M) lines follow in bench.log
-grep -E '^(M=[0-9]|correctness|device)' "$out/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
+grep -E '^(M=[0-9]|correctness|tile rule|device)' "$out/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
 
 # Why M = 2..4 fall short (full runs only): Nsight Compute on one launch each of qkv M = 1, 2, 4 (default tile) and
 # M = 4 with the 8-column tile; occupancy, issue slots, L1 wavefronts per request, stall reasons in ncu.log.

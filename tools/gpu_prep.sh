@@ -51,7 +51,7 @@ print("speech_10s.wav", len(frames) / 32000, "s")
 PY
 i4=(--graph fused --precision int4 --int4-activation fp16 --accuracy-level 0 --no-reference)
 stock_prefill() {   # -ommfp: the -ommf package whose prompts run on the stock graph (manifest prefill_decoder
-                    # ../$1/decoder.onnx: our kernel does a long prompt 4 rows per pass, the stock path as one GEMM)
+                    # ../$1/decoder.onnx: our kernel does a long prompt 8 rows per pass, the stock path as one GEMM)
   local from=$m/$1-ommf to=$m/$1-ommfp
   [ -f "$to/multimodal.json" ] && return 0
   mkdir -p "$to"; for f in "$from"/*; do [ "$(basename "$f")" = multimodal.json ] || ln -f "$f" "$to/" 2>/dev/null || ln -sf "$f" "$to/"; done

@@ -16,6 +16,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-tc; mkdir -p "$work"
 case ${1:-} in
   start)
+    rm -f "$work/status"   # a second start on a warm machine must not find the first one's "prep rc"
     rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
     mkdir -p "$work/src/wav"
     (cd "$work" && setsid bash -c '
@@ -33,10 +34,10 @@ case ${1:-} in
     log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
     unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
     OMM=$work/omm/omm
-    for i in $(seq 1 40); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
-    log "$(tr '\n' ' ' < "$work/status" 2>/dev/null); prep: $(tr '\n' ';' < "$work/models/prep.log" 2>/dev/null)"
+    for i in $(seq 1 60); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' 2>/dev/null < "$work/status"); prep: $(tr '\n' ';' < "$work/models/prep.log" 2>/dev/null)"
     cp "$work/bench.log" "$work/build.log" "$out/" 2>/dev/null; gzip -c "$work/int4_gemv.json" > "$out/int4_gemv.json.gz" 2>/dev/null
-    grep -E '^(device|correctness|M=)' "$work/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
+    grep -E '^(device|correctness|tile rule|M=)' "$work/bench.log" | cut -c1-400 | while read -r line; do log "  $line"; done
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
     m=$work/models
     for v in cham-int4 cham-int4-omm cham-int4-ommf; do
@@ -73,8 +74,8 @@ case ${1:-} in
     unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
     OMM=$work/omm/omm
     bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || { log "tracer build failed"; exit 1; }
-    for i in $(seq 1 40); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
-    log "$(tr '\n' ' ' < "$work/status" 2>/dev/null)"
+    for i in $(seq 1 60); do grep -q "prep rc" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
     m=$work/models
     for v in cham-int4-ommf cham-int4; do
       [ -f "$m/$v/multimodal.json" ] || { log "trace $v: no package"; continue; }
@@ -83,9 +84,10 @@ case ${1:-} in
       CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 200 "$OMM" profile --provider cuda \
         --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib --prompt "A photo of a mountain lake at sunrise with a small red boat" \
         --warmup 1 --out "$out/profile-$v" > "$out/profile-$v.log" 2>&1
-      log "traced imagine $v: rc=$? in $((SECONDS - t0)) s, $(wc -l < "$tsv" 2>/dev/null) trace lines: $(grep -aiE 'end to end' "$out/profile-$v.log" | head -1)"
-      # 2 requests (warm-up + run) of 1023 guided steps each (the first token comes from the prompt's pass)
-      python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "$v" --per-step 2046 --vocab 65536 --block-size 32 --top 40 \
+      log "traced imagine $v: rc=$? in $((SECONDS - t0)) s, $(wc -l 2>/dev/null < "$tsv") trace lines: $(grep -aiE 'end to end' "$out/profile-$v.log" | head -1)"
+      # 3 requests (omm profile's warm-up, measured and NVML-sampled runs) of 1023 guided steps each (the first token
+      # comes from the prompt's pass)
+      python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "$v" --per-step 3069 --vocab 65536 --block-size 32 --top 40 \
         --json "$out/kernel-times-$v.json" > "$out/kernel-times-$v.txt" 2>&1
       log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
       rm -f "$tsv"

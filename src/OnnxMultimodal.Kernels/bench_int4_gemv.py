@@ -34,7 +34,7 @@ REL_TOL = 1e-2  # max |y - ref| / max |ref|: fp16 dequantized weights, 16-term h
 
 
 # kTiles in int4_gemv.cu: columns per warp x chunks per column per step / split-K warps
-# (1..7: the phase-2 tiles; 8..10: 8 columns per warp, fewer x loads per weight byte for M = 2..4; 11..16: the
+# (1..7: the phase-2 tiles; 8..10: 8 columns per warp, fewer x loads per weight byte for M = 2..4; 11..19: the
 # tensor-core tiles, "tcR x U / S" = R weight rows per warp (one or two m16 tiles), U 128-K steps per stage, split S)
 TILES = {0: "default", 1: "4x2/1", 2: "4x1/1", 3: "4x2/2", 4: "4x1/2", 5: "4x2/4", 6: "4x1/4", 7: "2x2/4",
          8: "8x1/1", 9: "8x1/2", 10: "8x1/4",
@@ -52,6 +52,14 @@ def load(lib_path, symbol="omm_int4_gemv_tile"):
     f = getattr(ctypes.CDLL(lib_path), symbol)
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int] * 4 + [ctypes.c_void_p, ctypes.c_int]
+    return f
+
+
+def load_rule(lib_path):
+    """omm_int4_gemv_default_tile(M, N, K, block_size): the tile id the kernel's default_tile picks on this device."""
+    f = ctypes.CDLL(lib_path).omm_int4_gemv_default_tile
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int] * 4
     return f
 
 
@@ -346,7 +354,8 @@ def main():
         for bs in BLOCKS:
             for m in (1, 2, 3, 4, 5, 8, 9):   # the default: FMA at M = 1, tensor cores from 2 (8 rows a pass)
                 checks.append(check(f, name, k, n, m, bs, gen))
-    for tile in TILES:   # every tile the benchmark times, on a K whose chunks do not fill the last step (11008)
+    for tile in TILES:   # every tile the benchmark times at K = 11008 (344 chunks: a ragged last step for the FMA tiles'
+                         # split-K; the tensor-core tiles' ragged last step is K = 4160 and 96 below)
         for bs in BLOCKS:
             for m in (1, 2, 3, 4) + ((7, 8) if tile >= 11 else ()):
                 checks.append(check(f, "down", 11008, 4096, m, bs, gen, tile=tile))
@@ -358,25 +367,34 @@ def main():
     checks.append(check(f, "zp+bias", 4096, 4096, 2, 32, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "zp+bias", 4096, 4096, 4, 128, gen, with_zp=True, with_bias=True))
     checks.append(check(f, "k_not_multiple_of_block", 4160, 1000, 3, 128, gen, with_zp=True))
-    # SiLU-mul mode: the down shape at M = 1..5 (5: a second 4-row pass, rows 2K apart), every tile at M = 1 and 4, and
-    # a ragged shape with zero points and bias at M = 6
+    # SiLU-mul mode: the down shape with the default tile at M = 1..5, 9 and 16 (9, 16: a second tensor-core pass, rows 2K
+    # apart), every tile at M = 1 and 4 (and 8 for the tensor-core tiles), and a ragged shape with zero points and bias at M = 6
     for bs in BLOCKS:
-        for m in (1, 2, 3, 4, 5):
+        for m in (1, 2, 3, 4, 5, 9, 16):
             checks.append(check_silu(f, fs, "down+silu_mul", 11008, 4096, m, bs, gen))
     for tile in TILES:
-        for m in (1, 4):
+        for m in (1, 4) + ((8,) if tile >= 11 else ()):
             checks.append(check_silu(f, fs, "down+silu_mul", 11008, 4096, m, 128, gen, tile=tile))
     checks.append(check_silu(f, fs, "ragged+silu_mul", 4160, 1000, 6, 64, gen, with_zp=True, with_bias=True))
-    # SwiGLU mode: the 7B gate_up shape at M = 1..6 (5, 6: a second 4-row pass), every tile (split-K, 8-column tiles,
-    # the 2-column tile 7) at M = 1 and 4, and ragged shapes with zero points and bias (N/2 odd, K not a multiple of the block)
+    # SwiGLU mode: the 7B gate_up shape with the default tile at M = 1..6, 9 and 16 (9, 16: a second tensor-core pass),
+    # every tile (split-K, 8-column tiles, the 2-column tile 7, the tensor-core tiles) at M = 1 and 4 (and 8 for the
+    # tensor-core tiles), and ragged shapes with zero points and bias (N/2 odd, K not a multiple of the block)
     for bs in BLOCKS:
-        for m in (1, 2, 3, 4, 5, 6):
+        for m in (1, 2, 3, 4, 5, 6, 9, 16):
             checks.append(check_swiglu(fg, "gate_up+swiglu", 4096, 22016, m, bs, gen))
     for tile in TILES:
-        for m in (1, 4):
+        for m in (1, 4) + ((8,) if tile >= 11 else ()):
             checks.append(check_swiglu(fg, "gate_up+swiglu", 4096, 22016, m, 32, gen, tile=tile))
         checks.append(check_swiglu(fg, "ragged+swiglu", 4160, 2 * 1001, 3, 64, gen, with_zp=True, with_bias=True, tile=tile))
     checks.append(check_swiglu(fg, "ragged+swiglu", 4160, 2 * 1001, 6, 128, gen, with_zp=True, with_bias=True))
+    # the kernel's own tile rule against its Python mirror, which labels the "default" column below
+    rule = load_rule(lib)
+    for name, k, n in SHAPES + [("chameleon_lm_head", 4096, 65536), ("small", 256, 1000), ("mid_k", 1024, 4096), ("k2048", 2048, 8192)]:
+        for m in (1, 2, 3, 4, 8, 9):
+            for bs in BLOCKS:
+                got, want = rule(m, n, k, bs), default_tile(m, n, k, SMS)
+                checks.append({"name": f"rule:{name}", "K": k, "N": n, "M": m, "block_size": bs, "tile": TILES.get(got, str(got)),
+                               "mirror": TILES.get(want, str(want)), "max_abs_err": 0.0, "max_rel_err": 0.0, "pass": got == want})
     copy_bw = copy_bandwidth()
     results, dense, silu = [], [], []
     for bs in BLOCKS:
@@ -396,6 +414,10 @@ def main():
     print(f"correctness: {len(checks) - len(bad)}/{len(checks)} pass (max |err|/max|ref| <= {REL_TOL}); worst "
           f"{worst['name']} M={worst['M']} bs={worst['block_size']}: abs {worst['max_abs_err']:.3e}, "
           f"rel {worst['max_rel_err']:.3e}")
+    rules = [c for c in checks if c["name"].startswith("rule:")]
+    print(f"tile rule: {sum(c['pass'] for c in rules)}/{len(rules)} (M, N, K, block) pick the same tile in the kernel and in "
+          f"emulate_int4_gemv.default_tile" + "".join(f"; {c['name']} M={c['M']} K={c['K']} bs={c['block_size']}: kernel "
+                                                      f"{c['tile']}, mirror {c['mirror']}" for c in rules if not c["pass"]))
     print(f"{'shape':9} {'KxN':>11} {'bs':>4} {'M':>2} {'ours us':>8} {'GB/s':>6} {'%copy':>6} "
           f"{'best tile':>9} {'%copy':>6} {'tinygemm us':>11} {'x':>5}")
     for r in results:

@@ -22,7 +22,7 @@ nvcc=$cuda/bin/nvcc
 mkdir -p "$build"
 arch=${OMM_CUDA_ARCH:-sm_90}
 flags=(-O3 -std=c++17 -arch="$arch" -Xcompiler -fPIC -lineinfo)
-# 4 row counts x 10 FMA tiles x 3 modes (plain, SiLU-mul, SwiGLU) + 6 tensor-core tiles x 3 modes: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
+# 4 row counts x 10 FMA tiles x 3 modes (plain, SiLU-mul, SwiGLU) + 9 tensor-core tiles x 3 modes: --split-compile=0 runs the optimiser on every core (CUDA >= 12);
 # an nvcc without it falls back to a plain build.
 "$nvcc" "${flags[@]}" --split-compile=0 -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||
   "$nvcc" "${flags[@]}" -c "$here/int4_gemv.cu" -o "$build/int4_gemv.o" -Xptxas -v 2> "$build/ptxas.log" ||

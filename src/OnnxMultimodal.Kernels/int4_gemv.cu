@@ -8,8 +8,8 @@
 //   Requirements: K % 32 == 0, block_size a power of two >= 32, 16-byte aligned B and x rows (true for
 //   MatMulNBits tensors since rows are block_size/2 >= 16 bytes).
 //
-// Memory-traffic bound: every weight byte is read once per call, whatever M (rows are processed in
-// register tiles of up to 4), so the floor is (N*K/2 + 2*N*K/bs [+ zp]) / copy bandwidth; x (M*K*2 bytes)
+// Memory-traffic bound: every weight byte is read once per pass, whatever M (rows are processed in passes of up to
+// 4 rows by the FMA tiles, up to 8 by the tensor-core tiles below), so the floor is (N*K/2 + 2*N*K/bs [+ zp]) / copy bandwidth; x (M*K*2 bytes)
 // and y are tiny next to that. At the 7B shapes a row is 2 KB (K=4096) to 5.4 KB (K=11008) of weights.
 //
 // Work split: a tile (kTiles) gives each warp kRows consecutive output columns; kSplit warps of a block share
@@ -21,7 +21,8 @@
 // nibbles at bits 4-7), subtracting 1024+zp or 64+zp (exact), and scaling in fp16 (what a fp16 dequantization does); the 32 products of a chunk are summed in a half2 (16 terms per
 // half), then folded into fp32 accumulators. The dequantized weights of a chunk are reused for all M rows
 // (M <= 4 per pass: x is read per 8-value group and permuted to the nibble order once for the kRows columns),
-// so M = 2..4 read the weights once and add only FMAs.
+// so M = 2..4 read the weights once and add only FMAs (which bound these tiles at M >= 2: the tensor-core tiles below
+// take over there).
 //
 // SiLU-mul mode (kSiluMul, omm_int4_gemv_silu_mul; the MLP down projection of a fused Llama graph): the activation
 // input is the gate_up projection's output A[M, 2K] (gate in columns 0..K-1, up in K..2K-1), and the kernel computes
@@ -122,7 +123,7 @@ int sm_count() {
 // math per weight byte, a warp keeps its loads covered by itself, and split-K's shorter per-warp loops (each warp pays
 // its first load's latency) and reduction stop paying: at M = 2 once g >= 32, at M >= 3 always. Beyond the measured
 // range: split is lowered while a lane would get fewer than 2 chunks of K (K < 2048 * split), so small models
-// (K = 64..2048) get whole-K warps. block_size is taken so the rule can use it; it does not today.
+// (K = 64..2048) get whole-K warps.
 int fma_tile(int M, int N, int K) {
   const double g = (double)((N + 3) / 4) / sm_count();
   int unroll, split;
@@ -146,8 +147,8 @@ int fma_tile(int M, int N, int K) {
 // 4, 8, blocks 32 and 128) by g16 = ceil(N / 16) / SMs, the m16 tiles per SM (H100: N = 4096 -> 1.9, 12288 -> 5.8,
 // 22016 -> 10.4, 32000 -> 15.2, 65536 -> 31): more warps won almost everywhere (split-K 8 in blocks of 8 warps), one
 // 128-K step a stage where N is narrow, two where it is wide; at the middle width (qkv) split 4 with one step won by
-// 2-4 points. Small K lowers the split so each split-K warp keeps at least 4 steps of 128 (small models: correct, and
-// a whole-K warp is enough there).
+// 2-4 points. Small K lowers the split so each split-K warp keeps at least 4 steps of 128: K < 1024 gets whole-K warps,
+// K < 4096 split 2 or 4.
 int tc_tile(int N, int K) {
   const double g16 = (double)((N + 15) / 16) / sm_count();
   const int steps = K >> 7;
@@ -161,7 +162,7 @@ int tc_tile(int N, int K) {
 
 // The default: the FMA tiles at M = 1 (phase 2's search; the best tensor-core tile was 5-30 points behind there), the
 // tensor-core tiles from M = 2 (at M = 2 they tied the FMA tiles where N is narrow and won elsewhere; at M = 4 and 8
-// they won everywhere, by 15-45 points).
+// they won everywhere, by 10-45 points).
 int default_tile(int M, int N, int K, int /*block_size*/) {
   return M <= 1 ? fma_tile(M, N, K) : tc_tile(N, K);
 }
@@ -675,7 +676,7 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 #undef OMM_TILE
 }
 
-// Checks the arguments and runs the rows 4 at a time. x: [M, K] (plain, SwiGLU) or A [M, 2K] (SiLU-mul), rows 16-byte
+// Checks the arguments and runs the rows in passes (4 rows for the FMA tiles, 8 for the tensor-core tiles). x: [M, K] (plain, SwiGLU) or A [M, 2K] (SiLU-mul), rows 16-byte
 // aligned; y: [M, N], or [M, N/2] for SwiGLU (N even: gate and up rows).
 template <int kMode>
 int run(const void* x, const void* b, const void* scales, const void* zero_points, const void* bias, void* y, int M, int N,
@@ -763,4 +764,10 @@ extern "C" int omm_int4_gemv_swiglu_tile(const void* x, const void* b, const voi
 extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* scales, const void* zero_points,
                                     const void* bias, void* y, int M, int N, int K, int block_size, void* stream) {
   return run<kSwiGlu>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, 0);
+}
+
+// The tile omm_int4_gemv would pick for these arguments on the current device (default_tile): the micro-benchmark
+// compares it with its Python mirror (emulate_int4_gemv.default_tile), so the "default" it reports is the kernel's.
+extern "C" int omm_int4_gemv_default_tile(int M, int N, int K, int block_size) {
+  return default_tile(M, N, K, block_size);
 }
