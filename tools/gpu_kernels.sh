@@ -36,6 +36,8 @@ checks=$out/checks.log
 log "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>&1); nvcc: $(/usr/local/cuda/bin/nvcc --version 2>&1 | grep -o 'release [0-9.]*')"
 python3 "$kern/emulate_int4_gemv.py" > "$checks" 2>&1
 log "emulator: rc=$? (split-K chunk coverage, nibble/x pairing, SiLU-mul mode)"
+(cd "$repo/onnx-export" && timeout 60 python3 -m omm_export.quant_check) >> "$checks" 2>&1
+log "int4 quantizers (symmetric, zero points): rc=$? $(grep -a 'quant_check:' "$checks" | tail -1)"
 (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export.silu_mul_check "$repo/models/tiny-llama") >> "$checks" 2>&1
 log "silu_mul rewrite check: rc=$? $(grep -a 'silu_mul check:' "$checks" | tail -1)"
 

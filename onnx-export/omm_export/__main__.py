@@ -5,6 +5,9 @@ import argparse
 import json
 import sys
 
+ZP_HELP = ("int4: asymmetric blocks, each with a 4-bit zero point (MatMulNBits' zero_points input), instead of symmetric "
+           "blocks around 8; a little more to store, less error where a block's weights are skewed")
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="omm_export", description="Export an OnnxMultimodal model package.")
@@ -17,6 +20,7 @@ def main(argv=None) -> int:
                    help="reference: standard ops, concatenating cache; fused: GroupQueryAttention, shared max-length cache, MatMulNBits")
     p.add_argument("--block-size", type=int, default=32, help="int4 quantization block (32 or 128)")
     p.add_argument("--accuracy-level", type=int, default=4, help="MatMulNBits accuracy_level (0..4)")
+    p.add_argument("--int4-zero-points", action="store_true", help=ZP_HELP)
     p.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"], help="activation type of int4 graphs (fp16 for CUDA)")
     p.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     p.add_argument("--device-sampling", action="store_true", help="fused graphs: end in the sampling head (next_token; see convert --device-sampling)")
@@ -34,6 +38,7 @@ def main(argv=None) -> int:
                    help="fused: GroupQueryAttention decoder with the shared cache (image->text; guidance needs the reference graph)")
     c.add_argument("--block-size", type=int, default=32)
     c.add_argument("--accuracy-level", type=int, default=4)
+    c.add_argument("--int4-zero-points", action="store_true", help=ZP_HELP)
     c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     c.add_argument("--device-sampling", action="store_true", help="fused graphs: end in the sampling head (next_token; see convert --device-sampling)")
@@ -59,6 +64,7 @@ def main(argv=None) -> int:
     v.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int4"])
     v.add_argument("--block-size", type=int, default=32)
     v.add_argument("--accuracy-level", type=int, default=4)
+    v.add_argument("--int4-zero-points", action="store_true", help=ZP_HELP)
     v.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     v.add_argument("--external-data", action="store_true", help="stream the weights to decoder.onnx.data even when small")
     v.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")

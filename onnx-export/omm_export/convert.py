@@ -110,7 +110,7 @@ def read_seq2seq_reference(src: str, manifest: dict):
 
 
 def _convert_seq2seq(args, manifest: dict) -> dict:
-    from .fused_graph import FusedOptions
+    from .fused_graph import FusedOptions, quantization_entry
     from .seq2seq_graph import build_fused_seq2seq_decoder
     src, out = args.source, args.out
     if args.graph != "fused" or args.last_logits or getattr(args, "next_token", False) or getattr(args, "device_sampling", False):
@@ -119,7 +119,7 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     os.makedirs(out, exist_ok=True)
     d = manifest["decoder"]
     opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level, int4_activation=args.int4_activation,
-                       cross_mha=getattr(args, "cross_mha", False))
+                       cross_mha=getattr(args, "cross_mha", False), int4_zero_points=getattr(args, "int4_zero_points", False))
     nbytes = w.embed.nbytes + w.lm_head.nbytes + sum(l.w.nbytes for L in w.layers for l in (L.q, L.k, L.v, L.o, L.cq, L.co, L.fc1, L.fc2))
     data_path = os.path.join(out, "decoder.onnx.data") if nbytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
     model = build_fused_seq2seq_decoder(spec, w, d.get("position_offset", 0), data_path=data_path, opt=opt)
@@ -131,7 +131,7 @@ def _convert_seq2seq(args, manifest: dict) -> dict:
     d.update(kv_cache="shared", kv_dtype="float16" if opt.act_dtype == np.float16 else "float32",
              inputs=dict(FUSED_IO["inputs"], **cross), outputs=FUSED_IO["outputs"])
     if args.precision == "int4":
-        manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}
+        manifest["quantization"] = quantization_entry(opt)
     written = set()
     enc = manifest["speech_encoder"]
     names = [p.replace("%d", str(i)) for i in range(spec.num_layers) for p in (enc["outputs"]["cross_key"], enc["outputs"]["cross_value"])]
@@ -216,10 +216,11 @@ def convert(args) -> dict:
     data_path = os.path.join(out, "decoder.onnx.data") if weight_bytes > EXTERNAL_DATA_THRESHOLD or args.external_data else None
     decoder = manifest["decoder"]
     if args.graph == "fused":
-        from .fused_graph import FusedOptions, build_fused_decoder
+        from .fused_graph import FusedOptions, build_fused_decoder, quantization_entry
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                            int4_activation=args.int4_activation, last_logits=args.last_logits,
-                           next_token=getattr(args, "next_token", False), device_sampling=getattr(args, "device_sampling", False))
+                           next_token=getattr(args, "next_token", False), device_sampling=getattr(args, "device_sampling", False),
+                           int4_zero_points=getattr(args, "int4_zero_points", False))
         model = build_fused_decoder(spec, w, opt, data_path=data_path)
         if opt.last_logits:
             decoder["logits"] = "last"
@@ -230,8 +231,7 @@ def convert(args) -> dict:
             from .sampling_head import manifest_entry
             decoder["sampling_head"] = manifest_entry(spec.vocab_size)
         if args.precision == "int4":
-            manifest["quantization"] = {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
-                                        "accuracy_level": opt.accuracy_level}
+            manifest["quantization"] = quantization_entry(opt)
         _custom_ops(args, model, opt, decoder)
     else:
         if getattr(args, "custom_ops", "none") != "none":

@@ -37,6 +37,7 @@ class FusedOptions:
     cross_mha: bool = False        # seq2seq: cross-attention as one MultiHeadAttention node (else MatMul/Softmax/MatMul)
     next_token: bool = False       # decoder-only: extra output next_token [B,1] int64 = ArgMax of the last valid position's logits
     device_sampling: bool = False  # decoder-only: next_token [B,1] from the sampling head (sampling_head.py) instead of the plain ArgMax
+    int4_zero_points: bool = False  # int4: asymmetric blocks (min/max range, a 4-bit zero point per block) instead of symmetric
 
     @property
     def act_dtype(self):
@@ -66,9 +67,10 @@ def quantize_int4(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndar
     return packed, scale.astype(np.float32)
 
 
-def _quantize_int4_torch(w_in_out: np.ndarray, block: int, device: str = "cuda"):
-    """The same arithmetic as quantize_int4 (fp32 division, round half to even) on the GPU, for the
-    multi-billion-weight graphs; None where torch or a GPU is missing."""
+def _quantize_int4_torch(w_in_out: np.ndarray, block: int, device: str = "cuda", zero_points: bool = False):
+    """The same arithmetic as quantize_int4 (or quantize_int4_zp with zero_points: fp32 division, round half to even)
+    on the GPU, for the multi-billion-weight graphs; None where torch or a GPU is missing. GPU and numpy division may
+    differ in a scale's last bit (measured: within 2e-9), so a code at an exact rounding tie may differ by one."""
     try:
         import torch
     except ImportError:
@@ -81,6 +83,14 @@ def _quantize_int4_torch(w_in_out: np.ndarray, block: int, device: str = "cuda")
         w = torch.zeros((n, blocks * block), dtype=torch.float32, device=device)
         w[:, :k] = torch.from_numpy(np.ascontiguousarray(w_in_out)).to(device, torch.float32).T
         w = w.view(n, blocks, block)
+        if zero_points:
+            lo, hi = torch.clamp(w.amin(dim=2), max=0), torch.clamp(w.amax(dim=2), min=0)
+            scale = (hi - lo) / 15.0
+            scale[scale == 0] = 1.0
+            zp = torch.clamp(torch.round(-lo / scale), 0, 15).to(torch.int32)
+            q = torch.clamp(torch.round(w / scale[..., None]) + zp[..., None], 0, 15).to(torch.int32)
+            packed = (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8)
+            return packed.cpu().numpy(), scale.cpu().numpy(), _pack_zero_points(zp.cpu().numpy())
         scale = w.abs().amax(dim=2) / 7.0
         scale[scale == 0] = 1.0
         q = torch.clamp(torch.round(w / scale[..., None]), -8, 7).to(torch.int32) + 8
@@ -88,10 +98,59 @@ def _quantize_int4_torch(w_in_out: np.ndarray, block: int, device: str = "cuda")
         return packed.cpu().numpy(), scale.cpu().numpy()
 
 
-def dequantize_int4(packed: np.ndarray, scale: np.ndarray, k: int) -> np.ndarray:
+def quantize_int4_zp(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[K, N] weights -> MatMulNBits B uint8 [N, k_blocks, block/2], scales [N, k_blocks] and zero points uint8
+    [N, ceil(k_blocks/2)] (4-bit, low nibble = even block). Asymmetric: each block's range [min(w, 0), max(w, 0)] in 15
+    steps, s = (hi - lo) / 15, zp = clip(round(-lo / s), 0, 15), q = clip(round(w / s) + zp, 0, 15); dequant (q - zp) * s.
+    A skewed block keeps all 16 levels where the symmetric scheme leaves half its range unused."""
+    k, n = w_in_out.shape
+    if w_in_out.size >= 1 << 22:
+        fast = _quantize_int4_torch(w_in_out, block, zero_points=True)
+        if fast is not None:
+            return fast
+    blocks = -(-k // block)
+    w = np.zeros((n, blocks * block), np.float32)
+    w[:, :k] = w_in_out.T
+    w = w.reshape(n, blocks, block)
+    lo, hi = np.minimum(w.min(axis=2), 0), np.maximum(w.max(axis=2), 0)
+    scale = ((hi - lo) / np.float32(15)).astype(np.float32)
+    scale[scale == 0] = 1.0
+    zp = np.clip(np.rint(-lo / scale), 0, 15).astype(np.int32)
+    q = np.clip(np.rint(w / scale[..., None]) + zp[..., None], 0, 15).astype(np.int32)
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    return packed, scale.astype(np.float32), _pack_zero_points(zp)
+
+
+def _pack_zero_points(zp: np.ndarray) -> np.ndarray:
+    """[N, k_blocks] ints in 0..15 -> uint8 [N, ceil(k_blocks/2)], the even block in the low nibble (MatMulNBits)."""
+    if zp.shape[1] % 2:
+        zp = np.concatenate([zp, np.zeros((zp.shape[0], 1), zp.dtype)], axis=1)
+    return (zp[:, 0::2] | (zp[:, 1::2] << 4)).astype(np.uint8)
+
+
+def quantize_weights(w_in_out: np.ndarray, block: int, zero_points: bool = False):
+    """(packed, scales, zero points or None): quantize_int4_zp with zero_points, else quantize_int4."""
+    if zero_points:
+        return quantize_int4_zp(w_in_out, block)
+    packed, scale = quantize_int4(w_in_out, block)
+    return packed, scale, None
+
+
+def dequantize_int4(packed: np.ndarray, scale: np.ndarray, k: int, zp: np.ndarray | None = None) -> np.ndarray:
     lo, hi = packed & 0x0F, packed >> 4
-    q = np.stack([lo, hi], axis=-1).reshape(packed.shape[0], packed.shape[1], -1).astype(np.float32) - 8
+    q = np.stack([lo, hi], axis=-1).reshape(packed.shape[0], packed.shape[1], -1).astype(np.float32)
+    if zp is None:
+        q -= 8
+    else:
+        z = np.stack([zp & 0x0F, zp >> 4], axis=-1).reshape(zp.shape[0], -1)[:, :packed.shape[1]].astype(np.float32)
+        q -= z[..., None]
     return (q * scale[..., None]).reshape(packed.shape[0], -1)[:, :k].T                # [K, N]
+
+
+def quantization_entry(opt: FusedOptions) -> dict:
+    """The manifest's "quantization" object of an int4 graph."""
+    return {"method": "MatMulNBits int4 " + ("asymmetric (4-bit zero points)" if opt.int4_zero_points else "symmetric"),
+            "block_size": opt.block_size, "accuracy_level": opt.accuracy_level}
 
 
 class _Writer:
@@ -111,9 +170,12 @@ class _Writer:
         if opt.precision != "int4":
             return g.op("MatMul", [x, self.c(w, name)], name)
         k, n = w.shape
-        packed, scale = quantize_int4(w, opt.block_size)
-        return g.op("MatMulNBits", [x, g.const(packed, f"{name}.qweight"), self.c(scale, f"{name}.scales")], name,
-                    domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=opt.block_size, accuracy_level=opt.accuracy_level)
+        packed, scale, zp = quantize_weights(w, opt.block_size, opt.int4_zero_points)
+        inputs = [x, g.const(packed, f"{name}.qweight"), self.c(scale, f"{name}.scales")]
+        if zp is not None:
+            inputs.append(g.const(zp, f"{name}.zero_points"))
+        return g.op("MatMulNBits", inputs, name, domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=opt.block_size,
+                    accuracy_level=opt.accuracy_level)
 
 
 def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions, name: str = "decoder", data_path: str | None = None):

@@ -19,17 +19,17 @@ import tempfile
 import numpy as np
 
 from .decoder_graph import DecoderSpec, DecoderWeights
-from .fused_graph import FusedOptions, build_fused_decoder, dequantize_int4, quantize_int4
+from .fused_graph import FusedOptions, build_fused_decoder, dequantize_int4, quantize_weights
 from .onnx_utils import save_model
 
 QUANTIZED_PARTS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-def rounded_weights(w: DecoderWeights, block: int) -> DecoderWeights:
+def rounded_weights(w: DecoderWeights, block: int, zero_points: bool = False) -> DecoderWeights:
     """A copy of w whose linear weights (and head) went through int4 and back, exactly as the graph stores them."""
     def rt(x: np.ndarray) -> np.ndarray:                     # [K, N] -> [K, N]
-        packed, scale = quantize_int4(x, block)
-        return np.ascontiguousarray(dequantize_int4(packed, scale, x.shape[0]).astype(np.float32))
+        packed, scale, zp = quantize_weights(x, block, zero_points)
+        return np.ascontiguousarray(dequantize_int4(packed, scale, x.shape[0], zp).astype(np.float32))
     out = copy.deepcopy(w)
     for layer in out.layers:
         for part in QUANTIZED_PARTS:
@@ -73,11 +73,11 @@ def write_roundtrip_reference(out: str, spec: DecoderSpec, w: DecoderWeights, op
     dec32 = dict(dec, kv_dtype="float32")
     doc = {"format_version": 1, "quantized_reference": {
                "method": "the fused graph in fp32 with every int4 weight replaced by dequantize(quantize(w)), onnxruntime CPU",
-               "block_size": opt.block_size, "accuracy_level": opt.accuracy_level},
+               "block_size": opt.block_size, "accuracy_level": opt.accuracy_level, "zero_points": opt.int4_zero_points},
            "prompts": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "roundtrip.onnx")
-        save_model(build_fused_decoder(spec, rounded_weights(w, opt.block_size), fp32), path)
+        save_model(build_fused_decoder(spec, rounded_weights(w, opt.block_size, opt.int4_zero_points), fp32), path)
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         # Chameleon's and Seamless' references hold images, captions and audio rather than text prompts: the round
         # trip then has no prompts to run (it was a KeyError that stopped `convert --precision int4` of a Chameleon package)

@@ -173,9 +173,10 @@ def main(work: str) -> None:
     results["perplexity"]["bf16_autocast"] = perplexity(fp32, eval_ids, use_autocast=True)[0]
     results["perplexity"]["fp16"] = perplexity(fp32.half(), eval_ids)[0]
     for block in BLOCKS:
-        q = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
-        dequantize_model_(q, block)
-        results["perplexity"][f"int4_b{block}"] = perplexity(q.to(dev), eval_ids)[0]
+        for zp in (False, True):   # symmetric blocks, and blocks with zero points (export --int4-zero-points)
+            q = LlamaForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
+            dequantize_model_(q, block, zero_points=zp)
+            results["perplexity"][f"int4_b{block}" + ("_zp" if zp else "")] = perplexity(q.to(dev), eval_ids)[0]
     log("code: " + repr(results["perplexity"]))
     log("code: def fibonacci(n): -> " + repr(results["greedy"][PROMPTS[0]]))
 

@@ -326,16 +326,16 @@ def build_graph(args, spec: DecoderSpec, model, out: str, qk_norm: bool = False)
     """The decoder graph the arguments ask for: (onnx model, fused-manifest info or None)."""
     data_path = os.path.join(out, "decoder.onnx.data") if large_weights(model) else None
     if args.graph == "fused":
-        from ..fused_graph import FusedOptions, build_fused_decoder
+        from ..fused_graph import FusedOptions, build_fused_decoder, quantization_entry
         opt = FusedOptions(precision=args.precision, block_size=args.block_size, accuracy_level=args.accuracy_level,
                            int4_activation=args.int4_activation, last_logits=getattr(args, "last_logits", False),
-                           device_sampling=getattr(args, "device_sampling", False))
+                           device_sampling=getattr(args, "device_sampling", False),
+                           int4_zero_points=getattr(args, "int4_zero_points", False))
         # fp16 weights feed both the fp16 graph and int4 quantization of an fp16-activation graph
         wdt = np.float16 if data_path and opt.act_dtype == np.float16 else np.float32
         onnx_model = build_fused_decoder(spec, weights_from_model(model, qk_norm, wdt), opt, data_path=data_path)
         return onnx_model, {"act_fp16": opt.act_dtype == np.float16, "last_logits": opt.last_logits, "device_sampling": opt.device_sampling,
-                            "quantization": {"method": "MatMulNBits int4 symmetric", "block_size": opt.block_size,
-                                             "accuracy_level": opt.accuracy_level} if args.precision == "int4" else None}
+                            "quantization": quantization_entry(opt) if args.precision == "int4" else None}
     if args.precision == "int4":
         raise SystemExit("--precision int4 needs --graph fused")
     dtype = np.float16 if args.precision == "fp16" else np.float32
@@ -343,9 +343,9 @@ def build_graph(args, spec: DecoderSpec, model, out: str, qk_norm: bool = False)
 
 
 @torch.no_grad()
-def dequantize_model_(model, block: int) -> None:
+def dequantize_model_(model, block: int, zero_points: bool = False) -> None:
     """Replaces every Linear weight the fused int4 graph quantizes by its int4 round trip."""
-    from ..fused_graph import dequantize_int4, quantize_int4
+    from ..fused_graph import dequantize_int4, quantize_weights
     linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     embed = model.get_input_embeddings().weight
     for lin in linears:
@@ -353,8 +353,8 @@ def dequantize_model_(model, block: int) -> None:
             # tied LM head: the graph quantizes the head but gathers the embeddings unquantized, so untie
             lin.weight = torch.nn.Parameter(lin.weight.detach().clone(), requires_grad=False)
         w = lin.weight.detach().float().numpy().T        # [in, out]
-        packed, scale = quantize_int4(w, block)
-        lin.weight.copy_(torch.from_numpy(dequantize_int4(packed, scale, w.shape[0]).T.copy()))
+        packed, scale, zp = quantize_weights(w, block, zero_points)
+        lin.weight.copy_(torch.from_numpy(dequantize_int4(packed, scale, w.shape[0], zp).T.copy()))
 
 
 def export(args) -> None:
@@ -377,12 +377,13 @@ def export(args) -> None:
             # model is a property of the quantization and is recorded beside them.
             from ..reference import greedy_tokens
             fp32_greedy = [greedy_tokens(model, tokenizer, t, GREEDY_STEPS) for t in REFERENCE_PROMPTS]
-            dequantize_model_(model, args.block_size)
+            dequantize_model_(model, args.block_size, getattr(args, "int4_zero_points", False))
         doc = write_text_references(out, model, tokenizer, REFERENCE_PROMPTS, TOKENIZER_PROBES, GREEDY_STEPS, SAMPLING)
         if fp32_greedy is not None:
             import json as _json
             doc["fp32_model_greedy"] = fp32_greedy
-            doc["quantized_reference"] = {"method": "int4 symmetric, dequantized into the PyTorch weights", "block_size": args.block_size}
+            doc["quantized_reference"] = {"method": "int4 " + ("asymmetric (zero points)" if getattr(args, "int4_zero_points", False) else "symmetric")
+                                                    + ", dequantized into the PyTorch weights", "block_size": args.block_size}
             with open(os.path.join(out, "reference", "reference.json"), "w", encoding="utf-8") as f:
                 _json.dump(doc, f, indent=1, ensure_ascii=False)
     if os.path.isdir(os.path.join(out, ".hf")):
