@@ -1,9 +1,10 @@
 """Checks the int4 quantizers of fused_graph.py with numpy alone: `python -m omm_export.quant_check` (exit 0 = all held).
 
-- symmetric (quantize_int4): codes 0..15 around 8, every weight within half a step of its dequantized value except
-  where the block's largest magnitude is positive and clipped at +7 (then within one step);
-- asymmetric (quantize_int4_zp): codes and zero points 0..15, every weight within half a step, zero exactly
-  representable, the zero points packed as MatMulNBits reads them (even block in the low nibble, odd k_blocks padded);
+- symmetric (quantize_int4): scale absmax / 7, codes 1..15 around 8, every weight within half a step of its
+  dequantized value;
+- asymmetric (quantize_int4_zp): scale (max(w, 0) - min(w, 0)) / 15, codes and zero points 0..15, a negative block
+  minimum at code 0 and a positive maximum at code 14-15, every weight within half a step, the zero points packed as MatMulNBits reads them
+  (even block in the low nibble, odd k_blocks padded);
 - both: K not a multiple of the block (padding), all-zero blocks, and a skewed block (all weights positive) where the
   asymmetric error must be below the symmetric one.
 """
@@ -36,13 +37,21 @@ def main() -> int:
         r = dequantize_int4(p, s, k)
         step = np.repeat(s, block, axis=1)[:, :k].T
         err = np.abs(r - w)
-        clipped = (blocks.max(axis=2) > -blocks.min(axis=2))           # largest magnitude positive: +8 clips to +7
-        bound = np.where(np.repeat(clipped, block, axis=1)[:, :k].T, 1.0, 0.5) * step * (1 + 1e-5) + 1e-9
-        if not (err <= bound).all():
+        amax = np.abs(blocks).max(axis=2)
+        if not np.array_equal(s, np.where(amax == 0, np.float32(1), amax / np.float32(7)).astype(np.float32)):
+            failures.append(f"symmetric K={k} block={block}: scales are not absmax / 7")
+        if not (err <= 0.5 * step * (1 + 1e-5) + 1e-9).all():
             failures.append(f"symmetric K={k} N={n} block={block}: error {float((err / step).max()):.3f} steps")
         # asymmetric
         p2, s2, z = quantize_int4_zp(w, block)
         q, zz = _unpack(p2), _unpack(z[:, :, None]).reshape(n, -1)
+        lo, hi = np.minimum(blocks.min(axis=2), 0), np.maximum(blocks.max(axis=2), 0)
+        want = ((hi - lo) / np.float32(15)).astype(np.float32)
+        if not np.array_equal(s2, np.where(want == 0, np.float32(1), want)):
+            failures.append(f"asymmetric K={k} block={block}: scales are not (max - min) / 15")
+        # a block's negative extreme is code 0 exactly and its positive extreme code 14 or 15 (15 up to ties)
+        if not (q.min(axis=2)[lo < 0] == 0).all() or not (q.max(axis=2)[hi > 0] >= 14).all():
+            failures.append(f"asymmetric K={k} block={block}: a block's extremes are not codes 0 and 14-15")
         if z.shape != (n, -(-kb // 2)) or zz.shape[1] < kb or (kb % 2 and zz[:, kb:].any()):
             failures.append(f"zero points K={k} block={block}: shape {z.shape} or padding wrong")
         if q.max() > 15 or zz.max() > 15:

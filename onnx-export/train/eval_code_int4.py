@@ -1,7 +1,7 @@
 """Held-out perplexity of code packages on onnxruntime (CPU): the same held-out files, token stream and 256-token
 chunks as train_code.py's PyTorch evaluation, run through each package's own graph and tokenizer, so fused fp32, fp16
-and int4 packages (symmetric or with zero points, any block size) compare on the ~400k tokens the training run held
-out, not on one snippet. Runs where the training data is: the Python standard library of the machine (the GPU machine's
+and int4 packages (symmetric or with zero points, any block size) compare on the tokens the training run held out
+(the first 400k at most; 187k on the GPU machine), not on one snippet. Runs where the training data is: the Python standard library of the machine (the GPU machine's
 for the committed model).
 
 usage: python eval_code_int4.py OUT.json PACKAGE [PACKAGE ...]     (fused-graph packages: convert --graph fused)
@@ -23,7 +23,7 @@ MAX_TOKENS = 400_000   # train_code.py evaluates the first 400k held-out tokens
 BATCH = 32
 
 
-def held_out_ids(tokenizer_json: str, bos: int, eos: int) -> np.ndarray:
+def held_out_ids(tokenizer_json: str, bos: int, eos: int) -> tuple[np.ndarray, int]:
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tokenizer_json)
     root = sysconfig.get_paths()["stdlib"]
@@ -38,10 +38,14 @@ def held_out_ids(tokenizer_json: str, bos: int, eos: int) -> np.ndarray:
 
 def perplexity(package: str) -> dict:
     import onnxruntime as ort
-    man = json.load(open(os.path.join(package, "multimodal.json")))
+    with open(os.path.join(package, "multimodal.json")) as f:
+        man = json.load(f)
     dec, tokens = man["decoder"], man["tokens"]
     if dec.get("kv_cache") != "shared":
         raise SystemExit(f"{package}: not a fused-graph package (convert --graph fused)")
+    if dec.get("logits") == "last" or "sampling_head" in dec:
+        raise SystemExit(f"{package}: its graph returns last-position logits or a sampling head; convert without "
+                         "--last-logits / --device-sampling to score every position")
     eos = tokens["eos"][0] if isinstance(tokens["eos"], list) else tokens["eos"]
     ids, files = held_out_ids(os.path.join(package, man["components"]["tokenizer"]), tokens["bos"], eos)
     so = ort.SessionOptions()
@@ -77,7 +81,8 @@ def main() -> int:
         q = r["quantization"] or {}
         print(f"{os.path.basename(p.rstrip('/'))}: perplexity {r['perplexity']:.3f} over {r['tokens']} held-out tokens "
               f"({r['held_out_files']} files; {q.get('method', r['precision'])}, block {q.get('block_size', '-')}) in {r['seconds']} s")
-    json.dump({"stdlib": sysconfig.get_paths()["stdlib"], "seq": SEQ, "results": rows}, open(out, "w"), indent=1)
+    with open(out, "w") as f:
+        json.dump({"stdlib": sysconfig.get_paths()["stdlib"], "seq": SEQ, "results": rows}, f, indent=1)
     return 0
 
 
