@@ -178,50 +178,80 @@ def mma_16816(acc, a, b):
         acc[lane] += np.array([D[g, 2 * t], D[g, 2 * t + 1], D[g + 8, 2 * t], D[g + 8, 2 * t + 1]], np.float32)
 
 
-def emulate_tc(packed, scales, x, bs):
-    """y [M <= 8, N] as int4_mma_kernel computes it (one m16 tile per warp, zero point 8): lane (g, t) dequantizes
-    chunk 4 * step + t of weight rows n0 + g and n0 + g + 8 and permutes the same chunk of x row g; each word feeds
-    two mmas with the pairs (q0,q4) (q1,q5) | (x0,x4) (x1,x5), then (q2,q6) (q3,q7) | (x2,x6) (x3,x7)."""
+def tc_weight_row(n0, mt, h, g, n_rows, swiglu):
+    """int4_gemv.cu's tc_weight_row: plain n0 + 16 mt + 8 h + g; SwiGLU output p = n0 + 8 mt + g, gate row p (h = 0) or
+    up row N/2 + p (h = 1); clamped to the last valid row."""
+    if swiglu:
+        half = n_rows // 2
+        p = min(n0 + mt * 8 + g, half - 1)
+        return p if h == 0 else half + p
+    return min(n0 + mt * 16 + h * 8 + g, n_rows - 1)
+
+
+def emulate_tc(packed, scales, x, bs, mtiles=1, swiglu=False, zp=None):
+    """int4_mma_kernel's arithmetic: lane (g, t) dequantizes chunk 4 * step + t of its weight rows (tc_weight_row: rows g
+    and g + 8 of each of the warp's `mtiles` m16 tiles) and permutes the same chunk of x row g; each word feeds two
+    mmas per m16 tile with the pairs (q0,q4) (q1,q5) | (x0,x4) (x1,x5), then (q2,q6) (q3,q7) | (x2,x6) (x3,x7).
+    zp: [N, k_blocks] zero points (None: 8). Returns y [M <= 8, N], or for SwiGLU (gate, up) [M, N/2] each, read
+    from C's rows g (gate) and g + 8 (up) as the kernel's epilogue does (before its activation)."""
     m_rows, k = x.shape
     n_rows = packed.shape[0]
     chunks = k // 32
+    n_out = n_rows // 2 if swiglu else n_rows
+    cols = (8 if swiglu else 16) * mtiles
     y = np.zeros((m_rows, n_rows), np.float32)
-    for n0 in range(0, n_rows, 16):
-        acc = np.zeros((32, 4), np.float32)
+    gate, up = np.zeros((m_rows, n_out), np.float32), np.zeros((m_rows, n_out), np.float32)
+    for n0 in range(0, n_out, cols):
+        acc = [np.zeros((32, 4), np.float32) for _ in range(mtiles)]
         for step in range(-(-chunks // 4)):
             frags = []
             for lane in range(32):
                 g, t = lane >> 2, lane & 3
                 c = 4 * step + t
-                rows = [min(n0 + g, n_rows - 1), min(n0 + g + 8, n_rows - 1)]
-                if c < chunks:
-                    w = [[nibbles_to_half2(int(v), 8, scales[r, (c * 32) // bs]) for v in u32(packed[r, c * 16:(c + 1) * 16])]
-                         for r in rows]
-                else:
-                    w = [[[np.zeros(2, np.float16)] * 4] * 4] * 2
+                w = []
+                for mt in range(mtiles):
+                    for h in range(2):
+                        r = tc_weight_row(n0, mt, h, g, n_rows, swiglu)
+                        if c < chunks:
+                            blk = (c * 32) // bs
+                            z = 8 if zp is None else int(zp[r, blk])
+                            w.append([nibbles_to_half2(int(v), z, scales[r, blk]) for v in u32(packed[r, c * 16:(c + 1) * 16])])
+                        else:
+                            w.append([[np.zeros(2, np.float16)] * 4] * 4)
                 xw = u32(np.ascontiguousarray(x[g, c * 32:(c + 1) * 32])) if (g < m_rows and c < chunks) else np.zeros(16, np.uint32)
                 frags.append((w, xw))
             for j in range(4):
-                a0, a1, b0, b1 = [], [], [], []
+                p_all = []
                 for lane in range(32):
-                    w, xw = frags[lane]
-                    x0, x1, x2, x3 = (int(v) for v in xw[4 * j:4 * j + 4])
-                    p = [h2(byte_perm(x0, x2, 0x5410)), h2(byte_perm(x0, x2, 0x7632)), h2(byte_perm(x1, x3, 0x5410)),
-                         h2(byte_perm(x1, x3, 0x7632))]
-                    wa, wb = w[0][j], w[1][j]
-                    a0.append((wa[0], wb[0], wa[1], wb[1])); b0.append((p[0], p[1]))
-                    a1.append((wa[2], wb[2], wa[3], wb[3])); b1.append((p[2], p[3]))
-                mma_16816(acc, a0, b0)
-                mma_16816(acc, a1, b1)
+                    x0, x1, x2, x3 = (int(v) for v in frags[lane][1][4 * j:4 * j + 4])
+                    p_all.append([h2(byte_perm(x0, x2, 0x5410)), h2(byte_perm(x0, x2, 0x7632)), h2(byte_perm(x1, x3, 0x5410)),
+                                  h2(byte_perm(x1, x3, 0x7632))])
+                for mt in range(mtiles):
+                    a0, a1, b0, b1 = [], [], [], []
+                    for lane in range(32):
+                        w = frags[lane][0]
+                        wa, wb, p = w[2 * mt][j], w[2 * mt + 1][j], p_all[lane]
+                        a0.append((wa[0], wb[0], wa[1], wb[1])); b0.append((p[0], p[1]))
+                        a1.append((wa[2], wb[2], wa[3], wb[3])); b1.append((p[2], p[3]))
+                    mma_16816(acc[mt], a0, b0)
+                    mma_16816(acc[mt], a1, b1)
         for lane in range(32):
             g, t = lane >> 2, lane & 3
-            for e in range(2):
-                m = 2 * t + e
-                for h in range(2):
-                    n = n0 + 8 * h + g
-                    if m < m_rows and n < n_rows:
-                        y[m, n] = acc[lane][2 * h + e]
-    return y
+            for mt in range(mtiles):
+                for e in range(2):
+                    m = 2 * t + e
+                    if m >= m_rows:
+                        continue
+                    if swiglu:
+                        pcol = n0 + mt * 8 + g
+                        if pcol < n_out:
+                            gate[m, pcol], up[m, pcol] = acc[mt][lane][e], acc[mt][lane][2 + e]
+                    else:
+                        for h in range(2):
+                            n = n0 + mt * 16 + 8 * h + g
+                            if n < n_rows:
+                                y[m, n] = acc[mt][lane][2 * h + e]
+    return (gate, up) if swiglu else y
 
 
 def main():
@@ -263,7 +293,25 @@ def main():
             ref_t = xt.astype(np.float32) @ wt.reshape(nt, -1)[:, :kt].T
             err_t = np.abs(emulate_tc(pt, st, xt, bs) - ref_t).max() / np.abs(ref_t).max()
             assert err_t < 2e-3, f"block {bs} M={mm}: the emulated tensor-core tile disagrees with the reference ({err_t:.2e})"
-        print(f"block {bs}: tensor-core fragment mapping (M = 1, 2, 5, 8; ragged N and K) matches the reference")
+        # two m16 tiles a warp, zero points, and the SwiGLU rows (gate rows 0-7, up rows 8-15 of each m16 tile)
+        kt, nt = 160, 2 * 21   # SwiGLU: N/2 = 21 outputs, a ragged last warp at 8 and 16 columns; K = 160: 5 chunks
+        kbt = -(-kt // bs)
+        qt = rng.integers(0, 16, (nt, kbt * bs), dtype=np.uint8)
+        pt = (qt[:, 0::2] | (qt[:, 1::2] << 4)).astype(np.uint8)
+        st = (rng.random((nt, kbt)) * 0.015 + 0.005).astype(np.float16)
+        zt = rng.integers(0, 16, (nt, kbt))
+        xt = rng.standard_normal((5, kt)).astype(np.float16)
+        wt = (qt.astype(np.float32).reshape(nt, kbt, bs) - zt[:, :, None]) * st.astype(np.float32)[:, :, None]
+        ref_t = xt.astype(np.float32) @ wt.reshape(nt, -1)[:, :kt].T
+        for mtiles in (1, 2):
+            err_t = np.abs(emulate_tc(pt, st, xt, bs, mtiles=mtiles, zp=zt) - ref_t).max() / np.abs(ref_t).max()
+            assert err_t < 2e-3, f"block {bs}: {mtiles} m16 tiles with zero points disagree with the reference ({err_t:.2e})"
+            gate_t, up_t = emulate_tc(pt, st, xt, bs, mtiles=mtiles, swiglu=True, zp=zt)
+            err_g = np.abs(gate_t - ref_t[:, :nt // 2]).max() / np.abs(ref_t).max()
+            err_u = np.abs(up_t - ref_t[:, nt // 2:]).max() / np.abs(ref_t).max()
+            assert err_g < 2e-3 and err_u < 2e-3, f"block {bs}: SwiGLU rows with {mtiles} m16 tiles disagree ({err_g:.2e}, {err_u:.2e})"
+        print(f"block {bs}: tensor-core fragment mapping (M = 1, 2, 5, 8; ragged N and K; one and two m16 tiles; zero "
+              f"points; the SwiGLU gate/up rows) matches the reference")
         # SiLU-mul mode against the stock graph's Split + Sigmoid + Mul + Mul (each rounding to fp16) + the same matmul
         a = (rng.standard_normal((m, 2 * k)) * 2).astype(np.float16)
         g, u = a[:, :k].astype(np.float32), a[:, k:].astype(np.float32)
