@@ -48,18 +48,22 @@ class FusedOptions:
         return TensorProto.FLOAT16 if self.act_dtype == np.float16 else TensorProto.FLOAT
 
 
+def _blocked(w_in_out: np.ndarray, block: int) -> np.ndarray:
+    """[K, N] weights -> fp32 [N, k_blocks, block], zero-padded along K to whole blocks."""
+    k, n = w_in_out.shape
+    w = np.zeros((n, -(-k // block) * block), np.float32)
+    w[:, :k] = w_in_out.T
+    return w.reshape(n, -1, block)
+
+
 def quantize_int4(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """[K, N] weights -> MatMulNBits B uint8 [N, k_blocks, block/2] and scales [N, k_blocks].
     Symmetric: q = clip(round(w / s), -8, 7) + 8 with s = absmax / 7 per block; dequant (q - 8) * s."""
-    k, n = w_in_out.shape
     if w_in_out.size >= 1 << 22:
         fast = _quantize_int4_torch(w_in_out, block)
         if fast is not None:
             return fast
-    blocks = -(-k // block)
-    w = np.zeros((n, blocks * block), np.float32)
-    w[:, :k] = w_in_out.T
-    w = w.reshape(n, blocks, block)
+    w = _blocked(w_in_out, block)
     scale = np.abs(w).max(axis=2) / 7.0
     scale[scale == 0] = 1.0
     q = np.clip(np.rint(w / scale[..., None]), -8, 7).astype(np.int32) + 8          # [N, blocks, block] in 0..15
@@ -104,15 +108,11 @@ def quantize_int4_zp(w_in_out: np.ndarray, block: int) -> tuple[np.ndarray, np.n
     [N, ceil(k_blocks/2)] (4-bit, low nibble = even block). Asymmetric: each block's range [min(w, 0), max(w, 0)] in 15
     steps, s = (hi - lo) / 15, zp = clip(round(-lo / s), 0, 15), q = clip(round(w / s) + zp, 0, 15); dequant (q - zp) * s.
     A skewed block keeps all 16 levels where the symmetric scheme leaves half its range unused."""
-    k, n = w_in_out.shape
     if w_in_out.size >= 1 << 22:
         fast = _quantize_int4_torch(w_in_out, block, zero_points=True)
         if fast is not None:
             return fast
-    blocks = -(-k // block)
-    w = np.zeros((n, blocks * block), np.float32)
-    w[:, :k] = w_in_out.T
-    w = w.reshape(n, blocks, block)
+    w = _blocked(w_in_out, block)
     lo, hi = np.minimum(w.min(axis=2), 0), np.maximum(w.max(axis=2), 0)
     scale = ((hi - lo) / np.float32(15)).astype(np.float32)
     scale[scale == 0] = 1.0
@@ -203,18 +203,17 @@ def build_fused_decoder(spec: DecoderSpec, w: DecoderWeights, opt: FusedOptions,
         else:
             h, _, _, x = g.op("SkipSimplifiedLayerNormalization", [residual_in, x, wr.c(L.input_norm, f"{p}.input_norm")],
                               f"{p}.input_norm", n_out=4, domain=MS_DOMAIN, epsilon=eps)
+        # one packed projection [B,S,(nH+2kvH)*hd] (one weight stream: at decode's 1-2 rows three N = hidden GEMVs cost
+        # about twice one N = 3 hidden GEMV, docs/kernels.md); qk-norm models split it for the per-head norms
+        qkv = wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj",
+                        _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)]))
         if spec.qk_norm:
-            # one packed projection (one weight stream: at decode's 1-2 rows three N = hidden GEMVs cost about twice one
-            # N = 3 hidden GEMV, docs/kernels.md), split into q, k, v for the per-head norms
-            qkv_bias = _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)])
-            qkv = wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj", qkv_bias)
             q, k, v = g.op("Split", [qkv, g.i64([nH * hd, kvH * hd, kvH * hd])], f"{p}.qkv", n_out=3, axis=-1)
             q = _head_norm(g, wr, q, nH, hd, L.q_norm_w, L.q_norm_b, spec.qk_norm_eps, f"{p}.q_norm")
             k = _head_norm(g, wr, k, kvH, hd, L.k_norm_w, L.k_norm_b, spec.qk_norm_eps, f"{p}.k_norm")
             qkv_inputs = [q, k, v]
         else:
-            qkv_bias = _packed_bias([(L.q, L.q_b), (L.k, L.k_b), (L.v, L.v_b)])
-            qkv_inputs = [wr.linear(h, np.concatenate([L.q, L.k, L.v], axis=1), f"{p}.qkv_proj", qkv_bias), "", ""]    # packed [B,S,(nH+2kvH)*hd]
+            qkv_inputs = [qkv, "", ""]
         attn, _, _ = g.op("GroupQueryAttention", qkv_inputs + [pasts[i][0], pasts[i][1], seqlens, total, cos, sin],
                           f"{p}.attn", n_out=3, domain=MS_DOMAIN, num_heads=nH, kv_num_heads=kvH, do_rotary=1,
                           rotary_interleaved=0, scale=float(hd ** -0.5))
