@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     v.add_argument("--custom-ops", default="none", choices=["none", "omm", "omm-fused"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16); "
                         "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu)")
+    v.add_argument("--sampling-op", default="onnx", choices=["onnx", "omm"],
+                   help="with --device-sampling: onnx writes the sampling head as standard ops; omm as one omm.OmmSamplingHead node "
+                        "(our CUDA kernels, libomm_kernels.so; any precision), the same inputs, outputs and draws")
     v.add_argument("--link-components", action="store_true", help="reference the source's image/speech graphs by relative path instead of copying them (and leave reference/ behind)")
     v.add_argument("--check", action="store_true",
                    help="run the converted graph on onnxruntime (CPU) against the source package's references; exit 1 outside the precision's tolerance")
@@ -102,6 +105,9 @@ def main(argv=None) -> int:
         from .convert import convert
         print(json.dumps(convert(args), indent=1))
         if args.check:
+            if args.custom_ops != "none" or args.sampling_op != "onnx":
+                raise SystemExit("convert --check runs on onnxruntime's CPU, which has no omm ops: check the conversion without "
+                                 "--custom-ops / --sampling-op omm (the Cuda tests compare the two on the GPU)")
             if args.link_components:
                 raise SystemExit("convert --check needs the references: drop --link-components")
             print(json.dumps(check_package(args.out), indent=1))

@@ -236,8 +236,8 @@ def convert(args) -> dict:
     else:
         if getattr(args, "custom_ops", "none") != "none":
             raise SystemExit("convert: --custom-ops needs --graph fused --precision int4")
-        if getattr(args, "next_token", False) or getattr(args, "device_sampling", False):
-            raise SystemExit("convert: --next-token and --device-sampling need --graph fused")
+        if getattr(args, "next_token", False) or getattr(args, "device_sampling", False) or getattr(args, "sampling_op", "onnx") != "onnx":
+            raise SystemExit("convert: --next-token, --device-sampling and --sampling-op need --graph fused")
         if args.precision == "int4":
             raise SystemExit("convert: --precision int4 needs --graph fused")
         dtype = np.float16 if args.precision == "fp16" else np.float32
@@ -253,7 +253,15 @@ def convert(args) -> dict:
 
 def _custom_ops(args, model, opt, decoder: dict) -> None:
     """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; omm-fused: also Split + SiLU + Mul + down projection ->
-    omm.OmmMatMulInt4SwiGlu (the gate_up projection with SiLU·up in its epilogue). The manifest names the library's domain the graph needs."""
+    omm.OmmMatMulInt4SwiGlu (the gate_up projection with SiLU·up in its epilogue). --sampling-op omm: the sampling head ->
+    omm.OmmSamplingHead. The manifest names the library's domain the graph needs."""
+    if getattr(args, "sampling_op", "onnx") == "omm":
+        if not opt.device_sampling:
+            raise SystemExit("convert: --sampling-op omm needs --device-sampling (it replaces the sampling head)")
+        from .custom_ops import OMM_DOMAIN, use_omm_sampling_head
+        done = use_omm_sampling_head(model)
+        print(f"convert: --sampling-op omm: the sampling head's {done['removed']} nodes are one omm.OmmSamplingHead", file=sys.stderr)
+        decoder["custom_op_domains"] = [OMM_DOMAIN]
     which = getattr(args, "custom_ops", "none")
     if which == "none":
         return

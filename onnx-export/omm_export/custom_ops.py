@@ -238,3 +238,57 @@ def fuse_silu_mul(model: onnx.ModelProto) -> dict:
         del model.graph.value_info[:]
         model.graph.value_info.extend(vi)
     return {"fused": fused, "kept": kept}
+
+
+OMM_SAMPLING_HEAD_OP = "OmmSamplingHead"   # the whole sampling head in one op (src/OnnxMultimodal.Kernels/sampling_head.cu)
+
+
+def use_omm_sampling_head(model: onnx.ModelProto) -> dict:
+    """Replaces the sampling head's standard ops (sampling_head.append_sampling_head: ~70 nodes around a TopK over the
+    whole vocabulary) by one omm.OmmSamplingHead node with the head's inputs and both its outputs, next_token and
+    next_token_greedy, under the same names: the manifest's sampling_head entry and the engine's bindings stay as they
+    are. The op reads the [B, 1, V] last-position logits the head squeezed. The head's nodes, and initializers only they
+    read, are removed (every node nothing reads any more). Returns {"removed": nodes}; raises ValueError on a graph
+    without the head."""
+    from .sampling_head import GREEDY_OUTPUT, HEAD_INPUTS
+    g = model.graph
+    names = {i.name for i in g.input}
+    missing = [n for n in HEAD_INPUTS.values() if n not in names]
+    outputs = [o.name for o in g.output]
+    if missing or "next_token" not in outputs or GREEDY_OUTPUT not in outputs:
+        raise ValueError(f"no sampling head to replace (inputs {missing} missing, outputs {outputs}): convert with --device-sampling")
+    gr = _Graph(model)
+    # the head's logits: the data input of the guidance mix's Gathers, whose row index comes from sample_rows
+    mixes = [n for n in g.node if n.op_type == "Gather" and len(n.input) == 2 and (p := gr.producer.get(n.input[1])) is not None
+             and p.op_type == "Gather" and p.input[0] == HEAD_INPUTS["rows"]]
+    squeezed = {n.input[0] for n in mixes}
+    if len(mixes) != 2 or len(squeezed) != 1:
+        raise ValueError("the sampling head's guidance mix was not found (two Gathers of the logits by sample_rows)")
+    squeeze = gr.producer.get(next(iter(squeezed)))
+    if squeeze is None or squeeze.op_type != "Squeeze":
+        raise ValueError("the sampling head's logits are not a Squeeze of the [B, 1, V] last-position logits")
+    head_logits = squeeze.input[0]
+    replaced = {id(gr.producer[o]) for o in ("next_token", GREEDY_OUTPUT) if o in gr.producer}
+    kept = [n for n in g.node if id(n) not in replaced]
+    kept.append(onnx.helper.make_node(OMM_SAMPLING_HEAD_OP, [head_logits] + [HEAD_INPUTS[k] for k in ("params", "uniform", "rows", "seen", "mask")],
+                                      ["next_token", GREEDY_OUTPUT], name="omm_sampling_head", domain=OMM_DOMAIN))
+    before = len(g.node)
+    wanted = set(outputs)
+    while True:   # drop every node whose outputs nothing reads
+        read = {i for n in kept for i in n.input} | wanted
+        alive = [n for n in kept if any(o in read for o in n.output if o)]
+        if len(alive) == len(kept):
+            break
+        kept = alive
+    del g.node[:]
+    g.node.extend(kept)
+    read = {i for n in g.node for i in n.input} | wanted
+    inits = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    vi = [v for v in g.value_info if v.name in read or any(v.name in n.output for n in g.node)]
+    del g.value_info[:]
+    g.value_info.extend(vi)
+    if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+    return {"removed": before - len(g.node) + 1}

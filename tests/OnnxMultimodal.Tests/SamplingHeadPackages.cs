@@ -10,15 +10,16 @@ namespace OnnxMultimodal.Tests;
 /// </summary>
 internal static class SamplingHeadPackages
 {
-    /// <summary>models/<paramref name="source"/> converted at <paramref name="precision"/> into <paramref name="folder"/>/<paramref name="name"/>.</summary>
-    public static string Convert(string source, string precision, string folder, string name)
+    /// <summary>models/<paramref name="source"/> converted at <paramref name="precision"/> into <paramref name="folder"/>/<paramref name="name"/>
+    /// (<paramref name="extra"/>: more convert options, e.g. <c>--sampling-op omm</c>).</summary>
+    public static string Convert(string source, string precision, string folder, string name, params string[] extra)
     {
         string output = Path.Combine(folder, name);
         var failures = new List<string>();
         foreach (string python in new[] { "python3", "/usr/bin/python3" })
         {
             var start = new ProcessStartInfo(python, ["-m", "omm_export", "convert", "--from", TestData.Model(source), "--out", output,
-                                                      "--graph", "fused", "--precision", precision, "--device-sampling"])
+                                                      "--graph", "fused", "--precision", precision, "--device-sampling", .. extra])
             {
                 WorkingDirectory = Path.Combine(TestData.RepoRoot, "onnx-export"),
                 RedirectStandardOutput = true,
