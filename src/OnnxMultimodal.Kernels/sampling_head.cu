@@ -7,20 +7,20 @@
 //   prep    grid (blocks, B): each element's logit after the guidance mix, the mask and the repetition penalty (the ONNX
 //           head's float32 expressions, without contraction), stored as a 32-bit key that orders like the float, and
 //           each block's largest (key, lowest id)
-//   select  one block of 1024 threads per row: the greedy choice from the blocks' maxima; with a temperature, three
-//           order-statistic searches over the keys, each a radix descent (11 + 11 + 10 bits) over histograms of count
-//           or probability mass, then the tie among equal keys resolved in id order:
+//   select  one block of 1024 threads per row: the greedy choice from the blocks' maxima; with a temperature, the row's
+//           keys staged in shared memory where they fit (all of them, or the ids with a non-zero probability), then up to
+//           three order-statistic searches, each a radix descent (11 + 11 + 10 bits) over histograms of count or
+//           probability mass, the tie among equal keys resolved in id order:
 //             top-k   the k-th position of the descending order (count)
 //             top-p   the first position whose cumulative probability reaches top_p (mass)
 //             draw    the first position whose cumulative probability exceeds u (mass)
 //
 // The descending order is the host's: larger logit first, equal logits by lower id (every element of a tie has the same
-// probability, so a position inside a tie follows from counts alone). Probabilities: exp((x - max) / T) in float32 from
-// a float64 difference, summed in float64 (the host sums float64 exps in order; the ONNX head is float32 throughout), so
-// a draw can differ from the host's only where u (a float32 input) or top_p falls within float32 rounding of a
-// cumulative boundary; the masses are added with shared-memory atomics, so their rounding may vary between runs at
-// float64's 1e-16. Fallbacks as the host: a top-p cut that rounding never reaches keeps all top-k ids; a draw past the
-// kept mass takes the last kept id with a non-zero probability.
+// probability, so a position inside a tie follows from counts alone). Probabilities: exp((x - max) / T) from a float-float
+// (x - max) / T and a float32 exponential, in fixed point and summed as exact integers, so the choice is the same at every
+// run. The host works in float64 and the ONNX head in float32: a draw can differ from the host's only where u (a float32
+// input) or top_p falls within a few 1e-7 of a cumulative boundary. Fallback as the host's: a draw past the kept mass (u
+// rounded up to 1) takes the last kept id with a non-zero probability.
 //
 // C entry points (stream = the EP's compute stream; scratch from omm_sampling_head_scratch_bytes, on the device):
 //   omm_sampling_head(logits [B, V] f32, params [5] f32, uniform [B] f32, rows [B, 2] i64, seen [B, V] f32, mask [V] f32,
@@ -29,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 
 namespace {
 
@@ -142,170 +143,160 @@ struct Limit {
 
 __device__ __forceinline__ bool in_limit(uint32_t k, int i, Limit lim) { return k > lim.key || (k == lim.key && i <= lim.id); }
 
-// Probability masses in fixed point: exp((x - max) / T) in [0, 1] (a float64 difference, a float32 exponential) times
-// 2^scale_bits, rounded, with scale_bits = 53 - ceil(log2(V + 1)), so that every sum of them is an integer below 2^53, exact
-// in a double too. Integer sums do not depend on the order they are added in, so the choice is the same at every run; a
-// mass is within 2^-(scale_bits + 1) of its exponential (2^-39 at V = 32000), below the exponential's own float32 rounding.
+// The elements a search runs over: n keys in id order, with their ids (or, without `ids`, the index is the id). The keys sit
+// in shared memory where they fit: the whole row, or only the ids with a non-zero mass (the rest can move no cumulative
+// sum and come after every one of them in the order); else the row in global memory (the scratch, through L2).
+struct View {
+  const uint32_t* keys;
+  const int* ids;
+  int n;
+  __device__ __forceinline__ int id(int i) const { return ids ? ids[i] : i; }
+};
+
+// Probability masses in fixed point: e = exp((x - max) / T) in [0, 1] times 2^scale_bits, with scale_bits =
+// 53 - ceil(log2(V + 1)), so that every sum of them is an integer below 2^53 (exact in a double too). Integer sums do not
+// depend on the order they are added in, so the choice is the same at every run. (x - max) / T is formed in float-float
+// (an exact difference, times 1/T held as two floats), so its error stays near float32's rounding of the result itself
+// (about 6e-8 of it) rather than of x / T; e is a float32 exponential of it corrected to first order by the low part (a
+// few 1e-7 relative), and the scaling by a power of two is exact, so no FP64 work runs per element.
 struct Probability {
   float max_value;
-  double inv_t;
-  double scale;
-  __device__ __forceinline__ double exponential(uint32_t k) const {   // NaN keys (0) have none
-    if (k == 0u) return 0.0;
-    const double d = (static_cast<double>(key_value(k)) - static_cast<double>(max_value)) * inv_t;
-    return static_cast<double>(expf(static_cast<float>(d)));
+  float inv_t_hi, inv_t_lo;   // 1 / T = hi + lo
+  float scale;                // 2^scale_bits
+  __device__ __forceinline__ float exponential(uint32_t k) const {   // NaN keys (0) have none
+    if (k == 0u) return 0.0f;
+    const float x = key_value(k);
+    // TwoSum: x - max = s + err exactly
+    const float s = __fsub_rn(x, max_value);
+    const float bb = __fsub_rn(s, x);
+    const float err = __fadd_rn(__fsub_rn(x, __fsub_rn(s, bb)), __fsub_rn(-max_value, bb));
+    // (s + err) * (hi + lo): the product's high part and its rounding error by fma, plus the cross terms
+    const float p = __fmul_rn(s, inv_t_hi);
+    if (!(p > -110.0f)) return 0.0f;   // exp underflows to 0 (and a banned id's -3e38 / T may overflow to -inf: no NaN below)
+    const float p_err = fmaf(s, inv_t_hi, -p);
+    const float low = fmaf(s, inv_t_lo, fmaf(err, inv_t_hi, p_err));
+    const float e = expf(p);
+    return fmaf(e, low, e);   // exp(p + low) = exp(p) * (1 + low) to first order (|low| is below an ulp of p)
   }
-  __device__ __forceinline__ uint64_t operator()(uint32_t k) const { return __double2ull_rn(exponential(k) * scale); }
+  __device__ __forceinline__ uint64_t operator()(uint32_t k) const {
+    return static_cast<uint64_t>(__float2ull_rn(__fmul_rn(exponential(k), scale)));
+  }
 };
 
 struct Chosen {
   uint32_t key;
   int id;
-  double mass_through;   // fixed-point mass of every position up to and including the chosen one (mass modes)
 };
 
-// The element of the descending order (within `lim`) where the criterion is met:
-//   kCount        the position `count` (0-based)
-//   kMassReach    the first position whose inclusive cumulative mass is >= target
-//   kMassExceed   the first position whose inclusive cumulative mass is > target
-// A radix descent over the 32-bit keys (11 + 11 + 10 bits): each pass histograms the elements still in play by the next
-// digit and keeps the bucket where the criterion flips. Counts are exact (32-bit shared atomics). Masses: with kExact, exact
-// fixed-point sums (64-bit shared atomics, which the hardware runs as compare-and-swap loops: slow where many lanes hit one
-// bucket); without, float32 sums (native shared atomics) that only steer the descent, and the element found is then verified
-// with exact sums (one more pass, no atomics): `*verified` is false where float32 rounding steered it wrong, and the caller
-// repeats the search with kExact. In the mass modes elements of zero mass are skipped (they cannot move a cumulative sum).
-// Where rounding leaves no bucket meeting the criterion, the last bucket in play (with mass, in the mass modes) is taken.
-// The descent's shared memory (one instance per block, 28 KB, shared by both instantiations below).
+// The descent's shared memory (36 KB a block).
 struct SelectShared {
-  unsigned hc[kMaxBuckets];
-  union {
-    uint64_t hm[kMaxBuckets];   // kExact: fixed-point masses
-    float hf[kMaxBuckets];      // otherwise: the exponentials in float32
-  };
+  unsigned hc[kMaxBuckets];     // counts
+  unsigned hp[3][kMaxBuckets];  // masses in three parts
   int first_id[1 << 10];        // the last pass: each bucket's lowest id (a tie's first element)
   int chosen_digit, fallback_digit, found_id;
   unsigned chosen_above_c;
   double chosen_above_m;
 };
 
-template <bool kExact>
-__device__ Chosen select_position(SelectShared& sh, const uint32_t* __restrict__ keys, int V, Limit lim, int mode, unsigned count,
-                                  double target, Probability prob, bool* verified) {
-  unsigned* hc = sh.hc;
-  uint64_t* hm = sh.hm;
-  float* hf = sh.hf;
-  int* first_id = sh.first_id;
-  int& chosen_digit = sh.chosen_digit;
-  int& fallback_digit = sh.fallback_digit;
-  unsigned& chosen_above_c = sh.chosen_above_c;
-  double& chosen_above_m = sh.chosen_above_m;
+// The element of the descending order (within `lim`) where the criterion is met:
+//   kCount        the position `count` (0-based)
+//   kMassReach    the first position whose inclusive cumulative mass is >= fraction * (the mass in play)
+//   kMassExceed   the first position whose inclusive cumulative mass is > fraction * (the mass in play)
+// A radix descent over the 32-bit keys (11 + 11 + 10 bits): each pass histograms the elements still in play by the next
+// digit and keeps the bucket where the criterion flips. Counts and masses are exact integers: a mass (below 2^53) is added
+// as three parts of `part_bits` bits with native 32-bit shared atomics (a part's sum over at most 2^20 ids stays below
+// 2^32), since 64-bit shared atomics run as compare-and-swap loops that crawl where many lanes hit one bucket. In the mass
+// modes elements of zero mass are skipped (they cannot move a cumulative sum). The first pass's histogram holds every
+// element in play, so its total is the mass the fraction applies to (no separate pass sums it). Where no bucket meets the
+// criterion (a fraction of 1 or more), the last element with a mass is taken.
+__device__ Chosen select(SelectShared& sh, View view, Limit lim, int mode, unsigned count, double fraction, Probability prob,
+                         int part_bits) {
+  double target = 0.0;
+  const uint32_t* keys = view.keys;
+  const int V = view.n;
   const bool mass = mode != kCount;
+  const unsigned part_mask = (1u << part_bits) - 1u;
   uint32_t prefix = 0, prefix_mask = 0;
   unsigned above_c = 0;
-  double above_m = 0.0;   // fixed-point units (exact below 2^53 with kExact; an estimate otherwise)
+  double above_m = 0.0;   // exact: an integer below 2^53
 #pragma unroll 1
   for (int pass = 0; pass < 3; ++pass) {
     const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0), nb = pass == 2 ? 1024 : 2048;
     for (int d = threadIdx.x; d < nb; d += blockDim.x) {
-      hc[d] = 0u;
-      if (kExact) hm[d] = 0ull; else hf[d] = 0.0f;
-      if (pass == 2) first_id[d] = 0x7fffffff;
+      sh.hc[d] = 0u;
+      sh.hp[0][d] = sh.hp[1][d] = sh.hp[2][d] = 0u;
+      if (pass == 2) sh.first_id[d] = 0x7fffffff;
     }
-    if (threadIdx.x == 0) { chosen_digit = -1; fallback_digit = nb; chosen_above_c = 0u; chosen_above_m = 0.0; }
+    if (threadIdx.x == 0) { sh.chosen_digit = -1; sh.fallback_digit = nb; sh.chosen_above_c = 0u; sh.chosen_above_m = 0.0; }
     __syncthreads();
 #pragma unroll 4
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
       const uint32_t k = keys[i];
-      if ((k & prefix_mask) != prefix || !in_limit(k, i, lim)) continue;
+      if ((k & prefix_mask) != prefix || !in_limit(k, view.id(i), lim)) continue;
       const int d = static_cast<int>((k >> shift) & static_cast<uint32_t>(nb - 1));
       if (mass) {
-        if (kExact) {
-          const uint64_t e = prob(k);
-          if (e == 0) continue;
-          atomicAdd(reinterpret_cast<unsigned long long*>(&hm[d]), static_cast<unsigned long long>(e));
-        } else {
-          const double ex = prob.exponential(k);
-          if (__double2ull_rn(ex * prob.scale) == 0) continue;
-          atomicAdd(&hf[d], static_cast<float>(ex));
-        }
+        const uint64_t e = prob(k);
+        if (e == 0) continue;
+        atomicAdd(&sh.hp[0][d], static_cast<unsigned>(e) & part_mask);
+        atomicAdd(&sh.hp[1][d], static_cast<unsigned>(e >> part_bits) & part_mask);
+        atomicAdd(&sh.hp[2][d], static_cast<unsigned>(e >> (2 * part_bits)));
       }
-      atomicAdd(&hc[d], 1u);
-      if (pass == 2) atomicMin(&first_id[d], i);
+      atomicAdd(&sh.hc[d], 1u);
+      if (pass == 2) atomicMin(&sh.first_id[d], view.id(i));
     }
     __syncthreads();
     // buckets in descending digit order, `per` consecutive ones a thread
     const int per = (nb + blockDim.x - 1) / blockDim.x;
-    auto bucket_mass = [&](int d) { return kExact ? static_cast<double>(hm[d]) : static_cast<double>(hf[d]) * prob.scale; };
+    auto bucket_mass = [&](int d) {
+      return static_cast<double>(static_cast<uint64_t>(sh.hp[0][d]) + (static_cast<uint64_t>(sh.hp[1][d]) << part_bits) +
+                                 (static_cast<uint64_t>(sh.hp[2][d]) << (2 * part_bits)));
+    };
     unsigned lc = 0;
     double lm = 0.0;
     for (int j = 0; j < per; ++j) {
       const int d = nb - 1 - (threadIdx.x * per + j);
-      if (d >= 0) { lc += hc[d]; lm += bucket_mass(d); }
+      if (d >= 0) { lc += sh.hc[d]; lm += bucket_mass(d); }
     }
     unsigned ec, tc;
     double em, tm;
     block_scan(lc, lm, &ec, &em, &tc, &tm);
+    if (pass == 0) target = fraction * tm;   // every bucket's mass: the whole mass in play (an exact integer)
     unsigned run_c = above_c + ec;
     double run_m = above_m + em;
     for (int j = 0; j < per; ++j) {
       const int d = nb - 1 - (threadIdx.x * per + j);
       if (d < 0) break;
-      const unsigned c = hc[d];
+      const unsigned c = sh.hc[d];
       const double m = bucket_mass(d);
       bool hit;
       if (mode == kCount) hit = c > 0 && run_c <= count && count < run_c + c;
       else if (mode == kMassReach) hit = m > 0.0 && run_m < target && target <= run_m + m;
       else hit = m > 0.0 && run_m <= target && target < run_m + m;
-      // the sums are monotone, but the scan adds in another order than a run along the buckets: where two neighbours
-      // both meet the criterion by rounding, the earlier in the order (the higher digit) wins
-      if (hit) atomicMax(&chosen_digit, d);
-      if (mass ? m > 0.0 : c > 0) atomicMin(&fallback_digit, d);   // the last bucket in play, if none meets it
+      if (hit) atomicMax(&sh.chosen_digit, d);   // one bucket (exact sums); the earliest if several ever did
+      if (mass ? m > 0.0 : c > 0) atomicMin(&sh.fallback_digit, d);   // the last bucket in play, if none meets it
       run_c += c;
       run_m += m;
     }
     __syncthreads();
-    const int pick = chosen_digit >= 0 ? chosen_digit : (fallback_digit < nb ? fallback_digit : -1);
+    const int pick = sh.chosen_digit >= 0 ? sh.chosen_digit : (sh.fallback_digit < nb ? sh.fallback_digit : -1);
     if (pick >= 0 && (nb - 1 - pick) / per == static_cast<int>(threadIdx.x)) {   // its owner: the sums before it
       unsigned bc = above_c + ec;
       double bm = above_m + em;
-      for (int d = nb - 1 - threadIdx.x * per; d > pick; --d) { bc += hc[d]; bm += bucket_mass(d); }
-      chosen_above_c = bc;
-      chosen_above_m = bm;
+      for (int d = nb - 1 - threadIdx.x * per; d > pick; --d) { bc += sh.hc[d]; bm += bucket_mass(d); }
+      sh.chosen_above_c = bc;
+      sh.chosen_above_m = bm;
     }
     __syncthreads();
-    if (pick < 0) {   // nothing in play at all (cannot happen for a row with a number): the first position
-      *verified = true;
-      return Chosen{prefix, 0, 0.0};
-    }
-    above_c = chosen_above_c;
-    above_m = chosen_above_m;
+    if (pick < 0) return Chosen{prefix, 0};   // nothing in play (cannot happen for a row with a number)
+    above_c = sh.chosen_above_c;
+    above_m = sh.chosen_above_m;
     prefix |= static_cast<uint32_t>(pick) << shift;
     prefix_mask |= static_cast<uint32_t>(nb - 1) << shift;
     __syncthreads();
   }
   // `prefix` is now the chosen key; its tie (every element of it has the same mass e) is ordered by id
-  unsigned tie = hc[prefix & 1023u];
-  const uint64_t e_fixed = mass ? prob(prefix) : 0ull;
-  const double e = static_cast<double>(e_fixed);
-  bool ok = true;
-  if (mass && !kExact) {   // the exact sums before the key and of its tie (no atomics: per-thread sums, one scan)
-    uint64_t a = 0;
-    unsigned t = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-      const uint32_t k = keys[i];
-      if (!in_limit(k, i, lim)) continue;
-      if (k > prefix) a += prob(k);
-      else if (k == prefix) ++t;
-    }
-    unsigned ec, tc;
-    double em, tm;
-    block_scan(t, static_cast<double>(a), &ec, &em, &tc, &tm);   // (a double sum of exact integers: exact below 2^53)
-    above_m = tm;
-    tie = tc;
-    const double lo = above_m, hi = above_m + static_cast<double>(tie) * e;
-    ok = tie > 0 && e > 0.0 && (mode == kMassReach ? (lo < target && target <= hi) : (lo <= target && target < hi));
-  }
-  *verified = ok;
+  const unsigned tie = sh.hc[prefix & 1023u];
+  const double e = mass ? static_cast<double>(prob(prefix)) : 0.0;
   long long m;
   if (mode == kCount) m = static_cast<long long>(count) - above_c;
   else if (e > 0.0) {
@@ -316,67 +307,79 @@ __device__ Chosen select_position(SelectShared& sh, const uint32_t* __restrict__
   if (m > static_cast<long long>(tie) - 1) m = static_cast<long long>(tie) - 1;
   Chosen out;
   out.key = prefix;
-  out.mass_through = above_m + static_cast<double>(m + 1) * e;
-  if (m == 0 || !ok) {   // the tie's first id (most choices: a tie at the boundary is rare)
-    out.id = first_id[prefix & 1023u];
+  if (m == 0) {   // the tie's first id (most choices: a tie at the boundary is rare)
+    out.id = sh.first_id[prefix & 1023u];
     __syncthreads();
     return out;
   }
-  // the m-th id (ascending) of the tie in play: contiguous id ranges per thread, counted, scanned, then found
+  // the m-th id (ascending) of the tie in play: contiguous index ranges per thread (the view is in id order), counted,
+  // scanned, then found
   const int per_ids = (V + blockDim.x - 1) / blockDim.x;
-  const int lo = threadIdx.x * per_ids, hi = min(V, lo + per_ids);
+  const int lo = min(V, static_cast<int>(threadIdx.x) * per_ids), hi = min(V, lo + per_ids);
   unsigned mine = 0;
-  for (int i = lo; i < hi; ++i) mine += (keys[i] == prefix && in_limit(prefix, i, lim)) ? 1u : 0u;
+  for (int i = lo; i < hi; ++i) mine += (keys[i] == prefix && in_limit(prefix, view.id(i), lim)) ? 1u : 0u;
   unsigned ec, tc;
   double em, tm;
   block_scan(mine, 0.0, &ec, &em, &tc, &tm);
-  int& found_id = sh.found_id;
-  if (threadIdx.x == 0) found_id = -1;
+  if (threadIdx.x == 0) sh.found_id = -1;
   __syncthreads();
   if (static_cast<long long>(ec) <= m && m < static_cast<long long>(ec) + mine) {
     long long left = m - ec;
     for (int i = lo; i < hi; ++i)
-      if (keys[i] == prefix && in_limit(prefix, i, lim) && left-- == 0) { found_id = i; break; }
+      if (keys[i] == prefix && in_limit(prefix, view.id(i), lim) && left-- == 0) { sh.found_id = view.id(i); break; }
   }
   __syncthreads();
-  out.id = found_id < 0 ? 0 : found_id;
+  out.id = sh.found_id < 0 ? 0 : sh.found_id;
   __syncthreads();
   return out;
 }
 
-// select_position fast, then exact where the fast descent's float32 masses steered it wrong
-__device__ Chosen select(SelectShared& sh, const uint32_t* __restrict__ keys, int V, Limit lim, int mode, unsigned count, double target,
-                         Probability prob) {
-  bool verified = true;
-  if (mode == kCount) return select_position<true>(sh, keys, V, lim, mode, count, target, prob, &verified);
-  const Chosen fast = select_position<false>(sh, keys, V, lim, mode, count, target, prob, &verified);
-  if (verified) return fast;
-  return select_position<true>(sh, keys, V, lim, mode, count, target, prob, &verified);
-}
-
-// Sum over the prefix in play of `prob` (mass) and of the elements with a non-zero probability (count).
-__device__ void prefix_sums(const uint32_t* __restrict__ keys, int V, Limit lim, Probability prob, double* mass, unsigned* live) {
-  uint64_t m = 0;
-  unsigned c = 0;
+// The row's keys in shared memory (`staged_bytes` of it): all of them where they fit (ids implicit), else the ids with a
+// non-zero mass in id order with their keys (each warp compacts a contiguous range: counted, scanned, written), else none.
+__device__ View stage(const uint32_t* __restrict__ keys, int V, Probability prob, int staged_bytes) {
+  extern __shared__ uint32_t staged[];
+  if (static_cast<long long>(V) * 4 <= staged_bytes) {
 #pragma unroll 4
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const uint32_t k = keys[i];
-    if (!in_limit(k, i, lim)) continue;
-    const uint64_t e = prob(k);
-    m += e;
-    c += e > 0 ? 1u : 0u;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) staged[i] = keys[i];
+    __syncthreads();
+    return View{staged, nullptr, V};
+  }
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int range = ((V + warps - 1) / warps + 31) / 32 * 32;
+  const int lo = min(V, warp * range), hi = min(V, lo + range);
+  unsigned count = 0;
+  for (int base = lo; base < hi; base += 32) {
+    const int i = base + lane;
+    count += __popc(__ballot_sync(0xffffffffu, i < hi && prob(keys[i]) > 0));
   }
   unsigned ec, tc;
   double em, tm;
-  block_scan(c, static_cast<double>(m), &ec, &em, &tc, &tm);   // integers: exact while the row's sum is below 2^53
-  *mass = tm;
-  *live = tc;
+  block_scan(lane == 0 ? count : 0u, 0.0, &ec, &em, &tc, &tm);   // lane 0's exclusive sum: the warps before it
+  if (static_cast<long long>(tc) * 8 > staged_bytes) return View{keys, nullptr, V};
+  uint32_t* sk = staged;
+  int* si = reinterpret_cast<int*>(staged + tc);
+  unsigned pos = __shfl_sync(0xffffffffu, ec, 0);
+  for (int base = lo; base < hi; base += 32) {
+    const int i = base + lane;
+    const uint32_t k = i < hi ? keys[i] : 0u;
+    const bool live = i < hi && prob(k) > 0;
+    const unsigned ballot = __ballot_sync(0xffffffffu, live);
+    if (live) {
+      const unsigned at = pos + __popc(ballot & ((1u << lane) - 1u));
+      sk[at] = k;
+      si[at] = i;
+    }
+    pos += __popc(ballot);
+  }
+  __syncthreads();
+  return View{sk, si, static_cast<int>(tc)};
 }
 
 __global__ void __launch_bounds__(kSelectThreads) head_select(const uint32_t* __restrict__ all_keys,
                                                               const unsigned long long* __restrict__ partial, int blocks,
                                                               const float* __restrict__ params, const float* __restrict__ uniform,
-                                                              int64_t* __restrict__ next_token, int64_t* __restrict__ next_greedy, int V) {
+                                                              int64_t* __restrict__ next_token, int64_t* __restrict__ next_greedy, int V,
+                                                              int staged_bytes) {
   const int b = blockIdx.x;
   const uint32_t* keys = all_keys + b * static_cast<int64_t>(V);
   __shared__ SelectShared sh;
@@ -402,48 +405,64 @@ __global__ void __launch_bounds__(kSelectThreads) head_select(const uint32_t* __
   const uint32_t max_key = static_cast<uint32_t>(best >> 32);
   int bits = 0;
   while ((1ll << bits) <= static_cast<long long>(V)) ++bits;   // ceil(log2(V + 1))
-  Probability prob{key_value(max_key), 1.0 / static_cast<double>(temperature), ldexp(1.0, 53 - bits)};
+  const double inv_t = 1.0 / static_cast<double>(temperature);
+  const float inv_t_hi = static_cast<float>(inv_t);
+  const Probability prob{key_value(max_key), inv_t_hi, static_cast<float>(inv_t - static_cast<double>(inv_t_hi)), ldexpf(1.0f, 53 - bits)};
+  const int part_bits = (54 - bits + 2) / 3;   // three parts of a mass; each bucket's sum of one part stays below 2^32
   if (max_key == 0u) {   // every logit NaN: nothing to draw from; the greedy id, as the host's argmax would give some id
     if (threadIdx.x == 0) next_token[b] = greedy;
     return;
   }
+  const View view = stage(keys, V, prob, staged_bytes);
   const float top_k = params[1], top_p = params[2];
   Limit lim{0u, V - 1};   // everything
-  // top-k: positions i < k (k as the head compares: a float)
-  if (top_k > 0.0f && top_k < static_cast<float>(V)) {
+  // top-k: positions i < k (k as the head compares: a float); a staged view holds the ids with a mass, which come first
+  if (top_k > 0.0f && top_k < static_cast<float>(view.n)) {
     const unsigned last = static_cast<unsigned>(ceilf(top_k)) - 1u;
-    const Chosen c = select(sh, keys, V, lim, kCount, last, 0.0, prob);
+    const Chosen c = select(sh, view, lim, kCount, last, 0.0, prob, part_bits);
     lim = Limit{c.key, c.id};
   }
-  double kept_mass;
-  unsigned live;
-  prefix_sums(keys, V, lim, prob, &kept_mass, &live);
-  double q = kept_mass;   // the masses are exact integers: a prefix's sum below is exactly what a pass over it would add
-  if (top_p < 1.0f) {
-    const double target = static_cast<double>(top_p) * kept_mass;
-    if (target > 0.0) {   // top_p <= 0 keeps the first position alone (its cumulative probability reaches it)
-      const Chosen c = select(sh, keys, V, lim, kMassReach, 0u, target, prob);
-      if (c.mass_through >= target) { lim = Limit{c.key, c.id}; q = c.mass_through; }
-      // else rounding never reaches top_p: every top-k id stays (the host's fallback)
-    } else {
+  if (top_p < 1.0f) {   // the shortest prefix whose cumulative probability reaches top_p
+    if (top_p > 0.0f) {
+      const Chosen c = select(sh, view, lim, kMassReach, 0u, static_cast<double>(top_p), prob, part_bits);
+      lim = Limit{c.key, c.id};
+    } else {   // top_p <= 0: the first position alone (its cumulative probability reaches it)
       lim = Limit{max_key, greedy};
-      q = static_cast<double>(prob(max_key));
     }
   }
-  const double u = static_cast<double>(uniform[b]) * q;
-  int chosen;
-  if (u < q) {
-    chosen = select(sh, keys, V, lim, kMassExceed, 0u, u, prob).id;
-  } else {   // rounding left u past the kept mass: the last kept id with a non-zero probability
-    prefix_sums(keys, V, lim, prob, &q, &live);
-    chosen = select(sh, keys, V, lim, kCount, live > 0 ? live - 1 : 0u, 0.0, prob).id;
-  }
+  // the first position whose cumulative probability exceeds u (renormalised over the kept: u times the kept mass)
+  const int chosen = select(sh, view, lim, kMassExceed, 0u, static_cast<double>(uniform[b]), prob, part_bits).id;
   if (threadIdx.x == 0) next_token[b] = chosen;
 }
 
 int prep_blocks(int V) { return (V + kPrepThreads * kPrepPerThread - 1) / (kPrepThreads * kPrepPerThread); }
 
 size_t align_up(size_t n) { return (n + 255) & ~static_cast<size_t>(255); }
+
+// Dynamic shared memory for the select kernel's staged keys: up to 8 bytes an id, within what this device lets one block
+// opt into beside the kernel's static shared memory. The opt-in is set once a device (the first call of a session runs
+// before ONNX Runtime captures a graph); 0 where it cannot be had (the kernel then reads the keys from global memory).
+int staged_bytes(int V) {
+  static std::mutex lock;
+  static int limit[64];
+  static bool known[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 0;
+  std::lock_guard<std::mutex> guard(lock);
+  if (!known[device]) {
+    known[device] = true;
+    int optin = 0;
+    cudaFuncAttributes attr{};
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess &&
+        cudaFuncGetAttributes(&attr, head_select) == cudaSuccess && optin > static_cast<int>(attr.sharedSizeBytes) + 1024) {
+      const int avail = optin - static_cast<int>(attr.sharedSizeBytes) - 1024;
+      if (cudaFuncSetAttribute(head_select, cudaFuncAttributeMaxDynamicSharedMemorySize, avail) == cudaSuccess) limit[device] = avail;
+    }
+    cudaGetLastError();   // a refused attribute leaves limit 0, not an error for the launch
+  }
+  const long long want = static_cast<long long>(V) * 8;
+  return static_cast<int>(want < limit[device] ? want : limit[device]);
+}
 
 }  // namespace
 
@@ -455,7 +474,7 @@ extern "C" size_t omm_sampling_head_scratch_bytes(int B, int V) {
 extern "C" int omm_sampling_head(const void* logits, const void* params, const void* uniform, const void* rows, const void* seen,
                                  const void* mask, void* next_token, void* next_greedy, int B, int V, void* scratch, void* stream) {
   if (B <= 0 || V <= 0) return 0;
-  if (V >= (1 << 30) || B > 65535) return -1;
+  if (V > (1 << 20) || B > 65535) return -1;   // the op refuses both first, naming them
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   uint32_t* keys = static_cast<uint32_t*>(scratch);
   auto* partial = reinterpret_cast<unsigned long long*>(static_cast<char*>(scratch) + align_up(static_cast<size_t>(B) * V * sizeof(uint32_t)));
@@ -463,8 +482,10 @@ extern "C" int omm_sampling_head(const void* logits, const void* params, const v
   head_prep<<<dim3(blocks, B), kPrepThreads, 0, s>>>(static_cast<const float*>(logits), static_cast<const float*>(params),
                                                      static_cast<const int64_t*>(rows), static_cast<const float*>(seen),
                                                      static_cast<const float*>(mask), keys, partial, B, V);
-  head_select<<<B, kSelectThreads, 0, s>>>(keys, partial, blocks, static_cast<const float*>(params), static_cast<const float*>(uniform),
-                                           static_cast<int64_t*>(next_token), static_cast<int64_t*>(next_greedy), V);
+  const int staged = staged_bytes(V);
+  head_select<<<B, kSelectThreads, staged, s>>>(keys, partial, blocks, static_cast<const float*>(params),
+                                                static_cast<const float*>(uniform), static_cast<int64_t*>(next_token),
+                                                static_cast<int64_t*>(next_greedy), V, staged);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? 0 : static_cast<int>(e);
 }

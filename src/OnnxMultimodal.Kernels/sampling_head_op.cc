@@ -45,7 +45,8 @@ struct SamplingHeadKernel {
       if (!((ls.size() == 3 && ls[1] == 1) || ls.size() == 2))
         return Fail("logits must be [B, 1, V] or [B, V] (got " + ShapeText(ls) + ")");
       const int64_t b = ls[0], v = ls.back();
-      if (v < 1 || v >= (int64_t{1} << 30)) return Fail("logits' vocabulary must be in [1, 2^30) (got " + std::to_string(v) + ")");
+      if (v < 1 || v > (int64_t{1} << 20))
+        return Fail("logits' vocabulary must be in [1, 2^20], the sampling head's bound (got " + std::to_string(v) + ")");
       if (b > 65535) return Fail("at most 65535 rows (got " + std::to_string(b) + ")");
       auto expect = [&](size_t index, const char* name, size_t count) -> OrtStatusPtr {
         const size_t got = ctx.GetInput(index).GetTensorTypeAndShapeInfo().GetElementCount();

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Our sampling-head op (omm.OmmSamplingHead, src/OnnxMultimodal.Kernels/sampling_head.cu, issue 16) on the GPU machine:
+#   tools/gpu_head.sh start           (first part call; returns at once) in the background: build the kernels, run
+#                                     check_sampling_head.py, export Llama-7B int4 (block 128) and Chameleon-7B int4 with the
+#                                     standard sampling head and their custom-op variants (tools/gpu_prep.sh), then the
+#                                     -ommfs variants: -ommf with the head rewritten to our op (weights hard-linked)
+#   tools/gpu_head.sh final PARTS OUT (last call) unpack the bundle; the Cuda tests of the op and of the standard head; the
+#                                     7B text bench (greedy and sampled) and text->image at 7B shapes, -ommf vs -ommfs
+# Work dir /tmp/omm-head (kept while the machine is warm). ZSTD as in tools/gpu_env.sh.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=/tmp/omm-head; mkdir -p "$work"
+case ${1:-} in
+  start)
+    rm -f "$work/status"
+    rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
+    mkdir -p "$work/src/wav"
+    (cd "$work" && setsid bash -c '
+      source src/tools/gpu_env.sh
+      bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
+      (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 check_sampling_head.py '"$work"'/kb/libomm_int4.so '"$work"'/sampling-check.json > '"$work"'/check.log 2>&1); echo "check rc=$?" >> status
+      PREP_SET=text7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models > prep.out 2>&1; echo "prep text rc=$?" >> status
+      rm -f models/prep.done; PREP_SET=cham7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep cham rc=$?" >> status
+      for p in 7b-int4-b128 cham-int4; do
+        from=models/$p-ommf; to=models/$p-ommfs; mkdir -p $to
+        for f in $from/*; do case $(basename $f) in decoder.onnx|multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
+        (cd src/onnx-export && python3 - ../../$from ../../$to <<PY
+import json, os, sys
+import onnx
+sys.path.insert(0, ".")
+from omm_export.custom_ops import use_omm_sampling_head
+src, dst = sys.argv[1:3]
+model = onnx.load(os.path.join(src, "decoder.onnx"), load_external_data=False)
+print("sampling op", dst, use_omm_sampling_head(model))
+onnx.save(model, os.path.join(dst, "decoder.onnx"))
+man = json.load(open(os.path.join(src, "multimodal.json")))
+json.dump(man, open(os.path.join(dst, "multimodal.json"), "w"), indent=1)
+PY
+        ) >> prep.out 2>&1; echo "ommfs $p rc=$?" >> status
+      done
+      echo "start done" >> status
+    ' > /dev/null 2>&1 &)
+    echo "started in $work" ;;
+  final)
+    parts=$2; out=$3; mkdir -p "$out"
+    source "$repo/tools/gpu_env.sh"
+    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    OMM=$work/omm/omm
+    for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
+    cp "$work/check.log" "$work/sampling-check.json" "$work/build.log" "$out/" 2>/dev/null
+    log "check: $(grep -E 'cases|us a call' "$work/check.log" | tr -s ' ' | tr '\n' ';')"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+    env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 300 "$work/omm/OnnxMultimodal.Tests" \
+      --filter "FullyQualifiedName~OmmSamplingHeadCudaTests|FullyQualifiedName~DeviceSamplingCudaTests" --output detailed > "$out/cuda-tests.log" 2>&1
+    log "cuda tests (op + standard head): rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
+    m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
+    for round in 1 2; do
+      for v in 7b-int4-b128-ommf 7b-int4-b128-ommfs; do
+        [ -f "$m/$v/multimodal.json" ] || { log "text $v: no package"; continue; }
+        bench_text "$v-greedy-r$round" --model "$m/$v" $lib
+        bench_text "$v-sampled-r$round" --model "$m/$v" $lib --sampled
+      done
+    done
+    for v in cham-int4-ommf cham-int4-ommfs; do
+      [ -f "$m/$v/multimodal.json" ] || { log "imagine $v: no package"; continue; }
+      t0=$SECONDS
+      timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib \
+        --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
+      log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
+    done ;;
+  *) echo "usage: tools/gpu_head.sh start | final PARTS OUT"; exit 2 ;;
+esac
