@@ -6,6 +6,9 @@
 #                                     -ommfs variants: -ommf with the head rewritten to our op (weights hard-linked)
 #   tools/gpu_head.sh final PARTS OUT (last call) unpack the bundle; the Cuda tests of the op and of the standard head; the
 #                                     7B text bench (greedy and sampled) and text->image at 7B shapes, -ommf vs -ommfs
+#   tools/gpu_head.sh trace PARTS OUT (last call, instead of final) per-kernel GPU time (CUPTI, tools/kernel_trace) of the
+#                                     7B text decode steps (154-token prompt + 128 tokens, CUDA graph; -ommf and -ommfs)
+#                                     and of the text->image request (-ommfs)
 # Work dir /tmp/omm-head (kept while the machine is warm). ZSTD as in tools/gpu_env.sh.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,5 +73,28 @@ PY
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
       log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
     done ;;
-  *) echo "usage: tools/gpu_head.sh start | final PARTS OUT"; exit 2 ;;
+  trace)
+    parts=$2; out=$3; mkdir -p "$out"
+    source "$repo/tools/gpu_env.sh"
+    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    OMM=$work/omm/omm
+    for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
+    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+    PACKAGES="7b-int4-b128-ommf 7b-int4-b128-ommfs" MODES=graph KERN=$work/kb/libomm_kernels.so PROMPT_TOKENS=154 NEW_TOKENS=128 \
+      BUDGET_S=400 MAX_GZ_MB=1 bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$work/models" "$out/text" > "$out/text-trace.log" 2>&1
+    log "text traces: rc=$? $(grep -E 'summary' "$out/text/kernel-times.txt" | tr -s ' ' | tr '\n' ';')"
+    bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || { log "tracer build failed"; exit 1; }
+    v=cham-int4-ommfs; tsv=$work/trace-$v.tsv; rm -f "$tsv"; t0=$SECONDS
+    CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 200 "$OMM" profile --provider cuda \
+      --op-classes false --model "$work/models/$v" --cuda-graph --task imagine --custom-op-library "$work/kb/libomm_kernels.so" \
+      --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-$v" > "$out/profile-$v.log" 2>&1
+    log "traced imagine $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end' "$out/profile-$v.log" | head -1)"
+    # 3 requests (omm profile's warm-up, measured and NVML-sampled runs) of 1023 guided steps each
+    python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "$v" --per-step 3069 --vocab 65536 --block-size 32 --top 40 \
+      --json "$out/kernel-times-$v.json" > "$out/kernel-times-$v.txt" 2>&1
+    log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
+    rm -f "$tsv" ;;
+  *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT"; exit 2 ;;
 esac
