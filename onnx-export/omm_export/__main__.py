@@ -102,12 +102,12 @@ def main(argv=None) -> int:
         print(json.dumps(check_package(args.package), indent=1))
         return 0
     if args.family == "convert":
+        if args.check and (args.custom_ops != "none" or args.sampling_op != "onnx"):
+            raise SystemExit("convert --check runs on onnxruntime's CPU, which has no omm ops: check the conversion without "
+                             "--custom-ops / --sampling-op omm (the Cuda tests compare the two on the GPU)")
         from .convert import convert
         print(json.dumps(convert(args), indent=1))
         if args.check:
-            if args.custom_ops != "none" or args.sampling_op != "onnx":
-                raise SystemExit("convert --check runs on onnxruntime's CPU, which has no omm ops: check the conversion without "
-                                 "--custom-ops / --sampling-op omm (the Cuda tests compare the two on the GPU)")
             if args.link_components:
                 raise SystemExit("convert --check needs the references: drop --link-components")
             print(json.dumps(check_package(args.out), indent=1))

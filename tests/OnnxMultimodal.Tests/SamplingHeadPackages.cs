@@ -10,6 +10,25 @@ namespace OnnxMultimodal.Tests;
 /// </summary>
 internal static class SamplingHeadPackages
 {
+    /// <summary>The first of python3, /usr/bin/python3 that imports onnx (the calling test is skipped without one).</summary>
+    public static string PythonWithOnnx()
+    {
+        foreach (string python in new[] { "python3", "/usr/bin/python3" })
+        {
+            try
+            {
+                using var process = Process.Start(new ProcessStartInfo(python, ["-c", "import onnx"]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+                process.StandardError.ReadToEnd();
+                if (process.WaitForExit(60_000) && process.ExitCode == 0) return python;
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+            }
+        }
+        Assert.Ignore("no python3 with the onnx package here");
+        return "";
+    }
+
     /// <summary>models/<paramref name="source"/> converted at <paramref name="precision"/> into <paramref name="folder"/>/<paramref name="name"/>
     /// (<paramref name="extra"/>: more convert options, e.g. <c>--sampling-op omm</c>).</summary>
     public static string Convert(string source, string precision, string folder, string name, params string[] extra)

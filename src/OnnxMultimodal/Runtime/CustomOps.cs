@@ -27,7 +27,7 @@ internal static class CustomOps
         try { header = OnnxHeader.Read(graphPath); }
         catch (ModelPackageException) { return; }   // not readable as a model: ONNX Runtime's own error names the problem
         if (header.Opsets.ContainsKey(Domain))
-            throw new ModelPackageException(graphPath, $"the graph uses our CUDA custom ops (domain '{Domain}', written by convert --custom-ops omm or omm-fused); " +
+            throw new ModelPackageException(graphPath, $"the graph uses our CUDA custom ops (domain '{Domain}', written by convert --custom-ops omm or omm-fused, or --sampling-op omm); " +
                                                        "set ExecutionOptions.CustomOpLibrary (omm --custom-op-library) to libomm_kernels.so, or use the stock package");
     }
 
