@@ -22,6 +22,7 @@ case ${1:-} in
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
       (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 check_sampling_head.py '"$work"'/kb/libomm_int4.so '"$work"'/sampling-check.json > '"$work"'/check.log 2>&1); echo "check rc=$?" >> status
+      (cd src/src/OnnxMultimodal.Kernels && timeout 120 python3 check_qk_norm.py '"$work"'/kb/libomm_int4.so '"$work"'/qk-check.json > '"$work"'/qk-check.log 2>&1); echo "qk check rc=$?" >> status
       PREP_SET=text7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models > prep.out 2>&1; echo "prep text rc=$?" >> status
       rm -f models/prep.done; PREP_SET=cham7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep cham rc=$?" >> status
       for p in 7b-int4-b128 cham-int4; do
@@ -41,6 +42,16 @@ json.dump(man, open(os.path.join(dst, "multimodal.json"), "w"), indent=1)
 PY
         ) >> prep.out 2>&1; echo "ommfs $p rc=$?" >> status
       done
+      from=models/cham-int4-ommfs; to=models/cham-int4-ommfsq; mkdir -p $to   # + the qk-norm as OmmQkvHeadNorm
+      for f in $from/*; do case $(basename $f) in decoder.onnx) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
+      (cd src/onnx-export && python3 -c "
+import onnx, sys
+sys.path.insert(0, \".\")
+from omm_export.custom_ops import fuse_qk_norm
+m = onnx.load(\"../../$from/decoder.onnx\", load_external_data=False)
+print(\"qk-norm\", fuse_qk_norm(m))
+onnx.save(m, \"../../$to/decoder.onnx\")
+") >> prep.out 2>&1; echo "ommfsq rc=$?" >> status
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -52,26 +63,28 @@ PY
     OMM=$work/omm/omm
     for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
     log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
-    cp "$work/check.log" "$work/sampling-check.json" "$work/build.log" "$out/" 2>/dev/null
+    cp "$work/check.log" "$work/sampling-check.json" "$work/qk-check.log" "$work/qk-check.json" "$work/build.log" "$out/" 2>/dev/null
     log "check: $(grep -E 'cases|us a call' "$work/check.log" | tr -s ' ' | tr '\n' ';')"
+    log "qk check: $(grep -E 'cases|FAIL' "$work/qk-check.log" | head -5 | tr '\n' ';')"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 300 "$work/omm/OnnxMultimodal.Tests" \
-      --filter "FullyQualifiedName~OmmSamplingHeadCudaTests|FullyQualifiedName~DeviceSamplingCudaTests" --output detailed > "$out/cuda-tests.log" 2>&1
+      --filter "FullyQualifiedName~OmmSamplingHeadCudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" --output detailed > "$out/cuda-tests.log" 2>&1
     log "cuda tests (op + standard head): rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
-    for round in 1 2; do
+    for round in $( [ "${SKIP_TEXT:-0}" = 1 ] || echo 1 2); do
       for v in 7b-int4-b128-ommf 7b-int4-b128-ommfs; do
         [ -f "$m/$v/multimodal.json" ] || { log "text $v: no package"; continue; }
         bench_text "$v-greedy-r$round" --model "$m/$v" $lib
         bench_text "$v-sampled-r$round" --model "$m/$v" $lib --sampled
       done
     done
-    for v in cham-int4-ommf cham-int4-ommfs; do
+    for v in ${IMAGINE:-cham-int4-ommf cham-int4-ommfs}; do
       [ -f "$m/$v/multimodal.json" ] || { log "imagine $v: no package"; continue; }
       t0=$SECONDS
       timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib \
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/profile-imagine-$v" > "$out/profile-imagine-$v.log" 2>&1
       log "imagine 7b $v: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|decode|per token|TPOT' "$out/profile-imagine-$v.log" | head -4 | tr -s ' ' | tr '\n' ';')"
+      mv "$out/profile-imagine-$v" "$out/profile-imagine-$v-$SECONDS" 2>/dev/null   # a package named twice keeps both
     done ;;
   trace)
     parts=$2; out=$3; mkdir -p "$out"

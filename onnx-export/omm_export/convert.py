@@ -267,7 +267,7 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:
         raise SystemExit(f"convert: --custom-ops {which} needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
-    from .custom_ops import OMM_DOMAIN, fuse_silu_mul, use_omm_int4
+    from .custom_ops import OMM_DOMAIN, fuse_qk_norm, fuse_silu_mul, use_omm_int4
     done = use_omm_int4(model)
     if not done["rewritten"]:
         raise SystemExit(f"convert: --custom-ops {which}: no MatMulNBits node the kernel can run ({done['kept']})")
@@ -280,6 +280,9 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
                              f"({fused['kept']}); use --custom-ops omm")
         print(f"convert: --custom-ops omm-fused: {fused['fused']} gate_up projections fused with Split + SiLU + Mul; other "
               f"OmmMatMulInt4 nodes: {fused['kept']}", file=sys.stderr)
+        qk = fuse_qk_norm(model)   # Chameleon's qk-norm; nothing to do for models without it
+        if qk["fused"] or qk["kept"]:
+            print(f"convert: --custom-ops omm-fused: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 

@@ -14,6 +14,7 @@ at the down projection's input instead, measured slower on an H100 and is no lon
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -292,3 +293,96 @@ def use_omm_sampling_head(model: onnx.ModelProto) -> dict:
     if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
     return {"removed": before - len(g.node) + 1}
+
+
+OMM_QKV_HEAD_NORM_OP = "OmmQkvHeadNorm"   # Chameleon's qk-norm on the packed qkv projection (src/OnnxMultimodal.Kernels/qk_norm.cu)
+
+
+def _head_norm_chain(gr: _Graph, tensor: str, width: int):
+    """(output, weight, bias, epsilon, head_dim, nodes) when `tensor` [.., width = heads * D] runs only through
+    fused_graph._head_norm's chain: Reshape [0, 0, heads, D] -> LayerNormalization (scale 1, bias 0, last axis) -> Mul by an initializer [heads, D]
+    -> Add an initializer [heads, D] -> Reshape [0, 0, heads * D]; else (None, reason)."""
+    def only(t):
+        readers = gr.consumers.get(t, [])
+        return readers[0] if len(readers) == 1 and t not in gr.graph_outputs else None
+
+    def const(name):
+        return numpy_helper.to_array(gr.init[name]) if name in gr.init else None
+
+    r1 = only(tensor)
+    if r1 is None or r1.op_type != "Reshape" or r1.domain not in ("", "ai.onnx"):
+        return None, "not a Reshape"
+    shape = gr.int_values(r1.input[1])
+    if shape is None or len(shape) != 4 or shape[:2] != [0, 0] or shape[2] < 1 or shape[3] < 1 or shape[2] * shape[3] != width:
+        return None, f"Reshape to {shape}"
+    heads, d = shape[2], shape[3]
+    ln = only(r1.output[0])
+    if ln is None or ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx") or len(ln.input) < 3 or len(ln.output) != 1:
+        return None, "not a LayerNormalization"
+    a = _attrs(ln)
+    scale, bias = const(ln.input[1]), const(ln.input[2])
+    if a.get("axis", -1) not in (-1, 3) or scale is None or bias is None or scale.shape != (d,) or not (scale == 1).all() or not (bias == 0).all():
+        return None, "LayerNormalization with an affine part or another axis"
+    mul = only(ln.output[0])
+    if mul is None or mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or mul.input[0] != ln.output[0]:
+        return None, "not a Mul"
+    add = only(mul.output[0])
+    if add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx") or add.input[0] != mul.output[0]:
+        return None, "not an Add"
+    w, b = const(mul.input[1]), const(add.input[1])
+    if w is None or b is None or w.shape != (heads, d) or b.shape != (heads, d) or w.dtype != np.float16 or b.dtype != np.float16:
+        return None, "per-head weight or bias not fp16 [heads, D] initializers"
+    r2 = only(add.output[0])
+    if r2 is None or r2.op_type != "Reshape" or gr.int_values(r2.input[1]) != [0, 0, heads * d]:
+        return None, "not reshaped back"
+    return (r2.output[0], mul.input[1], add.input[1], float(a.get("epsilon", 1e-5)), d, [r1, ln, mul, add, r2]), None
+
+
+def fuse_qk_norm(model: onnx.ModelProto) -> dict:
+    """Chameleon's qk-norm (fused_graph._head_norm on q and k after a Split of the packed qkv projection) as one
+    omm.OmmQkvHeadNorm node writing q, k and v under the chain's output names: for every Split of an fp16 tensor into
+    [H*D, Hkv*D, Hkv*D] whose first two parts run only through that chain (the same D and epsilon), D up to 256. The chains' nodes and their now unread initializers are removed. Returns {"fused": n, "kept": {reason: n}}."""
+    gr = _Graph(model)
+    fused, kept, dead = 0, {}, []
+    new_nodes = []
+
+    def keep(why):
+        kept[why] = kept.get(why, 0) + 1
+
+    for split in model.graph.node:
+        if split.op_type != "Split" or split.domain not in ("", "ai.onnx") or len(split.output) != 3 or len(split.input) != 2:
+            continue
+        sizes = gr.int_values(split.input[1])
+        if sizes is None or len(sizes) != 3 or _attrs(split).get("axis", 0) not in (-1, 2) or sizes[1] != sizes[2]:
+            continue
+        found = [_head_norm_chain(gr, part, size) for part, size in zip(split.output[:2], sizes[:2])]
+        if any(chain is None for chain, _ in found):
+            keep("q or k does not run only through the per-head norm")
+            continue
+        (q_out, q_w, q_b, q_eps, d, q_nodes), (k_out, k_w, k_b, k_eps, d_k, k_nodes) = (chain for chain, _ in found)
+        if d != d_k or q_eps != k_eps or d > 256:
+            keep(f"head size {d} / {d_k} or epsilon differ, or D is above 256")
+            continue
+        heads, kv_heads = sizes[0] // d, sizes[1] // d
+        new_nodes.append((split, onnx.helper.make_node(OMM_QKV_HEAD_NORM_OP, [split.input[0], q_w, q_b, k_w, k_b],
+                                                       [q_out, k_out, split.output[2]], name=f"omm_qk_norm_{fused}", domain=OMM_DOMAIN,
+                                                       num_heads=heads, kv_num_heads=kv_heads, head_dim=d, epsilon=q_eps)))
+        dead.extend(q_nodes + k_nodes)
+        fused += 1
+    if fused:
+        gone = {id(n) for n in dead}
+        replace = {id(s): n for s, n in new_nodes}
+        nodes = [replace.get(id(n), n) for n in model.graph.node if id(n) not in gone]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        inits = [t for t in model.graph.initializer if t.name in read]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(inits)
+        produced = {o for n in model.graph.node for o in n.output}
+        vi = [v for v in model.graph.value_info if v.name in produced]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(vi)
+        if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+    return {"fused": fused, "kept": kept}

@@ -1,5 +1,5 @@
 // ONNX Runtime custom-op library: ops `OmmMatMulInt4`, `OmmMatMulInt4SiluMul` and `OmmMatMulInt4SwiGlu` in domain
-// `omm`, for the CUDA execution provider (and `OmmSamplingHead`, sampling_head_op.cc).
+// `omm`, for the CUDA execution provider (and `OmmSamplingHead`, sampling_head_op.cc; `OmmQkvHeadNorm`, qk_norm_op.cc).
 //
 //   inputs   A fp16 [..., K]; B uint8 [N, k_blocks, block_size/2]; scales fp16 [N, k_blocks];
 //            zero_points uint8 [N, ceil(k_blocks/2)] (optional); g_idx (optional, refused if given);
@@ -34,6 +34,7 @@ extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* sc
                                     const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
 
 void OmmAddSamplingHeadOp(Ort::CustomOpDomain& domain, uint32_t version);   // sampling_head_op.cc
+void OmmAddQkvHeadNormOp(Ort::CustomOpDomain& domain, uint32_t version);   // qk_norm_op.cc
 
 namespace {
 
@@ -198,6 +199,7 @@ extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOption
     domain.Add(&silu_mul_op);
     domain.Add(&swiglu_op);
     OmmAddSamplingHeadOp(domain, static_cast<uint32_t>(version));
+    OmmAddQkvHeadNormOp(domain, static_cast<uint32_t>(version));
     Ort::UnownedSessionOptions(options).Add(domain);
     domains.push_back(std::move(domain));
     return nullptr;

@@ -1,0 +1,100 @@
+using OnnxMultimodal.Generation;
+using OnnxMultimodal.Pipeline;
+using OnnxMultimodal.Runtime;
+
+namespace OnnxMultimodal.Tests;
+
+/// <summary>
+/// Chameleon's qk-norm as our one CUDA op (<c>omm.OmmQkvHeadNorm</c>, src/OnnxMultimodal.Kernels/qk_norm.cu), written by
+/// <c>convert --custom-ops omm-fused</c> with the SwiGLU epilogue, against the same int4 weights with <c>--custom-ops omm</c>
+/// (our GEMV, the qk-norm as standard ops): tiny-chameleon converted here (int4, fp16 activations, block 32), the logits
+/// of every step of a teacher-forced sequence on CUDA, with and without CUDA graphs. Tolerance: the SwiGLU epilogue's
+/// rounding (1e-3 of max |logit| a layer, as in <see cref="CustomOpsCudaTests"/>) plus the qk-norm's: q and k within a few
+/// fp16 ulps (src/OnnxMultimodal.Kernels/check_qk_norm.py), which moves attention scores, and so each layer's output, by a
+/// few 1e-3 of their size at most: 3e-3 a layer. A wrong head, weight, bias, mean or variance moves the logits by a large
+/// fraction of their range. Needs OMM_KERNELS_DIR/libomm_kernels.so and python3 with onnx and onnxruntime; skipped, with
+/// the reason, otherwise.
+/// </summary>
+[Category("Cuda")]
+public class QkNormOpCudaTests
+{
+    private static readonly int[][] Prompts = [[1, 300, 200, 100, 50, 7, 99], [1, 42, 42, 42, 600, 17, 3, 250, 11]];
+    private string _library = "", _plain = "", _fused = "", _temporary = "";
+
+    [OneTimeSetUp]
+    public void RequireCudaKernelsAndPackages()
+    {
+        CudaTestSupport.RequireCuda();
+        _library = Path.Combine(Environment.GetEnvironmentVariable("OMM_KERNELS_DIR") ?? "", "libomm_kernels.so");
+        if (!File.Exists(_library)) Assert.Ignore("OMM_KERNELS_DIR does not hold libomm_kernels.so (tools/gpu_kernels.sh OUT_DIR builds it)");
+        _temporary = Path.Combine(Path.GetTempPath(), $"omm-qk-norm-{Guid.NewGuid():N}");
+        string[] int4 = ["--int4-activation", "fp16", "--block-size", "32", "--custom-ops"];
+        _plain = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm", [.. int4, "omm"]);
+        _fused = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm-fused", [.. int4, "omm-fused"]);
+        string plain = File.ReadAllText(Path.Combine(_plain, "decoder.onnx"), System.Text.Encoding.Latin1);
+        string fused = File.ReadAllText(Path.Combine(_fused, "decoder.onnx"), System.Text.Encoding.Latin1);
+        Assert.That(plain, Does.Contain("LayerNormalization").And.Not.Contain("OmmQkvHeadNorm"));
+        Assert.That(fused, Does.Contain("OmmQkvHeadNorm").And.Not.Contain("LayerNormalization"), "every layer's qk-norm is our op");
+    }
+
+    [OneTimeTearDown]
+    public void Clean()
+    {
+        if (_temporary.Length > 0 && Directory.Exists(_temporary)) Directory.Delete(_temporary, recursive: true);
+    }
+
+    private sealed class StepLogits(IReadOnlyList<int>? forced) : ILogitsProcessor
+    {
+        public List<float[]> Steps { get; } = [];
+
+        public void Process(Span<float> logits, IReadOnlyList<int> sequence)
+        {
+            Steps.Add(logits.ToArray());
+            if (forced is null) return;
+            int next = forced[Steps.Count - 1];
+            logits.Fill(float.NegativeInfinity);
+            logits[next] = 0f;
+        }
+    }
+
+    private (int[] Tokens, List<float[]> Logits) Run(string package, bool cudaGraph, int[] prompt, int tokens, IReadOnlyList<int>? forced)
+    {
+        var execution = new ExecutionOptions { Providers = [ExecutionProviderKind.Cuda], CudaGraph = cudaGraph, CustomOpLibrary = _library,
+                                               GraphTokenChoice = false };
+        using var engine = OrtDecodeEngine.Create(ModelPackage.Open(package), execution);
+        var record = new StepLogits(forced);
+        using var seq = engine.Start(prompt, new SamplingOptions { MaxNewTokens = tokens, IgnoreStopTokens = true }, [record]);
+        while (!seq.IsDone) seq.GenerateNextToken();
+        return (seq.Tokens.Skip(prompt.Length).ToArray(), record.Steps);
+    }
+
+    [TestCase(false)]
+    [TestCase(true)]
+    public void The_fused_qk_norm_gives_the_standard_ops_logits_within_fp16_rounding(bool cudaGraph)
+    {
+        int layers = ModelPackage.Open(_plain).Manifest.Decoder!.NumLayers;
+        double bound = (1e-3 + 3e-3) * layers;
+        double worst = 0;
+        var failures = new List<string>();
+        foreach (int[] prompt in Prompts)
+        {
+            var (tokens, expected) = Run(_plain, cudaGraph, prompt, 24, null);   // its own greedy tokens, forced on both
+            var (_, actual) = Run(_fused, cudaGraph, prompt, 24, tokens);
+            var (_, again) = Run(_plain, cudaGraph, prompt, 24, tokens);
+            Assert.That(actual, Has.Count.EqualTo(expected.Count));
+            for (int t = 0; t < expected.Count; t++)
+            {
+                double diff = 0, scale = 0;
+                for (int i = 0; i < expected[t].Length; i++)
+                {
+                    diff = Math.Max(diff, Math.Abs((double)actual[t][i] - again[t][i]));
+                    scale = Math.Max(scale, Math.Abs((double)again[t][i]));
+                }
+                worst = Math.Max(worst, diff / scale);
+                if (diff / scale > bound) failures.Add($"prompt {prompt.Length} ids, step {t}: {diff / scale:E2} > {bound:E2}");
+            }
+        }
+        TestContext.Out.WriteLine($"worst max |diff| / max |logit| {worst:E2} (bound {bound:E2}), CUDA graph {cudaGraph}");
+        Assert.That(failures, Is.Empty, string.Join("\n", failures.Take(20)));
+    }
+}
