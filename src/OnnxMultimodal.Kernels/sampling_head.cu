@@ -19,7 +19,7 @@
 // probability, so a position inside a tie follows from counts alone). Probabilities: exp((x - max) / T) from a float-float
 // (x - max) / T and a float32 exponential, in fixed point and summed as exact integers, so the choice is the same at every
 // run. The host works in float64 and the ONNX head in float32: a draw can differ from the host's only where u (a float32
-// input) or top_p falls within a few 1e-7 of a cumulative boundary. Fallback as the host's: a draw past the kept mass (u
+// input) or top_p falls within a few 1e-7 of a cumulative boundary (up to 1.5e-5 at a 256k vocabulary: see Probability). Fallback as the host's: a draw past the kept mass (u
 // rounded up to 1) takes the last kept id with a non-zero probability.
 //
 // C entry points (stream = the EP's compute stream; scratch from omm_sampling_head_scratch_bytes, on the device):
@@ -155,7 +155,9 @@ struct View {
 
 // Probability masses in fixed point: e = exp((x - max) / T) in [0, 1] times 2^scale_bits, with scale_bits =
 // 53 - ceil(log2(V + 1)), so that every sum of them is an integer below 2^53 (exact in a double too). Integer sums do not
-// depend on the order they are added in, so the choice is the same at every run. (x - max) / T is formed in float-float
+// depend on the order they are added in, so the choice is the same at every run. The rounding to that unit (masses below
+// half a unit become 0) moves a cumulative sum by at most V * 2^-(54 - ceil(log2(V + 1))) of the largest mass: 6e-8 at
+// V = 32,000, 5e-7 at 65,536, 1.5e-5 at 256k. (x - max) / T is formed in float-float
 // (an exact difference, times 1/T held as two floats), so its error stays near float32's rounding of the result itself
 // (about 6e-8 of it) rather than of x / T; e is a float32 exponential of it corrected to first order by the low part (a
 // few 1e-7 relative), and the scaling by a power of two is exact, so no FP64 work runs per element.
@@ -287,7 +289,7 @@ __device__ Chosen select(SelectShared& sh, View view, Limit lim, int mode, unsig
       sh.chosen_above_m = bm;
     }
     __syncthreads();
-    if (pick < 0) return Chosen{prefix, 0};   // nothing in play (cannot happen for a row with a number)
+    if (pick < 0) return Chosen{0u, -1};   // nothing in play (no mass at all, e.g. every logit -inf): the caller decides
     above_c = sh.chosen_above_c;
     above_m = sh.chosen_above_m;
     prefix |= static_cast<uint32_t>(pick) << shift;
@@ -407,6 +409,10 @@ __global__ void __launch_bounds__(kSelectThreads) head_select(const uint32_t* __
   while ((1ll << bits) <= static_cast<long long>(V)) ++bits;   // ceil(log2(V + 1))
   const double inv_t = 1.0 / static_cast<double>(temperature);
   const float inv_t_hi = static_cast<float>(inv_t);
+  if (!isfinite(inv_t_hi)) {   // T below ~3e-39 (the engine refuses T in (0, 1e-3) for this head): the limit is greedy
+    if (threadIdx.x == 0) next_token[b] = greedy;
+    return;
+  }
   const Probability prob{key_value(max_key), inv_t_hi, static_cast<float>(inv_t - static_cast<double>(inv_t_hi)), ldexpf(1.0f, 53 - bits)};
   const int part_bits = (54 - bits + 2) / 3;   // three parts of a mass; each bucket's sum of one part stays below 2^32
   if (max_key == 0u) {   // every logit NaN: nothing to draw from; the greedy id, as the host's argmax would give some id
@@ -420,18 +426,19 @@ __global__ void __launch_bounds__(kSelectThreads) head_select(const uint32_t* __
   if (top_k > 0.0f && top_k < static_cast<float>(view.n)) {
     const unsigned last = static_cast<unsigned>(ceilf(top_k)) - 1u;
     const Chosen c = select(sh, view, lim, kCount, last, 0.0, prob, part_bits);
-    lim = Limit{c.key, c.id};
+    if (c.id >= 0) lim = Limit{c.key, c.id};
   }
   if (top_p < 1.0f) {   // the shortest prefix whose cumulative probability reaches top_p
     if (top_p > 0.0f) {
       const Chosen c = select(sh, view, lim, kMassReach, 0u, static_cast<double>(top_p), prob, part_bits);
-      lim = Limit{c.key, c.id};
+      if (c.id >= 0) lim = Limit{c.key, c.id};
     } else {   // top_p <= 0: the first position alone (its cumulative probability reaches it)
       lim = Limit{max_key, greedy};
     }
   }
   // the first position whose cumulative probability exceeds u (renormalised over the kept: u times the kept mass)
-  const int chosen = select(sh, view, lim, kMassExceed, 0u, static_cast<double>(uniform[b]), prob, part_bits).id;
+  const int drawn = select(sh, view, lim, kMassExceed, 0u, static_cast<double>(uniform[b]), prob, part_bits).id;
+  const int chosen = drawn >= 0 ? drawn : greedy;   // no id with a mass (an infinite logit, every one -inf): the argmax
   if (threadIdx.x == 0) next_token[b] = chosen;
 }
 
@@ -458,7 +465,6 @@ int staged_bytes(int V) {
       const int avail = optin - static_cast<int>(attr.sharedSizeBytes) - 1024;
       if (cudaFuncSetAttribute(head_select, cudaFuncAttributeMaxDynamicSharedMemorySize, avail) == cudaSuccess) limit[device] = avail;
     }
-    cudaGetLastError();   // a refused attribute leaves limit 0, not an error for the launch
   }
   const long long want = static_cast<long long>(V) * 8;
   return static_cast<int>(want < limit[device] ? want : limit[device]);

@@ -25,6 +25,7 @@ extern "C" int omm_sampling_head(const void* logits, const void* params, const v
 namespace {
 
 constexpr const char* kOpName = "OmmSamplingHead";
+uint32_t g_api_version = 0;   // the C API version RegisterCustomOps settled on
 
 OrtStatusPtr Fail(const std::string& message) {
   return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpName) + ": " + message).c_str());
@@ -64,11 +65,16 @@ struct SamplingHeadKernel {
       Ort::UnownedValue greedy = ctx.GetOutput(1, out_shape);
       if (b == 0) return nullptr;
       const size_t bytes = omm_sampling_head_scratch_bytes(static_cast<int>(b), static_cast<int>(v));
-      // scratch from the session's device allocator (its arena), freed when the step's work is queued: the kernels
-      // run on the compute stream, in order with every later op that could be given the same memory
+      // Scratch from the session's device arena, freed once the step's work is queued. KernelContext_GetScratchBuffer
+      // (C API 18+) tags the block with this run's compute stream, so the arena hands it to no other stream (a concurrent
+      // Run) before the kernels ran; a plain Alloc carries no stream, so it is the fallback for older runtimes only.
       Ort::ConstMemoryInfo where = logits.GetTensorMemoryInfo();
-      Ort::Allocator allocator = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(where));
-      void* scratch = allocator.Alloc(bytes);
+      const OrtMemoryInfo* info = static_cast<const OrtMemoryInfo*>(where);
+      Ort::Allocator allocator = ctx.GetAllocator(*info);
+      void* scratch = nullptr;
+      if (g_api_version >= 18) Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, info, bytes, &scratch));
+      else scratch = allocator.Alloc(bytes);
+      if (scratch == nullptr) return Fail("no device memory for the scratch (" + std::to_string(bytes) + " bytes)");
       const int rc = omm_sampling_head(logits.GetTensorRawData(), ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
                                        ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(),
                                        ctx.GetInput(5).GetTensorRawData(), next.GetTensorMutableRawData(),
@@ -106,5 +112,6 @@ struct SamplingHeadOp : Ort::CustomOpBase<SamplingHeadOp, SamplingHeadKernel, tr
 void OmmAddSamplingHeadOp(Ort::CustomOpDomain& domain, uint32_t version) {
   static SamplingHeadOp op;
   op.version = version;
+  g_api_version = version;
   domain.Add(&op);
 }
