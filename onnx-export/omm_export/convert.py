@@ -263,6 +263,8 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         print(f"convert: --sampling-op omm: the sampling head's {done['removed']} nodes are one omm.OmmSamplingHead", file=sys.stderr)
         decoder["custom_op_domains"] = [OMM_DOMAIN]
     which = getattr(args, "custom_ops", "none")
+    if getattr(args, "fuse_qk_norm", False) and which != "omm-fused":
+        raise SystemExit("convert: --fuse-qk-norm needs --custom-ops omm-fused")
     if which == "none":
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:
@@ -280,9 +282,11 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
                              f"({fused['kept']}); use --custom-ops omm")
         print(f"convert: --custom-ops omm-fused: {fused['fused']} gate_up projections fused with Split + SiLU + Mul; other "
               f"OmmMatMulInt4 nodes: {fused['kept']}", file=sys.stderr)
-        qk = fuse_qk_norm(model)   # Chameleon's qk-norm; nothing to do for models without it
-        if qk["fused"] or qk["kept"]:
-            print(f"convert: --custom-ops omm-fused: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
+    if getattr(args, "fuse_qk_norm", False):   # Chameleon's qk-norm as one op (checked against the graph's ops kernel by kernel)
+        qk = fuse_qk_norm(model)
+        if not qk["fused"]:
+            raise SystemExit(f"convert: --fuse-qk-norm: no qk-norm to fuse ({qk['kept']})")
+        print(f"convert: --fuse-qk-norm: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 

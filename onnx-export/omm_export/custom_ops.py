@@ -14,7 +14,6 @@ at the down projection's input instead, measured slower on an H100 and is no lon
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -329,8 +328,9 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
     add = only(mul.output[0])
     if add is None or add.op_type != "Add" or add.domain not in ("", "ai.onnx") or add.input[0] != mul.output[0]:
         return None, "not an Add"
-    w, b = const(mul.input[1]), const(add.input[1])
-    if w is None or b is None or w.shape != (heads, d) or b.shape != (heads, d) or w.dtype != np.float16 or b.dtype != np.float16:
+    # the per-head weight and bias: fp16 [heads, D] initializers (read from their headers: they may be external data)
+    w, b = gr.init.get(mul.input[1]), gr.init.get(add.input[1])
+    if w is None or b is None or any(list(t.dims) != [heads, d] or t.data_type != onnx.TensorProto.FLOAT16 for t in (w, b)):
         return None, "per-head weight or bias not fp16 [heads, D] initializers"
     r2 = only(add.output[0])
     if r2 is None or r2.op_type != "Reshape" or gr.int_values(r2.input[1]) != [0, 0, heads * d]:
