@@ -60,6 +60,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     source "$repo/tools/gpu_env.sh"
     log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
     unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+    # TESTS_DLL: a test assembly built after the bundle (the same library API), carried beside the checkout
+    [ -n "${TESTS_DLL:-}" ] && cp "$TESTS_DLL" "$work/omm/OnnxMultimodal.Tests.dll" && log "tests from $TESTS_DLL"
     OMM=$work/omm/omm
     for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
     log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
