@@ -80,10 +80,8 @@ def main(argv=None) -> int:
                         "a logit mask, classifier-free guidance's mix) fed by small sample_* inputs; see sampling_head.py")
     v.add_argument("--custom-ops", default="none", choices=["none", "omm", "omm-fused"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16); "
-                        "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu)")
-    v.add_argument("--fuse-qk-norm", action="store_true",
-                   help="with --custom-ops omm-fused: Chameleon's qk-norm (Split + per-head LayerNorm, Mul, Add for q and k) as omm.OmmQkvHeadNorm "
-                        "(kernel-checked on an H100; not yet measured in the pipeline)")
+                        "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu), "
+                        "and Chameleon's qk-norm (Split + per-head LayerNorm, Mul, Add for q and k) runs as omm.OmmQkvHeadNorm")
     v.add_argument("--sampling-op", default="onnx", choices=["onnx", "omm"],
                    help="with --device-sampling: onnx writes the sampling head as standard ops; omm as one omm.OmmSamplingHead node "
                         "(our CUDA kernels, libomm_kernels.so; any precision), the same inputs, outputs and draws")

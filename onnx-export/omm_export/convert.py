@@ -253,7 +253,8 @@ def convert(args) -> dict:
 
 def _custom_ops(args, model, opt, decoder: dict) -> None:
     """--custom-ops omm: MatMulNBits -> omm.OmmMatMulInt4; omm-fused: also Split + SiLU + Mul + down projection ->
-    omm.OmmMatMulInt4SwiGlu (the gate_up projection with SiLU·up in its epilogue). --sampling-op omm: the sampling head ->
+    omm.OmmMatMulInt4SwiGlu (the gate_up projection with SiLU·up in its epilogue), and Chameleon's qk-norm ->
+    omm.OmmQkvHeadNorm. --sampling-op omm: the sampling head ->
     omm.OmmSamplingHead. The manifest names the library's domain the graph needs."""
     if getattr(args, "sampling_op", "onnx") == "omm":
         if not opt.device_sampling:
@@ -263,8 +264,6 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         print(f"convert: --sampling-op omm: the sampling head's {done['removed']} nodes are one omm.OmmSamplingHead", file=sys.stderr)
         decoder["custom_op_domains"] = [OMM_DOMAIN]
     which = getattr(args, "custom_ops", "none")
-    if getattr(args, "fuse_qk_norm", False) and which != "omm-fused":
-        raise SystemExit("convert: --fuse-qk-norm needs --custom-ops omm-fused")
     if which == "none":
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:
@@ -282,11 +281,9 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
                              f"({fused['kept']}); use --custom-ops omm")
         print(f"convert: --custom-ops omm-fused: {fused['fused']} gate_up projections fused with Split + SiLU + Mul; other "
               f"OmmMatMulInt4 nodes: {fused['kept']}", file=sys.stderr)
-    if getattr(args, "fuse_qk_norm", False):   # Chameleon's qk-norm as one op (checked against the graph's ops kernel by kernel)
-        qk = fuse_qk_norm(model)
-        if not qk["fused"]:
-            raise SystemExit(f"convert: --fuse-qk-norm: no qk-norm to fuse ({qk['kept']})")
-        print(f"convert: --fuse-qk-norm: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
+        qk = fuse_qk_norm(model)   # Chameleon's qk-norm as one op; models without it have nothing to fuse
+        if qk["fused"] or qk["kept"]:
+            print(f"convert: --custom-ops omm-fused: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 

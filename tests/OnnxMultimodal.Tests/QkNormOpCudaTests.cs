@@ -6,7 +6,7 @@ namespace OnnxMultimodal.Tests;
 
 /// <summary>
 /// Chameleon's qk-norm as our one CUDA op (<c>omm.OmmQkvHeadNorm</c>, src/OnnxMultimodal.Kernels/qk_norm.cu), written by
-/// <c>convert --custom-ops omm-fused --fuse-qk-norm</c> with the SwiGLU epilogue, against the same int4 weights with <c>--custom-ops omm</c>
+/// <c>convert --custom-ops omm-fused</c> with the SwiGLU epilogue, against the same int4 weights with <c>--custom-ops omm</c>
 /// (our GEMV, the qk-norm as standard ops): tiny-chameleon converted here (int4, fp16 activations, block 32), the logits
 /// of every step of a teacher-forced sequence on CUDA, with and without CUDA graphs. Tolerance: the SwiGLU epilogue's
 /// rounding (1e-3 of max |logit| a layer, as in <see cref="CustomOpsCudaTests"/>) plus the qk-norm's: q and k within a few
@@ -30,7 +30,7 @@ public class QkNormOpCudaTests
         _temporary = Path.Combine(Path.GetTempPath(), $"omm-qk-norm-{Guid.NewGuid():N}");
         string[] int4 = ["--int4-activation", "fp16", "--block-size", "32", "--custom-ops"];
         _plain = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm", [.. int4, "omm"]);
-        _fused = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm-fused", [.. int4, "omm-fused", "--fuse-qk-norm"]);
+        _fused = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm-fused", [.. int4, "omm-fused"]);
         string plain = File.ReadAllText(Path.Combine(_plain, "decoder.onnx"), System.Text.Encoding.Latin1);
         string fused = File.ReadAllText(Path.Combine(_fused, "decoder.onnx"), System.Text.Encoding.Latin1);
         // a node's op_type as serialized: field 4 (0x22), length 18 (0x12), the name (so not SkipSimplifiedLayerNormalization)
