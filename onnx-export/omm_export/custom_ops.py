@@ -305,12 +305,15 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
         readers = gr.consumers.get(t, [])
         return readers[0] if len(readers) == 1 and t not in gr.graph_outputs else None
 
-    def const(name):
-        return numpy_helper.to_array(gr.init[name]) if name in gr.init else None
+    def const(name, d):   # a small inline initializer of D values, else None (never loads external data)
+        t = gr.init.get(name)
+        if t is None or list(t.dims) != [d] or t.data_location == onnx.TensorProto.EXTERNAL:
+            return None
+        return numpy_helper.to_array(t)
 
     r1 = only(tensor)
-    if r1 is None or r1.op_type != "Reshape" or r1.domain not in ("", "ai.onnx"):
-        return None, "not a Reshape"
+    if r1 is None or r1.op_type != "Reshape" or r1.domain not in ("", "ai.onnx") or _attrs(r1).get("allowzero", 0):
+        return None, "not a Reshape (copying zero dimensions)"
     shape = gr.int_values(r1.input[1])
     if shape is None or len(shape) != 4 or shape[:2] != [0, 0] or shape[2] < 1 or shape[3] < 1 or shape[2] * shape[3] != width:
         return None, f"Reshape to {shape}"
@@ -319,9 +322,10 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
     if ln is None or ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx") or len(ln.input) < 3 or len(ln.output) != 1:
         return None, "not a LayerNormalization"
     a = _attrs(ln)
-    scale, bias = const(ln.input[1]), const(ln.input[2])
-    if a.get("axis", -1) not in (-1, 3) or scale is None or bias is None or scale.shape != (d,) or not (scale == 1).all() or not (bias == 0).all():
-        return None, "LayerNormalization with an affine part or another axis"
+    scale, bias = const(ln.input[1], d), const(ln.input[2], d)
+    if (a.get("axis", -1) not in (-1, 3) or a.get("stash_type", 1) != 1 or scale is None or bias is None or not (scale == 1).all()
+            or not (bias == 0).all()):
+        return None, "LayerNormalization with an affine part, another axis or another stash type"
     mul = only(ln.output[0])
     if mul is None or mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or mul.input[0] != ln.output[0]:
         return None, "not a Mul"
@@ -333,7 +337,7 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
     if w is None or b is None or any(list(t.dims) != [heads, d] or t.data_type != onnx.TensorProto.FLOAT16 for t in (w, b)):
         return None, "per-head weight or bias not fp16 [heads, D] initializers"
     r2 = only(add.output[0])
-    if r2 is None or r2.op_type != "Reshape" or gr.int_values(r2.input[1]) != [0, 0, heads * d]:
+    if r2 is None or r2.op_type != "Reshape" or _attrs(r2).get("allowzero", 0) or gr.int_values(r2.input[1]) != [0, 0, heads * d]:
         return None, "not reshaped back"
     return (r2.output[0], mul.input[1], add.input[1], float(a.get("epsilon", 1e-5)), d, [r1, ln, mul, add, r2]), None
 
@@ -341,7 +345,8 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
 def fuse_qk_norm(model: onnx.ModelProto) -> dict:
     """Chameleon's qk-norm (fused_graph._head_norm on q and k after a Split of the packed qkv projection) as one
     omm.OmmQkvHeadNorm node writing q, k and v under the chain's output names: for every Split of an fp16 tensor into
-    [H*D, Hkv*D, Hkv*D] whose first two parts run only through that chain (the same D and epsilon), D up to 256. The chains' nodes and their now unread initializers are removed. Returns {"fused": n, "kept": {reason: n}}."""
+    [H*D, Hkv*D, Hkv*D] whose first two parts run only through that chain (the same D and epsilon), D up to 256. The
+    chains' nodes, and every initializer nothing reads afterwards, are removed. Returns {"fused": n, "kept": {reason: n}}."""
     gr = _Graph(model)
     fused, kept, dead = 0, {}, []
     new_nodes = []
@@ -353,7 +358,11 @@ def fuse_qk_norm(model: onnx.ModelProto) -> dict:
         if split.op_type != "Split" or split.domain not in ("", "ai.onnx") or len(split.output) != 3 or len(split.input) != 2:
             continue
         sizes = gr.int_values(split.input[1])
-        if sizes is None or len(sizes) != 3 or _attrs(split).get("axis", 0) not in (-1, 2) or sizes[1] != sizes[2]:
+        rank = gr.rank.get(split.input[0])
+        # the chains reshape to [d0, d1, heads, D] and back to [d0, d1, heads * D], the op keeps its input's shape: a rank-3
+        # input (the op refuses any other at run time, where the graph records no rank)
+        if (sizes is None or len(sizes) != 3 or _attrs(split).get("axis", 0) not in (-1, 2) or sizes[1] != sizes[2]
+                or rank not in (None, 3)):
             continue
         found = [_head_norm_chain(gr, part, size) for part, size in zip(split.output[:2], sizes[:2])]
         if any(chain is None for chain, _ in found):

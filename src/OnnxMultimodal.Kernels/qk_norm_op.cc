@@ -1,8 +1,8 @@
 // ONNX Runtime custom op `omm.OmmQkvHeadNorm` (CUDA execution provider): Chameleon's qk-norm on the packed qkv projection
 // in one kernel (qk_norm.cu), in place of Split + (Reshape, LayerNormalization, Mul, Add, Reshape) for q and for k.
 //
-//   inputs   qkv fp16 [..., (H + 2 Hkv) * D]; q_weight, q_bias fp16 [H, D]; k_weight, k_bias fp16 [Hkv, D]
-//   outputs  q [..., H * D], k [..., Hkv * D], v [..., Hkv * D] fp16
+//   inputs   qkv fp16 [B, S, (H + 2 Hkv) * D]; q_weight, q_bias fp16 [H, D]; k_weight, k_bias fp16 [Hkv, D]
+//   outputs  q [B, S, H * D], k [B, S, Hkv * D], v [B, S, Hkv * D] fp16
 //   attrs    num_heads H, kv_num_heads Hkv, head_dim D (at most 256), epsilon
 // Registered by RegisterCustomOps (matmul_int4_op.cc) in the `omm` domain.
 #define ORT_API_MANUAL_INIT
@@ -33,6 +33,8 @@ struct QkvHeadNormKernel {
       Ort::KernelContext ctx(context);
       Ort::ConstValue qkv = ctx.GetInput(0);
       std::vector<int64_t> shape = qkv.GetTensorTypeAndShapeInfo().GetShape();
+      // the graph this op replaces reshapes to [d0, d1, heads, D] and back to [d0, d1, heads * D]: rank 3 only
+      if (shape.size() != 3) return Fail("qkv must be [batch, sequence, (num_heads + 2 kv_num_heads) * head_dim] (rank 3)");
       const int64_t width = (heads + 2 * kv_heads) * head_dim;
       if (shape.empty() || shape.back() != width)
         return Fail("qkv's last dimension must be (num_heads + 2 kv_num_heads) * head_dim = " + std::to_string(width));
@@ -84,6 +86,8 @@ struct QkvHeadNormOp : Ort::CustomOpBase<QkvHeadNormOp, QkvHeadNormKernel, true>
       return nullptr;
     } catch (const Ort::Exception& e) {
       return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
+    } catch (const std::exception& e) {
+      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
     }
   }
   const char* GetName() const { return kOpName; }

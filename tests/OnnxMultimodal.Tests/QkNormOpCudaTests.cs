@@ -7,12 +7,13 @@ namespace OnnxMultimodal.Tests;
 /// <summary>
 /// Chameleon's qk-norm as our one CUDA op (<c>omm.OmmQkvHeadNorm</c>, src/OnnxMultimodal.Kernels/qk_norm.cu), written by
 /// <c>convert --custom-ops omm-fused</c> with the SwiGLU epilogue, against the same int4 weights with <c>--custom-ops omm</c>
-/// (our GEMV, the qk-norm as standard ops): tiny-chameleon converted here (int4, fp16 activations, block 32), the logits
+/// (our GEMV, the qk-norm as standard ops): tiny-chameleon with seeded random qk-norm weights and biases, converted here
+/// (int4, fp16 activations, block 32), the logits
 /// of every step of a teacher-forced sequence on CUDA, with and without CUDA graphs. Tolerance: the SwiGLU epilogue's
-/// rounding (1e-3 of max |logit| a layer, as in <see cref="CustomOpsCudaTests"/>) plus the qk-norm's: q and k within a few
-/// fp16 ulps (src/OnnxMultimodal.Kernels/check_qk_norm.py), which moves attention scores, and so each layer's output, by a
-/// few 1e-3 of their size at most: 3e-3 a layer. A wrong head, weight, bias, mean or variance moves the logits by a large
-/// fraction of their range. Needs OMM_KERNELS_DIR/libomm_kernels.so and python3 with onnx and onnxruntime; skipped, with
+/// rounding (1e-3 of max |logit| a layer, as in <see cref="CustomOpsCudaTests"/>) plus the qk-norm's, set from measurement
+/// rather than derived: 3e-3 a layer (q and k within a few fp16 ulps, src/OnnxMultimodal.Kernels/check_qk_norm.py; the
+/// first H100 run, with the model's unit weights, measured 3.8e-3 in all over 4 layers). A wrong head, weight, bias, mean
+/// or variance moves the logits by a large fraction of their range. Needs OMM_KERNELS_DIR/libomm_kernels.so and python3 with onnx and onnxruntime; skipped, with
 /// the reason, otherwise.
 /// </summary>
 [Category("Cuda")]
@@ -28,15 +29,53 @@ public class QkNormOpCudaTests
         _library = Path.Combine(Environment.GetEnvironmentVariable("OMM_KERNELS_DIR") ?? "", "libomm_kernels.so");
         if (!File.Exists(_library)) Assert.Ignore("OMM_KERNELS_DIR does not hold libomm_kernels.so (tools/gpu_kernels.sh OUT_DIR builds it)");
         _temporary = Path.Combine(Path.GetTempPath(), $"omm-qk-norm-{Guid.NewGuid():N}");
+        // tiny-chameleon's qk-norm weights are all 1 and its biases 0, under which a swapped, misplaced or ignored weight
+        // would not show: a copy gets seeded random ones (weight 1 + N(0, 0.5), bias N(0, 0.3), per head and element)
+        string source = Path.Combine(_temporary, "tiny-chameleon-random-qk-norm");
+        CopyFolder(TestData.Model("tiny-chameleon"), source);
+        string python = SamplingHeadPackages.PythonWithOnnx();
+        var start = new System.Diagnostics.ProcessStartInfo(python, ["-c", RandomiseNorms, Path.Combine(source, "decoder.onnx")])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using (var process = System.Diagnostics.Process.Start(start)!)
+        {
+            var error = process.StandardError.ReadToEndAsync();
+            string output = process.StandardOutput.ReadToEnd();
+            Assert.That(process.WaitForExit(60_000) && process.ExitCode == 0, Is.True, error.Result);
+            Assert.That(output, Does.StartWith("randomised 16"), "every layer's q and k weight and bias");
+        }
         string[] int4 = ["--int4-activation", "fp16", "--block-size", "32", "--custom-ops"];
-        _plain = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm", [.. int4, "omm"]);
-        _fused = SamplingHeadPackages.Convert("tiny-chameleon", "int4", _temporary, "omm-fused", [.. int4, "omm-fused"]);
+        _plain = SamplingHeadPackages.Convert(source, "int4", _temporary, "omm", [.. int4, "omm"]);
+        _fused = SamplingHeadPackages.Convert(source, "int4", _temporary, "omm-fused", [.. int4, "omm-fused"]);
         string plain = File.ReadAllText(Path.Combine(_plain, "decoder.onnx"), System.Text.Encoding.Latin1);
         string fused = File.ReadAllText(Path.Combine(_fused, "decoder.onnx"), System.Text.Encoding.Latin1);
         // a node's op_type as serialized: field 4 (0x22), length 18 (0x12), the name (so not SkipSimplifiedLayerNormalization)
         const string layerNorm = "\u0022\u0012LayerNormalization";
         Assert.That(plain, Does.Contain(layerNorm).And.Not.Contain("OmmQkvHeadNorm"));
         Assert.That(fused, Does.Contain("OmmQkvHeadNorm").And.Not.Contain(layerNorm), "every layer's qk-norm is our op");
+    }
+
+    private const string RandomiseNorms = """
+        import sys, numpy as np, onnx
+        from onnx import numpy_helper
+        path = sys.argv[1]
+        m = onnx.load(path)
+        rng = np.random.default_rng(20261127)
+        n = 0
+        for i, t in enumerate(m.graph.initializer):
+            if (".q_norm." in t.name or ".k_norm." in t.name) and t.name.endswith((".weight", ".bias")):
+                a = numpy_helper.to_array(t)
+                r = 1 + 0.5 * rng.standard_normal(a.shape) if t.name.endswith(".weight") else 0.3 * rng.standard_normal(a.shape)
+                m.graph.initializer[i].CopyFrom(numpy_helper.from_array(r.astype(a.dtype), t.name))
+                n += 1
+        onnx.save(m, path)
+        print("randomised", n)
+        """;
+
+    private static void CopyFolder(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
+        foreach (string dir in Directory.GetDirectories(from)) CopyFolder(dir, Path.Combine(to, Path.GetFileName(dir)));
     }
 
     [OneTimeTearDown]

@@ -29,7 +29,7 @@ internal static class SamplingHeadPackages
         return "";
     }
 
-    /// <summary>models/<paramref name="source"/> converted at <paramref name="precision"/> into <paramref name="folder"/>/<paramref name="name"/>
+    /// <summary>models/<paramref name="source"/> (or the folder <paramref name="source"/>, given as a rooted path) converted at <paramref name="precision"/> into <paramref name="folder"/>/<paramref name="name"/>
     /// (<paramref name="extra"/>: more convert options, e.g. <c>--sampling-op omm</c>).</summary>
     public static string Convert(string source, string precision, string folder, string name, params string[] extra)
     {
@@ -37,7 +37,8 @@ internal static class SamplingHeadPackages
         var failures = new List<string>();
         foreach (string python in new[] { "python3", "/usr/bin/python3" })
         {
-            var start = new ProcessStartInfo(python, ["-m", "omm_export", "convert", "--from", TestData.Model(source), "--out", output,
+            string from = Path.IsPathRooted(source) ? source : TestData.Model(source);
+            var start = new ProcessStartInfo(python, ["-m", "omm_export", "convert", "--from", from, "--out", output,
                                                       "--graph", "fused", "--precision", precision, "--device-sampling", .. extra])
             {
                 WorkingDirectory = Path.Combine(TestData.RepoRoot, "onnx-export"),
