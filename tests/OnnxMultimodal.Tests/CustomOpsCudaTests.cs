@@ -75,8 +75,9 @@ public class CustomOpsCudaTests
         }
     }
 
-    private static (int[] Tokens, List<float[]> Logits) Run(string package, ExecutionOptions execution, IReadOnlyList<int> prompt,
-                                                            int tokens, IReadOnlyList<int>? forced = null)
+    /// <summary>Greedy tokens and each step's logits of <paramref name="package"/>; with <paramref name="forced"/>, teacher-forced.</summary>
+    internal static (int[] Tokens, List<float[]> Logits) Run(string package, ExecutionOptions execution, IReadOnlyList<int> prompt,
+                                                             int tokens, IReadOnlyList<int>? forced = null)
     {
         using var engine = OrtDecodeEngine.Create(ModelPackage.Open(package), execution);
         var record = new StepLogits(forced);
@@ -102,7 +103,7 @@ public class CustomOpsCudaTests
     }
 
     /// <summary>max |ours - stock| / max |stock| of one step's logits, and the stock logits' max |value|.</summary>
-    private static (double Rel, double Scale) Difference(float[] stock, float[] ours)
+    internal static (double Rel, double Scale) Difference(float[] stock, float[] ours)
     {
         double diff = 0, scale = 0;
         for (int i = 0; i < stock.Length; i++)

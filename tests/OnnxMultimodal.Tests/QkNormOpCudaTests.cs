@@ -84,30 +84,8 @@ public class QkNormOpCudaTests
         if (_temporary.Length > 0 && Directory.Exists(_temporary)) Directory.Delete(_temporary, recursive: true);
     }
 
-    private sealed class StepLogits(IReadOnlyList<int>? forced) : ILogitsProcessor
-    {
-        public List<float[]> Steps { get; } = [];
-
-        public void Process(Span<float> logits, IReadOnlyList<int> sequence)
-        {
-            Steps.Add(logits.ToArray());
-            if (forced is null) return;
-            int next = forced[Steps.Count - 1];
-            logits.Fill(float.NegativeInfinity);
-            logits[next] = 0f;
-        }
-    }
-
-    private (int[] Tokens, List<float[]> Logits) Run(string package, bool cudaGraph, int[] prompt, int tokens, IReadOnlyList<int>? forced)
-    {
-        var execution = new ExecutionOptions { Providers = [ExecutionProviderKind.Cuda], CudaGraph = cudaGraph, CustomOpLibrary = _library,
-                                               GraphTokenChoice = false };
-        using var engine = OrtDecodeEngine.Create(ModelPackage.Open(package), execution);
-        var record = new StepLogits(forced);
-        using var seq = engine.Start(prompt, new SamplingOptions { MaxNewTokens = tokens, IgnoreStopTokens = true }, [record]);
-        while (!seq.IsDone) seq.GenerateNextToken();
-        return (seq.Tokens.Skip(prompt.Length).ToArray(), record.Steps);
-    }
+    private ExecutionOptions Cuda(bool cudaGraph) =>
+        new() { Providers = [ExecutionProviderKind.Cuda], CudaGraph = cudaGraph, CustomOpLibrary = _library, GraphTokenChoice = false };
 
     [TestCase(false)]
     [TestCase(true)]
@@ -119,20 +97,15 @@ public class QkNormOpCudaTests
         var failures = new List<string>();
         foreach (int[] prompt in Prompts)
         {
-            var (tokens, expected) = Run(_plain, cudaGraph, prompt, 24, null);   // its own greedy tokens, forced on both
-            var (_, actual) = Run(_fused, cudaGraph, prompt, 24, tokens);
-            var (_, again) = Run(_plain, cudaGraph, prompt, 24, tokens);
+            var (tokens, expected) = CustomOpsCudaTests.Run(_plain, Cuda(cudaGraph), prompt, 24);   // its own greedy tokens, forced on both
+            var (_, actual) = CustomOpsCudaTests.Run(_fused, Cuda(cudaGraph), prompt, 24, tokens);
+            var (_, again) = CustomOpsCudaTests.Run(_plain, Cuda(cudaGraph), prompt, 24, tokens);
             Assert.That(actual, Has.Count.EqualTo(expected.Count));
             for (int t = 0; t < expected.Count; t++)
             {
-                double diff = 0, scale = 0;
-                for (int i = 0; i < expected[t].Length; i++)
-                {
-                    diff = Math.Max(diff, Math.Abs((double)actual[t][i] - again[t][i]));
-                    scale = Math.Max(scale, Math.Abs((double)again[t][i]));
-                }
-                worst = Math.Max(worst, diff / scale);
-                if (diff / scale > bound) failures.Add($"prompt {prompt.Length} ids, step {t}: {diff / scale:E2} > {bound:E2}");
+                var (rel, _) = CustomOpsCudaTests.Difference(again[t], actual[t]);
+                worst = Math.Max(worst, rel);
+                if (rel > bound) failures.Add($"prompt {prompt.Length} ids, step {t}: {rel:E2} > {bound:E2}");
             }
         }
         TestContext.Out.WriteLine($"worst max |diff| / max |logit| {worst:E2} (bound {bound:E2}), CUDA graph {cudaGraph}");

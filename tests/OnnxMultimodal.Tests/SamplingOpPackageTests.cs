@@ -8,7 +8,7 @@ namespace OnnxMultimodal.Tests;
 
 /// <summary>
 /// <c>convert --device-sampling --sampling-op omm</c> on the CPU: the package it writes (its tokens are checked against the
-/// host sampler on CUDA by <see cref="OmmSamplingHeadCudaTests"/>). The head's standard nodes must be gone, replaced by
+/// host sampler on CUDA by <see cref="DeviceSamplingCudaTests"/>, its "omm" fixture). The head's standard nodes must be gone, replaced by
 /// one <c>omm.OmmSamplingHead</c> node with the head's inputs and outputs under the same names, the manifest must keep
 /// the standard conversion's sampling_head entry and name the library's domain, and a host without the library must be
 /// refused with the option named. Needs python3 with the onnx package (skipped with the reason otherwise).
