@@ -46,6 +46,25 @@ def _supported(node: onnx.NodeProto, init_types: dict) -> str | None:
     return None
 
 
+def _import_omm_domain(model: onnx.ModelProto) -> None:
+    """Adds our domain to the model's opset imports (once)."""
+    if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+
+
+def _drop_unread(model: onnx.ModelProto) -> None:
+    """Removes the initializers no node or graph output reads, and the value_info of tensors no node produces any more."""
+    g = model.graph
+    read = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    inits = [t for t in g.initializer if t.name in read]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    produced = {o for n in g.node for o in n.output}
+    vi = [v for v in g.value_info if v.name in produced]
+    del g.value_info[:]
+    g.value_info.extend(vi)
+
+
 def use_omm_int4(model: onnx.ModelProto) -> dict:
     """Rewrites the supported MatMulNBits nodes of `model` in place (activations must be fp16: the caller
     checks, since value types are not recorded for every node). Returns {"rewritten": n, "kept": {reason: n}}."""
@@ -60,8 +79,8 @@ def use_omm_int4(model: onnx.ModelProto) -> dict:
             continue
         node.op_type, node.domain = OMM_INT4_OP, OMM_DOMAIN
         rewritten += 1
-    if rewritten and not any(o.domain == OMM_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+    if rewritten:
+        _import_omm_domain(model)
     return {"rewritten": rewritten, "kept": kept}
 
 
@@ -282,15 +301,8 @@ def use_omm_sampling_head(model: onnx.ModelProto) -> dict:
         kept = alive
     del g.node[:]
     g.node.extend(kept)
-    read = {i for n in g.node for i in n.input} | wanted
-    inits = [t for t in g.initializer if t.name in read]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    vi = [v for v in g.value_info if v.name in read or any(v.name in n.output for n in g.node)]
-    del g.value_info[:]
-    g.value_info.extend(vi)
-    if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+    _drop_unread(model)
+    _import_omm_domain(model)
     return {"removed": before - len(g.node) + 1}
 
 
@@ -384,14 +396,6 @@ def fuse_qk_norm(model: onnx.ModelProto) -> dict:
         nodes = [replace.get(id(n), n) for n in model.graph.node if id(n) not in gone]
         del model.graph.node[:]
         model.graph.node.extend(nodes)
-        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        inits = [t for t in model.graph.initializer if t.name in read]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(inits)
-        produced = {o for n in model.graph.node for o in n.output}
-        vi = [v for v in model.graph.value_info if v.name in produced]
-        del model.graph.value_info[:]
-        model.graph.value_info.extend(vi)
-        if not any(o.domain == OMM_DOMAIN for o in model.opset_import):
-            model.opset_import.append(onnx.helper.make_opsetid(OMM_DOMAIN, 1))
+        _drop_unread(model)
+        _import_omm_domain(model)
     return {"fused": fused, "kept": kept}

@@ -20,6 +20,7 @@
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
+#include "op_status.h"
 
 #include <cstdint>
 #include <mutex>
@@ -68,9 +69,6 @@ struct Mode<2> {
   static constexpr auto kGemv = &omm_int4_gemv_swiglu;
 };
 
-OrtStatusPtr FailOp(const char* op, const std::string& message) {
-  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(op) + ": " + message).c_str());
-}
 
 bool Present(const Ort::KernelContext& ctx, size_t index) {
   if (index >= ctx.GetInputCount()) return false;
@@ -84,8 +82,8 @@ struct MatMulInt4Kernel {
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     constexpr const char* kOpName = Mode<kMode>::kName;
-    auto Fail = [](const std::string& message) { return FailOp(kOpName, message); };
-    try {
+    auto Fail = [](const std::string& message) { return OmmFail(kOpName, message); };
+    return OmmGuard([&]() -> OrtStatusPtr {
       Ort::KernelContext ctx(context);
       Ort::ConstValue a = ctx.GetInput(0);
       Ort::ConstValue b = ctx.GetInput(1);
@@ -125,26 +123,21 @@ struct MatMulInt4Kernel {
       const int rc = Mode<kMode>::kGemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
                                    y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
                                    static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream());
-      if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
-    } catch (const std::exception& e) {
-      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
-    }
+      return OmmLaunchStatus(kOpName, rc);
+    });
   }
 };
 
 template <int kMode>
 struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kMode>, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
-    try {
+    return OmmGuard([&]() -> OrtStatusPtr {
       Ort::ConstKernelInfo ki(info);
       auto attr = [&](const char* name) { return ki.GetAttribute<int64_t>(name); };
       const int64_t k = attr("K"), n = attr("N"), block_size = attr("block_size"), bits = attr("bits");
       if (bits != 4 || k < 32 || k % 32 != 0 || n < 1 || n > INT32_MAX || k > INT32_MAX || block_size < 32 ||
           (block_size & (block_size - 1)) != 0 || n % Mode<kMode>::kOutDivisor != 0)
-        return FailOp(Mode<kMode>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (and N even for SwiGLU; got bits " +
+        return OmmFail(Mode<kMode>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (and N even for SwiGLU; got bits " +
                                                  std::to_string(bits) + ", K " + std::to_string(k) + ", N " + std::to_string(n) + ", block_size " +
                                                  std::to_string(block_size) + ")");
       auto* kern = new MatMulInt4Kernel<kMode>();
@@ -153,9 +146,7 @@ struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kM
       kern->block_size = block_size;
       *kernel = kern;
       return nullptr;
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
-    }
+    });
   }
   const char* GetName() const { return Mode<kMode>::kName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }

@@ -8,6 +8,7 @@
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
+#include "op_status.h"
 
 #include <cstdint>
 #include <string>
@@ -20,16 +21,14 @@ namespace {
 
 constexpr const char* kOpName = "OmmQkvHeadNorm";
 
-OrtStatusPtr Fail(const std::string& message) {
-  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpName) + ": " + message).c_str());
-}
+OrtStatusPtr Fail(const std::string& message) { return OmmFail(kOpName, message); }
 
 struct QkvHeadNormKernel {
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
   float eps = 0.0f;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    try {
+    return OmmGuard([&]() -> OrtStatusPtr {
       Ort::KernelContext ctx(context);
       Ort::ConstValue qkv = ctx.GetInput(0);
       std::vector<int64_t> shape = qkv.GetTensorTypeAndShapeInfo().GetShape();
@@ -57,19 +56,14 @@ struct QkvHeadNormKernel {
                                        q.GetTensorMutableRawData(), k.GetTensorMutableRawData(), v.GetTensorMutableRawData(), tokens,
                                        static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(head_dim), eps,
                                        ctx.GetGPUComputeStream());
-      if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
-    } catch (const std::exception& e) {
-      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
-    }
+      return OmmLaunchStatus(kOpName, rc);
+    });
   }
 };
 
 struct QkvHeadNormOp : Ort::CustomOpBase<QkvHeadNormOp, QkvHeadNormKernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
-    try {
+    return OmmGuard([&]() -> OrtStatusPtr {
       Ort::ConstKernelInfo ki(info);
       const int64_t heads = ki.GetAttribute<int64_t>("num_heads"), kv_heads = ki.GetAttribute<int64_t>("kv_num_heads"),
                     head_dim = ki.GetAttribute<int64_t>("head_dim");
@@ -84,11 +78,7 @@ struct QkvHeadNormOp : Ort::CustomOpBase<QkvHeadNormOp, QkvHeadNormKernel, true>
       kern->eps = eps;
       *kernel = kern;
       return nullptr;
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
-    } catch (const std::exception& e) {
-      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
-    }
+    });
   }
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }

@@ -13,6 +13,7 @@
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
+#include "op_status.h"
 
 #include <cstdint>
 #include <string>
@@ -27,9 +28,7 @@ namespace {
 constexpr const char* kOpName = "OmmSamplingHead";
 uint32_t g_api_version = 0;   // the C API version RegisterCustomOps settled on
 
-OrtStatusPtr Fail(const std::string& message) {
-  return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(kOpName) + ": " + message).c_str());
-}
+OrtStatusPtr Fail(const std::string& message) { return OmmFail(kOpName, message); }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -39,7 +38,7 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 
 struct SamplingHeadKernel {
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    try {
+    return OmmGuard([&]() -> OrtStatusPtr {
       Ort::KernelContext ctx(context);
       Ort::ConstValue logits = ctx.GetInput(0);
       const std::vector<int64_t> ls = logits.GetTensorTypeAndShapeInfo().GetShape();
@@ -81,20 +80,17 @@ struct SamplingHeadKernel {
                                        greedy.GetTensorMutableRawData(), static_cast<int>(b), static_cast<int>(v), scratch,
                                        ctx.GetGPUComputeStream());
       allocator.Free(scratch);
-      if (rc != 0) return Ort::GetApi().CreateStatus(ORT_EP_FAIL, (std::string(kOpName) + ": kernel launch failed, code " + std::to_string(rc)).c_str());
-      return nullptr;
-    } catch (const Ort::Exception& e) {
-      return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
-    } catch (const std::exception& e) {
-      return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
-    }
+      return OmmLaunchStatus(kOpName, rc);
+    });
   }
 };
 
 struct SamplingHeadOp : Ort::CustomOpBase<SamplingHeadOp, SamplingHeadKernel, true> {
   OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* /*info*/, void** kernel) const {
-    *kernel = new SamplingHeadKernel();
-    return nullptr;
+    return OmmGuard([&]() -> OrtStatusPtr {
+      *kernel = new SamplingHeadKernel();
+      return nullptr;
+    });
   }
   const char* GetName() const { return kOpName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
