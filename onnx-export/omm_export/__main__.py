@@ -82,9 +82,6 @@ def main(argv=None) -> int:
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16); "
                         "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu), "
                         "and Chameleon's qk-norm (Split + per-head LayerNorm, Mul, Add for q and k) runs as omm.OmmQkvHeadNorm")
-    v.add_argument("--l2-prefetch-mb", type=float, default=16.0,
-                   help="with --custom-ops: each of our int4 GEMVs asks the L2 for up to this many MiB of the next one's scales and "
-                        "weights as it finishes, so they arrive while attention, norms and the host's wait run (0: off)")
     v.add_argument("--sampling-op", default="onnx", choices=["onnx", "omm"],
                    help="with --device-sampling: onnx writes the sampling head as standard ops; omm as one omm.OmmSamplingHead node "
                         "(our CUDA kernels, libomm_kernels.so; any precision), the same inputs, outputs and draws")

@@ -268,7 +268,7 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:
         raise SystemExit(f"convert: --custom-ops {which} needs --precision int4 --int4-activation fp16 (the kernel takes fp16 activations)")
-    from .custom_ops import OMM_DOMAIN, chain_l2_prefetch, fuse_qk_norm, fuse_silu_mul, use_omm_int4
+    from .custom_ops import OMM_DOMAIN, fuse_qk_norm, fuse_silu_mul, use_omm_int4
     done = use_omm_int4(model)
     if not done["rewritten"]:
         raise SystemExit(f"convert: --custom-ops {which}: no MatMulNBits node the kernel can run ({done['kept']})")
@@ -284,12 +284,6 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         qk = fuse_qk_norm(model)   # Chameleon's qk-norm as one op; models without it have nothing to fuse
         if qk["fused"] or qk["kept"]:
             print(f"convert: --custom-ops omm-fused: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
-    mb = getattr(args, "l2_prefetch_mb", 0.0)
-    if mb < 0:
-        raise SystemExit("convert: --l2-prefetch-mb must be >= 0")
-    chained = chain_l2_prefetch(model, int(mb * (1 << 20)))
-    if chained["chained"]:
-        print(f"convert: --l2-prefetch-mb {mb:g}: {chained['chained']} GEMVs prefetch the next one's weights into the L2", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
 
 

@@ -399,31 +399,3 @@ def fuse_qk_norm(model: onnx.ModelProto) -> dict:
         _drop_unread(model)
         _import_omm_domain(model)
     return {"fused": fused, "kept": kept}
-
-
-OMM_GEMV_OPS = (OMM_INT4_OP, OMM_INT4_SWIGLU_OP, OMM_INT4_SILU_MUL_OP)
-L2_PREFETCH_ATTRIBUTE = "l2_prefetch_bytes"
-
-
-def chain_l2_prefetch(model: onnx.ModelProto, max_bytes: int) -> dict:
-    """Gives each of our int4 GEMV nodes, in graph order, the weights and scales of the next one as inputs 6 and 7
-    (the last node gets the first's: the next decode step starts there) and `l2_prefetch_bytes` = max_bytes: the kernel
-    asks the L2 for up to that many of those bytes as it finishes, so they arrive while the latency-bound kernels between
-    two GEMVs (rotary, attention, norms, the sampling head, the host's wait) run. A hint: the outputs do not change.
-    max_bytes 0 removes the inputs and the attribute. Returns {"chained": n}."""
-    if max_bytes < 0:
-        raise ValueError("max_bytes must be >= 0")
-    nodes = [n for n in model.graph.node if n.domain == OMM_DOMAIN and n.op_type in OMM_GEMV_OPS]
-    for n in nodes:   # start from the plain op (idempotent: a second call replaces the first's chain)
-        del n.input[6:]
-        kept = [a for a in n.attribute if a.name != L2_PREFETCH_ATTRIBUTE]
-        del n.attribute[:]
-        n.attribute.extend(kept)
-    if max_bytes == 0 or len(nodes) < 2:
-        return {"chained": 0}
-    for i, n in enumerate(nodes):
-        nxt = nodes[(i + 1) % len(nodes)]
-        n.input.extend([""] * (6 - len(n.input)))
-        n.input.extend([nxt.input[1], nxt.input[2]])
-        n.attribute.append(onnx.helper.make_attribute(L2_PREFETCH_ATTRIBUTE, int(max_bytes)))
-    return {"chained": len(nodes)}

@@ -200,53 +200,6 @@ __device__ __forceinline__ uint32_t as_u32(half2 v) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// L2 prefetch of the next projection's weights (a hint; it changes no result). A decode step alternates streaming GEMVs
-// with latency-bound kernels (rotary, attention, norms, the sampling head, the host's wait between steps) during which
-// HBM idles; a GEMV that names the bytes the next GEMV will read asks the L2 for them as it finishes, so they arrive
-// while those kernels run and the next GEMV reads them from L2. Block b of the grid takes the b-th of gridDim.x equal
-// 16-byte-aligned slices of the ranges; lanes of its first warp issue sm_90's bulk L2 prefetch (fire and forget: no
-// completion to wait for, nothing written) in pieces of at most 64 KB. Below sm_90 it does nothing.
-struct L2Prefetch {
-  const void* ptr[2];   // up to two ranges (the next GEMV's weights and its scales); null = none
-  unsigned long long bytes[2];
-  int style;            // EXPERIMENT: 0 bulk per lane of warp 0, 1 bulk once per block, 2 prefetch.global.L2 per thread
-};
-
-__device__ __forceinline__ void l2_prefetch_slice(const L2Prefetch& pf, int lane) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (pf.ptr[r] == nullptr || pf.bytes[r] < 16) continue;
-    const char* base = static_cast<const char*>(pf.ptr[r]);
-    if (pf.style == 2) {   // every thread of the block: 128-byte lines
-      const unsigned long long lines = (pf.bytes[r] + 127) >> 7;
-      const unsigned long long threads = (unsigned long long)gridDim.x * blockDim.x;
-      for (unsigned long long l = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; l < lines; l += threads)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + (l << 7)));
-      continue;
-    }
-    if (threadIdx.x >= 32) continue;
-    const unsigned long long units = pf.bytes[r] >> 4;   // 16-byte units
-    const unsigned long long per_block = (units + gridDim.x - 1) / gridDim.x;
-    const unsigned long long begin = per_block * blockIdx.x;
-    const unsigned long long end = min(units, begin + per_block);
-    if (begin >= end) continue;
-    const int lanes = pf.style == 1 ? 1 : 32;
-    if (lane >= lanes) continue;
-    const unsigned long long per_lane = (end - begin + lanes - 1) / lanes;
-    unsigned long long u = begin + per_lane * lane;
-    const unsigned long long lane_end = min(end, u + per_lane);
-    for (; u < lane_end; u += 4096) {   // 4096 units = 64 KB
-      const unsigned size = (unsigned)(min(lane_end - u, 4096ull) << 4);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(base + (u << 4)), "r"(size) : "memory");
-    }
-  }
-#else
-  (void)pf;
-  (void)lane;
-#endif
-}
-
 // silu(g) * u for a pair of fp16 values (g, u: two half2 packed in 32-bit words), computed in fp32 and rounded once to
 // fp16. The stock graph rounds twice: Sigmoid+Mul (fused by ORT into QuickGelu) writes silu(g) in fp16, then the Mul
 // with up rounds the fp16 product again; so each x here is one rounding (at most 2^-11 relative) from the exact
@@ -362,7 +315,7 @@ template <int M, int kRows, int kUnroll, int kSplit, int kMode>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                  const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
-                 int N, int K, int row_bytes, int k_blocks, int block_shift, L2Prefetch pf) {
+                 int N, int K, int row_bytes, int k_blocks, int block_shift) {
   static_assert(kWarpsPerBlock % kSplit == 0, "split-K groups must tile the block");
   static_assert(kMode != kSwiGlu || kRows % 2 == 0, "SwiGLU pairs a gate and an up column per output");
   constexpr int kGroups = kWarpsPerBlock / kSplit;   // column groups per block
@@ -396,7 +349,6 @@ int4_gemv_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, cons
     if (j + 2 < steps) a.load(b, scales, n0, N, row_bytes, k_blocks, block_shift, chunks, first, stride, j + 2);
     accumulate<M, kRows, kUnroll, kMode>(bb, acc, x, zp, n0, N, K, k_blocks, block_shift, chunks, first, stride, j + 1);
   }
-  l2_prefetch_slice(pf, lane);   // this block's weights are all loaded
 
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -577,7 +529,7 @@ template <int kMT, int kUnroll, int kSplit, int kMode>
 __global__ void __launch_bounds__(kTcBlockWarps<kSplit> * 32)
 int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
                 const uint8_t* __restrict__ zp, const half* __restrict__ bias, half* __restrict__ y,
-                int M, int N, int K, int row_bytes, int k_blocks, int block_shift, L2Prefetch pf) {
+                int M, int N, int K, int row_bytes, int k_blocks, int block_shift) {
   constexpr int kWarps = kTcBlockWarps<kSplit>;
   static_assert(kWarps % kSplit == 0, "split-K groups must tile the block");
   constexpr int kGroups = kWarps / kSplit;
@@ -617,7 +569,6 @@ int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const
     if (i + 2 < iters) a.load(b, scales, rows, row_bytes, k_blocks, block_shift, chunks, t, s1 + kSplit * kUnroll);
     tc_accumulate<kMT, kUnroll, kMode>(bb, acc, x, zp, rows, x_row, has_x, K, k_blocks, block_shift, chunks, t, s1);
   }
-  l2_prefetch_slice(pf, lane);
 
   if constexpr (kSplit > 1) {
 #pragma unroll
@@ -669,7 +620,7 @@ int4_mma_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const
 
 template <int kMT, int kUnroll, int kSplit, int kMode>
 void launch_tc_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
-                    int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream, const L2Prefetch& pf) {
+                    int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   constexpr int kWarps = kTcBlockWarps<kSplit>;
   constexpr int kGroups = kWarps / kSplit;
   constexpr int kCols = kMode == kSwiGlu ? 8 * kMT : 16 * kMT;
@@ -677,16 +628,16 @@ void launch_tc_tile(const half* x, const uint8_t* b, const half* scales, const u
   const int groups = (n_out + kCols - 1) / kCols;
   const int blocks = (groups + kGroups - 1) / kGroups;
   int4_mma_kernel<kMT, kUnroll, kSplit, kMode><<<blocks, kWarps * 32, 0, stream>>>(
-      x, b, scales, zp, bias, y, M, N, K, row_bytes, k_blocks, block_shift, pf);
+      x, b, scales, zp, bias, y, M, N, K, row_bytes, k_blocks, block_shift);
 }
 
 template <int kMode>
 void launch_tc(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
-               int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream, const L2Prefetch& pf) {
+               int M, int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
 #define OMM_TC_TILE(i)                                                                                                     \
   case i:                                                                                                                  \
     launch_tc_tile<kTcTiles[i].mtiles, kTcTiles[i].unroll, kTcTiles[i].split, kMode>(x, b, scales, zp, bias, y, M, N, K,   \
-                                                                                     row_bytes, k_blocks, block_shift, stream, pf); \
+                                                                                     row_bytes, k_blocks, block_shift, stream); \
     break;
   switch (tile - kTcFirst) {
     OMM_TC_TILE(0) OMM_TC_TILE(1) OMM_TC_TILE(2) OMM_TC_TILE(3) OMM_TC_TILE(4) OMM_TC_TILE(5) OMM_TC_TILE(6) OMM_TC_TILE(7)
@@ -698,24 +649,24 @@ void launch_tc(int tile, const half* x, const uint8_t* b, const half* scales, co
 
 template <int M, int kRows, int kUnroll, int kSplit, int kMode>
 void launch_tile(const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
-                 int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream, const L2Prefetch& pf) {
+                 int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   constexpr int kGroups = kWarpsPerBlock / kSplit;
   constexpr int kCols = kMode == kSwiGlu ? kRows / 2 : kRows;   // output columns per warp
   const int n_out = kMode == kSwiGlu ? N / 2 : N;
   const int groups = (n_out + kCols - 1) / kCols;
   const int blocks = (groups + kGroups - 1) / kGroups;
   int4_gemv_kernel<M, kRows, kUnroll, kSplit, kMode><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-      x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift, pf);
+      x, b, scales, zp, bias, y, N, K, row_bytes, k_blocks, block_shift);
 }
 
 template <int M, int kMode>
 void launch(int tile, const half* x, const uint8_t* b, const half* scales, const uint8_t* zp, const half* bias, half* y,
-            int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream, const L2Prefetch& pf) {
+            int N, int K, int row_bytes, int k_blocks, int block_shift, cudaStream_t stream) {
   if (tile == 0) tile = fma_tile(M, N, K);   // run() resolves the default; kept for a direct call
 #define OMM_TILE(i)                                                                                                    \
   case i:                                                                                                              \
     launch_tile<M, kTiles[i].rows, kTiles[i].unroll, kTiles[i].split, kMode>(x, b, scales, zp, bias, y, N, K,          \
-                                                                                row_bytes, k_blocks, block_shift, stream, pf); \
+                                                                                row_bytes, k_blocks, block_shift, stream); \
     break;
   switch (tile) {
     OMM_TILE(1) OMM_TILE(2) OMM_TILE(3) OMM_TILE(4) OMM_TILE(5) OMM_TILE(6) OMM_TILE(7) OMM_TILE(8) OMM_TILE(9)
@@ -726,19 +677,15 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 }
 
 // Checks the arguments and runs the rows in passes (4 rows for the FMA tiles, 8 for the tensor-core tiles). x: [M, K] (plain, SwiGLU) or A [M, 2K] (SiLU-mul), rows 16-byte
-// aligned; y: [M, N], or [M, N/2] for SwiGLU (N even: gate and up rows). pf: the L2 prefetch of the last pass (none by
-// default; ranges must start 16-byte aligned).
+// aligned; y: [M, N], or [M, N/2] for SwiGLU (N even: gate and up rows).
 template <int kMode>
 int run(const void* x, const void* b, const void* scales, const void* zero_points, const void* bias, void* y, int M, int N,
-        int K, int block_size, void* stream, int tile, L2Prefetch pf = L2Prefetch{{nullptr, nullptr}, {0, 0}, 0}) {
+        int K, int block_size, void* stream, int tile) {
   if (tile < 0 || tile >= kTileCount) return -4;
   if (M < 1 || N < 1 || K < 32 || (K & 31) != 0) return -1;
   if (block_size < 32 || (block_size & (block_size - 1)) != 0) return -2;
   if (((uintptr_t)x & 15) != 0 || ((uintptr_t)b & 15) != 0) return -3;
   if (kMode == kSwiGlu && (N & 1) != 0) return -5;
-  for (int r = 0; r < 2; ++r)
-    if (((uintptr_t)pf.ptr[r] & 15) != 0) return -3;
-  const L2Prefetch none{{nullptr, nullptr}, {0, 0}, 0};
   const int n_out = kMode == kSwiGlu ? N / 2 : N;
   int block_shift = 0;
   while ((1 << block_shift) < block_size) ++block_shift;
@@ -757,7 +704,7 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
     for (int m0 = 0; m0 < M; m0 += kTcRowsPerPass) {
       const int rows = M - m0 < kTcRowsPerPass ? M - m0 : kTcRowsPerPass;
       launch_tc<kMode>(tile, xh + (size_t)m0 * x_stride, bb, sh, zb, bh, yh + (size_t)m0 * n_out, rows, N, K, row_bytes,
-                       k_blocks, block_shift, s, m0 + rows >= M ? pf : none);
+                       k_blocks, block_shift, s);
     }
     return (int)cudaGetLastError();
   }
@@ -765,12 +712,11 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
     const int rows = M - m0 < 4 ? M - m0 : 4;
     const half* xm = xh + (size_t)m0 * x_stride;
     half* ym = yh + (size_t)m0 * n_out;
-    const L2Prefetch& p = m0 + rows >= M ? pf : none;
     switch (rows) {
-      case 1: launch<1, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s, p); break;
-      case 2: launch<2, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s, p); break;
-      case 3: launch<3, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s, p); break;
-      default: launch<4, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s, p); break;
+      case 1: launch<1, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 2: launch<2, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      case 3: launch<3, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
+      default: launch<4, kMode>(tile, xm, bb, sh, zb, bh, ym, N, K, row_bytes, k_blocks, block_shift, s); break;
     }
   }
   return (int)cudaGetLastError();
@@ -824,23 +770,4 @@ extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* sc
 // compares it with its Python mirror (emulate_int4_gemv.default_tile), so the "default" it reports is the kernel's.
 extern "C" int omm_int4_gemv_default_tile(int M, int N, int K, int block_size) {
   return default_tile(M, N, K, block_size);
-}
-
-static int g_prefetch_style = 1;
-extern "C" void omm_int4_gemv_set_prefetch_style(int style) { g_prefetch_style = style; }   // EXPERIMENT
-
-// The same GEMV in any mode (0 plain, 1 SiLU-mul, 2 SwiGLU; tile as above) that, as its last pass finishes, asks the L2
-// for up to two byte ranges (pf0[0, pf0_bytes), pf1[0, pf1_bytes); 16-byte aligned starts; null or 0 bytes = none):
-// the next GEMV's weights and scales (L2Prefetch above). The custom ops call this one.
-extern "C" int omm_int4_gemv_prefetch(int mode, const void* x, const void* b, const void* scales, const void* zero_points,
-                                      const void* bias, void* y, int M, int N, int K, int block_size, void* stream, int tile,
-                                      const void* pf0, unsigned long long pf0_bytes, const void* pf1,
-                                      unsigned long long pf1_bytes) {
-  const L2Prefetch pf{{pf0, pf1}, {pf0 != nullptr ? pf0_bytes : 0, pf1 != nullptr ? pf1_bytes : 0}, g_prefetch_style};
-  switch (mode) {
-    case kPlain: return run<kPlain>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile, pf);
-    case kSiluMul: return run<kSiluMul>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile, pf);
-    case kSwiGlu: return run<kSwiGlu>(x, b, scales, zero_points, bias, y, M, N, K, block_size, stream, tile, pf);
-    default: return -6;
-  }
 }

@@ -4,13 +4,9 @@
 //   inputs   A fp16 [..., K]; B uint8 [N, k_blocks, block_size/2]; scales fp16 [N, k_blocks];
 //            zero_points uint8 [N, ceil(k_blocks/2)] (optional); g_idx (optional, refused if given);
 //            bias fp16 [N] (optional)                 -- MatMulNBits' inputs, in its order
-//            next_B uint8, next_scales fp16 (optional, ours): the weights and scales of the GEMV the graph runs next;
-//            the kernel asks the L2 for them as it finishes (int4_gemv.cu, L2Prefetch), scales first, then the first
-//            bytes of next_B up to l2_prefetch_bytes in all. Only their device addresses and sizes are used.
 //   output   Y fp16 [..., N]
 //   attrs    K, N, bits (must be 4), block_size (power of two >= 32); accuracy_level is accepted and
-//            ignored (the kernel accumulates in fp32 across blocks); l2_prefetch_bytes (optional, ours; default
-//            16 MiB, 0 = no prefetch)
+//            ignored (the kernel accumulates in fp32 across blocks)
 // OmmMatMulInt4SiluMul: the same inputs and attributes, except that A is the gate_up projection's output [..., 2K]
 //            (gate = A[..., :K], up = A[..., K:]) and Y = (silu(gate) * up) @ dequant(B)^T (+ bias): a fused Llama MLP's
 //            Split + SiLU + Mul + down projection in one kernel (measured slower than the unfused kernels: kept for the
@@ -31,10 +27,12 @@
 #include <string>
 #include <vector>
 
-extern "C" int omm_int4_gemv_prefetch(int mode, const void* x, const void* b, const void* scales, const void* zero_points,
-                                      const void* bias, void* y, int M, int N, int K, int block_size, void* stream, int tile,
-                                      const void* pf0, unsigned long long pf0_bytes, const void* pf1,
-                                      unsigned long long pf1_bytes);
+extern "C" int omm_int4_gemv(const void* x, const void* b, const void* scales, const void* zero_points,
+                             const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
+extern "C" int omm_int4_gemv_silu_mul(const void* a, const void* b, const void* scales, const void* zero_points,
+                                      const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
+extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* scales, const void* zero_points,
+                                    const void* bias, void* y, int M, int N, int K, int block_size, void* stream);
 
 void OmmAddSamplingHeadOp(Ort::CustomOpDomain& domain, uint32_t version);   // sampling_head_op.cc
 void OmmAddQkvHeadNormOp(Ort::CustomOpDomain& domain, uint32_t version);   // qk_norm_op.cc
@@ -54,18 +52,21 @@ struct Mode<0> {
   static constexpr const char* kName = "OmmMatMulInt4";
   static constexpr int64_t kAWidth = 1;   // A's last dimension in units of K
   static constexpr int64_t kOutDivisor = 1;   // Y's last dimension = N / this
+  static constexpr auto kGemv = &omm_int4_gemv;
 };
 template <>
 struct Mode<1> {
   static constexpr const char* kName = "OmmMatMulInt4SiluMul";
   static constexpr int64_t kAWidth = 2;
   static constexpr int64_t kOutDivisor = 1;
+  static constexpr auto kGemv = &omm_int4_gemv_silu_mul;
 };
 template <>
 struct Mode<2> {
   static constexpr const char* kName = "OmmMatMulInt4SwiGlu";
   static constexpr int64_t kAWidth = 1;
   static constexpr int64_t kOutDivisor = 2;
+  static constexpr auto kGemv = &omm_int4_gemv_swiglu;
 };
 
 
@@ -77,7 +78,7 @@ bool Present(const Ort::KernelContext& ctx, size_t index) {
 
 template <int kMode>
 struct MatMulInt4Kernel {
-  int64_t k = 0, n = 0, block_size = 0, l2_prefetch_bytes = 0;
+  int64_t k = 0, n = 0, block_size = 0;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     constexpr const char* kOpName = Mode<kMode>::kName;
@@ -119,25 +120,9 @@ struct MatMulInt4Kernel {
       Ort::UnownedValue y = ctx.GetOutput(0, shape);
       if (m == 0) return nullptr;
       if (m > INT32_MAX) return Fail("too many rows");
-      // The next GEMV's scales, then as much of its weights as the budget leaves (a hint: sizes come from ORT's tensors).
-      const void* pf[2] = {nullptr, nullptr};
-      unsigned long long pf_bytes[2] = {0, 0};
-      unsigned long long budget = static_cast<unsigned long long>(l2_prefetch_bytes);
-      const size_t order[2] = {7, 6};
-      for (int i = 0; i < 2 && budget > 0; ++i) {
-        if (!Present(ctx, order[i])) continue;
-        Ort::ConstValue v = ctx.GetInput(order[i]);
-        auto info = v.GetTensorTypeAndShapeInfo();
-        const unsigned long long bytes = static_cast<unsigned long long>(info.GetElementCount()) * (order[i] == 7 ? 2 : 1);
-        pf[i] = v.GetTensorRawData();
-        pf_bytes[i] = bytes < budget ? bytes : budget;
-        budget -= pf_bytes[i];
-        if ((reinterpret_cast<uintptr_t>(pf[i]) & 15) != 0) pf[i] = nullptr, pf_bytes[i] = 0;   // not 16-byte aligned: skip
-      }
-      const int rc = omm_int4_gemv_prefetch(kMode, a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp,
-                                            bias, y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
-                                            static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream(), 0,
-                                            pf[0], pf_bytes[0], pf[1], pf_bytes[1]);
+      const int rc = Mode<kMode>::kGemv(a.GetTensorRawData(), b.GetTensorRawData(), scales.GetTensorRawData(), zp, bias,
+                                   y.GetTensorMutableRawData(), static_cast<int>(m), static_cast<int>(n),
+                                   static_cast<int>(k), static_cast<int>(block_size), ctx.GetGPUComputeStream());
       return OmmLaunchStatus(kOpName, rc);
     });
   }
@@ -155,14 +140,7 @@ struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kM
         return OmmFail(Mode<kMode>::kName, "needs bits = 4, K a multiple of 32, block_size a power of two >= 32 (and N even for SwiGLU; got bits " +
                                                  std::to_string(bits) + ", K " + std::to_string(k) + ", N " + std::to_string(n) + ", block_size " +
                                                  std::to_string(block_size) + ")");
-      int64_t l2_prefetch_bytes = int64_t{16} << 20;   // optional attribute: absent -> the default
-      try {
-        l2_prefetch_bytes = attr("l2_prefetch_bytes");
-      } catch (const Ort::Exception&) {
-      }
-      if (l2_prefetch_bytes < 0) return OmmFail(Mode<kMode>::kName, "l2_prefetch_bytes must be >= 0");
       auto* kern = new MatMulInt4Kernel<kMode>();
-      kern->l2_prefetch_bytes = l2_prefetch_bytes;
       kern->k = k;
       kern->n = n;
       kern->block_size = block_size;
@@ -172,10 +150,10 @@ struct MatMulInt4Op : Ort::CustomOpBase<MatMulInt4Op<kMode>, MatMulInt4Kernel<kM
   }
   const char* GetName() const { return Mode<kMode>::kName; }
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 8; }
+  size_t GetInputTypeCount() const { return 6; }
   ONNXTensorElementDataType GetInputType(size_t index) const {
     switch (index) {
-      case 0: case 2: case 5: case 7: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+      case 0: case 2: case 5: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
       case 4: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
       default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
     }
