@@ -88,7 +88,12 @@ struct TcShape { int mtiles, unroll, split; };
 // Split 8 runs 8 warps a block (kTcBlockWarps); the others 4.
 constexpr TcShape kTcTiles[] = {{1, 2, 1}, {1, 2, 2}, {1, 2, 4}, {1, 1, 4}, {2, 1, 2}, {2, 1, 4}, {1, 4, 4}, {1, 2, 8}, {1, 1, 8}};
 constexpr int kTcFirst = 11;
-constexpr int kTileCount = kTcFirst + 9;
+// Bulk-copy tiles (int4_bulk_kernel below, sm_90): ids kBulkFirst.. are kBulkTiles[id - kBulkFirst] = {weight rows per
+// tile, warps per block}.
+struct BulkShape { int rows, warps, stream_only; };
+constexpr BulkShape kBulkTiles[] = {{4, 4, 0}, {2, 4, 0}, {8, 2, 0}, {4, 8, 0}, {4, 4, 1}, {2, 4, 1}};
+constexpr int kBulkFirst = kTcFirst + 9;
+constexpr int kTileCount = kBulkFirst + 6;
 constexpr int kTcRowsPerPass = 8;   // the mma's n = 8 columns are the rows of x
 
 // Streaming multiprocessors of the current device (cached per device; 132 on an H100 SXM if the query fails).
@@ -676,6 +681,253 @@ void launch(int tile, const half* x, const uint8_t* b, const half* scales, const
 #undef OMM_TILE
 }
 
+
+// ---- Bulk-copy tiles (sm_90): the weights reach shared memory through the copy engine ----
+//
+// In the tiles above every lane both loads its weights and dequantizes them, so the bytes in flight per SM fall whenever
+// the warps are busy with the ~85 instructions a 16-byte chunk costs (docs/kernels.md), and the in-graph M = 1 GEMVs
+// stream at ~61% of the 3.0 TB/s read bandwidth. Here one thread per block asks the copy engine for whole tiles
+// (cp.async.bulk: kRows consecutive weight rows are one contiguous range of B, their scales one range of the scales) into a
+// ring of `stages` shared-memory stages, each completing on an mbarrier, while all warps dequantize and multiply the
+// oldest stage: the loads no longer wait for the arithmetic. A persistent grid (as many blocks as fit on the SMs) takes
+// tiles t = blockIdx.x, + gridDim.x, ...; kWarps / kRows warps share a row (interleaved chunks, summed in shared memory in
+// a fixed order). SwiGLU: a tile is kRows/2 gate rows then the same kRows/2 up rows (two ranges each), so the epilogue
+// pairs them. The dequantization, the per-chunk half2 sums and the epilogue's roundings are the FMA tiles' (the same
+// nibbles_to_half2); no zero points (the default 8), plain and SwiGLU modes, M <= 2 rows a pass (bulk_ok() says where).
+constexpr int kBulkMaxRows = 2;
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)),
+               "l"(src), "r"(bytes), "r"(smem_u32(bar))
+               : "memory");
+}
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(smem_u32(bar)), "r"(parity)
+                 : "memory");
+  } while (!done);
+}
+
+template <int M, int kRows, int kWarps, int kStreamOnly, int kMode>
+__global__ void __launch_bounds__(kWarps * 32)
+int4_bulk_kernel(const half* __restrict__ x, const uint8_t* __restrict__ b, const half* __restrict__ scales,
+                 const half* __restrict__ bias, half* __restrict__ y, int N, int K, int row_bytes, int k_blocks,
+                 int block_shift, int stage_bytes, int tiles) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Each warp owns two stages and works alone: its tiles are t = global warp, + all warps, ...; lane 0 asks for the next
+  // tile into the other stage before the warp multiplies the current one. A lane takes chunks lane, lane + 32, ... of
+  // all kRows rows of the tile, so each chunk's x is loaded and permuted once for kRows rows; the row sums are reduced
+  // within the warp (no block-wide synchronisation).
+  constexpr int kSegs = kMode == kSwiGlu ? 2 : 1;          // contiguous row ranges per tile
+  constexpr int kSegRows = kRows / kSegs;
+  static_assert(kRows % kSegs == 0, "SwiGLU pairs gate and up rows");
+  extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ __align__(8) uint64_t full[kWarps][2];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_out = kMode == kSwiGlu ? N >> 1 : N;
+  const int chunks = K >> 5;
+  const uint32_t w_seg = (uint32_t)kSegRows * row_bytes, s_seg = (uint32_t)kSegRows * k_blocks * 2;
+  const uint32_t w_bytes = kSegs * w_seg;
+  uint8_t* my = smem + (size_t)warp * 2 * stage_bytes;
+
+  auto issue = [&](int t, int s) {   // lane 0: tile t into this warp's stage s
+    uint8_t* st = my + (size_t)s * stage_bytes;
+    mbar_expect_tx(&full[warp][s], kSegs * (w_seg + s_seg));
+#pragma unroll
+    for (int g = 0; g < kSegs; ++g) {
+      const size_t row0 = (size_t)g * n_out + (size_t)t * kSegRows;   // SwiGLU: up rows start at N/2 = n_out
+      bulk_load(st + g * w_seg, b + row0 * row_bytes, w_seg, &full[warp][s]);
+      bulk_load(st + w_bytes + g * s_seg, scales + row0 * k_blocks, s_seg, &full[warp][s]);
+    }
+  };
+  if (lane == 0) {
+    mbar_init(&full[warp][0], 1);
+    mbar_init(&full[warp][1], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncwarp();
+  const int gw = blockIdx.x * kWarps + warp, all = gridDim.x * kWarps;
+  const int count = gw < tiles ? (tiles - gw + all - 1) / all : 0;
+  if (lane == 0 && count > 0) issue(gw, 0);
+  const half2 z1024 = __float2half2_rn(1024.0f + 8.0f), z64 = __float2half2_rn(64.0f + 8.0f);
+
+  for (int i = 0; i < count; ++i) {
+    const int t = gw + i * all;
+    const int s = i & 1;
+    if (lane == 0 && i + 1 < count) issue(t + all, s ^ 1);   // the other stage was released at the end of step i - 1
+    mbar_wait(&full[warp][s], (uint32_t)(i >> 1) & 1u);
+    const uint8_t* st = my + (size_t)s * stage_bytes;
+    const half* srows = reinterpret_cast<const half*>(st + w_bytes);
+    float acc[kRows][M];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[r][m] = 0.0f;
+    if constexpr (kStreamOnly) {   // diagnostic: the stream without the arithmetic (outputs are meaningless)
+      for (int c = lane; c < chunks; c += 32)
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const uint4 wv = *reinterpret_cast<const uint4*>(st + (size_t)r * row_bytes + (size_t)c * 16);
+          acc[r][0] += __uint_as_float((wv.x ^ wv.y ^ wv.z ^ wv.w) & 0x3f7fffffu);
+        }
+    } else {
+      for (int c = lane; c < chunks; c += 32) {
+        uint32_t xp[M][4][4];   // x of this chunk in nibble order, per row of x and 8-value group
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+#pragma unroll
+          for (int g = 0; g < 4; ++g) permute_x(load_x8<kPlain>(x, m, K, ((size_t)c << 5) + 8 * g), xp[m][g]);
+        const int blk = (c << 5) >> block_shift;
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const uint4 wv = *reinterpret_cast<const uint4*>(st + (size_t)r * row_bytes + (size_t)c * 16);
+          const half2 s2 = __half2half2(srows[(size_t)r * k_blocks + blk]);
+          half2 part[M];
+#pragma unroll
+          for (int g = 0; g < 4; ++g) {
+            half2 w[4];
+            nibbles_to_half2(word(wv, g), z1024, z64, s2, w);
+#pragma unroll
+            for (int m = 0; m < M; ++m)
+#pragma unroll
+              for (int k = 0; k < 4; ++k)
+                part[m] = (g == 0 && k == 0) ? __hmul2(w[k], as_half2(xp[m][g][k])) : __hfma2(w[k], as_half2(xp[m][g][k]), part[m]);
+          }
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            const float2 f = __half22float2(part[m]);
+            acc[r][m] += f.x + f.y;
+          }
+        }
+      }
+    }
+    // Every lane is done reading stage s (the next issue into it comes after this), then the sums.
+    __syncwarp();
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float v = acc[r][m];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        acc[r][m] = v;
+      }
+    if (lane < kSegRows * M) {   // outputs of the tile, one a lane
+#pragma unroll
+      for (int rr = 0; rr < kSegRows; ++rr)
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          if (lane != rr * M + m) continue;
+          const int p = t * kSegRows + rr;
+          if constexpr (kMode == kSwiGlu) {   // the FMA kernel's roundings
+            const float bg = bias != nullptr ? __half2float(bias[p]) : 0.0f;
+            const float bu = bias != nullptr ? __half2float(bias[n_out + p]) : 0.0f;
+            const float gv = __half2float(__float2half_rn(acc[rr][m] + bg));
+            const float uv = __half2float(__float2half_rn(acc[rr + kSegRows][m] + bu));
+            const float sg = __half2float(__float2half_rn(gv / (1.0f + __expf(-gv))));
+            y[(size_t)m * n_out + p] = __float2half_rn(sg * uv);
+          } else {
+            const float bv = bias != nullptr ? __half2float(bias[p]) : 0.0f;
+            y[(size_t)m * N + p] = __float2half_rn(acc[rr][m] + bv);
+          }
+        }
+    }
+  }
+#endif
+}
+
+// Compute capability major of the current device (cached; 0 when unknown).
+int cc_major() {
+  static std::atomic<int> cached[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  int v = cached[dev].load(std::memory_order_relaxed);
+  if (v <= 0) {
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || v <= 0) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    cached[dev].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+// Bytes of one stage of bulk tile `tile` (weights, then scales), or 0 where the tile cannot take these arguments: an
+// sm_90 device, no zero points, plain or SwiGLU, whole tiles (N, or N/2 for SwiGLU, a multiple of the rows a range holds),
+// 16-byte ranges and starts, and two stages in 200 KB of shared memory.
+template <int kMode>
+int bulk_stage_bytes(int tile, const void* b, const void* scales, const void* zp, int N, int k_blocks, int row_bytes) {
+  if (kMode == kSiluMul || zp != nullptr || cc_major() < 9) return 0;
+  if (((uintptr_t)b & 15) != 0 || ((uintptr_t)scales & 15) != 0) return 0;
+  const int rows = kBulkTiles[tile - kBulkFirst].rows;
+  const int seg_rows = kMode == kSwiGlu ? rows / 2 : rows;
+  const int n_out = kMode == kSwiGlu ? N / 2 : N;
+  if (n_out % seg_rows != 0 || (row_bytes & 15) != 0 || ((long long)seg_rows * k_blocks * 2) % 16 != 0) return 0;
+  const long long bytes = (long long)rows * row_bytes + (long long)rows * k_blocks * 2;
+  return bytes * 2 * kBulkTiles[tile - kBulkFirst].warps <= 220 * 1024 ? (int)bytes : 0;
+}
+
+template <int M, int kRows, int kWarps, int kStreamOnly, int kMode>
+int launch_bulk_tile(const half* x, const uint8_t* b, const half* scales, const half* bias, half* y, int N, int K,
+                     int row_bytes, int k_blocks, int block_shift, int stage_bytes, cudaStream_t stream) {
+  constexpr int kSegRows = kMode == kSwiGlu ? kRows / 2 : kRows;
+  const int n_out = kMode == kSwiGlu ? N / 2 : N;
+  const int tiles = n_out / kSegRows;
+  const int smem = 2 * kWarps * stage_bytes;   // two stages a warp
+  auto kernel = int4_bulk_kernel<M, kRows, kWarps, kStreamOnly, kMode>;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return (int)e;
+  }
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem) != cudaSuccess || per_sm < 1) {
+    (void)cudaGetLastError();
+    per_sm = 1;
+  }
+  const int blocks = (tiles + kWarps - 1) / kWarps;   // one tile a warp at least
+  const int grid = blocks < per_sm * sm_count() ? blocks : per_sm * sm_count();
+  kernel<<<grid, kWarps * 32, smem, stream>>>(x, b, scales, bias, y, N, K, row_bytes, k_blocks, block_shift, stage_bytes,
+                                               tiles);
+  return 0;
+}
+
+template <int kMode>
+int launch_bulk(int tile, int M, const half* x, const uint8_t* b, const half* scales, const half* bias, half* y, int N,
+                int K, int row_bytes, int k_blocks, int block_shift, int stage_bytes, cudaStream_t stream) {
+#define OMM_BULK_ARGS(i, m) m, kBulkTiles[i].rows, kBulkTiles[i].warps, kBulkTiles[i].stream_only, kMode
+#define OMM_BULK_TILE(i)                                                                                                  \
+  case i:                                                                                                                 \
+    return M == 1 ? launch_bulk_tile<OMM_BULK_ARGS(i, 1)>(x, b, scales, bias, y, N, K, row_bytes, k_blocks, block_shift,   \
+                                                          stage_bytes, stream)                                            \
+                  : launch_bulk_tile<OMM_BULK_ARGS(i, 2)>(x, b, scales, bias, y, N, K, row_bytes, k_blocks, block_shift,   \
+                                                          stage_bytes, stream);
+  switch (tile - kBulkFirst) {
+    OMM_BULK_TILE(0) OMM_BULK_TILE(1) OMM_BULK_TILE(2) OMM_BULK_TILE(3) OMM_BULK_TILE(4) OMM_BULK_TILE(5)
+    default: return -4;
+  }
+#undef OMM_BULK_ARGS
+#undef OMM_BULK_TILE
+}
+
 // Checks the arguments and runs the rows in passes (4 rows for the FMA tiles, 8 for the tensor-core tiles). x: [M, K] (plain, SwiGLU) or A [M, 2K] (SiLU-mul), rows 16-byte
 // aligned; y: [M, N], or [M, N/2] for SwiGLU (N even: gate and up rows).
 template <int kMode>
@@ -700,6 +952,21 @@ int run(const void* x, const void* b, const void* scales, const void* zero_point
   const uint8_t* zb = static_cast<const uint8_t*>(zero_points);
   const half* bh = static_cast<const half*>(bias);
   if (tile == 0) tile = default_tile(M, N, K, block_size);
+  if (tile >= kBulkFirst) {   // bulk-copy tiles: up to kBulkMaxRows rows a pass
+    if constexpr (kMode == kSiluMul) {
+      return -7;
+    } else {
+      const int stage_bytes = bulk_stage_bytes<kMode>(tile, b, scales, zero_points, N, k_blocks, row_bytes);
+      if (stage_bytes == 0) return -7;   // this tile cannot take these arguments (bulk_stage_bytes)
+      for (int m0 = 0; m0 < M; m0 += kBulkMaxRows) {
+        const int rows = M - m0 < kBulkMaxRows ? M - m0 : kBulkMaxRows;
+        const int rc = launch_bulk<kMode>(tile, rows, xh + (size_t)m0 * x_stride, bb, sh, bh, yh + (size_t)m0 * n_out, N, K,
+                                          row_bytes, k_blocks, block_shift, stage_bytes, s);
+        if (rc != 0) return rc;
+      }
+      return (int)cudaGetLastError();
+    }
+  }
   if (tile >= kTcFirst) {   // tensor-core tiles: up to 8 rows a pass
     for (int m0 = 0; m0 < M; m0 += kTcRowsPerPass) {
       const int rows = M - m0 < kTcRowsPerPass ? M - m0 : kTcRowsPerPass;
