@@ -27,11 +27,13 @@ internal static class CliCommon
 
     public static readonly Option<bool> HostTokenChoice = new("--host-token-choice") { Description = "Copy the logits out and choose each token on the host, even where the package's graph can choose it on the device (--device-sampling / --next-token packages): the baseline of that lever" };
 
+    public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its default) instead of cuDNN's flash attention (ours: faster at batch 1-2)" };
+
     public static readonly Option<bool> EncoderGraph = new("--encoder-graph") { Description = "CUDA: replay the speech encoder as a CUDA graph per exact input length (captured at a length's second request)" };
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph, HostTokenChoice })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph, HostTokenChoice, Xqa })
             c.Options.Add(o);
     }
 
@@ -69,6 +71,7 @@ internal static class CliCommon
         CustomOpLibrary = r.GetValue(CustomOpLibrary),
         EncoderCudaGraph = r.GetValue(EncoderGraph),
         GraphTokenChoice = !r.GetValue(HostTokenChoice),
+        CudaXqaAttention = r.GetValue(Xqa),
     };
 
     private static int NonNegative(int value, string option, string hint) =>

@@ -19,7 +19,15 @@ internal static class SessionFactory
             {
                 so = NewOptions(options, Path.GetFileNameWithoutExtension(path));
                 if (!TryAppend(so, kind, options, failures)) { so.Dispose(); continue; }
-                var session = new InferenceSession(path, so);
+                InferenceSession session;
+                if (kind == ExecutionProviderKind.Cuda)
+                    lock (XqaSwitch.Gate)   // ONNX Runtime reads the decode-attention switch from the environment here
+                    {
+                        XqaSwitch.Apply(options.CudaXqaAttention);
+                        session = new InferenceSession(path, so);
+                    }
+                else
+                    session = new InferenceSession(path, so);
                 so.Dispose();
                 return (session, kind);
             }
