@@ -6,8 +6,8 @@
 #                                     -ommfs variants: -ommf with the head rewritten to our op (weights hard-linked)
 #   tools/gpu_head.sh final PARTS OUT (last call) unpack the bundle; the Cuda tests of the op and of the standard head; the
 #                                     7B text bench (greedy and sampled) and text->image at 7B shapes, -ommf vs -ommfs
-#   tools/gpu_head.sh attention PARTS OUT (last call, instead of final) ONNX Runtime's XQA decode attention vs flash
-#                                     attention's split-KV decode (ORT_ENABLE_XQA=0) on the 7B text and Chameleon runs
+#   tools/gpu_head.sh attention PARTS OUT (last call, instead of final) decode attention by cuDNN's flash attention (the
+#                                     default) vs ONNX Runtime's XQA (--xqa) on the 7B runs; image->text TTFT; Cuda tests
 #   tools/gpu_head.sh trace PARTS OUT (last call, instead of final) per-kernel GPU time (CUPTI, tools/kernel_trace) of the
 #                                     7B text decode steps (154-token prompt + 128 tokens, CUDA graph; -ommf and -ommfs)
 #                                     and of the text->image request (-ommfs)
@@ -115,11 +115,10 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
     rm -f "$tsv" ;;
   attention)
-    # ONNX Runtime 1.31's GroupQueryAttention decodes with XQA (`kernel_mha`, plus UnpackRoPEAppend and
-    # GetSequenceLengths) unless ORT_ENABLE_XQA=0, which selects flash attention's split-KV decode (rotary and append
-    # inside). The 7B text bench (two rounds), text->image and image->text, each with and without XQA in the same call;
-    # image->text also with DOTNET_TieredCompilation=0 (is the unnamed first-token time JIT?); then a CUPTI trace of
-    # the text steps without XQA.
+    # Decode attention: cuDNN's flash attention (our default) against ONNX Runtime's XQA (--xqa) on the 7B text bench
+    # (two rounds) and text->image; image->text TTFT on the stock Chameleon-7B int4 package as the CLI runs now (no tiered
+    # compilation, flash), with tiered compilation (DOTNET_TieredCompilation=1: a library host's default), and as before
+    # (tiered + XQA); then the Cuda tests of the decode loop (CudaTests), of device sampling and of the qk-norm op.
     parts=$2; out=$3; mkdir -p "$out"
     source "$repo/tools/gpu_env.sh"
     log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
@@ -131,32 +130,28 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
     python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
     for round in 1 2; do
-      for x in xqa flash; do
-        if [ $x = flash ]; then export ORT_ENABLE_XQA=0; else unset ORT_ENABLE_XQA; fi
-        bench_text "ommfs-greedy-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib
-        [ $round = 1 ] && bench_text "ommfs-sampled-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib --sampled
+      for x in flash xqa; do
+        flag=$([ $x = xqa ] && echo --xqa)
+        bench_text "ommfs-greedy-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib $flag
+        [ $round = 1 ] && bench_text "ommfs-sampled-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib --sampled $flag
       done
     done
-    for x in xqa flash; do
-      if [ $x = flash ]; then export ORT_ENABLE_XQA=0; else unset ORT_ENABLE_XQA; fi
-      v=cham-int4-ommfsq; t0=$SECONDS
-      timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib \
+    for x in flash xqa; do
+      flag=$([ $x = xqa ] && echo --xqa); v=cham-int4-ommfsq; t0=$SECONDS
+      timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib $flag \
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/imagine-$x" > "$out/imagine-$x.log" 2>&1
       log "imagine $v $x: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|\| decode' "$out/imagine-$x.log" | head -2 | tr -s ' ' | tr '\n' ';')"
     done
-    for x in xqa flash tc0; do
-      unset ORT_ENABLE_XQA DOTNET_TieredCompilation
-      [ $x = flash ] && export ORT_ENABLE_XQA=0
-      [ $x = tc0 ] && export DOTNET_TieredCompilation=0
-      timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/cham-int4-ommfsq" --cuda-graph --task caption $lib \
-        --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
-      log "caption $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
+    for x in now tiered before; do
+      flag=$([ $x = before ] && echo --xqa)
+      tc=$([ $x = now ] && echo 0 || echo 1)
+      DOTNET_TieredCompilation=$tc timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/cham-int4" --cuda-graph \
+        --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
+      log "caption cham-int4 $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
-    unset DOTNET_TieredCompilation
-    export ORT_ENABLE_XQA=0
-    PACKAGES="7b-int4-b128-ommfs" MODES=graph KERN=$work/kb/libomm_kernels.so PROMPT_TOKENS=154 NEW_TOKENS=128 \
-      BUDGET_S=200 MAX_GZ_MB=1 bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$work/models" "$out/trace-flash" > "$out/trace-flash.log" 2>&1
-    log "text trace without XQA: rc=$? $(grep -E 'summary|per step' "$out/trace-flash/kernel-times.txt" 2>/dev/null | tr -s ' ' | tr '\n' ';')"
-    unset ORT_ENABLE_XQA ;;
+    env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
+      --filter "FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
+      --output detailed > "$out/cuda-tests.log" 2>&1
+    log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')" ;;
   *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT | attention PARTS OUT"; exit 2 ;;
 esac
