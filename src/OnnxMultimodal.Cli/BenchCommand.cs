@@ -48,6 +48,7 @@ internal static class BenchCommand
         cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(CliCommon.EncoderGraph);
         cmd.Options.Add(CliCommon.HostTokenChoice);
+        cmd.Options.Add(CliCommon.Xqa);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
         cmd.Options.Add(task);
