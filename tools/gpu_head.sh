@@ -116,9 +116,9 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     rm -f "$tsv" ;;
   attention)
     # Decode attention: cuDNN's flash attention (our default) against ONNX Runtime's XQA (--xqa) on the 7B text bench
-    # (two rounds) and text->image; image->text TTFT on the stock Chameleon-7B int4 package as the CLI runs now (no tiered
-    # compilation, flash), with tiered compilation (DOTNET_TieredCompilation=1: a library host's default), and as before
-    # (tiered + XQA); then the Cuda tests of the decode loop (CudaTests), of device sampling and of the qk-norm op.
+    # (two rounds; omm bench took --xqa only after this ran) and text->image; image->text TTFT on the stock Chameleon-7B
+    # int4 package with tiered compilation off (DOTNET_TieredCompilation=0), on (.NET's default), and on with XQA; then
+    # the Cuda tests of the decode loop (CudaTests), of device sampling and of the qk-norm op.
     parts=$2; out=$3; mkdir -p "$out"
     source "$repo/tools/gpu_env.sh"
     log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
