@@ -45,6 +45,8 @@ internal static class BenchCommand
         cmd.Options.Add(sampled);
         cmd.Options.Add(int4OmmModel);
         cmd.Options.Add(int4OmmfModel);
+        var int4OmmfsModel = new Option<string?>("--int4-ommfs-model") { Description = "The omm-fused int4 model converted with --device-sampling --sampling-op omm as well: adds the rung of the sampling head as one op (needs --custom-op-library)" };
+        cmd.Options.Add(int4OmmfsModel);
         cmd.Options.Add(CliCommon.CustomOpLibrary);
         cmd.Options.Add(CliCommon.EncoderGraph);
         cmd.Options.Add(CliCommon.HostTokenChoice);
@@ -70,7 +72,7 @@ internal static class BenchCommand
                     request = request with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
                     measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
                 }
-                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), measure,
+                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), r.GetValue(int4OmmfsModel), measure,
                                     r.GetValue(json), ct);
             }
             var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
@@ -124,11 +126,15 @@ internal static class BenchCommand
     }
 
     /// <summary>The decode ladder: one lever at a time, each rung measured on the same prompt and length.</summary>
-    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, string? int4Omm, string? int4Ommf,
+    private static async Task<int> Ladder(ParseResult r, string task, string? fp16, string? int4, string? int4Omm, string? int4Ommf, string? int4Ommfs,
                                           Func<MultimodalPipeline, BenchResult> measure, string? json, CancellationToken ct)
     {
         // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
-        var baseExec = CliCommon.Execution(r) with { CudaGraph = false, DeviceResident = true, GraphTokenChoice = false, EncoderCudaGraph = false };
+        // Decode attention is a rung too: the rungs before it run ONNX Runtime's own choice, XQA.
+        var baseExec = CliCommon.Execution(r) with
+        {
+            CudaGraph = false, DeviceResident = true, GraphTokenChoice = false, EncoderCudaGraph = false, CudaXqaAttention = true,
+        };
         if (task == "transcribe") baseExec = baseExec with { FbankThreads = 1 };   // the speech levers come last (SpeechRungs)
         string naivePrecision = ModelPackage.Open(CliCommon.ModelPath(r)).Manifest.Precision;
         // On the CPU there is no device: the second rung binds the cache and step I/O once (IOBinding) in host
@@ -167,8 +173,16 @@ internal static class BenchCommand
         {
             if (baseExec.CustomOpLibrary is null)
                 throw new InvalidInputException("--int4-ommf-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
-            rungs.Add(("+ SiLU·up fused into the gate_up GEMV (OmmMatMulInt4SwiGlu)", int4Ommf, lastExec with { GraphTokenChoice = true }));
+            rungs.Add(("+ SiLU·up fused into the gate_up GEMV (OmmMatMulInt4SwiGlu; Chameleon: the qk-norm as one op)", int4Ommf, lastExec with { GraphTokenChoice = true }));
         }
+        if (int4Ommfs is not null)
+        {
+            if (baseExec.CustomOpLibrary is null)
+                throw new InvalidInputException("--int4-ommfs-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
+            rungs.Add(("+ the sampling head as one op (OmmSamplingHead)", int4Ommfs, lastExec with { GraphTokenChoice = true }));
+        }
+        if (device && task != "transcribe")   // the speech decoders attend with MultiHeadAttention: no XQA there
+            rungs.Add(("+ flash decode attention (cuDNN; ONNX Runtime's XQA before)", rungs[^1].Model, rungs[^1].Exec with { CudaXqaAttention = false }));
         if (task == "transcribe") SpeechRungs(rungs, device);
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)

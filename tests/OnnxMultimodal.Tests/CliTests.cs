@@ -140,7 +140,7 @@ public class CliTests
     {
         // Checked before any rung runs: a ladder that would load a custom-op package without the library stops at once,
         // naming the option (the packages need not exist for the check).
-        foreach (var option in new[] { "--int4-omm-model", "--int4-ommf-model" })
+        foreach (var option in new[] { "--int4-omm-model", "--int4-ommf-model", "--int4-ommfs-model" })
             AssertCleanError(Omm("bench", "--ladder", "--model", Model("tiny-llama"), option, Model("tiny-llama-fused"),
                                  "--runs", "1", "--warmup", "0", "--new-tokens", "2", "--prompt-tokens", "4"), option);
     }
