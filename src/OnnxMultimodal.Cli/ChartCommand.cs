@@ -86,7 +86,7 @@ internal static class ChartCommand
                 var phases = phasesJson.EnumerateObject().Where(p => p.Value.ValueKind == JsonValueKind.Number).ToDictionary(p => p.Name, p => p.Value.GetDouble());
                 return (Label: label, Phases: phases);
             }).ToList();
-            string[] order = ["preprocess", "encode", "prefill", "decode", "detokenize"];
+            string[] order = ["preprocess", "encode", "prefill", "first token", "decode", "detokenize"];
             var palette = new ScottPlot.Palettes.Category10();
             var plt = new ScottPlot.Plot();
             for (int p = 0; p < order.Length; p++)

@@ -11,7 +11,7 @@ namespace OnnxMultimodal.Cli;
 /// <summary>
 /// <c>omm profile</c>: where one request's time goes. Warm-up requests (--warmup, 2 by default: a process's
 /// first requests are slower than its later ones), then a measured run with nothing
-/// else switched on: phases (preprocess, encode, prefill, decode, detokenize), time to first token,
+/// else switched on: phases (preprocess, encode, prefill, first token, decode, detokenize), time to first token,
 /// per-token latency p50/p99, peak host memory; on a GPU a third run sampled through NVML for the busy
 /// and idle share of the card (whole run and decode window) and its peak memory. Then, unless
 /// --op-classes false, one more run in a session with ONNX Runtime's profiler for the kernel time by

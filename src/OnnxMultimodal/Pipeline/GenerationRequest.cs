@@ -91,7 +91,9 @@ public sealed record GenerationStats
     public IReadOnlyList<double> TokenMilliseconds { get; init; } = [];
     /// <summary>Why generation stopped.</summary>
     public FinishReason FinishReason { get; init; }
-    /// <summary>Wall milliseconds per phase: preprocess, encode, prefill, decode, detokenize.</summary>
+    /// <summary>Wall milliseconds per phase: preprocess, encode, prefill, first token (text output: from the prompt's
+    /// logits to the first token, so the phases up to it add up to the time to first token), decode (the tokens after
+    /// it; for image output also the guided prefill), detokenize.</summary>
     public IReadOnlyDictionary<string, double> Phases { get; init; } = new Dictionary<string, double>();
     /// <summary>The generated token ids, in order.</summary>
     public IReadOnlyList<int> Tokens { get; init; } = [];

@@ -343,12 +343,16 @@ public sealed class MultimodalPipeline : IDisposable, IAsyncDisposable
         {
             int token = seq.GenerateNextToken(ct);
             var now = clock.Elapsed;
-            if (seq.Tokens.Count - seq.PromptLength == 1) ttft = now;
+            if (seq.Tokens.Count - seq.PromptLength == 1)
+            {
+                ttft = now;   // the prefill's logits to the first token: TTFT = the phases before it + this one
+                phases.Add("first token", (now - prefill).TotalMilliseconds);
+            }
             else tokenMs.Add((now - last).TotalMilliseconds);
             last = now;
             writer.TryWrite(new GenerationUpdate { TextDelta = decoder.Append(token), TokenId = token });
         }
-        phases.Add("decode", (clock.Elapsed - prefill).TotalMilliseconds);
+        phases.Add("decode", (clock.Elapsed - (ttft == default ? prefill : ttft)).TotalMilliseconds);
         writer.TryWrite(new GenerationUpdate
         {
             TextDelta = decoder.Flush(),

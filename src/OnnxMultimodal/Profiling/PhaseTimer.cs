@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace OnnxMultimodal.Profiling;
 
-/// <summary>Wall time per phase of one request (preprocess, encode, prefill, decode, detokenize), in ms.</summary>
+/// <summary>Wall time per phase of one request (preprocess, encode, prefill, first token, decode, detokenize), in ms.</summary>
 internal sealed class PhaseTimer
 {
     private readonly Dictionary<string, double> _ms = new();
