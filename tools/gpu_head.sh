@@ -142,9 +142,9 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/imagine-$x" > "$out/imagine-$x.log" 2>&1
       log "imagine $v $x: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|\| decode' "$out/imagine-$x.log" | head -2 | tr -s ' ' | tr '\n' ';')"
     done
-    for x in now tiered before; do
-      flag=$([ $x = before ] && echo --xqa)
-      tc=$([ $x = now ] && echo 0 || echo 1)
+    for x in tc-off tiered tiered-xqa; do
+      flag=$([ $x = tiered-xqa ] && echo --xqa)
+      tc=$([ $x = tc-off ] && echo 0 || echo 1)
       DOTNET_TieredCompilation=$tc timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/cham-int4" --cuda-graph \
         --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
       log "caption cham-int4 $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"

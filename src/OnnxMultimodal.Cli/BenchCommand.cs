@@ -112,6 +112,9 @@ internal static class BenchCommand
                 cuda_graph = r.GetValue(CliCommon.CudaGraph),
                 host_kv = r.GetValue(CliCommon.HostKv),
                 host_token_choice = r.GetValue(CliCommon.HostTokenChoice),
+                // the decode attention ONNX Runtime was asked for; the process's own ORT_ENABLE_XQA overrides it
+                xqa = r.GetValue(CliCommon.Xqa),
+                ort_enable_xqa_in_process = Runtime.NativeEnvironment.Get(Runtime.XqaSwitch.Variable),
                 results,
                 skipped,
                 ort_over_genai_tokens_per_s = results.Count == 2 ? Math.Round(results[0].TokensPerSecond / results[1].TokensPerSecond, 3) : (double?)null,
@@ -130,7 +133,7 @@ internal static class BenchCommand
                                           Func<MultimodalPipeline, BenchResult> measure, string? json, CancellationToken ct)
     {
         // Device token choice is a rung of its own: the rungs before it read the logits even where a package has next_token.
-        // Decode attention is a rung too: the rungs before it run ONNX Runtime's own choice, XQA.
+        // Decode attention is a rung too: the rungs before it run ONNX Runtime's own choice, XQA (so --xqa changes nothing here).
         var baseExec = CliCommon.Execution(r) with
         {
             CudaGraph = false, DeviceResident = true, GraphTokenChoice = false, EncoderCudaGraph = false, CudaXqaAttention = true,
@@ -181,8 +184,15 @@ internal static class BenchCommand
                 throw new InvalidInputException("--int4-ommfs-model", "its rung needs --custom-op-library (libomm_kernels.so from src/OnnxMultimodal.Kernels/build.sh)");
             rungs.Add(("+ the sampling head as one op (OmmSamplingHead)", int4Ommfs, lastExec with { GraphTokenChoice = true }));
         }
-        if (device && task != "transcribe")   // the speech decoders attend with MultiHeadAttention: no XQA there
-            rungs.Add(("+ flash decode attention (cuDNN; ONNX Runtime's XQA before)", rungs[^1].Model, rungs[^1].Exec with { CudaXqaAttention = false }));
+        // The speech decoders attend with MultiHeadAttention, and the reference graph without GroupQueryAttention: no XQA
+        // there. A process that holds ORT_ENABLE_XQA itself decides for every rung.
+        if (device && task != "transcribe" && rungs[^1].Model != CliCommon.ModelPath(r))
+        {
+            if (Runtime.NativeEnvironment.Get(Runtime.XqaSwitch.Variable) is { } own)
+                Console.Error.WriteLine($"flash decode attention rung not run: the process sets {Runtime.XqaSwitch.Variable}={own}, which every rung follows");
+            else
+                rungs.Add(("+ flash decode attention (ONNX Runtime's XQA before)", rungs[^1].Model, rungs[^1].Exec with { CudaXqaAttention = false }));
+        }
         if (task == "transcribe") SpeechRungs(rungs, device);
         var results = new List<(string Name, BenchResult Result)>();
         foreach (var (name, model, exec) in rungs)

@@ -27,7 +27,7 @@ internal static class CliCommon
 
     public static readonly Option<bool> HostTokenChoice = new("--host-token-choice") { Description = "Copy the logits out and choose each token on the host, even where the package's graph can choose it on the device (--device-sampling / --next-token packages): the baseline of that lever" };
 
-    public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its default) instead of cuDNN's flash attention (ours: faster at batch 1-2)" };
+    public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its own default) instead of its flash attention path (ours; cuDNN's on Hopper: faster at batch 1-2 on an H200); a process that sets ORT_ENABLE_XQA itself decides" };
 
     public static readonly Option<bool> EncoderGraph = new("--encoder-graph") { Description = "CUDA: replay the speech encoder as a CUDA graph per exact input length (captured at a length's second request)" };
 

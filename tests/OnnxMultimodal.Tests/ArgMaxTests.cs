@@ -12,7 +12,6 @@ public class ArgMaxTests
     public void Matches_TensorPrimitives_on_random_rows_with_ties_zeros_infinities_and_NaN()
     {
         var rng = new Random(5);
-        int checkedRows = 0;
         foreach (int n in Enumerable.Range(0, 70).Concat([127, 128, 129, 255, 1000, 32000, 65536]))
         {
             for (int trial = 0; trial < 12; trial++)
@@ -24,10 +23,11 @@ public class ArgMaxTests
                 if (trial == 11 && n > 0) Array.Fill(x, 0f);   // all +0, then a -0 before the first +0 below
                 if (trial == 11 && n > 1) x[0] = -0f;
                 Assert.That(ArgMax.IndexOfMax(x), Is.EqualTo(TensorPrimitives.IndexOfMax<float>(x)), $"n {n}, trial {trial}");
-                checkedRows++;
+                // the same row starting one element in: the vector loop meets unaligned data and other tails
+                if (n > 1)
+                    Assert.That(ArgMax.IndexOfMax(x.AsSpan(1)), Is.EqualTo(TensorPrimitives.IndexOfMax<float>(x.AsSpan(1))), $"n {n} - 1, trial {trial}");
             }
         }
-        Assert.That(checkedRows, Is.EqualTo(77 * 12));
     }
 
     [Test]

@@ -2,11 +2,14 @@ using OnnxMultimodal.Runtime;
 
 namespace OnnxMultimodal.Tests;
 
-/// <summary>The decode-attention switch ONNX Runtime reads from the native environment (ORT_ENABLE_XQA).</summary>
+/// <summary>The decode-attention switch ONNX Runtime reads from the native environment (ORT_ENABLE_XQA) while a decoder
+/// session is created. These tests change the process environment only inside a scope, under the switch's lock, and
+/// leave it as they found it.</summary>
+[NonParallelizable]
 public class XqaSwitchTests
 {
     [Test]
-    public void The_option_picks_the_value_unless_the_process_started_with_one()
+    public void The_option_picks_the_value_unless_the_process_holds_one()
     {
         Assert.That(XqaSwitch.Decide(null, xqa: false), Is.EqualTo("0"));
         Assert.That(XqaSwitch.Decide(null, xqa: true), Is.EqualTo("1"));
@@ -15,28 +18,69 @@ public class XqaSwitchTests
     }
 
     [Test]
-    public void A_value_set_here_is_what_native_code_reads()
+    public void A_value_set_here_is_what_native_code_reads_and_unset_removes_it()
     {
-        string name = "OMM_TEST_NATIVE_ENV_" + Environment.ProcessId;
+        string name = "OMM_TEST_NATIVE_ENV_" + Guid.NewGuid().ToString("N");
         Assert.That(NativeEnvironment.Get(name), Is.Null);
-        NativeEnvironment.Set(name, "0");
-        Assert.That(NativeEnvironment.Get(name), Is.EqualTo("0"));
-        NativeEnvironment.Set(name, "1");
-        Assert.That(NativeEnvironment.Get(name), Is.EqualTo("1"));
-        Assert.That(Environment.GetEnvironmentVariable(name), Is.EqualTo("1"), "the managed view agrees");
+        try
+        {
+            Assert.That(NativeEnvironment.Set(name, "0"), Is.True);
+            Assert.That(NativeEnvironment.Get(name), Is.EqualTo("0"));
+            NativeEnvironment.Set(name, "1");
+            Assert.That(NativeEnvironment.Get(name), Is.EqualTo("1"));
+            Assert.That(Environment.GetEnvironmentVariable(name), Is.EqualTo("1"), "the managed view agrees");
+        }
+        finally
+        {
+            NativeEnvironment.Unset(name);
+        }
+        Assert.That(NativeEnvironment.Get(name), Is.Null);
+        Assert.That(Environment.GetEnvironmentVariable(name), Is.Null);
     }
 
     [Test]
-    public void Apply_writes_the_setting_where_ONNX_Runtime_reads_it()
+    public void The_switch_holds_only_inside_its_scope()
     {
-        if (Environment.GetEnvironmentVariable(XqaSwitch.Variable) is { } own)
-            Assert.Ignore($"the test process started with {XqaSwitch.Variable}={own}, which Apply must keep");
         lock (XqaSwitch.Gate)
         {
-            Assert.That(XqaSwitch.Apply(xqa: true), Is.EqualTo("1"));
-            Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo("1"));
-            Assert.That(XqaSwitch.Apply(xqa: false), Is.EqualTo("0"));
-            Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo("0"));
+            string? own = NativeEnvironment.Get(XqaSwitch.Variable);
+            if (own is not null) Assert.Ignore($"this process sets {XqaSwitch.Variable}={own} itself, which the switch keeps");
+            foreach (bool xqa in new[] { false, true })
+            {
+                using (var scope = XqaSwitch.Apply(xqa))
+                {
+                    Assert.That(scope.Value, Is.EqualTo(xqa ? "1" : "0"));
+                    Assert.That(scope.Own, Is.Null);
+                    Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo(scope.Value), "what ONNX Runtime's getenv sees");
+                }
+                Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.Null, "put back: child processes and other ONNX Runtime users never see it");
+                Assert.That(Environment.GetEnvironmentVariable(XqaSwitch.Variable), Is.Null);
+            }
+        }
+    }
+
+    [Test]
+    public void A_value_the_process_holds_wins_and_stays()
+    {
+        lock (XqaSwitch.Gate)
+        {
+            string? before = NativeEnvironment.Get(XqaSwitch.Variable);
+            NativeEnvironment.Set(XqaSwitch.Variable, "1");
+            try
+            {
+                using (var scope = XqaSwitch.Apply(xqa: false))
+                {
+                    Assert.That(scope.Own, Is.EqualTo("1"));
+                    Assert.That(scope.Value, Is.EqualTo("1"), "the option loses to the process's own value");
+                    Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo("1"));
+                }
+                Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo("1"), "the scope does not remove a value it did not write");
+            }
+            finally
+            {
+                if (before is null) NativeEnvironment.Unset(XqaSwitch.Variable);
+                else NativeEnvironment.Set(XqaSwitch.Variable, before);
+            }
         }
     }
 }

@@ -111,7 +111,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
         inputs.AddRange(head);
         string[]? greedyOutputs = head.Length > 0 && outputs.Count > prefillOutputs.Length && d.SamplingHead!.GreedyOutput is { Length: > 0 } greedy
             ? [.. prefillOutputs, greedy] : null;
-        var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs);
+        var (session, provider) = SessionFactory.CreateChecked(package.DecoderPath, execution, inputs, outputs, decoder: true);
         try
         {
             if (greedyOutputs is not null) ModelPackage.CheckNames(package.DecoderPath, session.OutputMetadata.Keys, greedyOutputs, "outputs");
@@ -129,7 +129,7 @@ internal sealed class OrtDecodeEngine : IDecodeEngine
             try
             {
                 string path = package.ComponentPath("prefill_decoder");
-                var (prefill, prefillProvider) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, prefillOutputs);
+                var (prefill, prefillProvider) = SessionFactory.CreateChecked(path, execution with { CudaGraph = false }, inputs, prefillOutputs, decoder: true);
                 engine.PrefillSession = prefill;
                 CheckPrefillDecoder(package, path, session, prefill, provider, prefillProvider);
             }

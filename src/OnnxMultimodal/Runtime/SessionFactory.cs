@@ -5,10 +5,12 @@ namespace OnnxMultimodal.Runtime;
 /// <summary>Creates ONNX Runtime sessions with the requested providers, in the user's fallback order.</summary>
 internal static class SessionFactory
 {
-    /// <summary>Creates a session; returns it and the provider it runs on.</summary>
+    /// <summary>Creates a session; returns it and the provider it runs on. <paramref name="decoder"/>: a decoder graph, whose
+    /// CUDA session is created with the decode-attention switch of <see cref="ExecutionOptions.CudaXqaAttention"/> set
+    /// (<see cref="XqaSwitch"/>).</summary>
     /// <exception cref="ExecutionProviderException">None of the requested providers could be created.</exception>
     /// <exception cref="ModelPackageException">ONNX Runtime refused the graph file, or it needs a custom-op library that is not registered.</exception>
-    public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options)
+    public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options, bool decoder = false)
     {
         CustomOps.EnsureLoadable(path, options);
         var failures = new List<string>();
@@ -20,10 +22,10 @@ internal static class SessionFactory
                 so = NewOptions(options, Path.GetFileNameWithoutExtension(path));
                 if (!TryAppend(so, kind, options, failures)) { so.Dispose(); continue; }
                 InferenceSession session;
-                if (kind == ExecutionProviderKind.Cuda)
+                if (decoder && kind == ExecutionProviderKind.Cuda)
                     lock (XqaSwitch.Gate)   // ONNX Runtime reads the decode-attention switch from the environment here
                     {
-                        XqaSwitch.Apply(options.CudaXqaAttention);
+                        using var xqa = XqaSwitch.Apply(options.CudaXqaAttention);
                         session = new InferenceSession(path, so);
                     }
                 else
@@ -57,9 +59,9 @@ internal static class SessionFactory
     /// <exception cref="ModelPackageException">The graph does not load or an expected name is missing.</exception>
     /// <exception cref="ExecutionProviderException">No requested execution provider could be created.</exception>
     public static (InferenceSession Session, ExecutionProviderKind Provider) CreateChecked(string path, ExecutionOptions options,
-        IEnumerable<string> inputs, IEnumerable<string> outputs)
+        IEnumerable<string> inputs, IEnumerable<string> outputs, bool decoder = false)
     {
-        var (session, provider) = Create(path, options);
+        var (session, provider) = Create(path, options, decoder);
         try
         {
             Pipeline.ModelPackage.CheckNames(path, session.InputMetadata.Keys, inputs, "inputs");

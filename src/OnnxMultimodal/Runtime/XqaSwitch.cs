@@ -3,44 +3,55 @@ using System.Runtime.InteropServices;
 namespace OnnxMultimodal.Runtime;
 
 /// <summary>
-/// Which kernel ONNX Runtime's GroupQueryAttention (CUDA) decodes with. ONNX Runtime 1.31 reads <c>ORT_ENABLE_XQA</c> from
-/// the process environment when it builds a session's kernels: on (its default for fp16), a decode step runs XQA
-/// (<c>kernel_mha</c>) after separate rotary/append and sequence-length kernels; "0" runs cuDNN's flash attention with a
-/// split-KV reduction instead, which took 4-5% off a Llama-7B int4 token on an H200 (docs/benchmarks.md, 2026-11-27).
-/// <see cref="ExecutionOptions.CudaXqaAttention"/> picks; the variable is process-wide, so CUDA sessions are created one
-/// at a time under <see cref="Gate"/>, each after its setting is written. A value the process started with is the
-/// user's choice and is never overwritten.
+/// Which kernel ONNX Runtime's GroupQueryAttention (CUDA) decodes with. ONNX Runtime 1.31 reads <c>ORT_ENABLE_XQA</c>
+/// from the process environment in the kernel's constructor, while a session is created. On (its default for fp16), a
+/// decode step runs XQA (<c>kernel_mha</c>) after separate rotary/append and sequence-length kernels. "0" runs its flash
+/// attention path instead: on Hopper, cuDNN's flash attention with a split-KV reduction, which took 4-5% off a Llama-7B
+/// int4 token on an H200 (docs/benchmarks.md, 2026-11-27; other cards and long contexts are not measured).
+/// <see cref="ExecutionOptions.CudaXqaAttention"/> picks. The variable is written only around the creation of a decoder's
+/// CUDA session, under <see cref="Gate"/>, and put back as it was at once, so other ONNX Runtime users in the process and
+/// child processes never see it. A value the process itself holds is the user's choice and is left alone.
+/// glibc's setenv is not safe against a getenv running on another thread at the same moment; the window is the
+/// creation of a decoder session, and nothing of ours reads the environment then.
 /// </summary>
-internal static partial class XqaSwitch
+internal static class XqaSwitch
 {
     internal const string Variable = "ORT_ENABLE_XQA";
 
-    /// <summary>Held while the variable is set and a CUDA session is created, so a session sees its own setting.</summary>
+    /// <summary>Held while the variable is set and a decoder's CUDA session is created.</summary>
     public static readonly object Gate = new();
 
-    private static bool s_read;
-    private static string? s_startValue;
+    /// <summary>The value a session asking for <paramref name="xqa"/> runs with: the process's own value if it has one,
+    /// else "1" or "0".</summary>
+    internal static string Decide(string? own, bool xqa) => own ?? (xqa ? "1" : "0");
 
-    /// <summary>The value a session asking for <paramref name="xqa"/> runs with: the process's own value if it started
-    /// with one, else "1" or "0".</summary>
-    internal static string Decide(string? startValue, bool xqa) => startValue ?? (xqa ? "1" : "0");
-
-    /// <summary>Writes the setting for the next session (call under <see cref="Gate"/>); returns the value in effect.</summary>
-    public static string Apply(bool xqa)
+    /// <summary>Sets the switch for a session created inside the returned scope (hold <see cref="Gate"/>); disposing it
+    /// puts the environment back. <see cref="Scope.Value"/>: the value in effect; <see cref="Scope.Own"/>: the process's
+    /// own value, which overrides the option.</summary>
+    public static Scope Apply(bool xqa)
     {
-        if (!s_read)
+        string? own = NativeEnvironment.Get(Variable);
+        string value = Decide(own, xqa);
+        bool written = own is null && NativeEnvironment.Set(Variable, value);
+        return new Scope(own is null ? (written ? value : null) : own, own, written);
+    }
+
+    public readonly struct Scope(string? value, string? own, bool written) : IDisposable
+    {
+        /// <summary>The value ONNX Runtime reads; null when the environment could not be written (its default applies).</summary>
+        public string? Value => value;
+        public string? Own => own;
+
+        public void Dispose()
         {
-            s_startValue = NativeEnvironment.Get(Variable);
-            s_read = true;
+            if (written) NativeEnvironment.Unset(Variable);
         }
-        string value = Decide(s_startValue, xqa);
-        if (NativeEnvironment.Get(Variable) != value) NativeEnvironment.Set(Variable, value);
-        return value;
     }
 }
 
 /// <summary>The environment native code reads (getenv). On Linux, .NET's Environment.SetEnvironmentVariable changes only
-/// the managed copy, so ONNX Runtime would not see it; there the C library's setenv is called as well.</summary>
+/// the managed copy, so ONNX Runtime would not see it; there glibc's setenv and unsetenv are called as well. Without
+/// glibc (or on other systems) only the managed copy changes, and Set reports false there.</summary>
 internal static partial class NativeEnvironment
 {
     private const string Libc = "libc.so.6";
@@ -51,14 +62,35 @@ internal static partial class NativeEnvironment
     [LibraryImport(Libc, EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int SetEnv(string name, string value, int overwrite);
 
-    public static string? Get(string name) =>
-        OperatingSystem.IsLinux() ? Marshal.PtrToStringUTF8(GetEnv(name)) : Environment.GetEnvironmentVariable(name);
+    [LibraryImport(Libc, EntryPoint = "unsetenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int UnsetEnv(string name);
 
-    /// <exception cref="InvalidOperationException">The C library refused the variable.</exception>
-    public static void Set(string name, string value)
+    private static bool Native => OperatingSystem.IsLinux();
+
+    public static string? Get(string name)
     {
-        if (OperatingSystem.IsLinux() && SetEnv(name, value, 1) != 0)
-            throw new InvalidOperationException($"setenv({name}) failed");
+        if (Native)
+        {
+            try { return Marshal.PtrToStringUTF8(GetEnv(name)); }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
+        }
+        return Environment.GetEnvironmentVariable(name);
+    }
+
+    /// <summary>True when native code will see the value (Windows: the process environment; Linux: glibc's).</summary>
+    public static bool Set(string name, string value)
+    {
         Environment.SetEnvironmentVariable(name, value);
+        if (!Native) return OperatingSystem.IsWindows();
+        try { return SetEnv(name, value, 1) == 0; }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return false; }
+    }
+
+    public static void Unset(string name)
+    {
+        Environment.SetEnvironmentVariable(name, null);
+        if (!Native) return;
+        try { UnsetEnv(name); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
     }
 }
