@@ -51,6 +51,7 @@ internal static class BenchCommand
         cmd.Options.Add(CliCommon.EncoderGraph);
         cmd.Options.Add(CliCommon.HostTokenChoice);
         cmd.Options.Add(CliCommon.Xqa);
+        cmd.Options.Add(CliCommon.Tf32);
         cmd.Options.Add(fp16Model);
         cmd.Options.Add(int4Model);
         cmd.Options.Add(task);

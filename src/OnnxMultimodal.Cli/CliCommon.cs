@@ -29,11 +29,13 @@ internal static class CliCommon
 
     public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its own default) instead of its flash attention path (ours; cuDNN's on Hopper: faster at batch 1-2 on an H200); a process that sets ORT_ENABLE_XQA itself decides" };
 
+    public static readonly Option<bool> Tf32 = new("--tf32") { Description = "CUDA: let fp32 graphs (the VQ image encoder and decoder, fp32 speech encoders) use TF32 tensor cores (~1e-3 relative; off: fp32 results)" };
+
     public static readonly Option<bool> EncoderGraph = new("--encoder-graph") { Description = "CUDA: replay the speech encoder as a CUDA graph per exact input length (captured at a length's second request)" };
 
     public static void AddSampling(Command c)
     {
-        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph, HostTokenChoice, Xqa })
+        foreach (var o in new Option[] { Model, Engine, Provider, Threads, CudaGraph, HostKv, MaxTokens, Seed, Temperature, TopK, TopP, RepetitionPenalty, IgnoreEos, CustomOpLibrary, EncoderGraph, HostTokenChoice, Xqa, Tf32 })
             c.Options.Add(o);
     }
 
@@ -72,6 +74,7 @@ internal static class CliCommon
         EncoderCudaGraph = r.GetValue(EncoderGraph),
         GraphTokenChoice = !r.GetValue(HostTokenChoice),
         CudaXqaAttention = r.GetValue(Xqa),
+        CudaTf32 = r.GetValue(Tf32),
     };
 
     private static int NonNegative(int value, string option, string hint) =>
