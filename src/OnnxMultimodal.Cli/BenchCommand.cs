@@ -191,6 +191,8 @@ internal static class BenchCommand
         {
             if (Runtime.NativeEnvironment.Get(Runtime.XqaSwitch.Variable) is { } own)
                 Console.Error.WriteLine($"flash decode attention rung not run: the process sets {Runtime.XqaSwitch.Variable}={own}, which every rung follows");
+            else if (Runtime.CudaRuntime.ComputeCapabilityMajor(baseExec.DeviceId) is not >= 9)
+                Console.Error.WriteLine("flash decode attention rung not run: below Hopper the library keeps ONNX Runtime's own choice");
             else
                 rungs.Add(("+ flash decode attention (ONNX Runtime's XQA before)", rungs[^1].Model, rungs[^1].Exec with { CudaXqaAttention = false }));
         }

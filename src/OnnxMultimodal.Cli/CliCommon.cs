@@ -27,7 +27,7 @@ internal static class CliCommon
 
     public static readonly Option<bool> HostTokenChoice = new("--host-token-choice") { Description = "Copy the logits out and choose each token on the host, even where the package's graph can choose it on the device (--device-sampling / --next-token packages): the baseline of that lever" };
 
-    public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its own default) instead of its flash attention path (ours; cuDNN's on Hopper: faster at batch 1-2 on an H200); a process that sets ORT_ENABLE_XQA itself decides" };
+    public static readonly Option<bool> Xqa = new("--xqa") { Description = "CUDA: decode attention by ONNX Runtime's XQA kernel (its own default). Without it, Hopper cards use its flash attention path (cuDNN's; faster at batch 1-2 on an H200) and older cards ONNX Runtime's own choice; a process that sets ORT_ENABLE_XQA itself decides" };
 
     public static readonly Option<bool> Tf32 = new("--tf32") { Description = "CUDA: let fp32 graphs (the VQ image encoder and decoder, fp32 speech encoders) use TF32 tensor cores (~1e-3 relative; off: fp32 results)" };
 

@@ -11,10 +11,13 @@ public class XqaSwitchTests
     [Test]
     public void The_option_picks_the_value_unless_the_process_holds_one()
     {
-        Assert.That(XqaSwitch.Decide(null, xqa: false), Is.EqualTo("0"));
-        Assert.That(XqaSwitch.Decide(null, xqa: true), Is.EqualTo("1"));
-        Assert.That(XqaSwitch.Decide("1", xqa: false), Is.EqualTo("1"), "the user's own setting wins");
-        Assert.That(XqaSwitch.Decide("0", xqa: true), Is.EqualTo("0"));
+        Assert.That(XqaSwitch.Decide(null, xqa: false, major: 9), Is.EqualTo("0"), "flash attention on Hopper, where it was measured");
+        Assert.That(XqaSwitch.Decide(null, xqa: false, major: 10), Is.EqualTo("0"));
+        Assert.That(XqaSwitch.Decide(null, xqa: false, major: 8), Is.Null, "older cards keep ONNX Runtime's own choice");
+        Assert.That(XqaSwitch.Decide(null, xqa: false, major: null), Is.Null, "so does an unknown device");
+        Assert.That(XqaSwitch.Decide(null, xqa: true, major: 8), Is.EqualTo("1"), "XQA when asked, anywhere");
+        Assert.That(XqaSwitch.Decide("1", xqa: false, major: 9), Is.EqualTo("1"), "the user's own setting wins");
+        Assert.That(XqaSwitch.Decide("0", xqa: true, major: 9), Is.EqualTo("0"));
     }
 
     [Test]
@@ -47,7 +50,7 @@ public class XqaSwitchTests
             if (own is not null) Assert.Ignore($"this process sets {XqaSwitch.Variable}={own} itself, which the switch keeps");
             foreach (bool xqa in new[] { false, true })
             {
-                using (var scope = XqaSwitch.Apply(xqa))
+                using (var scope = XqaSwitch.Apply(xqa, major: 9))
                 {
                     Assert.That(scope.Value, Is.EqualTo(xqa ? "1" : "0"));
                     Assert.That(scope.Own, Is.Null);
@@ -60,6 +63,23 @@ public class XqaSwitchTests
     }
 
     [Test]
+    public void Below_Hopper_nothing_is_written_unless_XQA_is_asked_for()
+    {
+        lock (XqaSwitch.Gate)
+        {
+            if (NativeEnvironment.Get(XqaSwitch.Variable) is { } own) Assert.Ignore($"this process sets {XqaSwitch.Variable}={own} itself");
+            using (var scope = XqaSwitch.Apply(xqa: false, major: 8))
+            {
+                Assert.That(scope.Value, Is.Null);
+                Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.Null, "ONNX Runtime's own choice");
+            }
+            using (XqaSwitch.Apply(xqa: true, major: 8))
+                Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.EqualTo("1"));
+            Assert.That(NativeEnvironment.Get(XqaSwitch.Variable), Is.Null);
+        }
+    }
+
+    [Test]
     public void A_value_the_process_holds_wins_and_stays()
     {
         lock (XqaSwitch.Gate)
@@ -68,7 +88,7 @@ public class XqaSwitchTests
             NativeEnvironment.Set(XqaSwitch.Variable, "1");
             try
             {
-                using (var scope = XqaSwitch.Apply(xqa: false))
+                using (var scope = XqaSwitch.Apply(xqa: false, major: 9))
                 {
                     Assert.That(scope.Own, Is.EqualTo("1"));
                     Assert.That(scope.Value, Is.EqualTo("1"), "the option loses to the process's own value");

@@ -33,6 +33,22 @@ internal static partial class CudaRuntime
     [LibraryImport(Library, EntryPoint = "cudaGetErrorString")]
     private static partial nint ErrorString(int error);
 
+    [LibraryImport(Library, EntryPoint = "cudaDeviceGetAttribute")]
+    private static partial int DeviceGetAttribute(out int value, int attribute, int device);
+
+    /// <summary>The device's compute capability major (9 for Hopper), or null where the runtime cannot say.</summary>
+    public static int? ComputeCapabilityMajor(int device)
+    {
+        const int attributeMajor = 75;   // cudaDevAttrComputeCapabilityMajor
+        try
+        {
+            if (DeviceGetAttribute(out int major, attributeMajor, device) == 0) return major;
+            GetLastError();
+            return null;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
+    }
+
     public static void ToDevice(nint device, nint host, long bytes) => Check(Memcpy(device, host, (nuint)bytes, HostToDevice), "cudaMemcpy host to device");
 
     public static void ToHost(nint host, nint device, long bytes) => Check(Memcpy(host, device, (nuint)bytes, DeviceToHost), "cudaMemcpy device to host");

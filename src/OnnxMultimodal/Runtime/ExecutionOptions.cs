@@ -43,9 +43,10 @@ public sealed record ExecutionOptions
     /// graphs give fp32 results.</summary>
     public bool CudaTf32 { get; init; }
 
-    /// <summary>CUDA: decode attention by ONNX Runtime's XQA kernel (its own default for fp16 GroupQueryAttention) instead
-    /// of its flash attention path (cuDNN's flash attention on Hopper). Off by default: flash attention took 4-5% off a
-    /// Llama-7B int4 token on an H200 (batch 1, CUDA graph; other cards and long contexts are not measured). ONNX Runtime
+    /// <summary>CUDA: decode attention by ONNX Runtime's XQA kernel (its own default for fp16 GroupQueryAttention). Off by
+    /// default: on Hopper (compute capability 9 and up) decoders then use ONNX Runtime's flash attention path (cuDNN's
+    /// flash attention), which took 4-5% off a Llama-7B int4 token on an H200 (batch 1, CUDA graph; long contexts not
+    /// measured); older cards keep ONNX Runtime's own choice. ONNX Runtime
     /// reads the switch (ORT_ENABLE_XQA) from the process environment while a decoder session is created; the library
     /// sets it only then and puts it back, and a value the process sets itself wins over this option.</summary>
     public bool CudaXqaAttention { get; init; }

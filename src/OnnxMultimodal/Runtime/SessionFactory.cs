@@ -25,7 +25,7 @@ internal static class SessionFactory
                 if (decoder && kind == ExecutionProviderKind.Cuda)
                     lock (XqaSwitch.Gate)   // ONNX Runtime reads the decode-attention switch from the environment here
                     {
-                        using var xqa = XqaSwitch.Apply(options.CudaXqaAttention);
+                        using var xqa = XqaSwitch.Apply(options.CudaXqaAttention, CudaRuntime.ComputeCapabilityMajor(options.DeviceId));
                         session = new InferenceSession(path, so);
                     }
                 else

@@ -8,7 +8,9 @@ namespace OnnxMultimodal.Runtime;
 /// decode step runs XQA (<c>kernel_mha</c>) after separate rotary/append and sequence-length kernels. "0" runs its flash
 /// attention path instead: on Hopper, cuDNN's flash attention with a split-KV reduction, which took 4-5% off a Llama-7B
 /// int4 token on an H200 (docs/benchmarks.md, 2026-11-27; other cards and long contexts are not measured).
-/// <see cref="ExecutionOptions.CudaXqaAttention"/> picks. The variable is written only around the creation of a decoder's
+/// <see cref="ExecutionOptions.CudaXqaAttention"/> true asks for XQA anywhere; false asks for flash attention on Hopper
+/// (compute capability 9 and up), where it was measured, and leaves ONNX Runtime's own choice on older cards. The
+/// variable is written only around the creation of a decoder's
 /// CUDA session, under <see cref="Gate"/>, and put back as it was at once, so other ONNX Runtime users in the process and
 /// child processes never see it. A value the process itself holds is the user's choice and is left alone.
 /// glibc's setenv is not safe against a getenv running on another thread at the same moment; the window is the
@@ -21,24 +23,26 @@ internal static class XqaSwitch
     /// <summary>Held while the variable is set and a decoder's CUDA session is created.</summary>
     public static readonly object Gate = new();
 
-    /// <summary>The value a session asking for <paramref name="xqa"/> runs with: the process's own value if it has one,
-    /// else "1" or "0".</summary>
-    internal static string Decide(string? own, bool xqa) => own ?? (xqa ? "1" : "0");
+    /// <summary>The value a session asking for <paramref name="xqa"/> runs with on a device of compute capability
+    /// <paramref name="major"/> (null: unknown): the process's own value if it has one, else "1" for XQA, "0" for flash
+    /// attention on Hopper and up, and null (ONNX Runtime's own choice, nothing written) below Hopper or when unknown.</summary>
+    internal static string? Decide(string? own, bool xqa, int? major) => own ?? (xqa ? "1" : major >= 9 ? "0" : null);
 
-    /// <summary>Sets the switch for a session created inside the returned scope (hold <see cref="Gate"/>); disposing it
-    /// puts the environment back. <see cref="Scope.Value"/>: the value in effect; <see cref="Scope.Own"/>: the process's
-    /// own value, which overrides the option.</summary>
-    public static Scope Apply(bool xqa)
+    /// <summary>Sets the switch for a session created inside the returned scope on a device of compute capability
+    /// <paramref name="major"/> (hold <see cref="Gate"/>); disposing it puts the environment back.
+    /// <see cref="Scope.Value"/>: the value ONNX Runtime reads (null: none, its own choice); <see cref="Scope.Own"/>: the
+    /// process's own value, which overrides the option.</summary>
+    public static Scope Apply(bool xqa, int? major)
     {
         string? own = NativeEnvironment.Get(Variable);
-        string value = Decide(own, xqa);
-        bool written = own is null && NativeEnvironment.Set(Variable, value);
-        return new Scope(own is null ? (written ? value : null) : own, own, written);
+        string? value = Decide(own, xqa, major);
+        bool written = own is null && value is not null && NativeEnvironment.Set(Variable, value);
+        return new Scope(own ?? (written ? value : null), own, written);
     }
 
     public readonly struct Scope(string? value, string? own, bool written) : IDisposable
     {
-        /// <summary>The value ONNX Runtime reads; null when the environment could not be written (its default applies).</summary>
+        /// <summary>The value ONNX Runtime reads; null when nothing is set (its own choice applies).</summary>
         public string? Value => value;
         public string? Own => own;
 
