@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="omm_export", description="Export an OnnxMultimodal model package.")
     sub = ap.add_subparsers(dest="family", required=True)
     p = sub.add_parser("llama", help="Llama-style text decoder")
-    p.add_argument("--preset", default="tiny", help="tiny | 1b | 7b (synthetic weights)")
+    p.add_argument("--preset", default="tiny", help="tiny | hd64 | 1b | 7b (synthetic weights)")
     p.add_argument("--checkpoint", help="a local transformers checkpoint folder (real weights)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int4"], help="weight precision of the graph")
     p.add_argument("--graph", default="reference", choices=["reference", "fused"],

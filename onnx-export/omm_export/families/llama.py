@@ -33,6 +33,9 @@ class LlamaPreset:
 PRESETS = {
     # Committed test model: 4 layers, GQA 4:2, byte-level BPE vocabulary (~1k), 256 context.
     "tiny": LlamaPreset(64, 192, 4, 4, 2, 256, None, initializer_range=0.1),
+    # Head dimension 64 with grouped-query attention 4:2 (ONNX Runtime's XQA and flash decode kernels both take it), tiny
+    # otherwise: exported on the GPU machine by DecodeAttentionCudaTests, never committed.
+    "hd64": LlamaPreset(256, 512, 2, 4, 2, 512, None, initializer_range=0.1),
     # Mid-size for GPU measurements (1B class): never committed.
     "1b": LlamaPreset(2048, 5632, 22, 32, 4, 2048, 32000),
     # CodeLlama-7B shapes: never committed.
