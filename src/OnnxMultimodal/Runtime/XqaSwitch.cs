@@ -10,11 +10,11 @@ namespace OnnxMultimodal.Runtime;
 /// int4 token on an H200 (docs/benchmarks.md, 2026-11-27; other cards and long contexts are not measured).
 /// <see cref="ExecutionOptions.CudaXqaAttention"/> true asks for XQA anywhere; false asks for flash attention on Hopper
 /// (compute capability 9 and up), where it was measured, and leaves ONNX Runtime's own choice on older cards. The
-/// variable is written only around the creation of a decoder's
-/// CUDA session, under <see cref="Gate"/>, and put back as it was at once, so other ONNX Runtime users in the process and
-/// child processes never see it. A value the process itself holds is the user's choice and is left alone.
-/// glibc's setenv is not safe against a getenv running on another thread at the same moment; the window is the
-/// creation of a decoder session, and nothing of ours reads the environment then.
+/// variable is written only around the creation of a decoder's CUDA session, under <see cref="Gate"/>, and put back as
+/// it was at once, so other ONNX Runtime users in the process and child processes never see it. A value the process
+/// itself holds is the user's choice and is left alone. glibc's setenv is not safe against a getenv running on another
+/// thread at the same moment; the window is the creation of a decoder session, and nothing of ours reads the
+/// environment then.
 /// </summary>
 internal static class XqaSwitch
 {
