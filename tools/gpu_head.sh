@@ -115,10 +115,11 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     log "  summary rc=$?: $(sed -n 1,4p "$out/kernel-times-$v.txt" | tr '\n' ' ')"
     rm -f "$tsv" ;;
   attention)
-    # Decode attention: cuDNN's flash attention (our default) against ONNX Runtime's XQA (--xqa) on the 7B text bench
-    # (two rounds; omm bench took --xqa only after this ran) and text->image; image->text TTFT on the stock Chameleon-7B
-    # int4 package with tiered compilation off (DOTNET_TieredCompilation=0), on (.NET's default), and on with XQA; then
-    # the Cuda tests of the decode loop (CudaTests), of device sampling and of the qk-norm op.
+    # Decode attention: cuDNN's flash attention (our default on Hopper) against ONNX Runtime's XQA (--xqa) on the 7B text
+    # bench (two rounds) and text->image; image->text TTFT on the stock Chameleon-7B int4 package with tiered compilation
+    # off (DOTNET_TieredCompilation=0), on (.NET's default), on with XQA, and on with --tf32 (the fp32 VQ encoder on TF32
+    # tensor cores); then the Cuda tests of decode attention, of the decode loop (CudaTests), of device sampling and of
+    # the qk-norm op.
     parts=$2; out=$3; mkdir -p "$out"
     source "$repo/tools/gpu_env.sh"
     log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
@@ -142,15 +143,15 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/imagine-$x" > "$out/imagine-$x.log" 2>&1
       log "imagine $v $x: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|\| decode' "$out/imagine-$x.log" | head -2 | tr -s ' ' | tr '\n' ';')"
     done
-    for x in tc-off tiered tiered-xqa; do
-      flag=$([ $x = tiered-xqa ] && echo --xqa)
+    for x in tc-off tiered tiered-xqa tiered-tf32; do
+      flag=$(case $x in tiered-xqa) echo --xqa ;; tiered-tf32) echo --tf32 ;; esac)
       tc=$([ $x = tc-off ] && echo 0 || echo 1)
       DOTNET_TieredCompilation=$tc timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/cham-int4" --cuda-graph \
         --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
       log "caption cham-int4 $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
-      --filter "FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
+      --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
       --output detailed > "$out/cuda-tests.log" 2>&1
     log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')" ;;
   *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT | attention PARTS OUT"; exit 2 ;;
