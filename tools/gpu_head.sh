@@ -151,7 +151,7 @@ onnx.save(m, \"../../$to/decoder.onnx\")
       log "caption cham-int4 $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
-      --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
+      --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
       --output detailed > "$out/cuda-tests.log" 2>&1
     log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')" ;;
   *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT | attention PARTS OUT"; exit 2 ;;

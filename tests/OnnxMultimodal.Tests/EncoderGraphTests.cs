@@ -7,12 +7,12 @@ namespace OnnxMultimodal.Tests;
 /// <summary>
 /// The speech encoder replayed as a CUDA graph per exact frame count (<c>ExecutionOptions.EncoderCudaGraph</c>)
 /// against plain runs: the same encoder states and cross K/V, the same transcripts. On CUDA only; elsewhere
-/// skipped with the reason, like <see cref="CudaTests"/>.
+/// skipped with the reason, like <see cref="CudaTests"/>. On the H100 (2026-11-27) ONNX Runtime refused to capture the
+/// committed encoders in one session for all lengths (their shape arithmetic ran on the CPU); each length now has a
+/// session with its dimensions fixed, which folds that arithmetic away (<see cref="EncoderGraphCpuTests"/>). These
+/// tests have not run on a GPU since that change.
 /// </summary>
 [Category("Cuda")]
-[Ignore("Not met on the H100 (2026-11-27): ONNX Runtime refuses to capture the committed speech encoders (\"all compute graph " +
-        "nodes have not been partitioned to the CUDAExecutionProvider\": their shape arithmetic runs on the CPU), so the pipeline " +
-        "falls back to plain encoder runs. Needs an encoder export whose every node is placed on CUDA; see docs/benchmarks.md.")]
 public class EncoderGraphCudaTests
 {
     private static readonly ExecutionOptions Cuda = CudaTestSupport.Options;
@@ -45,13 +45,14 @@ public class EncoderGraphCudaTests
                 using var got = graphs.SpeechEncoder!.Encode(features);
                 Assert.That((got.Length, got.Width), Is.EqualTo((expected.Length, expected.Width)), $"{clip} round {round}");
                 Assert.That(got.CrossOnDevice, Is.True);
-                // The same kernels on the same inputs; cuDNN may pick another convolution algorithm in the
-                // capture session, so fp16-level rounding (1e-3 of the largest state) is allowed.
+                // The same kernels on the same inputs, but the capture session's graph is folded for its fixed length
+                // (it fuses differently: 8.9e-4 of the largest state for the fp16 encoder on the CPU) and cuDNN may pick
+                // another convolution algorithm, so fp16-level rounding (2e-3 of the largest state) is allowed.
                 double scale = want.Max(Math.Abs), err = 0;
                 var states = got.States;
                 for (int i = 0; i < want.Length; i++) err = Math.Max(err, Math.Abs(states[i] - want[i]));
                 TestContext.Out.WriteLine($"{model} {clip} round {round}: max |captured - plain| / max = {err / scale:E2}");
-                Assert.That(err / scale, Is.LessThan(1e-3), $"{clip} round {round}");
+                Assert.That(err / scale, Is.LessThan(2e-3), $"{clip} round {round}");
             }
         }
         Assert.That(g!.Failure, Is.Null, "capture failed");
@@ -119,6 +120,68 @@ public class EncoderGraphCpuTests
         for (int i = 0; i < plain.Length; i++) err = Math.Max(err, Math.Abs(plain[i] - withPadding[i]));   // the real encoder frames come first
         TestContext.Out.WriteLine($"{frames} -> {padded} frames: max |padded - plain| over the real states {err:E2}");
         Assert.That(err, Is.GreaterThan(1e-3), "fp32 rounding would be ~1e-6");
+    }
+
+    /// <summary>The capture sessions' fixed dimensions (free-dimension overrides, batch 1 and the exact frame count): the
+    /// encoder gives the states of a session without them, ONNX Runtime folds away the shape arithmetic it would run on
+    /// the CPU under CUDA (the reason it refused to capture the encoder), and another length is refused.</summary>
+    [TestCase("tiny-seamless-fp16", 1e-5)]      // fp32 encoder: the same arithmetic
+    [TestCase("tiny-seamless-fp16-mha", 2e-3)]  // fp16 encoder: the folded graph fuses differently, within fp16 rounding
+    public void Fixed_dimensions_give_the_same_states_and_fold_the_shape_arithmetic(string model, double tolerance)
+    {
+        const int frames = 92;
+        string path = Path.Combine(TestData.Model(model), "speech_encoder.onnx");
+        string[] inputs = ["input_features", "attention_mask"], outputs = ["encoder_hidden_states"];
+        var rng = new Random(7);
+        var features = new float[frames * 160];
+        for (int i = 0; i < features.Length; i++) features[i] = (float)(rng.NextDouble() * 2 - 1);
+        string folded = Path.Combine(Path.GetTempPath(), $"omm-fixed-{Guid.NewGuid():N}.onnx");
+        float[] States(Microsoft.ML.OnnxRuntime.InferenceSession session, int length)
+        {
+            var mask = new long[length];
+            Array.Fill(mask, 1L);
+            using var x = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(features.AsSpan(0, Math.Min(length, frames) * 160).ToArray()
+                .Concat(new float[Math.Max(0, length - frames) * 160]).ToArray(), [1, length, 160]);
+            using var m = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(mask, [1, length]);
+            using var o = session.Run(new Microsoft.ML.OnnxRuntime.RunOptions(), inputs, [x, m], outputs);
+            return o[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        try
+        {
+            var (plainSession, _) = SessionFactory.Create(path, ExecutionOptions.Cpu);
+            using var plain = plainSession;
+            var dims = plain.InputMetadata["input_features"].SymbolicDimensions;
+            var fixedDimensions = new Dictionary<string, long> { [dims[0]] = 1, [dims[1]] = frames };
+            var (fixedSession, _) = SessionFactory.Create(path, ExecutionOptions.Cpu with { }, fixedDimensions: fixedDimensions);
+            using var fixedOne = fixedSession;
+            var want = States(plain, frames);
+            var got = States(fixedOne, frames);
+            double scale = want.Max(Math.Abs), err = 0;
+            for (int i = 0; i < want.Length; i++) err = Math.Max(err, Math.Abs(got[i] - want[i]));
+            Assert.That(err / scale, Is.LessThan(tolerance), "fixed dimensions change no arithmetic beyond the encoder's precision");
+            Assert.That(() => States(fixedOne, frames + 4), Throws.InstanceOf<Microsoft.ML.OnnxRuntime.OnnxRuntimeException>(), "the length is fixed");
+
+            // What ONNX Runtime's optimiser leaves: no shape arithmetic once the dimensions are known.
+            int ShapeOps(Dictionary<string, long>? fixedDims)
+            {
+                using var so = new Microsoft.ML.OnnxRuntime.SessionOptions { OptimizedModelFilePath = folded,
+                    GraphOptimizationLevel = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED };
+                foreach (var (k, v) in fixedDims ?? []) so.AddFreeDimensionOverrideByName(k, v);
+                using (new Microsoft.ML.OnnxRuntime.InferenceSession(path, so)) { }
+                string text = File.ReadAllText(folded, System.Text.Encoding.Latin1);
+                // a node's op_type as serialized: field 4 (0x22), then its length, then the name
+                return new[] { "\u0022\u0005Shape", "\u0022\u0005Range", "\u0022\u000fConstantOfShape" }
+                    .Sum(op => System.Text.RegularExpressions.Regex.Matches(text, System.Text.RegularExpressions.Regex.Escape(op)).Count);
+            }
+            int before = ShapeOps(null), after = ShapeOps(fixedDimensions);
+            TestContext.Out.WriteLine($"{model}: Shape + Range + ConstantOfShape nodes {before} -> {after}, max |fixed - plain| / max {err / scale:E2}");
+            Assert.That(before, Is.GreaterThan(0), "the committed encoder computes shapes from its input");
+            Assert.That(after, Is.Zero, "all of it folded away");
+        }
+        finally
+        {
+            File.Delete(folded);
+        }
     }
 
     [Test]

@@ -32,8 +32,10 @@ public sealed record ExecutionOptions
     public bool DeviceResident { get; init; } = true;
 
     /// <summary>CUDA: run the speech encoder under a CUDA graph per exact frame count: the first request of a
-    /// length runs plain, the second captures, later ones replay (a second encoder session holds the graphs,
-    /// so its weights are on the device twice). Needs the decoder's device cache in the encoder's cross K/V type.</summary>
+    /// length runs plain, the second creates a session for that length (its dimensions fixed, so ONNX Runtime folds the
+    /// shape arithmetic it would otherwise keep on the CPU) and captures, later ones replay. Up to 4 lengths, each
+    /// holding the encoder's weights once more on the device. Needs the decoder's device cache in the encoder's cross
+    /// K/V type.</summary>
     public bool EncoderCudaGraph { get; init; }
 
     /// <summary>Most threads for a request's filter banks (0: one per 128 frames, up to the processor count).</summary>

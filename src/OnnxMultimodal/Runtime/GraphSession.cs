@@ -43,6 +43,12 @@ internal sealed class GraphSession : IDisposable
         }
     }
 
+    /// <summary>The symbolic name of each dimension of input <paramref name="name"/> ("" where the dimension is fixed).</summary>
+    public IReadOnlyList<string> InputDimensionNames(string name) => _session.InputMetadata[name].SymbolicDimensions;
+
+    /// <summary>The element type of input <paramref name="name"/>.</summary>
+    public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType InputType(string name) => _session.InputMetadata[name].ElementDataType;
+
     /// <summary>The element type of output <paramref name="name"/>.</summary>
     public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType OutputType(string name) => _session.OutputMetadata[name].ElementDataType;
 

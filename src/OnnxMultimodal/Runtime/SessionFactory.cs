@@ -7,10 +7,12 @@ internal static class SessionFactory
 {
     /// <summary>Creates a session; returns it and the provider it runs on. <paramref name="decoder"/>: a decoder graph, whose
     /// CUDA session is created with the decode-attention switch of <see cref="ExecutionOptions.CudaXqaAttention"/> set
-    /// (<see cref="XqaSwitch"/>).</summary>
+    /// (<see cref="XqaSwitch"/>). <paramref name="fixedDimensions"/>: symbolic input dimensions given a value
+    /// (free-dimension overrides), so ONNX Runtime folds the shape arithmetic that depends on them.</summary>
     /// <exception cref="ExecutionProviderException">None of the requested providers could be created.</exception>
     /// <exception cref="ModelPackageException">ONNX Runtime refused the graph file, or it needs a custom-op library that is not registered.</exception>
-    public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options, bool decoder = false)
+    public static (InferenceSession Session, ExecutionProviderKind Provider) Create(string path, ExecutionOptions options, bool decoder = false,
+        IReadOnlyDictionary<string, long>? fixedDimensions = null)
     {
         CustomOps.EnsureLoadable(path, options);
         var failures = new List<string>();
@@ -20,6 +22,7 @@ internal static class SessionFactory
             try
             {
                 so = NewOptions(options, Path.GetFileNameWithoutExtension(path));
+                foreach (var (name, value) in fixedDimensions ?? new Dictionary<string, long>()) so.AddFreeDimensionOverrideByName(name, value);
                 if (!TryAppend(so, kind, options, failures)) { so.Dispose(); continue; }
                 InferenceSession session;
                 if (decoder && kind == ExecutionProviderKind.Cuda)
@@ -59,9 +62,9 @@ internal static class SessionFactory
     /// <exception cref="ModelPackageException">The graph does not load or an expected name is missing.</exception>
     /// <exception cref="ExecutionProviderException">No requested execution provider could be created.</exception>
     public static (InferenceSession Session, ExecutionProviderKind Provider) CreateChecked(string path, ExecutionOptions options,
-        IEnumerable<string> inputs, IEnumerable<string> outputs, bool decoder = false)
+        IEnumerable<string> inputs, IEnumerable<string> outputs, bool decoder = false, IReadOnlyDictionary<string, long>? fixedDimensions = null)
     {
-        var (session, provider) = Create(path, options, decoder);
+        var (session, provider) = Create(path, options, decoder, fixedDimensions);
         try
         {
             Pipeline.ModelPackage.CheckNames(path, session.InputMetadata.Keys, inputs, "inputs");

@@ -9,32 +9,38 @@ namespace OnnxMultimodal.Speech;
 /// are not exact under padding (padded frames change every real encoder state: measured on the tiny
 /// encoder, up to 3e-2 absolute at 4 padded frames and the last state by 2-3; see docs/benchmarks.md), so a
 /// length is never rounded up to a bucket: the first request of a length runs plain and records its
-/// output shapes, the second captures a graph for it (<c>gpu_graph_id</c>) over fixed device buffers, later
-/// ones replay it. Requests of the same length (a benchmark, a fixed-length stream, a client padding its
-/// audio to a few lengths itself) skip the ~1,200 kernel launches of a large encoder.
+/// output shapes, the second captures a graph for it over fixed device buffers, later ones replay it. Requests of the
+/// same length (a benchmark, a fixed-length stream, a client padding its audio to a few lengths itself) skip the
+/// ~1,200 kernel launches of a large encoder.
+/// Each length has a session of its own, created at its second request with the batch and frame dimensions fixed
+/// (free-dimension overrides): ONNX Runtime then folds the encoder's shape arithmetic, which it would otherwise run on
+/// the CPU and so refuse to capture (docs/benchmarks.md). So each length holds the encoder's weights once more on the
+/// device, and its second request pays for creating the session.
 /// The cross K/V stay in the slot's device buffers, leased to the request until its
 /// <see cref="EncoderStates"/> are disposed; a request that finds its length's slot leased runs plain.
 /// </summary>
 internal sealed class EncoderGraphs : IDisposable
 {
-    /// <summary>Most lengths with a graph of their own (each holds its outputs and ONNX Runtime's capture).</summary>
-    public const int MaxGraphs = 8;
+    /// <summary>Most lengths with a graph of their own (each holds a session with the encoder's weights, its outputs and
+    /// ONNX Runtime's capture).</summary>
+    public const int MaxGraphs = 4;
     private const int MaxSeenLengths = 256;
 
-    private readonly InferenceSession _session;
-    private readonly DeviceMemory _memory;
+    private readonly string _path;
+    private readonly ExecutionOptions _execution;
     private readonly string[] _inputs, _outputs;
     private readonly TensorElementType[] _outputTypes;
-    private readonly string _file;
+    private readonly string _file, _batchDimension, _framesDimension;
     private readonly Dictionary<int, long[][]> _seen = [];   // frames -> output shapes of a plain run
     private readonly Dictionary<int, Slot> _slots = [];
     private readonly Lock _lock = new();
     private readonly Lock _run = new();
 
-    private EncoderGraphs(InferenceSession session, DeviceMemory memory, string[] inputs, string[] outputs, string file)
+    private EncoderGraphs(string path, ExecutionOptions execution, string[] inputs, string[] outputs, TensorElementType[] outputTypes,
+                          string batchDimension, string framesDimension)
     {
-        (_session, _memory, _inputs, _outputs, _file) = (session, memory, inputs, outputs, file);
-        _outputTypes = outputs.Select(o => session.OutputMetadata[o].ElementDataType).ToArray();
+        (_path, _execution, _inputs, _outputs, _outputTypes) = (path, execution, inputs, outputs, outputTypes);
+        (_batchDimension, _framesDimension, _file) = (batchDimension, framesDimension, Path.GetFileName(path));
     }
 
     /// <summary>Graphs captured so far (tests, the benchmark).</summary>
@@ -43,12 +49,13 @@ internal sealed class EncoderGraphs : IDisposable
     /// <summary>Requests answered by replaying a captured graph (tests, the benchmark).</summary>
     public int Replays { get; private set; }
 
-    /// <summary>Why capture was given up (the first failed captured run), or null: from then on every request runs plain.</summary>
+    /// <summary>Why capture was given up (the first refused session or failed captured run), or null: from then on every
+    /// request runs plain.</summary>
     public string? Failure { get; private set; }
 
-    /// <summary>A capture session for <paramref name="path"/> on CUDA, or null with the reason where the
-    /// encoder cannot be captured (not CUDA, a non-float features input).</summary>
-    public static EncoderGraphs? TryCreate(string path, ExecutionOptions execution, string[] inputs, string[] outputs, out string? reason)
+    /// <summary>Capture for the encoder <paramref name="plain"/> runs (its graph at <paramref name="path"/>) on CUDA, or null
+    /// with the reason where it cannot be captured (not CUDA, a non-float features input or states output).</summary>
+    public static EncoderGraphs? TryCreate(string path, ExecutionOptions execution, GraphSession plain, out string? reason)
     {
         reason = null;
         if (execution.Providers.FirstOrDefault() is not ExecutionProviderKind.Cuda)
@@ -56,23 +63,15 @@ internal sealed class EncoderGraphs : IDisposable
             reason = "the first provider is not CUDA";
             return null;
         }
-        InferenceSession session;
-        try
+        string[] inputs = [.. plain.Inputs], outputs = [.. plain.Outputs];
+        if (plain.InputType(inputs[0]) != TensorElementType.Float || plain.OutputType(outputs[0]) != TensorElementType.Float)
         {
-            (session, _) = SessionFactory.CreateChecked(path, execution with { CudaGraph = true, Providers = [ExecutionProviderKind.Cuda] }, inputs, outputs);
-        }
-        catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // e.g. nodes ONNX Runtime will not capture (host-device copies)
-        {
-            reason = e.Message;
-            return null;
-        }
-        if (session.InputMetadata[inputs[0]].ElementDataType != TensorElementType.Float || session.OutputMetadata[outputs[0]].ElementDataType != TensorElementType.Float)
-        {
-            session.Dispose();
             reason = "the features input or the states output is not float32";
             return null;
         }
-        return new EncoderGraphs(session, new DeviceMemory(session, execution.DeviceId), inputs, outputs, Path.GetFileName(path));
+        var dims = plain.InputDimensionNames(inputs[0]);   // [batch, frames, feature]: "" where a dimension is fixed
+        return new EncoderGraphs(path, execution with { CudaGraph = true, Providers = [ExecutionProviderKind.Cuda] }, inputs, outputs,
+                                 outputs.Select(plain.OutputType).ToArray(), dims.Count > 0 ? dims[0] : "", dims.Count > 1 ? dims[1] : "");
     }
 
     /// <summary>Records the output shapes of a plain run of <paramref name="frames"/> frames: the next
@@ -101,11 +100,16 @@ internal sealed class EncoderGraphs : IDisposable
                 if (!_seen.TryGetValue(frames, out var shapes) || _slots.Count >= MaxGraphs) return null;
                 try
                 {
-                    slot = new Slot(this, _slots.Count, frames, featureDim, shapes);
+                    slot = new Slot(this, frames, featureDim, shapes);
                 }
                 catch (Exception e) when (e is OnnxRuntimeException or InferenceException)   // device memory refused
                 {
                     Failure = $"buffers for {frames} frames: {e.Message}";
+                    return null;
+                }
+                catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // the capture session refused
+                {
+                    Failure = $"the capture session for {frames} frames: {e.Message}";
                     return null;
                 }
                 _slots[frames] = slot;
@@ -133,14 +137,14 @@ internal sealed class EncoderGraphs : IDisposable
     public void Dispose()
     {
         foreach (var s in _slots.Values) s.Dispose();
-        _memory.Dispose();
-        _session.Dispose();
     }
 
-    /// <summary>One length's fixed device buffers, binding and graph id.</summary>
+    /// <summary>One length's session (its dimensions fixed), fixed device buffers and binding.</summary>
     private sealed class Slot : IDisposable
     {
         private readonly EncoderGraphs _g;
+        private readonly InferenceSession _session;
+        private readonly DeviceMemory _memory;
         private readonly OrtValue _features, _mask;
         private readonly OrtValue[] _outputs;
         private readonly OrtIoBinding _binding;
@@ -151,15 +155,29 @@ internal sealed class EncoderGraphs : IDisposable
 
         public bool Leased;
 
-        public Slot(EncoderGraphs g, int graphId, int frames, int featureDim, long[][] shapes)
+        public Slot(EncoderGraphs g, int frames, int featureDim, long[][] shapes)
         {
             _g = g;
-            var made = new List<IDisposable>();   // freed if a device allocation is refused part-way
+            var fixedDimensions = new Dictionary<string, long>();
+            if (g._batchDimension.Length > 0) fixedDimensions[g._batchDimension] = 1;
+            if (g._framesDimension.Length > 0) fixedDimensions[g._framesDimension] = frames;
             try
             {
-                _features = g._memory.Tensor(TensorElementType.Float, [1, frames, featureDim]);
+                (_session, _) = SessionFactory.CreateChecked(g._path, g._execution, g._inputs, g._outputs, fixedDimensions: fixedDimensions);
+            }
+            catch
+            {
+                _runOptions.Dispose();
+                throw;
+            }
+            var made = new List<IDisposable> { _session };   // freed if anything is refused part-way
+            try
+            {
+                _memory = new DeviceMemory(_session, g._execution.DeviceId);
+                made.Add(_memory);
+                _features = _memory.Tensor(TensorElementType.Float, [1, frames, featureDim]);
                 made.Add(_features);
-                _mask = g._memory.Tensor(TensorElementType.Int64, [1, frames]);
+                _mask = _memory.Tensor(TensorElementType.Int64, [1, frames]);
                 made.Add(_mask);
                 var ones = new long[frames];
                 Array.Fill(ones, 1L);
@@ -170,12 +188,12 @@ internal sealed class EncoderGraphs : IDisposable
                 _outputs = new OrtValue[shapes.Length];
                 for (int i = 0; i < shapes.Length; i++)
                 {
-                    _outputs[i] = g._memory.Tensor(g._outputTypes[i], shapes[i]);
+                    _outputs[i] = _memory.Tensor(g._outputTypes[i], shapes[i]);
                     made.Add(_outputs[i]);
                 }
                 _statesShape = shapes[0];
                 _states = GC.AllocateUninitializedArray<float>((int)_statesShape.Aggregate(1L, (a, b) => a * b), pinned: true);
-                _binding = g._session.CreateIoBinding();
+                _binding = _session.CreateIoBinding();
                 made.Add(_binding);
                 _binding.BindInput(g._inputs[0], _features);
                 _binding.BindInput(g._inputs[1], _mask);
@@ -187,7 +205,7 @@ internal sealed class EncoderGraphs : IDisposable
                 _runOptions.Dispose();
                 throw;
             }
-            _runOptions.AddRunConfigEntry("gpu_graph_id", graphId.ToString());
+            _runOptions.AddRunConfigEntry("gpu_graph_id", "0");   // the session's only graph
         }
 
         public unsafe IDisposableReadOnlyCollection<OrtValue> Run(float[] features, CancellationToken ct)
@@ -201,7 +219,7 @@ internal sealed class EncoderGraphs : IDisposable
                 fixed (float* p = features) CudaRuntime.ToDevice(DeviceMemory.Address(_features), (nint)p, bytes);
                 try
                 {
-                    _g._session.RunWithBinding(_runOptions, _binding);
+                    _session.RunWithBinding(_runOptions, _binding);
                 }
                 catch (OnnxRuntimeException e)
                 {
@@ -222,6 +240,8 @@ internal sealed class EncoderGraphs : IDisposable
             foreach (var o in _outputs) o.Dispose();
             _features.Dispose();
             _mask.Dispose();
+            _memory.Dispose();
+            _session.Dispose();
         }
     }
 

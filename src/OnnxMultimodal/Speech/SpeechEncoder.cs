@@ -52,7 +52,7 @@ internal sealed class SpeechEncoder : IDisposable
     internal string? CaptureGraphs(ExecutionOptions execution)
     {
         if (_crossDevice is null) return "the cross K/V do not stay on the device (the decoder's cache is on the host or of another type)";
-        _graphs = EncoderGraphs.TryCreate(_path, execution, [.. _graph.Inputs], [.. _graph.Outputs], out string? reason);
+        _graphs = EncoderGraphs.TryCreate(_path, execution, _graph, out string? reason);
         return reason;
     }
 
