@@ -143,16 +143,21 @@ public class EncoderGraphCpuTests
             using var x = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(features.AsSpan(0, Math.Min(length, frames) * 160).ToArray()
                 .Concat(new float[Math.Max(0, length - frames) * 160]).ToArray(), [1, length, 160]);
             using var m = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(mask, [1, length]);
-            using var o = session.Run(new Microsoft.ML.OnnxRuntime.RunOptions(), inputs, [x, m], outputs);
+            using var runOptions = new Microsoft.ML.OnnxRuntime.RunOptions();
+            using var o = session.Run(runOptions, inputs, [x, m], outputs);
             return o[0].GetTensorDataAsSpan<float>().ToArray();
         }
         try
         {
             var (plainSession, _) = SessionFactory.Create(path, ExecutionOptions.Cpu);
             using var plain = plainSession;
-            var dims = plain.InputMetadata["input_features"].SymbolicDimensions;
-            var fixedDimensions = new Dictionary<string, long> { [dims[0]] = 1, [dims[1]] = frames };
-            var (fixedSession, _) = SessionFactory.Create(path, ExecutionOptions.Cpu with { }, fixedDimensions: fixedDimensions);
+            // The overrides the capture sessions get, from the encoder's own input names (TryCreate makes no session)
+            using var component = new GraphSession(path, ExecutionOptions.Cpu, inputs, outputs);
+            var graphs = Speech.EncoderGraphs.TryCreate(path, ExecutionOptions.Cpu with { Providers = [ExecutionProviderKind.Cuda] }, component, out string? reason);
+            Assert.That(graphs, Is.Not.Null, reason);
+            var fixedDimensions = graphs!.FixedDimensionsFor(frames);
+            Assert.That(fixedDimensions, Is.EquivalentTo(new Dictionary<string, long> { ["batch"] = 1, ["frames"] = frames }));
+            var (fixedSession, _) = SessionFactory.Create(path, ExecutionOptions.Cpu, fixedDimensions: fixedDimensions);
             using var fixedOne = fixedSession;
             var want = States(plain, frames);
             var got = States(fixedOne, frames);
@@ -165,7 +170,7 @@ public class EncoderGraphCpuTests
             int ShapeOps(Dictionary<string, long>? fixedDims)
             {
                 using var so = new Microsoft.ML.OnnxRuntime.SessionOptions { OptimizedModelFilePath = folded,
-                    GraphOptimizationLevel = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED };
+                    GraphOptimizationLevel = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL };   // as SessionFactory
                 foreach (var (k, v) in fixedDims ?? []) so.AddFreeDimensionOverrideByName(k, v);
                 using (new Microsoft.ML.OnnxRuntime.InferenceSession(path, so)) { }
                 string text = File.ReadAllText(folded, System.Text.Encoding.Latin1);

@@ -34,8 +34,8 @@ public sealed record ExecutionOptions
     /// <summary>CUDA: run the speech encoder under a CUDA graph per exact frame count: the first request of a
     /// length runs plain, the second creates a session for that length (its dimensions fixed, so ONNX Runtime folds the
     /// shape arithmetic it would otherwise keep on the CPU) and captures, later ones replay. Up to 4 lengths, each
-    /// holding the encoder's weights once more on the device. Needs the decoder's device cache in the encoder's cross
-    /// K/V type.</summary>
+    /// holding the encoder's weights and its own ONNX Runtime memory arena on the device (<see cref="GpuMemoryLimit"/>
+    /// bounds each session, not their sum). Needs the decoder's device cache in the encoder's cross K/V type.</summary>
     public bool EncoderCudaGraph { get; init; }
 
     /// <summary>Most threads for a request's filter banks (0: one per 128 frames, up to the processor count).</summary>

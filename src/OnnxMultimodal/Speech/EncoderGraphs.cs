@@ -30,17 +30,21 @@ internal sealed class EncoderGraphs : IDisposable
     private readonly ExecutionOptions _execution;
     private readonly string[] _inputs, _outputs;
     private readonly TensorElementType[] _outputTypes;
-    private readonly string _file, _batchDimension, _framesDimension;
+    private readonly string _file;
+    private readonly string[] _batchDimensions, _framesDimensions;   // the inputs' symbolic names of each
     private readonly Dictionary<int, long[][]> _seen = [];   // frames -> output shapes of a plain run
     private readonly Dictionary<int, Slot> _slots = [];
+    private readonly HashSet<int> _creating = [];   // lengths whose session is being made (outside _lock)
+    private bool _closed;   // a session or its buffers were refused: no new lengths
+    private bool _off;      // a captured run failed: every request runs plain
     private readonly Lock _lock = new();
     private readonly Lock _run = new();
 
     private EncoderGraphs(string path, ExecutionOptions execution, string[] inputs, string[] outputs, TensorElementType[] outputTypes,
-                          string batchDimension, string framesDimension)
+                          string[] batchDimensions, string[] framesDimensions)
     {
         (_path, _execution, _inputs, _outputs, _outputTypes) = (path, execution, inputs, outputs, outputTypes);
-        (_batchDimension, _framesDimension, _file) = (batchDimension, framesDimension, Path.GetFileName(path));
+        (_batchDimensions, _framesDimensions, _file) = (batchDimensions, framesDimensions, Path.GetFileName(path));
     }
 
     /// <summary>Graphs captured so far (tests, the benchmark).</summary>
@@ -49,8 +53,8 @@ internal sealed class EncoderGraphs : IDisposable
     /// <summary>Requests answered by replaying a captured graph (tests, the benchmark).</summary>
     public int Replays { get; private set; }
 
-    /// <summary>Why capture was given up (the first refused session or failed captured run), or null: from then on every
-    /// request runs plain.</summary>
+    /// <summary>The first failure, or null: a refused session (or its buffers) stops new lengths, while those captured
+    /// keep replaying; a failed captured run sends every request plain.</summary>
     public string? Failure { get; private set; }
 
     /// <summary>Capture for the encoder <paramref name="plain"/> runs (its graph at <paramref name="path"/>) on CUDA, or null
@@ -69,9 +73,23 @@ internal sealed class EncoderGraphs : IDisposable
             reason = "the features input or the states output is not float32";
             return null;
         }
-        var dims = plain.InputDimensionNames(inputs[0]);   // [batch, frames, feature]: "" where a dimension is fixed
+        // Features [batch, frames, feature] and mask [batch, frames]: the symbolic names their sessions fix per length ("" where
+        // a dimension is fixed already). Without a named frame dimension no session could fix it.
+        var dims = inputs.Take(2).Select(plain.InputDimensionNames).ToArray();
+        string[] Named(int axis) => dims.Where(d => d.Count > axis && d[axis].Length > 0).Select(d => d[axis]).Distinct().ToArray();
+        string[] batch = Named(0), frames = Named(1);
+        if (dims[0].Count < 2 || dims[0][1].Length == 0)
+        {
+            reason = $"the features input's frame dimension has no symbolic name ({string.Join(", ", dims[0].Select(d => d.Length > 0 ? d : "?"))}), so a session cannot fix it per length";
+            return null;
+        }
+        if (batch.Intersect(frames).Any())
+        {
+            reason = $"the inputs name the batch and frame dimensions alike ({string.Join(", ", batch.Intersect(frames))})";
+            return null;
+        }
         return new EncoderGraphs(path, execution with { CudaGraph = true, Providers = [ExecutionProviderKind.Cuda] }, inputs, outputs,
-                                 outputs.Select(plain.OutputType).ToArray(), dims.Count > 0 ? dims[0] : "", dims.Count > 1 ? dims[1] : "");
+                                 outputs.Select(plain.OutputType).ToArray(), batch, frames);
     }
 
     /// <summary>Records the output shapes of a plain run of <paramref name="frames"/> frames: the next
@@ -86,36 +104,62 @@ internal sealed class EncoderGraphs : IDisposable
     }
 
     /// <summary>Runs <paramref name="features"/> ([frames * featureDim]) through this length's graph,
-    /// capturing it on first use; null where this length was not seen yet, its slot is leased,
-    /// <see cref="MaxGraphs"/> lengths are taken or capture failed (the caller then runs plain). Returns the outputs in
-    /// graph order: the states copied to the host, the cross K/V in the slot's device buffers.</summary>
+    /// capturing it on first use; null where this length was not seen yet, its slot is leased or being created,
+    /// <see cref="MaxGraphs"/> lengths are taken, a capture failed, or a session could not be made (the caller then runs
+    /// plain). Returns the outputs in graph order: the states copied to the host, the cross K/V in the slot's device
+    /// buffers.</summary>
     public IDisposableReadOnlyCollection<OrtValue>? TryRun(float[] features, int frames, int featureDim, CancellationToken ct)
     {
         Slot? slot;
+        long[][]? shapes = null;
         lock (_lock)
         {
-            if (Failure is not null) return null;
+            if (_off) return null;
             if (!_slots.TryGetValue(frames, out slot))
             {
-                if (!_seen.TryGetValue(frames, out var shapes) || _slots.Count >= MaxGraphs) return null;
-                try
-                {
-                    slot = new Slot(this, frames, featureDim, shapes);
-                }
-                catch (Exception e) when (e is OnnxRuntimeException or InferenceException)   // device memory refused
-                {
-                    Failure = $"buffers for {frames} frames: {e.Message}";
-                    return null;
-                }
-                catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // the capture session refused
-                {
-                    Failure = $"the capture session for {frames} frames: {e.Message}";
-                    return null;
-                }
-                _slots[frames] = slot;
+                if (_closed || _creating.Contains(frames) || _slots.Count + _creating.Count >= MaxGraphs ||
+                    !_seen.TryGetValue(frames, out shapes)) return null;
+                _creating.Add(frames);   // counts toward MaxGraphs; other requests of this length run plain meanwhile
             }
-            if (slot.Leased) return null;
-            slot.Leased = true;
+            else if (slot.Leased) return null;
+            else slot.Leased = true;
+        }
+        if (slot is null)
+        {
+            // The session is made outside _lock (seconds for a large encoder: plain runs and Saw go on), but under _run:
+            // no capture of another length may overlap its allocations (ONNX Runtime captures in global mode).
+            string? failure = null;
+            try
+            {
+                ct.ThrowIfCancellationRequested();
+                lock (_run) slot = new Slot(this, frames, featureDim, shapes!);
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or InferenceException)   // device memory refused
+            {
+                failure = $"buffers for {frames} frames: {e.Message}";
+            }
+            catch (Exception e) when (e is ModelPackageException or ExecutionProviderException)   // the capture session refused
+            {
+                failure = $"the capture session for {frames} frames: {e.Message}";
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    _creating.Remove(frames);
+                    if (slot is not null)
+                    {
+                        _slots[frames] = slot;
+                        slot.Leased = true;
+                    }
+                    else if (failure is not null)
+                    {
+                        Failure ??= failure;
+                        _closed = true;   // no new lengths; those captured keep replaying
+                    }
+                }
+            }
+            if (slot is null) return null;
         }
         try
         {
@@ -123,13 +167,17 @@ internal sealed class EncoderGraphs : IDisposable
         }
         catch (InferenceException e)   // capture refused at run time: answer this request and the next ones plain
         {
-            Failure = e.Message;
-            slot.Leased = false;
+            lock (_lock)
+            {
+                Failure ??= e.Message;
+                _off = true;
+                slot.Leased = false;
+            }
             return null;
         }
         catch
         {
-            slot.Leased = false;
+            lock (_lock) slot.Leased = false;
             throw;
         }
     }
@@ -138,6 +186,18 @@ internal sealed class EncoderGraphs : IDisposable
     {
         foreach (var s in _slots.Values) s.Dispose();
     }
+
+    /// <summary>The free-dimension overrides of a session for <paramref name="frames"/> frames: batch 1, that frame count.</summary>
+    internal static Dictionary<string, long> FixedDimensions(IEnumerable<string> batch, IEnumerable<string> frameNames, int frames)
+    {
+        var fixedDimensions = new Dictionary<string, long>();
+        foreach (string b in batch) fixedDimensions[b] = 1;
+        foreach (string f in frameNames) fixedDimensions[f] = frames;
+        return fixedDimensions;
+    }
+
+    /// <summary>The overrides a length's session gets (tests).</summary>
+    internal Dictionary<string, long> FixedDimensionsFor(int frames) => FixedDimensions(_batchDimensions, _framesDimensions, frames);
 
     /// <summary>One length's session (its dimensions fixed), fixed device buffers and binding.</summary>
     private sealed class Slot : IDisposable
@@ -158,9 +218,7 @@ internal sealed class EncoderGraphs : IDisposable
         public Slot(EncoderGraphs g, int frames, int featureDim, long[][] shapes)
         {
             _g = g;
-            var fixedDimensions = new Dictionary<string, long>();
-            if (g._batchDimension.Length > 0) fixedDimensions[g._batchDimension] = 1;
-            if (g._framesDimension.Length > 0) fixedDimensions[g._framesDimension] = frames;
+            var fixedDimensions = FixedDimensions(g._batchDimensions, g._framesDimensions, frames);
             try
             {
                 (_session, _) = SessionFactory.CreateChecked(g._path, g._execution, g._inputs, g._outputs, fixedDimensions: fixedDimensions);
@@ -201,7 +259,7 @@ internal sealed class EncoderGraphs : IDisposable
             }
             catch
             {
-                foreach (var d in made) d.Dispose();
+                for (int i = made.Count - 1; i >= 0; i--) made[i].Dispose();   // tensors and binding before their allocator and session
                 _runOptions.Dispose();
                 throw;
             }
@@ -230,7 +288,7 @@ internal sealed class EncoderGraphs : IDisposable
                 else { _captured = true; _g.Captured++; }
             }
             var states = OrtValue.CreateTensorValueFromMemory(_states, _statesShape);
-            return new Lease([states, .. _outputs[1..]], () => { states.Dispose(); Leased = false; });
+            return new Lease([states, .. _outputs[1..]], () => { states.Dispose(); lock (_g._lock) Leased = false; });
         }
 
         public void Dispose()
