@@ -15,6 +15,20 @@
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=/tmp/omm-head; mkdir -p "$work"
+log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
+# The last call's common start (final, trace, attention): OUT, the bundle unpacked into $work/omm (TESTS_DLL: a test
+# assembly built after the bundle, with the same library API, replaces the bundled one), start's background work
+# awaited and logged, the card named.
+begin_call() {
+  parts=$1; out=$2; mkdir -p "$out"
+  source "$repo/tools/gpu_env.sh"
+  unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
+  [ -n "${TESTS_DLL:-}" ] && cp "$TESTS_DLL" "$work/omm/OnnxMultimodal.Tests.dll" && log "tests from $TESTS_DLL"
+  OMM=$work/omm/omm
+  for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
+  log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+}
 case ${1:-} in
   start)
     rm -f "$work/status"
@@ -59,19 +73,10 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
   final)
-    parts=$2; out=$3; mkdir -p "$out"
-    source "$repo/tools/gpu_env.sh"
-    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
-    # TESTS_DLL: a test assembly built after the bundle (the same library API), carried beside the checkout
-    [ -n "${TESTS_DLL:-}" ] && cp "$TESTS_DLL" "$work/omm/OnnxMultimodal.Tests.dll" && log "tests from $TESTS_DLL"
-    OMM=$work/omm/omm
-    for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
-    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
+    begin_call "$2" "$3"
     cp "$work/check.log" "$work/sampling-check.json" "$work/qk-check.log" "$work/qk-check.json" "$work/build.log" "$out/" 2>/dev/null
     log "check: $(grep -E 'cases|us a call' "$work/check.log" | tr -s ' ' | tr '\n' ';')"
     log "qk check: $(grep -E 'cases|FAIL' "$work/qk-check.log" | head -5 | tr '\n' ';')"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 300 "$work/omm/OnnxMultimodal.Tests" \
       --filter "FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" --output detailed > "$out/cuda-tests.log" 2>&1
     log "cuda tests (op + standard head): rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
@@ -92,14 +97,7 @@ onnx.save(m, \"../../$to/decoder.onnx\")
       mv "$out/profile-imagine-$v" "$out/profile-imagine-$v-$SECONDS" 2>/dev/null   # a package named twice keeps both
     done ;;
   trace)
-    parts=$2; out=$3; mkdir -p "$out"
-    source "$repo/tools/gpu_env.sh"
-    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
-    OMM=$work/omm/omm
-    for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
-    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+    begin_call "$2" "$3"
     PACKAGES="7b-int4-b128-ommf 7b-int4-b128-ommfs" MODES=graph KERN=$work/kb/libomm_kernels.so PROMPT_TOKENS=154 NEW_TOKENS=128 \
       BUDGET_S=400 MAX_GZ_MB=1 bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$work/models" "$out/text" > "$out/text-trace.log" 2>&1
     log "text traces: rc=$? $(grep -E 'summary' "$out/text/kernel-times.txt" | tr -s ' ' | tr '\n' ';')"
@@ -120,14 +118,7 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     # off (DOTNET_TieredCompilation=0), on (.NET's default), on with XQA, and on with --tf32 (the fp32 VQ encoder on TF32
     # tensor cores); then the Cuda tests of decode attention, of the decode loop (CudaTests), of device sampling and of
     # the qk-norm op.
-    parts=$2; out=$3; mkdir -p "$out"
-    source "$repo/tools/gpu_env.sh"
-    log() { echo "$(date +%T) $*" | tee -a "$out/summary.txt"; }
-    unpack_bundle "$parts" "$work" || { log "bundle: could not unpack"; exit 1; }
-    OMM=$work/omm/omm
-    for i in $(seq 1 90); do grep -q "start done" "$work/status" 2>/dev/null && break; sleep 5; done
-    log "$(tr '\n' ' ' 2>/dev/null < "$work/status")"
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt"
+    begin_call "$2" "$3"
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
     python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
     for round in 1 2; do

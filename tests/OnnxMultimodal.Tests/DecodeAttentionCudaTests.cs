@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using OnnxMultimodal.Runtime;
 
 namespace OnnxMultimodal.Tests;
@@ -26,26 +25,9 @@ public class DecodeAttentionCudaTests
         CudaTestSupport.RequireCuda();
         _temporary = Path.Combine(Path.GetTempPath(), $"omm-attention-{Guid.NewGuid():N}");
         _package = Path.Combine(_temporary, "hd64-fp16");
-        var start = new ProcessStartInfo("python3", ["-m", "omm_export", "llama", "--preset", "hd64", "--graph", "fused",
-                                                     "--precision", "fp16", "--no-reference", "--out", _package])
-        {
-            WorkingDirectory = Path.Combine(TestData.RepoRoot, "onnx-export"),
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        try
-        {
-            using var process = Process.Start(start)!;
-            var error = process.StandardError.ReadToEndAsync();
-            var output = process.StandardOutput.ReadToEndAsync();
-            if (!process.WaitForExit(300_000)) { process.Kill(); Assert.Ignore("the hd64 export took over 300 s"); }
-            if (process.ExitCode != 0)
-                Assert.Ignore($"cannot export the hd64 decoder here (python3 with torch and transformers): {error.Result.Trim().Split('\n').LastOrDefault()}");
-        }
-        catch (System.ComponentModel.Win32Exception e)
-        {
-            Assert.Ignore($"no python3 here: {e.Message}");
-        }
+        string? failure = SamplingHeadPackages.Exporter("python3", ["llama", "--preset", "hd64", "--graph", "fused", "--precision", "fp16",
+                                                                   "--no-reference", "--out", _package], 300);
+        if (failure is not null) Assert.Ignore($"cannot export the hd64 decoder here (python3 with torch and transformers): {failure}");
         var decoder = Pipeline.ModelPackage.Open(_package).Manifest.Decoder!;
         Assert.That((decoder.HeadDim, decoder.NumHeads, decoder.NumKvHeads), Is.EqualTo((64, 4, 2)), "the shapes both kernels take");
     }

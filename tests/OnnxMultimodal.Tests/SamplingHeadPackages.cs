@@ -34,37 +34,44 @@ internal static class SamplingHeadPackages
     public static string Convert(string source, string precision, string folder, string name, params string[] extra)
     {
         string output = Path.Combine(folder, name);
+        string from = Path.IsPathRooted(source) ? source : TestData.Model(source);
         var failures = new List<string>();
         foreach (string python in new[] { "python3", "/usr/bin/python3" })
         {
-            string from = Path.IsPathRooted(source) ? source : TestData.Model(source);
-            var start = new ProcessStartInfo(python, ["-m", "omm_export", "convert", "--from", from, "--out", output,
-                                                      "--graph", "fused", "--precision", precision, "--device-sampling", .. extra])
-            {
-                WorkingDirectory = Path.Combine(TestData.RepoRoot, "onnx-export"),
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            try
-            {
-                using var process = Process.Start(start)!;
-                var error = process.StandardError.ReadToEndAsync();
-                var stdout = process.StandardOutput.ReadToEndAsync();   // both drained, so neither pipe fills
-                if (!process.WaitForExit(120_000))
-                {
-                    process.Kill();
-                    failures.Add($"{python}: over 120 s");
-                    continue;
-                }
-                if (process.ExitCode == 0) return output;
-                failures.Add($"{python}: {error.Result.Trim().Split('\n').LastOrDefault()}");
-            }
-            catch (System.ComponentModel.Win32Exception e)
-            {
-                failures.Add($"{python}: {e.Message}");
-            }
+            string? failure = Exporter(python, ["convert", "--from", from, "--out", output, "--graph", "fused", "--precision", precision,
+                                                "--device-sampling", .. extra], 120);
+            if (failure is null) return output;
+            failures.Add(failure);
         }
         Assert.Ignore($"cannot convert {source} with --device-sampling here ({string.Join("; ", failures)})");
         return output;
+    }
+
+    /// <summary>Runs <c><paramref name="python"/> -m omm_export <paramref name="args"/></c> in onnx-export/: null when it
+    /// succeeds, else why not (the last line of its errors, a timeout, or no such interpreter).</summary>
+    public static string? Exporter(string python, string[] args, int timeoutSeconds)
+    {
+        var start = new ProcessStartInfo(python, ["-m", "omm_export", .. args])
+        {
+            WorkingDirectory = Path.Combine(TestData.RepoRoot, "onnx-export"),
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        try
+        {
+            using var process = Process.Start(start)!;
+            var error = process.StandardError.ReadToEndAsync();
+            var stdout = process.StandardOutput.ReadToEndAsync();   // both drained, so neither pipe fills
+            if (!process.WaitForExit(timeoutSeconds * 1000))
+            {
+                process.Kill();
+                return $"{python}: over {timeoutSeconds} s";
+            }
+            return process.ExitCode == 0 ? null : $"{python}: {error.Result.Trim().Split('\n').LastOrDefault()}";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return $"{python}: {e.Message}";
+        }
     }
 }
