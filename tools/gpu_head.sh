@@ -3,11 +3,13 @@
 #   tools/gpu_head.sh start           (first part call; returns at once) in the background: build the kernels, run
 #                                     check_sampling_head.py, export Llama-7B int4 (block 128) and Chameleon-7B int4 with the
 #                                     standard sampling head and their custom-op variants (tools/gpu_prep.sh), then the
-#                                     -ommfs variants: -ommf with the head rewritten to our op (weights hard-linked)
+#                                     -ommfs variants: -ommf with the head rewritten to our op (weights hard-linked); then
+#                                     Seamless-large int4 (PREP_SET=speech) and cham-int4-vq16 (the fp16 VQ encoder)
 #   tools/gpu_head.sh final PARTS OUT (last call) unpack the bundle; the Cuda tests of the op and of the standard head; the
 #                                     7B text bench (greedy and sampled) and text->image at 7B shapes, -ommf vs -ommfs
 #   tools/gpu_head.sh attention PARTS OUT (last call, instead of final) decode attention by cuDNN's flash attention (the
-#                                     default) vs ONNX Runtime's XQA (--xqa) on the 7B runs; image->text TTFT; Cuda tests
+#                                     default) vs ONNX Runtime's XQA (--xqa) on the 7B runs; image->text TTFT by VQ
+#                                     encoder, preprocessing; speech with the encoder's graph; Cuda tests
 #   tools/gpu_head.sh trace PARTS OUT (last call, instead of final) per-kernel GPU time (CUPTI, tools/kernel_trace) of the
 #                                     7B text decode steps (154-token prompt + 128 tokens, CUDA graph; -ommf and -ommfs)
 #                                     and of the text->image request (-ommfs)
@@ -33,7 +35,7 @@ case ${1:-} in
   start)
     rm -f "$work/status"
     rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
-    mkdir -p "$work/src/wav"
+    mkdir -p "$work/src/wav" && cp "$repo"/onnx-export/omm_export/audio/*_16k.wav "$work/src/wav/"   # gpu_prep's 10 s clip
     (cd "$work" && NO_PREP=${NO_PREP:-0} setsid bash -c '
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
@@ -69,6 +71,16 @@ m = onnx.load(\"../../$from/decoder.onnx\", load_external_data=False)
 print(\"qk-norm\", fuse_qk_norm(m))
 onnx.save(m, \"../../$to/decoder.onnx\")
 ") >> prep.out 2>&1; echo "ommfsq rc=$?" >> status
+      rm -f models/prep.done; PREP_SET=speech bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep speech rc=$?" >> status
+      from=models/cham-int4; to=models/cham-int4-vq16; mkdir -p $to   # the fp16 VQ encoder (image_encoder.fp16) as the component
+      for f in $from/*; do case $(basename $f) in multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
+      python3 -c "
+import json
+m = json.load(open(\"$from/multimodal.json\"))
+m[\"components\"][\"image_encoder\"] = m[\"image_encoder\"][\"fp16\"][\"file\"]
+print(\"vq16 agreement\", m[\"image_encoder\"][\"fp16\"][\"codes_equal_fp32\"])
+json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
+" >> prep.out 2>&1; echo "vq16 rc=$?" >> status
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -114,10 +126,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     rm -f "$tsv" ;;
   attention)
     # Decode attention: cuDNN's flash attention (our default on Hopper) against ONNX Runtime's XQA (--xqa) on the 7B text
-    # bench (two rounds) and text->image; image->text TTFT on the stock Chameleon-7B int4 package with tiered compilation
-    # off (DOTNET_TieredCompilation=0), on (.NET's default), on with XQA, and on with --tf32 (the fp32 VQ encoder on TF32
-    # tensor cores); then the Cuda tests of decode attention, of the decode loop (CudaTests), of device sampling and of
-    # the qk-norm op.
+    # bench (two rounds) and text->image; image->text TTFT by VQ encoder (below); then the Cuda tests of decode
+    # attention, of the speech encoder's capture, of the decode loop (CudaTests), of device sampling and of the qk-norm op.
     begin_call "$2" "$3"
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
     python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
@@ -134,12 +144,42 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/imagine-$x" > "$out/imagine-$x.log" 2>&1
       log "imagine $v $x: rc=$? in $((SECONDS - t0)) s: $(grep -aiE 'end to end|\| decode' "$out/imagine-$x.log" | head -2 | tr -s ' ' | tr '\n' ';')"
     done
-    for x in tc-off tiered tiered-xqa tiered-tf32; do
-      flag=$(case $x in tiered-xqa) echo --xqa ;; tiered-tf32) echo --tf32 ;; esac)
-      tc=$([ $x = tc-off ] && echo 0 || echo 1)
-      DOTNET_TieredCompilation=$tc timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/cham-int4" --cuda-graph \
+    # image->text TTFT: the fp32 VQ encoder, the same on TF32 tensor cores (--tf32), the fp16 encoder (cham-int4-vq16);
+    # then preprocessing alone (omm bench image) on the 640x512 PNG and a 1600x1200 JPEG; then per-kernel times of the
+    # fp32 and fp16 encoder requests (CUPTI)
+    for x in fp32 tf32 vq16; do
+      flag=$([ $x = tf32 ] && echo --tf32); v=cham-int4$([ $x = vq16 ] && echo -vq16)
+      timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph \
         --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
-      log "caption cham-int4 $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
+      log "caption $v $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
+    done
+    # speech->text, the best speech package: the decoder's CUDA graph alone, then with the encoder's (captured at a
+    # length's second request: two warm-up requests)
+    for x in plain encoder-graph; do
+      flag=$([ $x = encoder-graph ] && echo --encoder-graph)
+      timeout 120 "$OMM" profile --provider cuda --op-classes false --model "$m/seamless-int4-mha-e16" --cuda-graph $flag --task transcribe \
+        --audio "$m/speech_10s.wav" --max-tokens 35 --warmup 2 --out "$out/transcribe-$x" > "$out/transcribe-$x.log" 2>&1
+      log "transcribe $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/transcribe-$x.log" | tr -s ' ' | tr '\n' ';')"
+    done
+    python3 -c "
+from PIL import Image
+import numpy as np
+g = np.random.default_rng(1); y, x = np.mgrid[0:1200, 0:1600]
+a = np.stack([x * 255 // 1600, y * 255 // 1200, (x + y) % 256], -1) + g.integers(-20, 20, (1200, 1600, 3))
+Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', quality=90)"
+    for img in photo.png photo.jpg; do
+      "$OMM" bench image --image "$work/$img" --size 512 --runs 50 --json "$out/image-$img.json" > "$out/image-$img.log" 2>&1
+      log "bench image $img: rc=$? $(grep -aE 'x[0-9]+ ->' "$out/image-$img.log" | tr -s ' ')"
+    done
+    bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"
+    for x in fp32 vq16; do
+      v=cham-int4$([ $x = vq16 ] && echo -vq16); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
+      CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 90 "$OMM" profile --provider cuda \
+        --op-classes false --model "$m/$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" \
+        --max-tokens 30 --out "$out/caption-traced-$x" > "$out/caption-traced-$x.log" 2>&1
+      python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "caption-$x" --top 40 --json "$out/kernel-times-caption-$x.json" \
+        > "$out/kernel-times-caption-$x.txt" 2>&1
+      log "traced caption $x: rc=$? $(sed -n 1,3p "$out/kernel-times-caption-$x.txt" | tr '\n' ' ')"; rm -f "$tsv"
     done
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
       --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \

@@ -69,13 +69,20 @@ if [ "${PREP_SET:-all}" = text7b ]; then   # only the 7B text packages and their
   log "prep done"; touch "$m/prep.done"; exit 0
 fi
 if [ "${PREP_SET:-all}" = cham7b ]; then   # only the 7B Chameleon int4 package and its custom-op variants (text->image)
-  ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling
+  ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling --image-encoder-fp16
   omm_variant cham-int4; omm_variant cham-int4 fused
   log "prep done"; touch "$m/prep.done"; exit 0
 fi
+speech_int4() {   # Seamless-large and its int4 + MultiHeadAttention cross-attention + fp16 encoder variant (the best speech rung)
+  ex seamless-large seamless --preset large --no-reference
+  local v=seamless-int4-mha-e16; [ -f "$m/$v/multimodal.json" ] && return 0; local t0=$SECONDS
+  (cd "$src/onnx-export" && python3 -m omm_export convert --from "$m/seamless-large" --out "$m/$v" --graph fused --precision int4 \
+    --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16 --link-components) >> "$m/export.log" 2>&1
+  log "convert $v: rc=$? in $((SECONDS - t0)) s"; }
+if [ "${PREP_SET:-all}" = speech ]; then speech_int4; log "prep done"; touch "$m/prep.done"; exit 0; fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
 ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
-ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling
+ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling --image-encoder-fp16
 ex seamless-large seamless --preset large --no-reference
 for spec in "seamless-fp16-mha-e16:--precision fp16 --cross-mha --encoder-precision fp16" \
             "seamless-int4-mha-e16:--precision int4 --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16"; do

@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     c.add_argument("--int4-activation", default="fp32", choices=["fp32", "fp16"])
     c.add_argument("--last-logits", action="store_true", help="fused graphs: logits only at each row's last position (faster prefill)")
     c.add_argument("--device-sampling", action="store_true", help="fused graphs: end in the sampling head (next_token; see convert --device-sampling)")
+    c.add_argument("--image-encoder-fp16", action="store_true",
+                   help="also write image_encoder_fp16.onnx: the VQ encoder's convolutions and norms in fp16 (quantizer in fp32), for CUDA; "
+                        "the manifest records the file and its codes' agreement with fp32 (image_encoder.fp16)")
     c.add_argument("--seed", type=int, default=1234)
     c.add_argument("--context-length", type=int, help="the package's context; default: the config's max_position_embeddings")
     c.add_argument("--out", required=True)

@@ -82,18 +82,37 @@ class ImageDecoderGraph(nn.Module):
         return self.decoder(self.post_quant_conv(z)).clamp(-1.0, 1.0)
 
 
+def nearest_codes(h, e):
+    """codes [B, N] of features h [B, C, h, w] against codebook e [K, C]: argmin of |z|^2 + |e|^2 - 2 z.e, as the
+    quantizer computes it."""
+    b, c = h.shape[0], h.shape[1]
+    z = h.permute(0, 2, 3, 1).reshape(b, -1, c)                              # [B, N, C]
+    d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * torch.matmul(z, e.t())
+    return d.argmin(-1)
+
+
 class ImageEncoderGraph(nn.Module):
-    """pixels [B, 3, H, W] -> codes [B, N] int64: encoder, quant_conv, nearest codebook entry
-    (argmin of |z|^2 + |e|^2 - 2 z.e, as the quantizer computes it)."""
+    """pixels [B, 3, H, W] -> codes [B, N] int64: encoder, quant_conv, nearest codebook entry."""
 
     def __init__(self, vqmodel):
         super().__init__()
         self.vq = vqmodel
 
     def forward(self, pixel_values):
-        h = self.vq.quant_conv(self.vq.encoder(pixel_values))                  # [B, C, h, w]
-        b, c = h.shape[0], h.shape[1]
-        z = h.permute(0, 2, 3, 1).reshape(b, -1, c)                              # [B, N, C]
-        e = self.vq.quantize.embedding.weight                                    # [K, C]
-        d = (z ** 2).sum(-1, keepdim=True) + (e ** 2).sum(-1) - 2 * torch.matmul(z, e.t())
-        return d.argmin(-1)
+        return nearest_codes(self.vq.quant_conv(self.vq.encoder(pixel_values)), self.vq.quantize.embedding.weight)
+
+
+class HalfImageEncoderGraph(nn.Module):
+    """ImageEncoderGraph with the encoder and quant_conv in fp16 (copies of the weights; the pixels are cast on
+    entry and stay an fp32 input), the quantizer's distances and argmin in fp32 (fp16 distances would flip codes
+    whose two nearest entries are close). What PyTorch runs with the model in half precision, quantizer aside."""
+
+    def __init__(self, vqmodel):
+        super().__init__()
+        import copy
+        self.encoder = copy.deepcopy(vqmodel.encoder).half()
+        self.quant_conv = copy.deepcopy(vqmodel.quant_conv).half()
+        self.register_buffer("codebook", vqmodel.quantize.embedding.weight.detach().float().clone())
+
+    def forward(self, pixel_values):
+        return nearest_codes(self.quant_conv(self.encoder(pixel_values.half())).float(), self.codebook)

@@ -59,6 +59,7 @@ internal static class BenchCommand
         cmd.Options.Add(image);
         cmd.Options.Add(audio);
         cmd.Subcommands.Add(FbankBenchCommand.Create());
+        cmd.Subcommands.Add(ImageBenchCommand.Create());
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
             if (r.GetValue(ladder))

@@ -113,6 +113,24 @@ public class CliTests
     }
 
     [Test]
+    public void BenchImageTimesDecodeAndPreparationAndNamesABadImage()
+    {
+        string png = Path.Combine(Model("tiny-chameleon"), "reference", "shapes.png");
+        var r = Omm("bench", "image", "--image", png, "--size", "64", "--runs", "3", "--warmup", "1", "--json", "-");
+        Assert.That(r.ExitCode, Is.Zero, r.Stderr);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        Assert.That(root.GetProperty("size").GetInt32(), Is.EqualTo(64));
+        Assert.That(root.GetProperty("width").GetInt32(), Is.GreaterThan(0));
+        double decode = root.GetProperty("decode_ms_p50").GetDouble(), prepare = root.GetProperty("prepare_ms_p50").GetDouble();
+        Assert.That(decode, Is.GreaterThan(0));
+        Assert.That(prepare, Is.GreaterThan(0));
+        Assert.That(root.GetProperty("preprocess_ms_min").GetDouble(), Is.LessThanOrEqualTo(root.GetProperty("preprocess_ms_p90").GetDouble()));
+        AssertCleanError(Omm("bench", "image", "--image", Path.Combine(Model("tiny-chameleon"), "multimodal.json"), "--runs", "1"), "--image");
+        AssertCleanError(Omm("bench", "image", "--image", png, "--size", "0"), "--size");
+    }
+
+    [Test]
     public void BenchPrintsJsonOnStdoutOnlyWhenAsked()
     {
         var r = Omm("bench", "--engine", "ort", "--runs", "1", "--warmup", "0", "--new-tokens", "4", "--prompt-tokens", "8", "--json", "-");

@@ -113,6 +113,26 @@ public class ImageLoaderTests
     }
 
     [Test]
+    public void An_image_whose_short_side_is_the_model_size_is_cropped_not_resampled()
+    {
+        // 80x64 at size 64: Pillow's resize returns a copy at the same size, so the model sees the centre 64x64 window's
+        // own levels, each mapped to level / 127.5 - 1.
+        using var img = new Image<Rgba32>(80, 64);
+        for (int y = 0; y < 64; y++)
+            for (int x = 0; x < 80; x++)
+                img[x, y] = new Rgba32((byte)(x * 3), (byte)(y * 4 + 1), (byte)((x * 7 + y * 5) & 255), 255);
+        var px = ImageLoader.LoadPixels(Write("exact.png", Encode(img, (i, s) => i.SaveAsPng(s))), Options);
+        Assert.That(px, Has.Length.EqualTo(3 * 64 * 64));
+        for (int y = 0; y < 64; y++)
+            for (int x = 0; x < 64; x++)
+            {
+                var p = img[x + 8, y];
+                int i = y * 64 + x;
+                Assert.That((px[i], px[4096 + i], px[8192 + i]), Is.EqualTo((p.R / 127.5f - 1f, p.G / 127.5f - 1f, p.B / 127.5f - 1f)), $"pixel ({x}, {y})");
+            }
+    }
+
+    [Test]
     public void Transparent_pixels_become_white()
     {
         using var img = new Image<Rgba32>(8, 8, new Rgba32(0, 0, 0, 0));

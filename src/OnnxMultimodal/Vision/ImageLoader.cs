@@ -11,7 +11,7 @@ namespace OnnxMultimodal.Vision;
 /// <summary>
 /// Decodes an image file and prepares it as Chameleon does: identify the header first (size limits),
 /// decode (first frame of an animation), apply EXIF orientation, composite alpha over white, resize
-/// the short side to <c>Size</c> with Lanczos-3, centre-crop, scale to [-1, 1], NCHW.
+/// the short side to <c>Size</c> with Lanczos-3 (not at all where it is already <c>Size</c>), centre-crop, scale to [-1, 1], NCHW.
 /// The resampler is ImageSharp's Lanczos-3; the Python reference uses Pillow's LANCZOS. Both are
 /// 3-lobe Lanczos widened when downscaling; the tests bound the difference on the reference images.
 /// </summary>
@@ -160,35 +160,43 @@ internal static class ImageLoader
         return c;
     }
 
-    /// <summary>Alpha over white, short side to <paramref name="size"/>, centre crop, [-1, 1] NCHW ([1, 3, size, size]).</summary>
+    /// <summary>Alpha over white, short side to <paramref name="size"/>, centre crop, [-1, 1] NCHW ([1, 3, size, size]).
+    /// An image whose short side is already <paramref name="size"/> is not resampled (Pillow's resize returns a copy at
+    /// the same size too); the crop reads its window in place.</summary>
     /// <exception cref="InvalidInputException">The resize target is over <see cref="ResourceLimits.MaxImagePixels"/>.</exception>
     public static float[] ToModelInput(Image<Rgba32> image, int size, ResourceLimits? limits = null)
     {
         CheckResizeTarget(image.Width, image.Height, size, limits ?? ResourceLimits.Default, "image");
         CompositeOverWhite(image);
         var (w, h) = ResizeTarget(image.Width, image.Height, size);
+        if (w != image.Width || h != image.Height)
+            image.Mutate(x => x.Resize(new ResizeOptions { Size = new Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 }));
         int left = (w - size) / 2, top = (h - size) / 2;
-        image.Mutate(x => x
-            .Resize(new ResizeOptions { Size = new Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 })
-            .Crop(new Rectangle(left, top, size, size)));
         var pixels = new float[3 * size * size];   // [1, 3, H, W]
         int plane = size * size;
+        var scale = s_unitScale;
         image.ProcessPixelRows(rows =>
         {
             for (int y = 0; y < size; y++)
             {
-                var row = rows.GetRowSpan(y);
-                for (int x = 0; x < size; x++)
+                var row = rows.GetRowSpan(top + y).Slice(left, size);
+                var r = pixels.AsSpan(y * size, size);
+                var g = pixels.AsSpan(plane + y * size, size);
+                var b = pixels.AsSpan(2 * plane + y * size, size);
+                for (int x = 0; x < row.Length; x++)
                 {
-                    int i = y * size + x;
-                    pixels[i] = row[x].R / 127.5f - 1f;
-                    pixels[plane + i] = row[x].G / 127.5f - 1f;
-                    pixels[2 * plane + i] = row[x].B / 127.5f - 1f;
+                    var p = row[x];
+                    r[x] = scale[p.R];
+                    g[x] = scale[p.G];
+                    b[x] = scale[p.B];
                 }
             }
         });
         return pixels;
     }
+
+    /// <summary>Each 8-bit level as the model takes it, <c>level / 127.5 - 1</c> in float arithmetic.</summary>
+    private static readonly float[] s_unitScale = Enumerable.Range(0, 256).Select(v => v / 127.5f - 1f).ToArray();
 
     private static void CompositeOverWhite(Image<Rgba32> image)
     {
