@@ -184,6 +184,9 @@ Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', qua
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
       --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
       --output detailed > "$out/cuda-tests.log" 2>&1
-    log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')" ;;
+    log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
+    # PyTorch's image->text in the same call: transformers eager with the whole model in fp16 (VQ encode + prefill)
+    t0=$SECONDS; (cd "$repo/onnx-export" && timeout 240 python3 bench/torch_tasks.py --task caption --compile-modes none > "$out/torch-caption.json" 2> "$out/torch-caption.err")
+    log "torch caption (eager): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-caption.json")" ;;
   *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT | attention PARTS OUT"; exit 2 ;;
 esac

@@ -135,7 +135,7 @@ def chameleon_tasks(a, out):
 
         out["static_sdpa_eager_step_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, prompt_len, steps)[3:]), 4)
         print(json.dumps(out), flush=True)
-        for mode in a.compile_modes.split(","):
+        for mode in [m for m in a.compile_modes.split(",") if m not in ("", "none")]:
             key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
             step, out[key.replace("_step_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, prompt_len, mode)
             out[key] = round(statistics.median(timed_steps(step, first, prompt_len, steps)[3:]), 4)
@@ -196,7 +196,7 @@ def speech_task(a, out):
 
         out["static_sdpa_eager_step_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.steps - 1)[3:]), 4)
         print(json.dumps(out), flush=True)
-        for mode in a.compile_modes.split(","):
+        for mode in [m for m in a.compile_modes.split(",") if m not in ("", "none")]:
             key = COMPILE_KEYS[mode].replace("_ms", "_step_ms")
             step, out[key.replace("_step_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
             out[key] = round(statistics.median(timed_steps(step, first, n, a.steps - 1)[3:]), 4)
@@ -211,7 +211,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=30, help="decode steps (caption 30, speech 35)")
     ap.add_argument("--audio", help="speech: a 16 kHz WAV")
-    ap.add_argument("--compile-modes", default="reduce-overhead", help="comma-separated torch.compile modes: reduce-overhead, max-autotune")
+    ap.add_argument("--compile-modes", default="reduce-overhead", help="comma-separated torch.compile modes: reduce-overhead, max-autotune; none: eager only")
     a = ap.parse_args()
     out = {"task": a.task}
     try:
