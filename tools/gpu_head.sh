@@ -36,15 +36,17 @@ case ${1:-} in
     rm -f "$work/status"
     rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
     mkdir -p "$work/src/wav" && cp "$repo"/onnx-export/omm_export/audio/*_16k.wav "$work/src/wav/"   # gpu_prep's 10 s clip
-    (cd "$work" && NO_PREP=${NO_PREP:-0} setsid bash -c '
+    (cd "$work" && NO_PREP=${NO_PREP:-0} PREP_SETS=${PREP_SETS:-text7b cham7b speech} setsid bash -c '
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
       (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 check_sampling_head.py '"$work"'/kb/libomm_int4.so '"$work"'/sampling-check.json > '"$work"'/check.log 2>&1); echo "check rc=$?" >> status
       (cd src/src/OnnxMultimodal.Kernels && timeout 120 python3 check_qk_norm.py '"$work"'/kb/libomm_int4.so '"$work"'/qk-check.json > '"$work"'/qk-check.log 2>&1); echo "qk check rc=$?" >> status
       if [ "${NO_PREP:-0}" = 1 ]; then echo "start done" >> status; exit 0; fi   # kernels and checks only (the Cuda tests need no 7B package)
-      PREP_SET=text7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models > prep.out 2>&1; echo "prep text rc=$?" >> status
-      rm -f models/prep.done; PREP_SET=cham7b bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep cham rc=$?" >> status
+      for set in $PREP_SETS; do   # text7b cham7b speech cham16
+        rm -f models/prep.done; PREP_SET=$set bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep $set rc=$?" >> status
+      done
       for p in 7b-int4-b128 cham-int4; do
+        [ -d models/$p-ommf ] || continue
         from=models/$p-ommf; to=models/$p-ommfs; mkdir -p $to
         for f in $from/*; do case $(basename $f) in decoder.onnx|multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
         (cd src/onnx-export && python3 - ../../$from ../../$to <<PY
@@ -71,7 +73,6 @@ m = onnx.load(\"../../$from/decoder.onnx\", load_external_data=False)
 print(\"qk-norm\", fuse_qk_norm(m))
 onnx.save(m, \"../../$to/decoder.onnx\")
 ") >> prep.out 2>&1; echo "ommfsq rc=$?" >> status
-      rm -f models/prep.done; PREP_SET=speech bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep speech rc=$?" >> status
       from=models/cham-int4; to=models/cham-int4-vq16; mkdir -p $to   # the fp16 VQ encoder (image_encoder.fp16) as the component
       for f in $from/*; do case $(basename $f) in multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
       python3 -c "
@@ -81,6 +82,16 @@ m[\"components\"][\"image_encoder\"] = m[\"image_encoder\"][\"fp16\"][\"file\"]
 print(\"vq16 agreement\", m[\"image_encoder\"][\"fp16\"][\"codes_equal_fp32\"])
 json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
 " >> prep.out 2>&1; echo "vq16 rc=$?" >> status
+      if [ -f models/cham-fp16/multimodal.json ]; then   # cham-int4-vq16-mixed: + the fp16 decoder running the prompt (prefill_decoder)
+        from=models/cham-int4-vq16; to=models/cham-int4-vq16-mixed; mkdir -p $to
+        for f in $from/*; do case $(basename $f) in multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
+        python3 -c "
+import json
+m = json.load(open(\"$from/multimodal.json\"))
+m[\"components\"][\"prefill_decoder\"] = \"../cham-fp16/decoder.onnx\"
+json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
+" >> prep.out 2>&1; echo "mixed rc=$?" >> status
+      fi
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -128,17 +139,19 @@ json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
     # Decode attention: cuDNN's flash attention (our default on Hopper) against ONNX Runtime's XQA (--xqa) on the 7B text
     # bench (two rounds) and text->image; image->text TTFT by VQ encoder (below); then the Cuda tests of decode
     # attention, of the speech encoder's capture, of the decode loop (CudaTests), of device sampling and of the qk-norm op.
+    # RUN picks the parts (default all): text imagine caption speech image trace tests torch
     begin_call "$2" "$3"
+    want() { [[ " ${RUN:-text imagine caption speech image trace tests torch} " == *" $1 "* ]]; }
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
     python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
-    for round in 1 2; do
+    want text && for round in 1 2; do
       for x in flash xqa; do
         flag=$([ $x = xqa ] && echo --xqa)
         bench_text "ommfs-greedy-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib $flag
         [ $round = 1 ] && bench_text "ommfs-sampled-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib --sampled $flag
       done
     done
-    for x in flash xqa; do
+    want imagine && for x in flash xqa; do
       flag=$([ $x = xqa ] && echo --xqa); v=cham-int4-ommfsq; t0=$SECONDS
       timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib $flag \
         --prompt "A photo of a mountain lake at sunrise with a small red boat" --warmup 1 --out "$out/imagine-$x" > "$out/imagine-$x.log" 2>&1
@@ -147,46 +160,58 @@ json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
     # image->text TTFT: the fp32 VQ encoder, the same on TF32 tensor cores (--tf32), the fp16 encoder (cham-int4-vq16);
     # then preprocessing alone (omm bench image) on the 640x512 PNG and a 1600x1200 JPEG; then per-kernel times of the
     # fp32 and fp16 encoder requests (CUPTI)
-    for x in fp32 tf32 vq16; do
-      flag=$([ $x = tf32 ] && echo --tf32); v=cham-int4$([ $x = vq16 ] && echo -vq16)
+    want caption && for x in fp32 tf32 vq16 mixed; do
+      flag=$([ $x = tf32 ] && echo --tf32); v=cham-int4$(case $x in vq16) echo -vq16 ;; mixed) echo -vq16-mixed ;; esac)
+      [ -f "$m/$v/multimodal.json" ] || { log "caption $v: no package"; continue; }
       timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph \
         --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
       log "caption $v $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
     # speech->text, the best speech package: the decoder's CUDA graph alone, then with the encoder's (captured at a
     # length's second request: two warm-up requests)
-    for x in plain encoder-graph; do
+    want speech && for x in plain encoder-graph; do
       flag=$([ $x = encoder-graph ] && echo --encoder-graph)
       timeout 120 "$OMM" profile --provider cuda --op-classes false --model "$m/seamless-int4-mha-e16" --cuda-graph $flag --task transcribe \
         --audio "$m/speech_10s.wav" --max-tokens 35 --warmup 2 --out "$out/transcribe-$x" > "$out/transcribe-$x.log" 2>&1
       log "transcribe $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/transcribe-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
-    python3 -c "
+    want image && python3 -c "
 from PIL import Image
 import numpy as np
 g = np.random.default_rng(1); y, x = np.mgrid[0:1200, 0:1600]
 a = np.stack([x * 255 // 1600, y * 255 // 1200, (x + y) % 256], -1) + g.integers(-20, 20, (1200, 1600, 3))
 Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', quality=90)"
-    for img in photo.png photo.jpg; do
+    want image && for img in photo.png photo.jpg; do
       "$OMM" bench image --image "$work/$img" --size 512 --runs 50 --json "$out/image-$img.json" > "$out/image-$img.log" 2>&1
       log "bench image $img: rc=$? $(grep -aE 'x[0-9]+ ->' "$out/image-$img.log" | tr -s ' ')"
     done
-    bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"
-    for x in fp32 vq16; do
-      v=cham-int4$([ $x = vq16 ] && echo -vq16); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
+    want trace && bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"
+    want trace && for x in fp32 vq16 mixed; do   # the traces come back gzipped (each request's phases, e.g. prefill's idle GPU, read from them)
+      v=cham-int4$(case $x in vq16) echo -vq16 ;; mixed) echo -vq16-mixed ;; esac); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
+      [ -f "$m/$v/multimodal.json" ] || continue
       CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 90 "$OMM" profile --provider cuda \
         --op-classes false --model "$m/$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" \
         --max-tokens 30 --out "$out/caption-traced-$x" > "$out/caption-traced-$x.log" 2>&1
       python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "caption-$x" --top 40 --json "$out/kernel-times-caption-$x.json" \
         > "$out/kernel-times-caption-$x.txt" 2>&1
-      log "traced caption $x: rc=$? $(sed -n 1,3p "$out/kernel-times-caption-$x.txt" | tr '\n' ' ')"; rm -f "$tsv"
+      log "traced caption $x: rc=$? $(sed -n 1,3p "$out/kernel-times-caption-$x.txt" | tr '\n' ' ')"; gzip -c "$tsv" > "$out/trace-caption-$x.tsv.gz"; rm -f "$tsv"
     done
-    env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
-      --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
-      --output detailed > "$out/cuda-tests.log" 2>&1
-    log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
+    want tests && for last in "" "-last"; do   # the CUDA-only fixtures the Cuda tests need and the repository does not carry (as gpu_final.sh)
+      [ -f "$repo/models/tiny-chameleon-fp16$last/multimodal.json" ] && continue
+      (cd "$repo/onnx-export" && timeout 120 python3 -m omm_export convert --from ../models/tiny-chameleon --out ../models/tiny-chameleon-fp16$last \
+         --graph fused --precision fp16 --link-components ${last:+--last-logits}) >> "$out/fixtures.log" 2>&1
+      log "fixture tiny-chameleon-fp16$last: rc=$?"
+    done
+    if want tests; then
+      env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
+        --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
+        --output detailed > "$out/cuda-tests.log" 2>&1
+      log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:|  (total|failed|succeeded|skipped):' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
+    fi
     # PyTorch's image->text in the same call: transformers eager with the whole model in fp16 (VQ encode + prefill)
-    t0=$SECONDS; (cd "$repo/onnx-export" && timeout 240 python3 bench/torch_tasks.py --task caption --compile-modes none > "$out/torch-caption.json" 2> "$out/torch-caption.err")
-    log "torch caption (eager): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-caption.json")" ;;
+    if want torch; then
+      t0=$SECONDS; (cd "$repo/onnx-export" && timeout 240 python3 bench/torch_tasks.py --task caption --compile-modes none > "$out/torch-caption.json" 2> "$out/torch-caption.err")
+      log "torch caption (eager): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-caption.json")"
+    fi ;;
   *) echo "usage: tools/gpu_head.sh start | final PARTS OUT | trace PARTS OUT | attention PARTS OUT"; exit 2 ;;
 esac

@@ -80,6 +80,10 @@ speech_int4() {   # Seamless-large and its int4 + MultiHeadAttention cross-atten
     --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16 --link-components) >> "$m/export.log" 2>&1
   log "convert $v: rc=$? in $((SECONDS - t0)) s"; }
 if [ "${PREP_SET:-all}" = speech ]; then speech_int4; log "prep done"; touch "$m/prep.done"; exit 0; fi
+if [ "${PREP_SET:-all}" = cham16 ]; then   # Chameleon-7B with fp16 weights and last-position logits (a prefill decoder beside int4)
+  ex cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits --no-reference
+  log "prep done"; touch "$m/prep.done"; exit 0
+fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128
 ex 7b-int4-b32 llama --preset 7b "${i4[@]}" --block-size 32 --device-sampling; omm_variant 7b-int4-b32; omm_variant 7b-int4-b32 fused
 ex cham-int4 chameleon --preset 7b "${i4[@]}" --block-size 32 --last-logits --device-sampling --image-encoder-fp16

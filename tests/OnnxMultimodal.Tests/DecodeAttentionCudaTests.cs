@@ -16,7 +16,7 @@ namespace OnnxMultimodal.Tests;
 [NonParallelizable]
 public class DecodeAttentionCudaTests
 {
-    private static readonly int[][] Prompts = [[1, 300, 200, 100, 50, 7, 99], [1, 42, 42, 42, 600, 17, 3, 250, 11, 5, 800]];
+    private static readonly int[][] Prompts = [[1, 300, 200, 100, 50, 7, 99], [1, 42, 42, 42, 600, 17, 3, 250, 11, 5, 700]];
     private string _package = "", _temporary = "";
 
     [OneTimeSetUp]

@@ -133,6 +133,19 @@ public class ImageLoaderTests
     }
 
     [Test]
+    public void A_given_buffer_gets_the_same_pixels_as_a_new_array_and_keeps_its_tail()
+    {
+        using var img = Sample(90, 70);   // resampled: short side 70 -> 64
+        string path = Write("pooled.png", Encode(img, (i, s) => i.SaveAsPng(s)));
+        var fresh = ImageLoader.LoadPixels(path, Options);
+        var buffer = Enumerable.Repeat(float.NaN, 3 * 64 * 64 + 100).ToArray();   // stale values from an earlier request
+        Assert.That(ImageLoader.LoadPixels(path, Options, destination: buffer), Is.SameAs(buffer));
+        Assert.That(buffer.Take(fresh.Length), Is.EqualTo(fresh), "every value of the image is written");
+        Assert.That(buffer.Skip(fresh.Length), Has.All.NaN, "nothing past it");
+        Assert.Throws<ArgumentException>(() => ImageLoader.LoadPixels(path, Options, destination: new float[3 * 64 * 64 - 1]));
+    }
+
+    [Test]
     public void Transparent_pixels_become_white()
     {
         using var img = new Image<Rgba32>(8, 8, new Rgba32(0, 0, 0, 0));

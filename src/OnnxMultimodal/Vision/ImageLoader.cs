@@ -17,9 +17,10 @@ namespace OnnxMultimodal.Vision;
 /// </summary>
 internal static class ImageLoader
 {
-    /// <summary>Loads a file and returns [1, 3, Size, Size] pixels in [-1, 1].</summary>
+    /// <summary>Loads a file and returns [1, 3, Size, Size] pixels in [-1, 1], written to the start of
+    /// <paramref name="destination"/> where one is given (a pooled buffer: no fresh 3 MB a request), else to a new array.</summary>
     /// <exception cref="InvalidInputException">Missing, unreadable, corrupt, unsupported or over a bound of <see cref="ResourceLimits"/>.</exception>
-    public static float[] LoadPixels(string path, ImageLoaderOptions options, string input = "image")
+    public static float[] LoadPixels(string path, ImageLoaderOptions options, string input = "image", float[]? destination = null)
     {
         if (Directory.Exists(path)) throw new InvalidInputException(input, $"is a directory, not an image file: {path}");
         if (!File.Exists(path)) throw new InvalidInputException(input, $"file not found: {path}");
@@ -33,16 +34,17 @@ internal static class ImageLoader
         {
             throw new InvalidInputException(named, "cannot be opened: " + e.Message, e);
         }
-        using (stream) return LoadPixels(stream, options, named);
+        using (stream) return LoadPixels(stream, options, named, destination);
     }
 
-    /// <inheritdoc cref="LoadPixels(string, ImageLoaderOptions, string)"/>
-    public static float[] LoadPixels(Stream stream, ImageLoaderOptions options, string input = "image")
+    /// <inheritdoc cref="LoadPixels(string, ImageLoaderOptions, string, float[])"/>
+    public static float[] LoadPixels(Stream stream, ImageLoaderOptions options, string input = "image", float[]? destination = null)
     {
+        CheckDestination(destination, options.Size);   // the caller's buffer, not the image: before decoding
         using var image = Decode(stream, options, input);
         try
         {
-            return ToModelInput(image, options.Size, options.Limits);
+            return ToModelInput(image, options.Size, options.Limits, destination);
         }
         catch (Exception e) when (e is not InvalidInputException)
         {
@@ -163,8 +165,9 @@ internal static class ImageLoader
     /// <summary>Alpha over white, short side to <paramref name="size"/>, centre crop, [-1, 1] NCHW ([1, 3, size, size]).
     /// An image whose short side is already <paramref name="size"/> is not resampled (Pillow's resize returns a copy at
     /// the same size too); the crop reads its window in place.</summary>
+    /// <param name="destination">Where to write them (its first 3 × size² values; longer is allowed), or null for a new array.</param>
     /// <exception cref="InvalidInputException">The resize target is over <see cref="ResourceLimits.MaxImagePixels"/>.</exception>
-    public static float[] ToModelInput(Image<Rgba32> image, int size, ResourceLimits? limits = null)
+    public static float[] ToModelInput(Image<Rgba32> image, int size, ResourceLimits? limits = null, float[]? destination = null)
     {
         CheckResizeTarget(image.Width, image.Height, size, limits ?? ResourceLimits.Default, "image");
         CompositeOverWhite(image);
@@ -172,7 +175,8 @@ internal static class ImageLoader
         if (w != image.Width || h != image.Height)
             image.Mutate(x => x.Resize(new ResizeOptions { Size = new Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 }));
         int left = (w - size) / 2, top = (h - size) / 2;
-        var pixels = new float[3 * size * size];   // [1, 3, H, W]
+        CheckDestination(destination, size);
+        var pixels = destination ?? new float[3 * size * size];   // [1, 3, H, W]
         int plane = size * size;
         var scale = s_unitScale;
         image.ProcessPixelRows(rows =>
@@ -193,6 +197,12 @@ internal static class ImageLoader
             }
         });
         return pixels;
+    }
+
+    private static void CheckDestination(float[]? destination, int size)
+    {
+        if (destination is not null && destination.Length < 3L * size * size)
+            throw new ArgumentException($"{destination.Length} values, fewer than 3x{size}x{size}", nameof(destination));
     }
 
     /// <summary>Each 8-bit level as the model takes it, <c>level / 127.5 - 1</c> in float arithmetic.</summary>

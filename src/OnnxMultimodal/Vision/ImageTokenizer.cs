@@ -28,11 +28,14 @@ internal sealed class ImageTokenizer : IDisposable
 
     /// <param name="pixels">[1, 3, H, W] in [-1, 1].</param>
     /// <returns>[N] codebook indices.</returns>
-    public long[] Encode(float[] pixels)
+    public long[] Encode(float[] pixels) => Encode(pixels.AsMemory());
+
+    /// <inheritdoc cref="Encode(float[])"/>
+    public long[] Encode(Memory<float> pixels)
     {
         int expected = 3 * ImageSize * ImageSize;
         if (pixels.Length != expected) throw new InvalidInputException("pixels", $"{pixels.Length} values, expected 3x{ImageSize}x{ImageSize}");
-        using var input = OrtValue.CreateTensorValueFromMemory(pixels, [1, 3, ImageSize, ImageSize]);
+        using var input = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, pixels, [1, 3, ImageSize, ImageSize]);
         using var outputs = _graph.Run([input]);
         return outputs[0].GetTensorDataAsSpan<long>().ToArray();
     }
