@@ -73,24 +73,13 @@ m = onnx.load(\"../../$from/decoder.onnx\", load_external_data=False)
 print(\"qk-norm\", fuse_qk_norm(m))
 onnx.save(m, \"../../$to/decoder.onnx\")
 ") >> prep.out 2>&1; echo "ommfsq rc=$?" >> status
-      from=models/cham-int4; to=models/cham-int4-vq16; mkdir -p $to   # the fp16 VQ encoder (image_encoder.fp16) as the component
-      for f in $from/*; do case $(basename $f) in multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
-      python3 -c "
-import json
-m = json.load(open(\"$from/multimodal.json\"))
-m[\"components\"][\"image_encoder\"] = m[\"image_encoder\"][\"fp16\"][\"file\"]
-print(\"vq16 agreement\", m[\"image_encoder\"][\"fp16\"][\"codes_equal_fp32\"])
-json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
-" >> prep.out 2>&1; echo "vq16 rc=$?" >> status
-      if [ -f models/cham-fp16/multimodal.json ]; then   # cham-int4-vq16-mixed: + the fp16 decoder running the prompt (prefill_decoder)
-        from=models/cham-int4-vq16; to=models/cham-int4-vq16-mixed; mkdir -p $to
-        for f in $from/*; do case $(basename $f) in multimodal.json) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
-        python3 -c "
-import json
-m = json.load(open(\"$from/multimodal.json\"))
-m[\"components\"][\"prefill_decoder\"] = \"../cham-fp16/decoder.onnx\"
-json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
-" >> prep.out 2>&1; echo "mixed rc=$?" >> status
+      pv() { python3 src/tools/package_variant.py "$@" >> prep.out 2>&1; local rc=$?; echo "variant $(basename $2) rc=$rc" >> status; }
+      pv models/cham-int4 models/cham-int4-vq16 --image-encoder-fp16   # the fp16 VQ encoder as the component
+      pv models/cham-int4 models/cham-int4-q --qk-norm                 # + the qk-norm as one op (prefill and decode)
+      if [ -f models/cham-fp16/multimodal.json ]; then                 # + the fp16 decoder running the prompt (prefill_decoder)
+        pv models/cham-fp16 models/cham-fp16-q --qk-norm
+        pv models/cham-int4 models/cham-int4-mixed --prefill ../cham-fp16/decoder.onnx
+        pv models/cham-int4-q models/cham-int4-q-mixed --prefill ../cham-fp16-q/decoder.onnx
       fi
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
@@ -139,7 +128,8 @@ json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
     # Decode attention: cuDNN's flash attention (our default on Hopper) against ONNX Runtime's XQA (--xqa) on the 7B text
     # bench (two rounds) and text->image; image->text TTFT by VQ encoder (below); then the Cuda tests of decode
     # attention, of the speech encoder's capture, of the decode loop (CudaTests), of device sampling and of the qk-norm op.
-    # RUN picks the parts (default all): text imagine caption speech image trace tests torch
+    # RUN picks the parts (default all): text imagine caption speech image trace tests torch; CAPTIONS and TRACES the
+    # caption requests (PACKAGE:FLAGS words), TEST_FILTER the Cuda tests
     begin_call "$2" "$3"
     want() { [[ " ${RUN:-text imagine caption speech image trace tests torch} " == *" $1 "* ]]; }
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
@@ -160,12 +150,14 @@ json.dump(m, open(\"$to/multimodal.json\", \"w\"), indent=1)
     # image->text TTFT: the fp32 VQ encoder, the same on TF32 tensor cores (--tf32), the fp16 encoder (cham-int4-vq16);
     # then preprocessing alone (omm bench image) on the 640x512 PNG and a 1600x1200 JPEG; then per-kernel times of the
     # fp32 and fp16 encoder requests (CUPTI)
-    want caption && for x in fp32 tf32 vq16 mixed; do
-      flag=$([ $x = tf32 ] && echo --tf32); v=cham-int4$(case $x in vq16) echo -vq16 ;; mixed) echo -vq16-mixed ;; esac)
+    # CAPTIONS: PACKAGE:FLAGS words (flags joined by commas), e.g. cham-int4:--tf32
+    want caption && for spec in ${CAPTIONS:-cham-int4: cham-int4:--tf32 cham-int4-vq16:}; do
+      v=${spec%%:*}; flag=$(echo "${spec#*:}" | tr ',' ' '); x=$v$(echo "$flag" | tr -d ' -')
       [ -f "$m/$v/multimodal.json" ] || { log "caption $v: no package"; continue; }
+      grep -q custom_op_domains "$m/$v/multimodal.json" && flag="$flag $lib"
       timeout 90 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph \
         --task caption $flag --image "$work/photo.png" --prompt "What is in this image?" --max-tokens 30 --out "$out/caption-$x" > "$out/caption-$x.log" 2>&1
-      log "caption $v $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
+      log "caption $v ${spec#*:}: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/caption-$x.log" | tr -s ' ' | tr '\n' ';')"
     done
     # speech->text, the best speech package: the decoder's CUDA graph alone, then with the encoder's (captured at a
     # length's second request: two warm-up requests)
@@ -186,10 +178,11 @@ Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', qua
       log "bench image $img: rc=$? $(grep -aE 'x[0-9]+ ->' "$out/image-$img.log" | tr -s ' ')"
     done
     want trace && bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"
-    want trace && for x in fp32 vq16 mixed; do   # the traces come back gzipped (each request's phases, e.g. prefill's idle GPU, read from them)
-      v=cham-int4$(case $x in vq16) echo -vq16 ;; mixed) echo -vq16-mixed ;; esac); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
+    want trace && for spec in ${TRACES:-cham-int4: cham-int4-vq16:}; do   # gzipped traces come back (each request's phases read from them)
+      v=${spec%%:*}; flag=$(echo "${spec#*:}" | tr ',' ' '); x=$v$(echo "$flag" | tr -d ' -'); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
       [ -f "$m/$v/multimodal.json" ] || continue
-      CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 90 "$OMM" profile --provider cuda \
+      grep -q custom_op_domains "$m/$v/multimodal.json" && flag="$flag $lib"
+      CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 90 "$OMM" profile --provider cuda $flag \
         --op-classes false --model "$m/$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" \
         --max-tokens 30 --out "$out/caption-traced-$x" > "$out/caption-traced-$x.log" 2>&1
       python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "caption-$x" --top 40 --json "$out/kernel-times-caption-$x.json" \
@@ -204,7 +197,7 @@ Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', qua
     done
     if want tests; then
       env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 240 "$work/omm/OnnxMultimodal.Tests" \
-        --filter "FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" \
+        --filter "${TEST_FILTER:-FullyQualifiedName~DecodeAttentionCudaTests|FullyQualifiedName~EncoderGraphCudaTests|FullyQualifiedName~OnnxMultimodal.Tests.CudaTests|FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests}" \
         --output detailed > "$out/cuda-tests.log" 2>&1
       log "cuda tests: rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:|  (total|failed|succeeded|skipped):' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
     fi

@@ -81,7 +81,7 @@ speech_int4() {   # Seamless-large and its int4 + MultiHeadAttention cross-atten
   log "convert $v: rc=$? in $((SECONDS - t0)) s"; }
 if [ "${PREP_SET:-all}" = speech ]; then speech_int4; log "prep done"; touch "$m/prep.done"; exit 0; fi
 if [ "${PREP_SET:-all}" = cham16 ]; then   # Chameleon-7B with fp16 weights and last-position logits (a prefill decoder beside int4)
-  ex cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits --no-reference
+  ex cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits --device-sampling --no-reference
   log "prep done"; touch "$m/prep.done"; exit 0
 fi
 ex 7b-int4-b128 llama --preset 7b "${i4[@]}" --block-size 128 --device-sampling; omm_variant 7b-int4-b128

@@ -46,7 +46,9 @@ public class DecodeAttentionCudaTests
         var flash = xqa with { CudaXqaAttention = false };
         string? before = NativeEnvironment.Get(XqaSwitch.Variable);
         int layers = Pipeline.ModelPackage.Open(_package).Manifest.Decoder!.NumLayers;
-        double bound = 1e-3 * layers, worst = 0;
+        // Both kernels round q.k and the softmax-weighted sum to fp16 in their own order: 2.6e-3 of the largest logit
+        // measured through this 2-layer model on an H100 (2026-11-27), against O(1) for a wrong cache or mask.
+        double bound = 4e-3 * layers, worst = 0;
         var failures = new List<string>();
         foreach (int[] prompt in Prompts)
         {

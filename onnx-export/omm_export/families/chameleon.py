@@ -175,18 +175,24 @@ def export_half_encoder(vqmodel, size, out, file="image_encoder_fp16.onnx"):
                                        (ramp.view(1, -1) * ramp.view(-1, 1))]).unsqueeze(0),
               "blocks": (torch.rand(1, 3, size // 32, size // 32, generator=g) * 2 - 1).repeat_interleave(32, 2).repeat_interleave(32, 3)}
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    full = ImageEncoderGraph(copy.deepcopy(vqmodel).float().to(device)).eval()
+    agreement, agreement_tf32 = {}, {}
     try:
-        full = ImageEncoderGraph(copy.deepcopy(vqmodel).float().to(device)).eval()
-        agreement = {}
         for name, x in images.items():
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
             a, b = full(x.to(device)), half(x.to(device))
             agreement[name] = round((a == b).float().mean().item(), 4)
+            if device == "cuda":   # the fp32 graph on TF32 tensor cores (ExecutionOptions.CudaTf32 / --tf32), for comparison
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+                agreement_tf32[name] = round((a == full(x.to(device))).float().mean().item(), 4)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    print(f"image encoder fp16: codes equal to fp32 on {agreement}")
+    print(f"image encoder fp16: codes equal to fp32 on {agreement}; fp32 on TF32: {agreement_tf32 or 'not measured (no CUDA)'}")
     _export_module(half, torch.zeros(1, 3, size, size, device=device), os.path.join(out, file), "pixel_values", "codes")
-    return {"file": file, "codes_equal_fp32": agreement}
+    entry = {"file": file, "codes_equal_fp32": agreement}
+    if agreement_tf32:
+        entry["tf32_codes_equal_fp32"] = agreement_tf32
+    return entry
 
 
 def _image_token_ids(tokenizer, codebook_size):
