@@ -36,11 +36,12 @@ case ${1:-} in
     rm -f "$work/status"
     rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
     mkdir -p "$work/src/wav" && cp "$repo"/onnx-export/omm_export/audio/*_16k.wav "$work/src/wav/"   # gpu_prep's 10 s clip
-    (cd "$work" && NO_PREP=${NO_PREP:-0} PREP_SETS=${PREP_SETS:-text7b cham7b speech} setsid bash -c '
+    (cd "$work" && NO_PREP=${NO_PREP:-0} PREP_SETS=${PREP_SETS:-text7b cham7b speech} CHECKS=${CHECKS:-sampling_head qk_norm swiglu} setsid bash -c '
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
-      (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 check_sampling_head.py '"$work"'/kb/libomm_int4.so '"$work"'/sampling-check.json > '"$work"'/check.log 2>&1); echo "check rc=$?" >> status
-      (cd src/src/OnnxMultimodal.Kernels && timeout 120 python3 check_qk_norm.py '"$work"'/kb/libomm_int4.so '"$work"'/qk-check.json > '"$work"'/qk-check.log 2>&1); echo "qk check rc=$?" >> status
+      for c in $CHECKS; do   # each kernel against torch on this GPU: check_<c>.py
+        (cd src/src/OnnxMultimodal.Kernels && timeout 300 python3 check_$c.py '"$work"'/kb/libomm_int4.so '"$work"'/$c-check.json > '"$work"'/$c-check.log 2>&1); echo "$c check rc=$?" >> status
+      done
       if [ "${NO_PREP:-0}" = 1 ]; then echo "start done" >> status; exit 0; fi   # kernels and checks only (the Cuda tests need no 7B package)
       for set in $PREP_SETS; do   # text7b cham7b speech cham16
         rm -f models/prep.done; PREP_SET=$set bash src/tools/gpu_prep.sh '"$work"'/src '"$work"'/models >> prep.out 2>&1; echo "prep $set rc=$?" >> status
@@ -86,9 +87,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     echo "started in $work" ;;
   final)
     begin_call "$2" "$3"
-    cp "$work/check.log" "$work/sampling-check.json" "$work/qk-check.log" "$work/qk-check.json" "$work/build.log" "$out/" 2>/dev/null
-    log "check: $(grep -E 'cases|us a call' "$work/check.log" | tr -s ' ' | tr '\n' ';')"
-    log "qk check: $(grep -E 'cases|FAIL' "$work/qk-check.log" | head -5 | tr '\n' ';')"
+    cp "$work"/*-check.log "$work"/*-check.json "$work/build.log" "$out/" 2>/dev/null
+    for c in "$work"/*-check.log; do log "$(basename "$c" .log): $(grep -E 'cases|us a call|FAIL' "$c" | head -5 | tr -s ' ' | tr '\n' ';')"; done
     env OMM_REPO_ROOT=$repo OMM_KERNELS_DIR=$work/kb timeout 300 "$work/omm/OnnxMultimodal.Tests" \
       --filter "FullyQualifiedName~DeviceSamplingCudaTests|FullyQualifiedName~QkNormOpCudaTests" --output detailed > "$out/cuda-tests.log" 2>&1
     log "cuda tests (op + standard head): rc=$? $(grep -aE 'Passed!|Failed!|Total tests|Passed:|Failed:|Skipped:' "$out/cuda-tests.log" | tr -s ' ' | tr '\n' ' ')"
@@ -132,6 +132,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     # caption requests (PACKAGE:FLAGS words), TEST_FILTER the Cuda tests
     begin_call "$2" "$3"
     want() { [[ " ${RUN:-text imagine caption speech image trace tests torch} " == *" $1 "* ]]; }
+    cp "$work"/*-check.log "$work"/*-check.json "$work/build.log" "$out/" 2>/dev/null
+    for c in "$work"/*-check.log; do log "$(basename "$c" .log): $(grep -E 'cases|FAIL' "$c" | head -5 | tr -s ' ' | tr '\n' ';')"; done
     m=$work/models; lib="--custom-op-library $work/kb/libomm_kernels.so"
     python3 -c "from PIL import Image; Image.new('RGB', (640, 512), (90, 140, 200)).save('$work/photo.png')"
     want text && for round in 1 2; do

@@ -81,11 +81,12 @@ def main(argv=None) -> int:
     v.add_argument("--device-sampling", action="store_true",
                    help="fused decoder-only graphs: next_token [B,1] int64 from a sampling head (greedy, temperature, top-k, top-p, repetition penalty, "
                         "a logit mask, classifier-free guidance's mix) fed by small sample_* inputs; see sampling_head.py")
-    v.add_argument("--custom-ops", default="none", choices=["none", "omm", "omm-fused", "qk-norm"],
+    v.add_argument("--custom-ops", default="none", choices=["none", "omm", "omm-fused", "elementwise"],
                    help="omm: int4 MatMulNBits nodes become omm.OmmMatMulInt4 (our CUDA kernels, libomm_kernels.so; needs --precision int4 --int4-activation fp16); "
                         "omm-fused: also each MLP's Split + SiLU + Mul folds into its gate_up projection's epilogue (omm.OmmMatMulInt4SwiGlu), "
                         "and Chameleon's qk-norm (Split + per-head LayerNorm, Mul, Add for q and k) runs as omm.OmmQkvHeadNorm; "
-                        "qk-norm: only that (fp16 activations, any precision; MatMulNBits stays stock, the fast path for long prompts)")
+                        "elementwise: the qk-norm and each MLP's Split + SiLU + Mul (omm.OmmSwiGlu) as our ops, the projections stock "
+                        "(fp16 activations, any precision: the fast path for long prompts and prefill decoders)")
     v.add_argument("--sampling-op", default="onnx", choices=["onnx", "omm"],
                    help="with --device-sampling: onnx writes the sampling head as standard ops; omm as one omm.OmmSamplingHead node "
                         "(our CUDA kernels, libomm_kernels.so; any precision), the same inputs, outputs and draws")

@@ -266,14 +266,16 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
     which = getattr(args, "custom_ops", "none")
     if which == "none":
         return
-    if which == "qk-norm":   # only Chameleon's qk-norm: stock MatMulNBits stays (its dequantize + GEMM is the fast prompt path)
+    if which == "elementwise":   # Chameleon's qk-norm and each MLP's SiLU·up as our ops; the projections stay stock MatMul /
+        # MatMulNBits (its dequantize + GEMM is the fast path for long prompts)
         if opt.act_dtype != np.float16:
-            raise SystemExit("convert: --custom-ops qk-norm needs fp16 activations (--precision fp16, or int4 with --int4-activation fp16)")
-        from .custom_ops import OMM_DOMAIN, fuse_qk_norm
-        qk = fuse_qk_norm(model)
-        if not qk["fused"]:
-            raise SystemExit(f"convert: --custom-ops qk-norm: no qk-norm to fuse ({qk['kept']}); Chameleon's decoders have one")
-        print(f"convert: --custom-ops qk-norm: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
+            raise SystemExit("convert: --custom-ops elementwise needs fp16 activations (--precision fp16, or int4 with --int4-activation fp16)")
+        from .custom_ops import OMM_DOMAIN, fuse_qk_norm, fuse_swiglu
+        qk, sw = fuse_qk_norm(model), fuse_swiglu(model)
+        if not qk["fused"] and not sw["fused"]:
+            raise SystemExit(f"convert: --custom-ops elementwise: nothing to fuse (qk-norm: {qk['kept']}; SiLU·up: {sw['kept']})")
+        print(f"convert: --custom-ops elementwise: {qk['fused']} qk-norms as OmmQkvHeadNorm, {sw['fused']} SiLU·up as OmmSwiGlu; "
+              f"kept: {qk['kept']} {sw['kept']}", file=sys.stderr)
         decoder["custom_op_domains"] = [OMM_DOMAIN]
         return
     if args.precision != "int4" or opt.act_dtype != np.float16:

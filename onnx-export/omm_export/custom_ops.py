@@ -200,6 +200,33 @@ def _split_is_halves(gr: _Graph, split: onnx.NodeProto, k: int) -> str | None:
     return None if sizes == [k, k] else f"Split sizes {sizes} are not [K, K] = [{k}, {k}]"
 
 
+def _remove(model: onnx.ModelProto, gr: _Graph, dead: list) -> None:
+    """Removes `dead` nodes, Constant nodes only they read, and the initializers and value_info of tensors nothing reads
+    any more."""
+    gone = {id(n) for n in dead}
+
+    def read_only_by_removed(tensor: str) -> bool:
+        readers = gr.consumers.get(tensor, [])
+        return bool(readers) and tensor not in gr.graph_outputs and all(id(r) in gone for r in readers)
+
+    # a Constant node whose outputs only the removed nodes read (the split sizes as a Constant) goes too
+    orphans = [n for n in model.graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+               and all(read_only_by_removed(o) for o in n.output)]
+    dead += orphans
+    gone |= {id(n) for n in orphans}
+    remaining = [n for n in model.graph.node if id(n) not in gone]
+    del model.graph.node[:]
+    model.graph.node.extend(remaining)
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    names = {o for n in dead for o in n.output} | {i for n in dead for i in n.input if i not in used}
+    live = [t for t in model.graph.initializer if t.name in used or t.name not in names]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(live)
+    vi = [v for v in model.graph.value_info if v.name not in names]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(vi)
+
+
 def fuse_silu_mul(model: onnx.ModelProto) -> dict:
     """Folds a fused Llama MLP's Split + SiLU + Mul into the gate_up projection: for every omm.OmmMatMulInt4 down
     projection whose A is silu(gate) * up, with gate and up the two K-wide halves of one tensor (Split along the last
@@ -234,28 +261,64 @@ def fuse_silu_mul(model: onnx.ModelProto) -> dict:
         dead.extend(found)
         fused += 1
     if dead:
+        _remove(model, gr, dead)
+    return {"fused": fused, "kept": kept}
+
+
+OMM_SWIGLU_OP = "OmmSwiGlu"   # silu(gate) * up of a packed gate_up output on its own (src/OnnxMultimodal.Kernels/swiglu.cu)
+
+
+def fuse_swiglu(model: onnx.ModelProto) -> dict:
+    """Each fused MLP's SiLU·up, silu(gate) * up with gate and up the two halves of one Split along the last axis (every
+    intermediate read only along the pattern), as one omm.OmmSwiGlu node reading the Split's input and writing the Mul's
+    output: the form of OmmMatMulInt4SwiGlu's epilogue for graphs whose projections stay stock (fp16 MatMul, MatMulNBits),
+    where a long prompt runs Split, SiLU and Mul as three passes. Returns {"fused": n, "kept": {reason: n}} over the Mul
+    nodes with a SiLU factor."""
+    gr = _Graph(model)
+    fused, kept, dead, new_nodes = 0, {}, [], []
+    for mul in model.graph.node:
+        if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
+            continue
+        for s, up in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
+            gate, silu_nodes = _silu_of(gr, s)
+            if gate is None:
+                continue
+            split = gr.producer.get(gate)
+            why = None
+            if not gr.only_consumers(s, [mul]):
+                why = "silu(gate) has other consumers"
+            elif split is None or split.op_type != "Split" or split.domain not in ("", "ai.onnx"):
+                why = "gate is not a Split output"
+            elif len(split.output) != 2 or list(split.output) != [gate, up]:
+                why = "gate and up are not outputs 0 and 1 of one two-way Split"
+            elif not gr.only_consumers(gate, [n for n in silu_nodes if gate in n.input]) or not gr.only_consumers(up, [mul]):
+                why = "gate or up has other consumers"
+            elif len(split.input) > 1 and split.input[1] and gr.int_values(split.input[1]) is None:
+                why = "Split sizes are not a constant"
+            else:   # the halves of the last axis; with no sizes, a two-way Split is halves by definition
+                sizes = gr.int_values(split.input[1]) if len(split.input) > 1 and split.input[1] else _attrs(split).get("split")
+                why = _split_is_halves(gr, split, int(sizes[0]) if sizes else 0)
+            if why is not None:
+                kept[why] = kept.get(why, 0) + 1
+                break
+            new_nodes.append((mul, onnx.helper.make_node(OMM_SWIGLU_OP, [split.input[0]], [mul.output[0]],
+                                                         name=f"omm_swiglu_{fused}", domain=OMM_DOMAIN)))
+            dead.extend([split] + silu_nodes)
+            fused += 1
+            break
+    if fused:
+        replace = {id(m): n for m, n in new_nodes}   # each new node takes its Mul's place in the order
         gone = {id(n) for n in dead}
-
-        def read_only_by_removed(tensor: str) -> bool:
-            readers = gr.consumers.get(tensor, [])
-            return bool(readers) and tensor not in gr.graph_outputs and all(id(r) in gone for r in readers)
-
-        # a Constant node whose outputs only the removed nodes read (the split sizes as a Constant) goes too
-        orphans = [n for n in model.graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
-                   and all(read_only_by_removed(o) for o in n.output)]
-        dead += orphans
-        gone |= {id(n) for n in orphans}
-        remaining = [n for n in model.graph.node if id(n) not in gone]
+        nodes = [replace.get(id(n), n) for n in model.graph.node if id(n) not in gone]
         del model.graph.node[:]
-        model.graph.node.extend(remaining)
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        names = {o for n in dead for o in n.output} | {i for n in dead for i in n.input if i not in used}
-        live = [t for t in model.graph.initializer if t.name in used or t.name not in names]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(live)
-        vi = [v for v in model.graph.value_info if v.name not in names]
-        del model.graph.value_info[:]
-        model.graph.value_info.extend(vi)
+        model.graph.node.extend(nodes)
+        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        nodes = [n for n in model.graph.node   # the split sizes as a Constant nothing reads any more
+                 if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx") and not any(o in read for o in n.output))]
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        _drop_unread(model)
+        _import_omm_domain(model)
     return {"fused": fused, "kept": kept}
 
 

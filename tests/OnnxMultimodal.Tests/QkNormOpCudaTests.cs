@@ -54,7 +54,7 @@ public class QkNormOpCudaTests
         Assert.That(fused, Does.Contain("OmmQkvHeadNorm").And.Not.Contain(layerNorm), "every layer's qk-norm is our op");
     }
 
-    private const string RandomiseNorms = """
+    internal const string RandomiseNorms = """
         import sys, numpy as np, onnx
         from onnx import numpy_helper
         path = sys.argv[1]
@@ -71,7 +71,7 @@ public class QkNormOpCudaTests
         print("randomised", n)
         """;
 
-    private static void CopyFolder(string from, string to)
+    internal static void CopyFolder(string from, string to)
     {
         Directory.CreateDirectory(to);
         foreach (string file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)));
