@@ -179,7 +179,7 @@ Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', qua
       "$OMM" bench image --image "$work/$img" --size 512 --runs 50 --json "$out/image-$img.json" > "$out/image-$img.log" 2>&1
       log "bench image $img: rc=$? $(grep -aE 'x[0-9]+ ->' "$out/image-$img.log" | tr -s ' ')"
     done
-    want trace && bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"
+    if want trace; then bash "$repo/tools/kernel_trace/build.sh" "$work/trace-lib" > "$out/kernel-trace-build.log" 2>&1 || log "tracer build failed"; fi
     want trace && for spec in ${TRACES:-cham-int4: cham-int4-vq16:}; do   # gzipped traces come back (each request's phases read from them)
       v=${spec%%:*}; flag=$(echo "${spec#*:}" | tr ',' ' '); x=$v$(echo "$flag" | tr -d ' -'); tsv=$work/trace-caption-$x.tsv; rm -f "$tsv"
       [ -f "$m/$v/multimodal.json" ] || continue
