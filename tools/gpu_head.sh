@@ -187,9 +187,10 @@ Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save('$work/photo.jpg', qua
       CUDA_INJECTION64_PATH=$work/trace-lib/libkernel_trace.so KERNEL_TRACE_OUT=$tsv timeout 90 "$OMM" profile --provider cuda $flag \
         --op-classes false --model "$m/$v" --cuda-graph --task caption --image "$work/photo.png" --prompt "What is in this image?" \
         --max-tokens 30 --out "$out/caption-traced-$x" > "$out/caption-traced-$x.log" 2>&1
+      rc=$?
       python3 "$repo/tools/kernel_trace/summarize.py" "$tsv" --labels "caption-$x" --top 40 --json "$out/kernel-times-caption-$x.json" \
         > "$out/kernel-times-caption-$x.txt" 2>&1
-      log "traced caption $x: rc=$? $(sed -n 1,3p "$out/kernel-times-caption-$x.txt" | tr '\n' ' ')"; gzip -c "$tsv" > "$out/trace-caption-$x.tsv.gz"; rm -f "$tsv"
+      log "traced caption $x: rc=$rc, summary rc=$? $(sed -n 1,3p "$out/kernel-times-caption-$x.txt" | tr '\n' ' ')"; gzip -c "$tsv" > "$out/trace-caption-$x.tsv.gz"; rm -f "$tsv"
     done
     want tests && for last in "" "-last"; do   # the CUDA-only fixtures the Cuda tests need and the repository does not carry (as gpu_final.sh)
       [ -f "$repo/models/tiny-chameleon-fp16$last/multimodal.json" ] && continue

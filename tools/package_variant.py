@@ -30,7 +30,8 @@ for name in os.listdir(a.source):
         os.link(src, dst)
     else:
         os.symlink(src, dst)
-manifest = json.load(open(os.path.join(a.source, "multimodal.json")))
+with open(os.path.join(a.source, "multimodal.json"), encoding="utf-8") as f:
+    manifest = json.load(f)
 if a.qk_norm:
     import onnx
     from omm_export.custom_ops import OMM_DOMAIN, fuse_qk_norm
@@ -38,7 +39,10 @@ if a.qk_norm:
     done = fuse_qk_norm(model)
     if not done["fused"]:
         sys.exit(f"package_variant: nothing fused in {a.source}: {done}")
-    onnx.save(model, os.path.join(a.target, "decoder.onnx"))
+    out = os.path.join(a.target, "decoder.onnx")
+    if os.path.lexists(out):
+        os.unlink(out)   # a link left by an earlier run: saving through it would overwrite the source's graph
+    onnx.save(model, out)
     domains = manifest["decoder"].setdefault("custom_op_domains", [])
     if OMM_DOMAIN not in domains:
         domains.append(OMM_DOMAIN)
@@ -46,7 +50,10 @@ if a.qk_norm:
 if a.prefill:
     manifest["components"]["prefill_decoder"] = a.prefill
 if a.image_encoder_fp16:
-    entry = manifest["image_encoder"]["fp16"]
+    entry = manifest.get("image_encoder", {}).get("fp16")
+    if entry is None:
+        sys.exit(f"package_variant: {a.source} has no fp16 image encoder (omm_export chameleon --image-encoder-fp16)")
     manifest["components"]["image_encoder"] = entry["file"]
     print("image encoder fp16", a.target, entry)
-json.dump(manifest, open(os.path.join(a.target, "multimodal.json"), "w"), indent=1)
+with open(os.path.join(a.target, "multimodal.json"), "w", encoding="utf-8") as f:
+    json.dump(manifest, f, indent=1)

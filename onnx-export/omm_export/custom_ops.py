@@ -272,8 +272,9 @@ def fuse_swiglu(model: onnx.ModelProto) -> dict:
     """Each fused MLP's SiLU·up, silu(gate) * up with gate and up the two halves of one Split along the last axis (every
     intermediate read only along the pattern), as one omm.OmmSwiGlu node reading the Split's input and writing the Mul's
     output: the form of OmmMatMulInt4SwiGlu's epilogue for graphs whose projections stay stock (fp16 MatMul, MatMulNBits),
-    where a long prompt runs Split, SiLU and Mul as three passes. Returns {"fused": n, "kept": {reason: n}} over the Mul
-    nodes with a SiLU factor."""
+    where a long prompt runs Split, SiLU and Mul as three passes. Afterwards, as fuse_qk_norm, every Constant node and
+    initializer that nothing reads is dropped (the split sizes among them). Returns {"fused": n, "kept": {reason: n}} over
+    the Mul nodes with a SiLU factor."""
     gr = _Graph(model)
     fused, kept, dead, new_nodes = 0, {}, [], []
     for mul in model.graph.node:

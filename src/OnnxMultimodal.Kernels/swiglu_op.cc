@@ -31,6 +31,7 @@ struct SwiGluKernel {
       const int64_t k = shape.back() / 2;
       int64_t rows = 1;
       for (size_t i = 0; i + 1 < shape.size(); ++i) rows *= shape[i];
+      if (k > 0 && rows > (int64_t{1} << 40) / k) return OmmFail(kOpName, "gate_up holds more than 2^40 values");
       shape.back() = k;
       Ort::UnownedValue y = ctx.GetOutput(0, shape);
       if (rows == 0 || k == 0) return nullptr;

@@ -121,6 +121,7 @@ public class CliTests
         using var doc = JsonDocument.Parse(r.Stdout);
         var root = doc.RootElement;
         Assert.That(root.GetProperty("size").GetInt32(), Is.EqualTo(64));
+        Assert.That(root.GetProperty("runs").GetInt32(), Is.EqualTo(3));
         Assert.That(root.GetProperty("width").GetInt32(), Is.GreaterThan(0));
         double decode = root.GetProperty("decode_ms_p50").GetDouble(), prepare = root.GetProperty("prepare_ms_p50").GetDouble();
         Assert.That(decode, Is.GreaterThan(0));
@@ -128,6 +129,7 @@ public class CliTests
         Assert.That(root.GetProperty("preprocess_ms_min").GetDouble(), Is.LessThanOrEqualTo(root.GetProperty("preprocess_ms_p90").GetDouble()));
         AssertCleanError(Omm("bench", "image", "--image", Path.Combine(Model("tiny-chameleon"), "multimodal.json"), "--runs", "1"), "--image");
         AssertCleanError(Omm("bench", "image", "--image", png, "--size", "0"), "--size");
+        AssertCleanError(Omm("bench", "image", "--image", png, "--warmup", "-1"), "--warmup");
     }
 
     [Test]

@@ -26,7 +26,7 @@ public class EncoderGraphCudaTests
     private static string Ref(string file) => Path.Combine(TestData.Model("tiny-seamless"), "reference", file);
 
     [TestCase("tiny-seamless-fp16-mha", 8e-3)]   // fp16 encoder, fp16 cross K/V (the large benchmark's layout): 2.1e-3 measured on an H100
-    [TestCase("tiny-seamless-fp16", 1e-5)]       // fp32 encoder writing fp16 cross K/V: 7.7e-7 measured
+    [TestCase("tiny-seamless-fp16", 1e-4)]       // fp32 encoder writing fp16 cross K/V: 7.7e-7 measured (another cuDNN algorithm may sum in another order)
     public async Task Captured_encoder_gives_the_plain_states_and_transcripts(string model, double tolerance)
     {
         var clips = new[] { "robot_16k", "fox_16k", "sky_16k" };

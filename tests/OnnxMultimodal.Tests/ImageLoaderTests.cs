@@ -113,10 +113,10 @@ public class ImageLoaderTests
     }
 
     [Test]
-    public void An_image_whose_short_side_is_the_model_size_is_cropped_not_resampled()
+    public void An_image_whose_short_side_is_the_model_size_gives_its_centre_window_unchanged()
     {
-        // 80x64 at size 64: Pillow's resize returns a copy at the same size, so the model sees the centre 64x64 window's
-        // own levels, each mapped to level / 127.5 - 1.
+        // 80x64 at size 64: Pillow's resize returns a copy at the same size (ImageSharp's Lanczos too; the loader skips it),
+        // so the model sees the centre 64x64 window's own levels, each mapped to level / 127.5 - 1.
         using var img = new Image<Rgba32>(80, 64);
         for (int y = 0; y < 64; y++)
             for (int x = 0; x < 80; x++)

@@ -169,13 +169,13 @@ internal static class ImageLoader
     /// <exception cref="InvalidInputException">The resize target is over <see cref="ResourceLimits.MaxImagePixels"/>.</exception>
     public static float[] ToModelInput(Image<Rgba32> image, int size, ResourceLimits? limits = null, float[]? destination = null)
     {
+        CheckDestination(destination, size);   // the caller's buffer, before any work on the image
         CheckResizeTarget(image.Width, image.Height, size, limits ?? ResourceLimits.Default, "image");
         CompositeOverWhite(image);
         var (w, h) = ResizeTarget(image.Width, image.Height, size);
         if (w != image.Width || h != image.Height)
             image.Mutate(x => x.Resize(new ResizeOptions { Size = new Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Lanczos3 }));
         int left = (w - size) / 2, top = (h - size) / 2;
-        CheckDestination(destination, size);
         var pixels = destination ?? new float[3 * size * size];   // [1, 3, H, W]
         int plane = size * size;
         var scale = s_unitScale;
