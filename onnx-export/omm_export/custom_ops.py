@@ -123,6 +123,9 @@ class _Graph:
         return None
 
 
+SILU_NOT_FOUND = "SiLU·up: neither factor is silu(x)"
+
+
 def _silu_of(gr: _Graph, tensor: str):
     """(gate, nodes) when `tensor` is silu(gate): Mul(gate, Sigmoid(gate)) in either order, QuickGelu with alpha 1
     (what ORT fuses Sigmoid+Mul into), Silu, or Swish with alpha 1; `nodes` are the nodes that compute it. Else
@@ -136,14 +139,14 @@ def _silu_of(gr: _Graph, tensor: str):
     if n.domain in ("", "ai.onnx") and (n.op_type == "Silu" or (n.op_type == "Swish" and float(a.get("alpha", 1.0)) == 1.0)):
         return n.input[0], [n]
     if n.op_type != "Mul" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
-        return None, "SiLU·up: neither factor is silu(x)"
+        return None, SILU_NOT_FOUND
     for x, s in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
         sig = gr.producer.get(s)
         if sig is not None and sig.op_type == "Sigmoid" and sig.domain in ("", "ai.onnx") and sig.input[0] == x:
             if not gr.only_consumers(s, [n]):
                 return None, "sigmoid(gate) has other consumers"
             return x, [sig, n]
-    return None, "SiLU·up: neither factor is silu(x)"
+    return None, SILU_NOT_FOUND
 
 
 def _match_down(gr: _Graph, node: onnx.NodeProto):
@@ -155,6 +158,15 @@ def _match_down(gr: _Graph, node: onnx.NodeProto):
         return None, "A is not a Mul's output"
     if not gr.only_consumers(a, [node]):
         return None, "SiLU·up has other consumers"
+    split, found = _silu_mul_split(gr, mul, _attrs(node)["K"])
+    return (split, found + [mul]) if split is not None else (None, found)
+
+
+def _silu_mul_split(gr: _Graph, mul: onnx.NodeProto, k: int | None):
+    """(split, nodes) when the two-input Mul `mul` computes silu(gate) * up with gate and up outputs 0 and 1 of one
+    two-way Split into halves along the last axis (of size k; None: any two equal halves), every intermediate read only
+    along the pattern; `nodes` are the Split and the SiLU's nodes. Else (None, reason): SILU_NOT_FOUND when neither
+    factor is a SiLU."""
     reasons = []
     for s, up in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
         gate, silu_nodes = _silu_of(gr, s)
@@ -171,12 +183,12 @@ def _match_down(gr: _Graph, node: onnx.NodeProto):
         silu_readers = [n for n in silu_nodes if gate in n.input]   # Sigmoid and the Mul (or the one silu node)
         if not gr.only_consumers(gate, silu_readers) or not gr.only_consumers(up, [mul]):
             return None, "gate or up has other consumers"
-        why = _split_is_halves(gr, split, _attrs(node)["K"])
-        if why is not None:
-            return None, why
-        return split, [split] + silu_nodes + [mul]
-    generic = "SiLU·up: neither factor is silu(x)"
-    return None, next((r for r in reasons if r != generic), generic)
+        if k is None:   # the first size, which _split_is_halves then holds the second to (no sizes: halves by definition)
+            sizes = gr.int_values(split.input[1]) if len(split.input) > 1 and split.input[1] else _attrs(split).get("split")
+            k = int(sizes[0]) if sizes else 0
+        why = _split_is_halves(gr, split, k)
+        return (None, why) if why is not None else (split, [split] + silu_nodes)
+    return None, next((r for r in reasons if r != SILU_NOT_FOUND), SILU_NOT_FOUND)
 
 
 def _split_is_halves(gr: _Graph, split: onnx.NodeProto, k: int) -> str | None:
@@ -272,53 +284,26 @@ def fuse_swiglu(model: onnx.ModelProto) -> dict:
     """Each fused MLP's SiLU·up, silu(gate) * up with gate and up the two halves of one Split along the last axis (every
     intermediate read only along the pattern), as one omm.OmmSwiGlu node reading the Split's input and writing the Mul's
     output: the form of OmmMatMulInt4SwiGlu's epilogue for graphs whose projections stay stock (fp16 MatMul, MatMulNBits),
-    where a long prompt runs Split, SiLU and Mul as three passes. Afterwards, as fuse_qk_norm, every Constant node and
-    initializer that nothing reads is dropped (the split sizes among them). Returns {"fused": n, "kept": {reason: n}} over
-    the Mul nodes with a SiLU factor."""
+    where a long prompt runs Split, SiLU and Mul as three passes. Returns {"fused": n, "kept": {reason: n}} over the Mul
+    nodes with a SiLU factor."""
     gr = _Graph(model)
-    fused, kept, dead, new_nodes = 0, {}, [], []
+    fused, kept, dead, rewrites = 0, {}, [], []
     for mul in model.graph.node:
         if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
             continue
-        for s, up in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
-            gate, silu_nodes = _silu_of(gr, s)
-            if gate is None:
-                continue
-            split = gr.producer.get(gate)
-            why = None
-            if not gr.only_consumers(s, [mul]):
-                why = "silu(gate) has other consumers"
-            elif split is None or split.op_type != "Split" or split.domain not in ("", "ai.onnx"):
-                why = "gate is not a Split output"
-            elif len(split.output) != 2 or list(split.output) != [gate, up]:
-                why = "gate and up are not outputs 0 and 1 of one two-way Split"
-            elif not gr.only_consumers(gate, [n for n in silu_nodes if gate in n.input]) or not gr.only_consumers(up, [mul]):
-                why = "gate or up has other consumers"
-            elif len(split.input) > 1 and split.input[1] and gr.int_values(split.input[1]) is None:
-                why = "Split sizes are not a constant"
-            else:   # the halves of the last axis; with no sizes, a two-way Split is halves by definition
-                sizes = gr.int_values(split.input[1]) if len(split.input) > 1 and split.input[1] else _attrs(split).get("split")
-                why = _split_is_halves(gr, split, int(sizes[0]) if sizes else 0)
-            if why is not None:
-                kept[why] = kept.get(why, 0) + 1
-                break
-            new_nodes.append((mul, onnx.helper.make_node(OMM_SWIGLU_OP, [split.input[0]], [mul.output[0]],
-                                                         name=f"omm_swiglu_{fused}", domain=OMM_DOMAIN)))
-            dead.extend([split] + silu_nodes)
-            fused += 1
-            break
+        split, found = _silu_mul_split(gr, mul, None)
+        if split is None:
+            if found != SILU_NOT_FOUND:
+                kept[found] = kept.get(found, 0) + 1
+            continue
+        rewrites.append((mul, onnx.helper.make_node(OMM_SWIGLU_OP, [split.input[0]], [mul.output[0]],
+                                                    name=f"omm_swiglu_{fused}", domain=OMM_DOMAIN)))
+        dead.extend(found)
+        fused += 1
     if fused:
-        replace = {id(m): n for m, n in new_nodes}   # each new node takes its Mul's place in the order
-        gone = {id(n) for n in dead}
-        nodes = [replace.get(id(n), n) for n in model.graph.node if id(n) not in gone]
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-        nodes = [n for n in model.graph.node   # the split sizes as a Constant nothing reads any more
-                 if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx") and not any(o in read for o in n.output))]
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        _drop_unread(model)
+        for mul, node in rewrites:   # in the Mul's place: its input is computed before the Split, its output read after
+            mul.CopyFrom(node)
+        _remove(model, gr, dead)
         _import_omm_domain(model)
     return {"fused": fused, "kept": kept}
 

@@ -337,7 +337,7 @@ internal static class BenchCommand
         return result.Take(n).ToArray();
     }
 
-    private static double Percentile(List<double> values, double pct)
+    internal static double Percentile(List<double> values, double pct)
     {
         var sorted = values.Order().ToArray();
         double rank = pct / 100.0 * (sorted.Length - 1);

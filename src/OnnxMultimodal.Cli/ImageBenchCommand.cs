@@ -66,8 +66,8 @@ internal static class ImageBenchCommand
                 machine = new { os = RuntimeInformation.OSDescription, cpu_cores = Environment.ProcessorCount, arch = RuntimeInformation.ProcessArchitecture.ToString(),
                                 dotnet = Environment.Version.ToString() },
                 image = path, width, height, size = side, runs = n,
-                decode_ms_p50 = Pct(decode, 50), prepare_ms_p50 = Pct(prepare, 50), preprocess_ms_p50 = Pct(total, 50),
-                preprocess_ms_min = Math.Round(total.Min(), 4), preprocess_ms_p90 = Pct(total, 90),
+                decode_ms_p50 = BenchCommand.Percentile(decode, 50), prepare_ms_p50 = BenchCommand.Percentile(prepare, 50), preprocess_ms_p50 = BenchCommand.Percentile(total, 50),
+                preprocess_ms_min = Math.Round(total.Min(), 4), preprocess_ms_p90 = BenchCommand.Percentile(total, 90),
             };
             string text = JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true });
             if (r.GetValue(json) is "-") Console.WriteLine(text);
@@ -88,11 +88,5 @@ internal static class ImageBenchCommand
     {
         if (!File.Exists(path)) throw new InvalidInputException("--image", $"file not found: {path}");
         return File.OpenRead(path);
-    }
-
-    private static double Pct(List<double> values, double pct)
-    {
-        var sorted = values.Order().ToArray();
-        return Math.Round(sorted[(int)Math.Round(pct / 100.0 * (sorted.Length - 1))], 4);
     }
 }

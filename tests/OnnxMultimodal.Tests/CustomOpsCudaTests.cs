@@ -102,6 +102,28 @@ public class CustomOpsCudaTests
         return v[top] - second;
     }
 
+    /// <summary>For each prompt, <paramref name="reference"/>'s own greedy tokens forced on <paramref name="candidate"/>:
+    /// the worst step's max |diff| / max |logit|, and a line for every step over <paramref name="bound"/>.</summary>
+    internal static (double Worst, List<string> Failures) CompareForced(string reference, ExecutionOptions referenceExecution,
+        string candidate, ExecutionOptions candidateExecution, IEnumerable<int[]> prompts, int tokens, double bound)
+    {
+        double worst = 0;
+        var failures = new List<string>();
+        foreach (int[] prompt in prompts)
+        {
+            var (forced, expected) = Run(reference, referenceExecution, prompt, tokens);
+            var (_, actual) = Run(candidate, candidateExecution, prompt, tokens, forced);
+            Assert.That(actual, Has.Count.EqualTo(expected.Count));
+            for (int t = 0; t < expected.Count; t++)
+            {
+                var (rel, _) = Difference(expected[t], actual[t]);
+                worst = Math.Max(worst, rel);
+                if (rel > bound) failures.Add($"prompt {prompt.Length} ids, step {t}: {rel:E2} > {bound:E2}");
+            }
+        }
+        return (worst, failures);
+    }
+
     /// <summary>max |ours - stock| / max |stock| of one step's logits, and the stock logits' max |value|.</summary>
     internal static (double Rel, double Scale) Difference(float[] stock, float[] ours)
     {
