@@ -36,7 +36,7 @@ case ${1:-} in
     rm -f "$work/status"
     rm -rf "$work/src" && mkdir -p "$work/src" && cp -r "$repo/onnx-export" "$repo/tools" "$repo/src" "$work/src/" 2>/dev/null
     mkdir -p "$work/src/wav" && cp "$repo"/onnx-export/omm_export/audio/*_16k.wav "$work/src/wav/"   # gpu_prep's 10 s clip
-    (cd "$work" && NO_PREP=${NO_PREP:-0} PREP_SETS=${PREP_SETS:-text7b cham7b speech} CHECKS=${CHECKS:-sampling_head qk_norm swiglu} setsid bash -c '
+    (cd "$work" && NO_PREP=${NO_PREP:-0} PREP_SETS=${PREP_SETS:-text7b cham7b speech} CHECKS=${CHECKS:-sampling_head qk_norm swiglu group_norm} setsid bash -c '
       source src/tools/gpu_env.sh
       bash src/src/OnnxMultimodal.Kernels/build.sh kb > build.log 2>&1; echo "build rc=$?" >> status
       for c in $CHECKS; do   # each kernel against torch on this GPU: check_<c>.py
@@ -81,7 +81,12 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         pv models/cham-fp16 models/cham-fp16-q --qk-norm
         pv models/cham-int4 models/cham-int4-mixed --prefill ../cham-fp16/decoder.onnx
         pv models/cham-int4-q models/cham-int4-q-mixed --prefill ../cham-fp16-q/decoder.onnx
+        # the image encoder GroupNorms as OmmGroupNorm; then also each MLP SiLU·up as OmmSwiGlu (both decoders)
+        pv models/cham-int4-q models/cham-int4-q-mixed-gn --prefill ../cham-fp16-q/decoder.onnx --group-norm
+        pv models/cham-fp16 models/cham-fp16-e --elementwise
+        pv models/cham-int4 models/cham-int4-e-mixed --elementwise --group-norm --prefill ../cham-fp16-e/decoder.onnx
       fi
+      pv models/cham-int4 models/cham-int4-gn --group-norm
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -128,8 +133,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
     # Decode attention: cuDNN's flash attention (our default on Hopper) against ONNX Runtime's XQA (--xqa) on the 7B text
     # bench (two rounds) and text->image; image->text TTFT by VQ encoder (below); then the Cuda tests of decode
     # attention, of the speech encoder's capture, of the decode loop (CudaTests), of device sampling and of the qk-norm op.
-    # RUN picks the parts (default all): text imagine caption speech image trace tests torch; CAPTIONS and TRACES the
-    # caption requests (PACKAGE:FLAGS words), TEST_FILTER the Cuda tests
+    # RUN picks the parts (default all but capbench): text imagine caption capbench speech image trace tests torch; CAPTIONS,
+    # CAPBENCH and TRACES the caption requests (PACKAGE:FLAGS words), TEST_FILTER the Cuda tests
     begin_call "$2" "$3"
     want() { [[ " ${RUN:-text imagine caption speech image trace tests torch} " == *" $1 "* ]]; }
     cp "$work"/*-check.log "$work"/*-check.json "$work/build.log" "$out/" 2>/dev/null
@@ -168,6 +173,15 @@ onnx.save(m, \"../../$to/decoder.onnx\")
       timeout 120 "$OMM" profile --provider cuda --op-classes false --model "$m/seamless-int4-mha-e16" --cuda-graph $flag --task transcribe \
         --audio "$m/speech_10s.wav" --max-tokens 35 --warmup 2 --out "$out/transcribe-$x" > "$out/transcribe-$x.log" 2>&1
       log "transcribe $x: rc=$? $(grep -aE 'time to first token|\| (preprocess|encode|prefill|first token|decode) ' "$out/transcribe-$x.log" | tr -s ' ' | tr '\n' ';')"
+    done
+    # whole caption requests, TTFT p50 of 10 after 3 warm-ups (omm bench --task caption); CAPBENCH as CAPTIONS
+    want capbench && for spec in ${CAPBENCH:-cham-int4:--tf32}; do
+      v=${spec%%:*}; flag=$(echo "${spec#*:}" | tr ',' ' '); x=$v$(echo "$flag" | tr -d ' -')
+      [ -f "$m/$v/multimodal.json" ] || { log "capbench $v: no package"; continue; }
+      grep -q custom_op_domains "$m/$v/multimodal.json" && flag="$flag $lib"
+      timeout 120 "$OMM" bench --provider cuda --model "$m/$v" --cuda-graph --task caption --image "$work/photo.png" $flag \
+        --new-tokens 8 --runs 10 --warmup 3 --json "$out/capbench-$x.json" > "$out/capbench-$x.log" 2>&1
+      log "capbench $v ${spec#*:}: rc=$? $(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print('TTFT p50', r['ttft_ms_p50'], 'ms; end to end p50', r['end_to_end_ms_p50'])" "$out/capbench-$x.json" 2>&1 | tail -1)"
     done
     want image && python3 -c "
 from PIL import Image

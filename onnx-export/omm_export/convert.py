@@ -244,7 +244,9 @@ def convert(args) -> dict:
         model = build_decoder(spec, w, dtype=dtype, data_path=data_path)
         decoder["kv_dtype"] = "float16" if dtype == np.float16 else "float32"
     save_model(model, os.path.join(out, "decoder.onnx"))
-    done = _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm})
+    written = _image_encoder_ops(args, manifest)
+    done = _finish(args, manifest, data_path, {"rope_theta": spec.rope_theta, "rms_norm_eps": spec.rms_norm_eps, "qk_norm": spec.qk_norm},
+                   written=written)
     if args.graph == "fused" and args.precision == "int4" and os.path.isdir(os.path.join(out, "reference")):
         from .roundtrip import write_roundtrip_reference   # the int4 graph's own reference, for --check
         write_roundtrip_reference(out, spec, w, opt, decoder)
@@ -297,6 +299,27 @@ def _custom_ops(args, model, opt, decoder: dict) -> None:
         if qk["fused"] or qk["kept"]:
             print(f"convert: --custom-ops omm-fused: {qk['fused']} qk-norms as OmmQkvHeadNorm; kept: {qk['kept']}", file=sys.stderr)
     decoder["custom_op_domains"] = [OMM_DOMAIN]
+
+
+def _image_encoder_ops(args, manifest: dict) -> set:
+    """--custom-ops elementwise on a package with an fp32 image encoder (Chameleon's VQ encoder): its GroupNorms, and the
+    SiLU after most of them, as omm.OmmGroupNorm (custom_ops.fuse_group_norm), written to the output package. Returns the
+    components written ({"image_encoder"}, or none when the package has no image encoder or nothing in it fuses)."""
+    file = manifest.get("components", {}).get("image_encoder")
+    if getattr(args, "custom_ops", "none") != "elementwise" or file is None:
+        return set()
+    from .custom_ops import OMM_DOMAIN, fuse_group_norm
+    from .onnx_utils import save_model
+    model = onnx.load(os.path.join(args.source, file))
+    done = fuse_group_norm(model)
+    if not done["fused"]:
+        print(f"convert: --custom-ops elementwise: the image encoder keeps its norms ({done['kept']})", file=sys.stderr)
+        return set()
+    print(f"convert: --custom-ops elementwise: {done['fused']} image-encoder GroupNorms as OmmGroupNorm ({done['silu']} with the SiLU); "
+          f"kept: {done['kept']}", file=sys.stderr)
+    save_model(model, os.path.join(args.out, file))
+    manifest.setdefault("image_encoder", {})["custom_op_domains"] = [OMM_DOMAIN]
+    return {"image_encoder"}
 
 
 def _finish(args, manifest: dict, data_path, facts: dict, written=frozenset()) -> dict:

@@ -113,13 +113,25 @@ class _Graph:
 
     def int_values(self, tensor: str):
         """The values of a constant int tensor (an initializer or a Constant node's output), else None."""
-        if tensor in self.init:
-            return [int(v) for v in numpy_helper.to_array(self.init[tensor]).reshape(-1)]
-        p = self.producer.get(tensor)
-        if p is not None and p.op_type == "Constant" and p.domain in ("", "ai.onnx"):
-            value = _attrs(p).get("value")
-            if isinstance(value, onnx.TensorProto):
-                return [int(v) for v in numpy_helper.to_array(value).reshape(-1)]
+        a = self.constant(tensor, follow_identity=False)
+        return None if a is None else [int(v) for v in a.reshape(-1)]
+
+    def constant(self, tensor: str, follow_identity: bool = True):
+        """A constant tensor's value as a numpy array (an initializer, a Constant node's output, or, when asked, an Identity
+        of either: the exporter's deduplicated initializers), else None. Never loads external data."""
+        for _ in range(8 if follow_identity else 1):
+            if tensor in self.init:
+                t = self.init[tensor]
+                return None if t.data_location == onnx.TensorProto.EXTERNAL else numpy_helper.to_array(t)
+            p = self.producer.get(tensor)
+            if p is None or p.domain not in ("", "ai.onnx"):
+                return None
+            if p.op_type == "Constant":
+                value = _attrs(p).get("value")
+                return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else None
+            if p.op_type != "Identity" or not follow_identity:
+                return None
+            tensor = p.input[0]
         return None
 
 
@@ -448,3 +460,95 @@ def fuse_qk_norm(model: onnx.ModelProto) -> dict:
         _drop_unread(model)
         _import_omm_domain(model)
     return {"fused": fused, "kept": kept}
+
+
+OMM_GROUP_NORM_OP = "OmmGroupNorm"   # GroupNorm (+ SiLU) of an fp32 NCHW tensor (src/OnnxMultimodal.Kernels/group_norm.cu)
+
+
+def _group_norm_chain(gr: _Graph, inorm: onnx.NodeProto, types: dict, ranks: dict):
+    """(x, gamma, beta, groups, epsilon, last node, nodes) when InstanceNormalization `inorm` is the middle of the
+    TorchScript exporter's nn.GroupNorm: x -> Reshape [0, G, -1] -> InstanceNormalization (scale 1, bias 0) -> Reshape to
+    Shape(x) -> Mul gamma -> Add beta, with gamma and beta constants of shape [C] + [1] * (rank - 2) and every intermediate
+    read only along the chain; else (None, why)."""
+    def only(tensor):
+        readers = gr.consumers.get(tensor, [])
+        return readers[0] if len(readers) == 1 and tensor not in gr.graph_outputs else None
+
+    r1 = gr.producer.get(inorm.input[0])
+    if r1 is None or r1.op_type != "Reshape" or _attrs(r1).get("allowzero", 0) or only(r1.output[0]) is not inorm:
+        return None, "not a Reshape into groups before it"
+    x = r1.input[0]
+    scale, bias = gr.constant(inorm.input[1]), gr.constant(inorm.input[2])
+    if scale is None or bias is None or scale.ndim != 1 or bias.shape != scale.shape or (scale != 1).any() or (bias != 0).any():
+        return None, "InstanceNormalization's scale and bias are not constant ones and zeros"
+    groups = int(scale.shape[0])
+    if gr.int_values(r1.input[1]) != [0, groups, -1]:
+        return None, "the Reshape into groups is not [0, G, -1]"
+    if types.get(x) != onnx.TensorProto.FLOAT:
+        return None, "x is not float32 (or its type is unknown)"
+    r2 = only(inorm.output[0])
+    if r2 is None or r2.op_type != "Reshape" or _attrs(r2).get("allowzero", 0):
+        return None, "not reshaped back"
+    shape = gr.producer.get(r2.input[1])
+    if shape is None or shape.op_type != "Shape" or shape.input[0] != x or _attrs(shape):
+        return None, "not reshaped back to Shape(x)"
+    mul = only(r2.output[0])
+    add = only(mul.output[0]) if mul is not None and mul.op_type == "Mul" else None
+    if add is None or add.op_type != "Add":
+        return None, "no Mul by gamma and Add of beta after it"
+    gamma_name = mul.input[1] if mul.input[0] == r2.output[0] else mul.input[0]
+    beta_name = add.input[1] if add.input[0] == mul.output[0] else add.input[0]
+    gamma, beta = gr.constant(gamma_name), gr.constant(beta_name)
+    rank = ranks.get(x)
+    if gamma is None or beta is None or rank is None or rank < 2:
+        return None, "gamma or beta is not a constant, or x's rank is unknown"
+    channels = gamma.shape[0] if gamma.ndim else 0
+    per_channel = (channels,) + (1,) * (rank - 2)
+    if gamma.shape != per_channel or beta.shape != per_channel or channels % groups:
+        return None, f"gamma / beta shapes {gamma.shape} / {beta.shape} are not per channel for rank {rank}, or C % G != 0"
+    nodes = [r1, inorm, r2, mul, add] + ([shape] if gr.only_consumers(shape.output[0], [r2]) else [])
+    return (x, gamma_name, beta_name, groups, float(_attrs(inorm).get("epsilon", 1e-5)), add, nodes), None
+
+
+def fuse_group_norm(model: onnx.ModelProto) -> dict:
+    """Each nn.GroupNorm of an fp32 graph as exported by TorchScript (see _group_norm_chain), and the SiLU after it when the
+    norm's output feeds only x * Sigmoid(x), as one omm.OmmGroupNorm node (attributes num_groups, epsilon, activation 0 / 1)
+    reading x, gamma and beta and writing the chain's output: the VQ image encoder's norms, which ONNX Runtime runs as
+    cuDNN batch norm plus three elementwise passes. Types and ranks come from ONNX shape inference. Returns
+    {"fused": n, "silu": m, "kept": {reason: n}} over the InstanceNormalization nodes."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    g = inferred.graph
+    infos = list(g.value_info) + list(g.input) + list(g.output)
+    types = {v.name: v.type.tensor_type.elem_type for v in infos if v.type.HasField("tensor_type")}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in infos if v.type.tensor_type.HasField("shape")}
+    for t in model.graph.initializer:
+        types.setdefault(t.name, t.data_type)
+    gr = _Graph(model)
+    fused, silu, kept, dead, rewrites = 0, 0, {}, [], []
+    for inorm in model.graph.node:
+        if inorm.op_type != "InstanceNormalization" or inorm.domain not in ("", "ai.onnx"):
+            continue
+        chain, why = _group_norm_chain(gr, inorm, types, ranks)
+        if chain is None:
+            kept[why] = kept.get(why, 0) + 1
+            continue
+        x, gamma, beta, groups, eps, last, nodes = chain
+        out, activation = last.output[0], 0
+        readers = gr.consumers.get(out, [])
+        if out not in gr.graph_outputs and len(readers) == 2:   # y * Sigmoid(y), in either order
+            sig = next((r for r in readers if r.op_type == "Sigmoid" and r.domain in ("", "ai.onnx")), None)
+            prod = next((r for r in readers if r.op_type == "Mul" and r.domain in ("", "ai.onnx")), None)
+            if sig is not None and prod is not None and sorted(prod.input) == sorted([out, sig.output[0]]) \
+                    and gr.only_consumers(sig.output[0], [prod]):
+                nodes, last, activation = nodes + [sig], prod, 1
+        rewrites.append((last, onnx.helper.make_node(OMM_GROUP_NORM_OP, [x, gamma, beta], [last.output[0]], name=f"omm_group_norm_{fused}",
+                                                     domain=OMM_DOMAIN, num_groups=groups, epsilon=eps, activation=activation)))
+        dead.extend(n for n in nodes if n is not last)
+        fused += 1
+        silu += activation
+    if fused:
+        for last, node in rewrites:   # in the chain's last node's place: x, gamma and beta come before it
+            last.CopyFrom(node)
+        _remove(model, gr, dead)
+        _import_omm_domain(model)
+    return {"fused": fused, "silu": silu, "kept": kept}

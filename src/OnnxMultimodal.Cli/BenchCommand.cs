@@ -32,10 +32,10 @@ internal static class BenchCommand
         var label = new Option<string?>("--label") { Description = "Name of this configuration in the JSON (e.g. a ladder rung)" };
         cmd.Options.Add(label);
         var ladder = new Option<bool>("--ladder") { Description = "Add one lever at a time (--model is the reference graph; --fp16-model and --int4-model add the fused rungs)" };
-        var task = new Option<string>("--task") { Description = "Ladder task: text (engine-level) | caption | imagine | transcribe (whole requests)", DefaultValueFactory = _ => "text" };
-        var prompt = new Option<string>("--prompt") { Description = "Ladder prompt for caption / imagine", DefaultValueFactory = _ => "What is in this image?" };
-        var image = new Option<string?>("--image") { Description = "Ladder image for caption" };
-        var audio = new Option<string?>("--audio") { Description = "Ladder WAV for transcribe" };
+        var task = new Option<string>("--task") { Description = "text (engine-level: --prompt-tokens, --new-tokens) | caption | imagine | transcribe (whole requests: TTFT and end to end over --runs)", DefaultValueFactory = _ => "text" };
+        var prompt = new Option<string>("--prompt") { Description = "Prompt for caption / imagine", DefaultValueFactory = _ => "What is in this image?" };
+        var image = new Option<string?>("--image") { Description = "Image for caption" };
+        var audio = new Option<string?>("--audio") { Description = "WAV for transcribe" };
         var fp16Model = new Option<string?>("--fp16-model") { Description = "Fused fp16 model folder for the ladder" };
         var int4Model = new Option<string?>("--int4-model") { Description = "Fused int4 model folder for the ladder (converted with --device-sampling or --next-token: adds the device token choice rung)" };
         var int4OmmModel = new Option<string?>("--int4-omm-model") { Description = "The int4 model converted with --custom-ops omm: adds our int4 GEMV rung (needs --custom-op-library)" };
@@ -77,7 +77,15 @@ internal static class BenchCommand
                 return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), r.GetValue(int4OmmfsModel), measure,
                                     r.GetValue(json), ct);
             }
-            var list = r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
+            string taskKind = r.GetValue(task)!;
+            GenerationRequest? whole = null;   // caption, imagine, transcribe: whole requests on our engine
+            if (taskKind != "text")
+            {
+                if (r.GetValue(engines) == "genai") throw new InvalidInputException("--engine", $"--task {taskKind} runs whole requests on our engine (ort) only");
+                whole = CliCommon.TaskRequest(taskKind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio)).Request
+                        with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
+            }
+            var list = whole is not null ? ["ort"] : r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
             var skipped = new List<string>();
             foreach (var name in list)
@@ -99,8 +107,9 @@ internal static class BenchCommand
                 await using (pipeline)
                 {
                     int total = r.GetValue(warmup) + r.GetValue(runs);
-                    results.Add(await CliConsole.StepsAsync($"{name}: {total} runs", total, step =>
-                        Task.FromResult(Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, step))));
+                    results.Add(await CliConsole.StepsAsync($"{name}: {total} runs", total, step => Task.FromResult(whole is null
+                        ? Measure(pipeline, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, step)
+                        : MeasureRequests(pipeline, whole, r.GetValue(runs), r.GetValue(warmup), ct, step))));
                 }
             }
             if (results.Count == 0) throw new InvalidInputException("--engine", $"no engine could run {CliCommon.ModelPath(r)}: {string.Join("; ", skipped)}");
@@ -305,7 +314,8 @@ internal static class BenchCommand
     }
 
     /// <summary>Whole requests through the pipeline (image or audio in, text or image out): TTFT, per-token and end-to-end latency.</summary>
-    private static BenchResult MeasureRequests(MultimodalPipeline p, GenerationRequest request, int runs, int warmup, CancellationToken ct)
+    private static BenchResult MeasureRequests(MultimodalPipeline p, GenerationRequest request, int runs, int warmup, CancellationToken ct,
+        Action? step = null)
     {
         var ttft = new List<double>();
         var tpot = new List<double>();
@@ -316,6 +326,7 @@ internal static class BenchCommand
             stats = null;
             var updates = p.GenerateAsync(request, ct).ToBlockingEnumerable(ct);
             foreach (var u in updates) stats = u.Stats ?? stats;
+            step?.Invoke();
             if (run < warmup || stats is null) continue;
             ttft.Add(stats.TimeToFirstToken.TotalMilliseconds);
             tpot.AddRange(stats.TokenMilliseconds);

@@ -2,7 +2,7 @@
 # Builds the CUDA kernels (sm_90, CUDA toolkit at $CUDA_HOME, default /usr/local/cuda) into
 #   $BUILD/libomm_int4.so      the kernels alone (C entry points; the micro-benchmark and check_sampling_head.py load it
 #                              with ctypes): the int4 GEMV (int4_gemv.cu), the sampling head (sampling_head.cu), the
-#                              qk-norm (qk_norm.cu)
+#                              qk-norm (qk_norm.cu), SwiGLU (swiglu.cu), GroupNorm (group_norm.cu)
 #   $BUILD/libomm_kernels.so   the same kernels + the ONNX Runtime custom-op library (RegisterCustomOps),
 #                              built when the ORT C/C++ headers are found: $ORT_INCLUDE, else ./ort-include
 #                              (ignored; copied from the Microsoft.ML.OnnxRuntime NuGet package by
@@ -46,7 +46,8 @@ echo "  spills: $(grep -o '[1-9][0-9]* bytes spill stores' "$build/ptxas.log" | 
 grep -A1 "head_select\|head_prep" "$build/ptxas-sampling.log" | grep -oE "Used [0-9]+ registers.*|[0-9]+ bytes spill.*" | sed 's/^/  sampling head: /' || true
 "$nvcc" "${flags[@]}" -c "$here/qk_norm.cu" -o "$build/qk_norm.o" || exit 1
 "$nvcc" "${flags[@]}" -c "$here/swiglu.cu" -o "$build/swiglu.o" || exit 1
-"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/sampling_head.o" "$build/qk_norm.o" "$build/swiglu.o" -o "$build/libomm_int4.so"
+"$nvcc" "${flags[@]}" -c "$here/group_norm.cu" -o "$build/group_norm.o" || exit 1
+"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/sampling_head.o" "$build/qk_norm.o" "$build/swiglu.o" "$build/group_norm.o" -o "$build/libomm_int4.so"
 echo "built $build/libomm_int4.so"
 ort_inc=${ORT_INCLUDE:-}
 for d in "$ort_inc" "$here/ort-include" "$ort_nuget"; do
@@ -60,7 +61,8 @@ g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/matmul_int4_op.cc"
 g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/sampling_head_op.cc" -o "$build/sampling_head_op.o"
 g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/qk_norm_op.cc" -o "$build/qk_norm_op.o"
 g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/swiglu_op.cc" -o "$build/swiglu_op.o"
-"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/sampling_head.o" "$build/qk_norm.o" "$build/swiglu.o" "$build/matmul_int4_op.o" \
-  "$build/sampling_head_op.o" "$build/qk_norm_op.o" "$build/swiglu_op.o" -o "$build/libomm_kernels.so" \
+g++ -O2 -std=c++17 -fPIC -Wall -Wextra -I"$ort_inc" -c "$here/group_norm_op.cc" -o "$build/group_norm_op.o"
+"$nvcc" -shared -arch="$arch" "$build/int4_gemv.o" "$build/sampling_head.o" "$build/qk_norm.o" "$build/swiglu.o" "$build/group_norm.o" \
+  "$build/matmul_int4_op.o" "$build/sampling_head_op.o" "$build/qk_norm_op.o" "$build/swiglu_op.o" "$build/group_norm_op.o" -o "$build/libomm_kernels.so" \
   -Xlinker --exclude-libs=ALL
 echo "built $build/libomm_kernels.so"

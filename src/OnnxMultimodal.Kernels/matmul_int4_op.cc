@@ -37,6 +37,7 @@ extern "C" int omm_int4_gemv_swiglu(const void* x, const void* b, const void* sc
 void OmmAddSamplingHeadOp(Ort::CustomOpDomain& domain, uint32_t version);   // sampling_head_op.cc
 void OmmAddQkvHeadNormOp(Ort::CustomOpDomain& domain, uint32_t version);   // qk_norm_op.cc
 void OmmAddSwiGluOp(Ort::CustomOpDomain& domain, uint32_t version);        // swiglu_op.cc
+void OmmAddGroupNormOp(Ort::CustomOpDomain& domain, uint32_t version);     // group_norm_op.cc
 
 namespace {
 
@@ -193,6 +194,7 @@ extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOption
     OmmAddSamplingHeadOp(domain, static_cast<uint32_t>(version));
     OmmAddQkvHeadNormOp(domain, static_cast<uint32_t>(version));
     OmmAddSwiGluOp(domain, static_cast<uint32_t>(version));
+    OmmAddGroupNormOp(domain, static_cast<uint32_t>(version));
     Ort::UnownedSessionOptions(options).Add(domain);
     domains.push_back(std::move(domain));
     return nullptr;

@@ -133,6 +133,27 @@ public class CliTests
     }
 
     [Test]
+    public void BenchTaskCaptionTimesWholeRequestsOnOurEngine()
+    {
+        string model = Model("tiny-chameleon"), png = Path.Combine(model, "reference", "shapes.png");
+        var r = Omm("bench", "--model", model, "--task", "caption", "--image", png, "--new-tokens", "4", "--runs", "2", "--warmup", "1", "--json", "-");
+        Assert.That(r.ExitCode, Is.Zero, r.Stderr);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var results = doc.RootElement.GetProperty("results");
+        Assert.That(results.GetArrayLength(), Is.EqualTo(1), "our engine only");
+        var result = results[0];
+        int imageTokens = OnnxMultimodal.Pipeline.ModelPackage.Open(model).Manifest.Image!.TokensPerImage;
+        Assert.That(result.GetProperty("engine").GetString(), Is.EqualTo("ort"));
+        Assert.That(result.GetProperty("prompt_tokens").GetInt32(), Is.GreaterThan(imageTokens), "the image's tokens and the text's");
+        Assert.That(result.GetProperty("new_tokens").GetInt32(), Is.EqualTo(4), "end tokens ignored");
+        Assert.That(result.GetProperty("runs").GetInt32(), Is.EqualTo(2));
+        double ttft = result.GetProperty("ttft_ms_p50").GetDouble();
+        Assert.That(ttft, Is.GreaterThan(0).And.LessThan(result.GetProperty("end_to_end_ms_p50").GetDouble()));
+        AssertCleanError(Omm("bench", "--model", model, "--task", "caption", "--image", png, "--engine", "genai"), "--engine");
+        AssertCleanError(Omm("bench", "--model", model, "--task", "bogus"), "--task");
+    }
+
+    [Test]
     public void BenchPrintsJsonOnStdoutOnlyWhenAsked()
     {
         var r = Omm("bench", "--engine", "ort", "--runs", "1", "--warmup", "0", "--new-tokens", "4", "--prompt-tokens", "8", "--json", "-");

@@ -12,7 +12,8 @@ namespace OnnxMultimodal.Tests;
 /// sequences on CUDA, prompts of 7 to 40 tokens (the prompt pass runs many rows through the ops), with and without CUDA
 /// graphs. Tolerance per layer: the qk-norm's 3e-3 (<see cref="QkNormOpCudaTests"/>) plus 1e-3 for SiLU·up, whose product
 /// is rounded as the graph rounds it (within 2 fp16 ulps, check_swiglu.py). A swapped half or a wrong row stride moves the
-/// logits by a large fraction of their range. Needs OMM_KERNELS_DIR/libomm_kernels.so and python3 with onnx; skipped,
+/// logits by a large fraction of their range. The conversion also writes the image encoder's GroupNorms as
+/// <c>omm.OmmGroupNorm</c> (counted here, checked by <see cref="GroupNormOpCudaTests"/>). Needs OMM_KERNELS_DIR/libomm_kernels.so and python3 with onnx; skipped,
 /// with the reason, otherwise.
 /// </summary>
 [Category("Cuda")]
@@ -51,6 +52,12 @@ public class ElementwiseOpsCudaTests
             Assert.That(Regex.Matches(graph, "\u0022\u0009OmmSwiGlu").Count, Is.EqualTo(layers), $"{name}: every layer's SiLU·up is our op");
             Assert.That(Regex.Matches(graph, "\u0022\u000eOmmQkvHeadNorm").Count, Is.EqualTo(layers), $"{name}: every layer's qk-norm is our op");
             Assert.That(File.ReadAllText(Path.Combine(plain, "decoder.onnx"), System.Text.Encoding.Latin1), Does.Not.Contain("OmmSwiGlu"));
+            // the image encoder's GroupNorms too (GroupNormOpCudaTests checks their numbers)
+            string encoder = File.ReadAllText(Path.Combine(ops, "image_encoder.onnx"), System.Text.Encoding.Latin1);
+            Assert.That(Regex.Matches(encoder, "\u0022\u000cOmmGroupNorm").Count, Is.GreaterThan(0).And.EqualTo(Regex.Matches(
+                File.ReadAllText(Path.Combine(plain, "image_encoder.onnx"), System.Text.Encoding.Latin1), "\u0022\u0015InstanceNormalization").Count),
+                $"{name}: every GroupNorm of the image encoder is our op");
+            Assert.That(encoder, Does.Not.Contain("\u0022\u0015InstanceNormalization"));
             _packages[name] = (plain, ops);
         }
     }
