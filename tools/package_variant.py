@@ -62,7 +62,7 @@ if a.qk_norm or a.elementwise:
 if a.group_norm:
     import onnx
     from omm_export.custom_ops import OMM_DOMAIN, fuse_group_norm
-    model = onnx.load(os.path.join(a.source, encoder))
+    model = onnx.load(os.path.realpath(os.path.join(a.source, encoder)))   # beside its external data, not through a link
     done = fuse_group_norm(model)
     if not done["fused"]:
         sys.exit(f"package_variant: no GroupNorm fused in {a.source}/{encoder}: {done}")

@@ -310,7 +310,8 @@ def _image_encoder_ops(args, manifest: dict) -> set:
         return set()
     from .custom_ops import OMM_DOMAIN, fuse_group_norm
     from .onnx_utils import save_model
-    model = onnx.load(os.path.join(args.source, file))
+    # the real file, beside its external data (onnx refuses external data reached through a link: --link-components)
+    model = onnx.load(os.path.realpath(os.path.join(args.source, file)))
     done = fuse_group_norm(model)
     if not done["fused"]:
         print(f"convert: --custom-ops elementwise: the image encoder keeps its norms ({done['kept']})", file=sys.stderr)

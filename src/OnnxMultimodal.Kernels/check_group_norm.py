@@ -3,7 +3,8 @@ by torch on the GPU machine, with and without the SiLU after it:
 
     python3 check_group_norm.py BUILD/libomm_int4.so OUT.json
 
-Bound: 5e-5 * (1 + |y|) against the float64 result (torch's own fp32 group_norm is reported beside ours for scale). Cases:
+Bound: 5e-5 * (1 + |y|) against the float64 result, plus 2^-23 |mean| / std * |gamma| (the fp32 mean's rounding, which only
+a group of near-equal values far from 0 feels; torch's own fp32 group_norm, reported beside ours, has the same). Cases:
 the Chameleon VQ encoder's shapes, odd channel and position counts (the scalar path), an unaligned start, a batch of
 images, rank 2 and 5 inputs, a mean far from 0 (the variance must not cancel away), refused sizes. Also times the kernels
 at the encoder's largest norms against torch's group_norm (+ silu) kernels. Exit status 1 on any failure.
@@ -40,7 +41,7 @@ def main():
 
     failures, cases, worst, torch_worst = [], 0, 0.0, 0.0
     shapes = [((1, 128, 512, 512), 32), ((1, 256, 64, 64), 32), ((1, 512, 32, 32), 32), ((2, 64, 24, 24), 32), ((1, 6, 5, 7), 3),
-              ((3, 10, 13), 5), ((4, 8), 2), ((1, 4, 3, 2, 5), 2), ((1, 32, 1, 1), 32), ((1, 3, 4, 4), 1)]
+              ((3, 10, 13), 5), ((4, 8), 2), ((1, 4, 3, 2, 5), 2), ((1, 32, 1, 2), 32), ((1, 3, 4, 4), 1)]
     for shape, groups in shapes:
         for silu in (0, 1):
             for mean, scale, offset in ((0.0, 1.0, 0), (10.0, 0.1, 0), (0.0, 3.0, 1)):
@@ -61,7 +62,12 @@ def main():
                 theirs = F.group_norm(x, groups, gamma, beta, 1e-6).double()
                 if silu:
                     want, theirs = F.silu(want), F.silu(theirs)
-                err = ((y.double() - want).abs() / (1 + want.abs()))
+                # the mean is an fp32 value in the kernel (as in torch's): its rounding, 2^-24 |mean| and as much again, is
+                # scaled by rstd * gamma, which matters only for groups whose spread is tiny against their mean
+                xg = x.double().reshape(shape[0], groups, -1)
+                mu, sd = xg.mean(-1, keepdim=True), (xg.var(-1, unbiased=False, keepdim=True) + 1e-6).sqrt()
+                cond = (mu.abs() / sd).expand_as(xg).reshape(shape) * gamma.double().abs().reshape([1, -1] + [1] * (len(shape) - 2))
+                err = ((y.double() - want).abs() / (1 + want.abs() + 2.0 ** -23 / 5e-5 * cond))
                 err = torch.where(torch.isnan(y), torch.full_like(err, float("inf")), err)
                 worst = max(worst, float(err.max()))
                 torch_worst = max(torch_worst, float(((theirs - want).abs() / (1 + want.abs())).max()))
