@@ -86,7 +86,8 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         pv models/cham-fp16 models/cham-fp16-e --elementwise
         pv models/cham-int4 models/cham-int4-e-mixed --elementwise --group-norm --prefill ../cham-fp16-e/decoder.onnx
       fi
-      pv models/cham-int4 models/cham-int4-gn --group-norm
+      [ -f models/cham-int4/multimodal.json ] && pv models/cham-int4 models/cham-int4-gn --group-norm
+      [ -f models/7b-fp16/multimodal.json ] && pv models/7b-fp16 models/7b-fp16-e --elementwise   # Llama: SiLU·up as OmmSwiGlu
       echo "start done" >> status
     ' > /dev/null 2>&1 &)
     echo "started in $work" ;;
@@ -148,6 +149,21 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         [ $round = 1 ] && bench_text "ommfs-sampled-$x-r$round" --model "$m/7b-int4-b128-ommfs" $lib --sampled $flag
       done
     done
+    # the fp16 text rows: Llama-7B fp16 + CUDA graph, 154-token prompt + 358 tokens (TTFT and ms/token), stock and with
+    # SiLU·up as our op; then PyTorch's static-KV loop in the same call, eager and compiled (reduce-overhead), step and
+    # prompt pass (torch_decode.py --sections static,compile,prefill)
+    want text16 && for round in 1 2; do
+      for v in 7b-fp16 7b-fp16-e; do
+        [ -f "$m/$v/multimodal.json" ] || { log "text $v: no package"; continue; }
+        flag=; grep -q custom_op_domains "$m/$v/multimodal.json" && flag=$lib
+        bench_text "$v-r$round" --model "$m/$v" $flag
+      done
+    done
+    if want text16; then
+      t0=$SECONDS; (cd "$repo/onnx-export" && PYTHONUNBUFFERED=1 timeout 300 python3 bench/torch_decode.py --preset 7b --prompt-tokens 154 \
+        --new-tokens 358 --sections static,compile,prefill > "$out/torch-7b-fp16.json" 2> "$out/torch-7b-fp16.err")
+      log "torch 7b fp16 (static, reduce-overhead): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-7b-fp16.json")"
+    fi
     want imagine && for x in flash xqa; do
       flag=$([ $x = xqa ] && echo --xqa); v=cham-int4-ommfsq; t0=$SECONDS
       timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib $flag \

@@ -80,6 +80,10 @@ speech_int4() {   # Seamless-large and its int4 + MultiHeadAttention cross-atten
     --int4-activation fp16 --accuracy-level 0 --block-size 32 --cross-mha --encoder-precision fp16 --link-components) >> "$m/export.log" 2>&1
   log "convert $v: rc=$? in $((SECONDS - t0)) s"; }
 if [ "${PREP_SET:-all}" = speech ]; then speech_int4; log "prep done"; touch "$m/prep.done"; exit 0; fi
+if [ "${PREP_SET:-all}" = text16 ]; then   # Llama-7B with fp16 weights, last-position logits and the sampling head (the fp16 rows)
+  ex 7b-fp16 llama --preset 7b --graph fused --precision fp16 --last-logits --device-sampling --no-reference
+  log "prep done"; touch "$m/prep.done"; exit 0
+fi
 if [ "${PREP_SET:-all}" = cham16 ]; then   # Chameleon-7B with fp16 weights and last-position logits (a prefill decoder beside int4)
   ex cham-fp16 chameleon --preset 7b --graph fused --precision fp16 --last-logits --device-sampling --no-reference
   log "prep done"; touch "$m/prep.done"; exit 0

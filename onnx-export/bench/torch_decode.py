@@ -176,6 +176,23 @@ def compile_step(forward, first, pos, start, mode):
     return position_step(compiled, pos), round(time.perf_counter() - t0, 1)
 
 
+def prefill_ms(forward, prompt, runs=7):
+    """The prompt pass through forward(ids, pos) and the first token's argmax: median ms of `runs` after 3 warm-ups (the
+    time to first token of a loop that prefills through its static cache)."""
+    n = prompt.shape[1]
+    positions = torch.arange(n, device="cuda")
+    for _ in range(3):
+        forward(prompt, positions)[:, -1].argmax(-1)
+    times = []
+    for _ in range(runs):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        forward(prompt, positions)[:, -1].argmax(-1)
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 4)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="1b")
@@ -186,7 +203,8 @@ def main():
     ap.add_argument("--compile-modes", default="reduce-overhead", help="comma-separated: reduce-overhead, max-autotune")
     ap.add_argument("--sections", default="eager,static,compile",
                     help="comma-separated: eager (transformers), static (static cache + SDPA), compile (that loop compiled), "
-                         "int4 (the static loop over tinygemm int4 Linears, bf16, eager and compiled in --compile-modes)")
+                         "int4 (the static loop over tinygemm int4 Linears, bf16, eager and compiled in --compile-modes), "
+                         "prefill (with compile: the prompt pass and first token compiled too, *_prefill_ms; static also times it eager)")
     ap.add_argument("--int4-group", type=int, default=128, help="tinygemm group size (32, 64, 128 or 256)")
     a = ap.parse_args()
     sections = set(a.sections.split(","))
@@ -227,6 +245,7 @@ def main():
             first = model(prompt, torch.arange(n, device="cuda")).argmax(-1).view(1, 1)
         if "static" in sections:
             out["static_sdpa_eager_ms"] = round(statistics.median(timed_steps(position_step(model, pos), first, n, a.new_tokens)[5:]), 4)
+            out["static_sdpa_eager_prefill_ms"] = prefill_ms(model, prompt)
             print(json.dumps(out), flush=True)
 
         # 3. the same step under torch.compile: reduce-overhead (CUDA graphs), and max-autotune (CUDA
@@ -237,6 +256,10 @@ def main():
                 step, out[key.replace("_ms", "_compile_seconds")] = compile_step(model.forward, first, pos, n, mode)
                 out[key] = round(statistics.median(timed_steps(step, first, n, a.new_tokens)[5:]), 4)
                 print(json.dumps(out), flush=True)
+                if "prefill" in sections:   # the prompt pass compiled the same way (its own graph: a static prompt shape)
+                    torch._dynamo.reset()
+                    out[key.replace("_ms", "_prefill_ms")] = prefill_ms(torch.compile(model.forward, mode=mode, fullgraph=True, dynamic=False), prompt)
+                    print(json.dumps(out), flush=True)
 
         # 4. PyTorch's best int4 weight-only path: the same static loop in bf16 over tinygemm Linears
         #    (aten._weight_int4pack_mm), eager and compiled
