@@ -24,6 +24,8 @@ ap.add_argument("--group-norm", action="store_true")
 ap.add_argument("--prefill")
 ap.add_argument("--image-encoder-fp16", action="store_true")
 a = ap.parse_args()
+if a.group_norm and a.image_encoder_fp16:
+    sys.exit("package_variant: --group-norm rewrites the fp32 image encoder; --image-encoder-fp16 would replace it (the op is fp32 only)")
 os.makedirs(a.target, exist_ok=True)
 with open(os.path.join(a.source, "multimodal.json"), encoding="utf-8") as f:
     manifest = json.load(f)

@@ -226,15 +226,15 @@ def _split_is_halves(gr: _Graph, split: onnx.NodeProto, k: int) -> str | None:
 
 def _remove(model: onnx.ModelProto, gr: _Graph, dead: list) -> None:
     """Removes `dead` nodes, Constant nodes only they read, and the initializers and value_info of tensors nothing reads
-    any more."""
+    any more. Nodes rewritten in place before the call are live: what they read stays."""
     gone = {id(n) for n in dead}
+    live_reads = {i for n in model.graph.node if id(n) not in gone for i in n.input}   # the graph as rewritten
 
     def read_only_by_removed(tensor: str) -> bool:
-        readers = gr.consumers.get(tensor, [])
-        return bool(readers) and tensor not in gr.graph_outputs and all(id(r) in gone for r in readers)
+        return bool(gr.consumers.get(tensor)) and tensor not in gr.graph_outputs and tensor not in live_reads
 
     # a Constant node whose outputs only the removed nodes read (the split sizes as a Constant) goes too
-    orphans = [n for n in model.graph.node if n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+    orphans = [n for n in model.graph.node if id(n) not in gone and n.op_type == "Constant" and n.domain in ("", "ai.onnx")
                and all(read_only_by_removed(o) for o in n.output)]
     dead += orphans
     gone |= {id(n) for n in orphans}

@@ -6,7 +6,8 @@ by torch on the GPU machine, with and without the SiLU after it:
 Bound: 5e-5 * (1 + |y|) against the float64 result, plus 2^-23 |mean| / std * |gamma| (the fp32 mean's rounding, which only
 a group of near-equal values far from 0 feels; torch's own fp32 group_norm, reported beside ours, has the same). Cases:
 the Chameleon VQ encoder's shapes, odd channel and position counts (the scalar path), an unaligned start, a batch of
-images, rank 2 and 5 inputs, a mean far from 0 (the variance must not cancel away), refused sizes. Also times the kernels
+images, rank 2 and 5 inputs, a mean far from 0 (the variance must not cancel away), each span's first value (the
+kernel's shift) an outlier, spans of several chunks with a shorter last one, refused sizes. Also times the kernels
 at the encoder's largest norms against torch's group_norm (+ silu) kernels. Exit status 1 on any failure.
 """
 import ctypes
@@ -41,16 +42,19 @@ def main():
 
     failures, cases, worst, torch_worst = [], 0, 0.0, 0.0
     shapes = [((1, 128, 512, 512), 32), ((1, 256, 64, 64), 32), ((1, 512, 32, 32), 32), ((2, 64, 24, 24), 32), ((1, 6, 5, 7), 3),
-              ((3, 10, 13), 5), ((4, 8), 2), ((1, 4, 3, 2, 5), 2), ((1, 32, 1, 2), 32), ((1, 3, 4, 4), 1)]
+              ((3, 10, 13), 5), ((4, 8), 2), ((1, 4, 3, 2, 5), 2), ((1, 32, 1, 2), 32), ((1, 3, 4, 4), 1),
+              ((2, 96, 50, 50), 32)]   # the last: several chunks a span, the last one shorter, two images
     for shape, groups in shapes:
         for silu in (0, 1):
-            for mean, scale, offset in ((0.0, 1.0, 0), (10.0, 0.1, 0), (0.0, 3.0, 1)):
-                if offset and shape[0] * shape[1] > 4096:
+            for mean, scale, offset, outlier in ((0.0, 1.0, 0, 0.0), (10.0, 0.1, 0, 0.0), (0.0, 3.0, 1, 0.0), (0.0, 1.0, 0, 200.0)):
+                count = torch.Size(shape).numel()
+                if offset and count > 1 << 22:
                     continue
                 cases += 1
-                count = torch.Size(shape).numel()
                 buf = torch.randn(count + offset, device="cuda", generator=g) * scale + mean
                 x = buf[offset:].view(shape)   # offset 1: a start that is not 16-byte aligned (the scalar path)
+                if outlier:   # each span's first value 200 standard deviations out: the kernel's shift is far from the mean
+                    x.view(shape[0], groups, -1)[:, :, 0] = outlier
                 gamma = torch.randn(shape[1], device="cuda", generator=g) * 0.5 + 1
                 beta = torch.randn(shape[1], device="cuda", generator=g) * 0.1
                 rc, y, _ = run(x, gamma, beta, groups, 1e-6, silu)

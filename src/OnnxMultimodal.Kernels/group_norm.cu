@@ -3,8 +3,8 @@
 // Sigmoid + Mul of the SiLU after it: the VQ image encoder's norms, 4-5 passes over up to 128 MB each.
 //
 //   stats:  every (image, group) span (C/G channels x S positions, contiguous) is cut into chunks; each block sums one
-//           chunk's x - shift and (x - shift)^2 (shift = the span's first value, so a large mean does not cancel the
-//           variance away) in fp32 per thread, fp64 across threads, into scratch.
+//           chunk's x - shift and (x - shift)^2 in fp64 (shift = the span's first value, so a large mean does not cancel
+//           the variance away) into scratch.
 //   apply:  each block folds its span's partial sums into mean and 1/sqrt(var + eps) (biased variance, as
 //           InstanceNormalization and torch's GroupNorm), then writes y = (x - mean) * rstd * gamma[c] + beta[c], and
 //           silu(y) when asked, for its chunk.
@@ -29,24 +29,27 @@ __global__ void __launch_bounds__(kThreads) group_stats(const float* __restrict_
                                                         long long chunk) {
   const long long ng = blockIdx.y;
   const float* base = x + ng * span;
-  const float shift = base[0];
+  const double shift = base[0];
   const long long begin = static_cast<long long>(blockIdx.x) * chunk;
   const long long end = begin + chunk < span ? begin + chunk : span;
-  float s = 0.0f, q = 0.0f;
+  // fp64 from the first sum on: a first value far from the group's mean (an outlier at a border pixel) leaves large
+  // shifted values whose squares fp32 would round by more than the variance is wide. Memory-bound either way.
+  double s = 0.0, q = 0.0;
   for (long long i = begin + static_cast<long long>(threadIdx.x) * kVec; i < end; i += static_cast<long long>(kThreads) * kVec) {
     if constexpr (kVec == 4) {
       const float4 v = *reinterpret_cast<const float4*>(base + i);
-      const float a = v.x - shift, b = v.y - shift, c = v.z - shift, d = v.w - shift;
+      const double a = static_cast<double>(v.x) - shift, b = static_cast<double>(v.y) - shift, c = static_cast<double>(v.z) - shift,
+                   d = static_cast<double>(v.w) - shift;
       s += (a + b) + (c + d);
       q += (a * a + b * b) + (c * c + d * d);
     } else {
-      const float a = base[i] - shift;
+      const double a = static_cast<double>(base[i]) - shift;
       s += a;
       q += a * a;
     }
   }
   __shared__ double ws[kThreads / 32], wq[kThreads / 32];
-  double ds = WarpSum(static_cast<double>(s)), dq = WarpSum(static_cast<double>(q));
+  double ds = WarpSum(s), dq = WarpSum(q);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) {
     ws[warp] = ds;

@@ -44,6 +44,8 @@ struct GroupNormKernel {
         if (shape[i] != 0 && positions > (int64_t{1} << 40) / shape[i]) return Fail("x holds more than 2^40 values");
         positions *= shape[i];
       }
+      if (c > 2147483647 || (positions > 0 && n > (int64_t{1} << 40) / (c * positions)))
+        return Fail("x holds more than 2^40 values or 2^31 - 1 channels");
       const char* names[] = {"gamma", "beta"};
       for (size_t i = 1; i <= 2; ++i)
         if (ctx.GetInput(i).GetTensorTypeAndShapeInfo().GetElementCount() != static_cast<size_t>(c))

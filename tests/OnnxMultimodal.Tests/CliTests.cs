@@ -139,6 +139,8 @@ public class CliTests
         var r = Omm("bench", "--model", model, "--task", "caption", "--image", png, "--new-tokens", "4", "--runs", "2", "--warmup", "1", "--json", "-");
         Assert.That(r.ExitCode, Is.Zero, r.Stderr);
         using var doc = JsonDocument.Parse(r.Stdout);
+        Assert.That(doc.RootElement.GetProperty("task").GetString(), Is.EqualTo("caption"));
+        Assert.That(doc.RootElement.GetProperty("image").GetString(), Is.EqualTo(png));
         var results = doc.RootElement.GetProperty("results");
         Assert.That(results.GetArrayLength(), Is.EqualTo(1), "our engine only");
         var result = results[0];
