@@ -47,6 +47,7 @@ internal static class ProfileCommand
             //    more run sampled through NVML (its driver calls slow kernel launches down a little, so
             //    that run gives the busy share, not the timings).
             GenerationStats stats;
+            GcReport gc = default;
             GpuReport? card = null;
             string? gpuReason = gpu ? null : "CPU run";
             using (var pipeline = await CliConsole.LoadAsync(model, options, ct))
@@ -55,7 +56,10 @@ internal static class ProfileCommand
                 stats = await CliConsole.StepsAsync($"{kind}: {runs} warm-up and 1 measured request", runs + 1, async step =>
                 {
                     for (int i = 0; i < runs; i++, step()) await Run(pipeline, request, ct);
-                    return await Run(pipeline, request, ct);
+                    var before = GcReport.Now();
+                    var measured = await Run(pipeline, request, ct);
+                    gc = GcReport.Now() - before;   // a collection inside the request shows in its phases
+                    return measured;
                 });
                 using var monitor = gpu ? GpuMonitor.TryStart(options.Execution.DeviceId, TimeSpan.FromMilliseconds(20), out gpuReason) : null;
                 if (monitor is not null)
@@ -95,6 +99,7 @@ internal static class ProfileCommand
                 end_to_end_ms = Math.Round(stats.Total.TotalMilliseconds, 3),
                 phases_ms = stats.Phases.ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value, 3)),
                 gpu = card,
+                gc_during_request = new { gen0 = gc.Gen0, gen1 = gc.Gen1, gen2 = gc.Gen2, pause_ms = Math.Round(gc.PauseMs, 3) },
                 gpu_unavailable = card is null ? gpuReason : null,
                 op_class_share = summary?.Shares.ToDictionary(kv => kv.Key.ToString().ToLowerInvariant(), kv => Math.Round(kv.Value, 4)),
                 top_ops_us = summary?.OpMicros.OrderByDescending(kv => kv.Value).Take(12).ToDictionary(kv => kv.Key, kv => Math.Round(kv.Value)),
@@ -106,7 +111,7 @@ internal static class ProfileCommand
             Directory.CreateDirectory(dir);
             var text = JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
             await File.WriteAllTextAsync(Path.Combine(dir, "profile.json"), text, ct);
-            string markdown = Markdown(report.task, model, stats, summary, card);
+            string markdown = Markdown(report.task, model, stats, summary, card, gc);
             await File.WriteAllTextAsync(Path.Combine(dir, "profile.md"), markdown, ct);
             Charts(dir, stats.Phases, summary);
             Console.WriteLine(r.GetValue(json) ? text : markdown);
@@ -127,7 +132,16 @@ internal static class ProfileCommand
         return stats ?? throw new InferenceException("pipeline", "the request ended without statistics");
     }
 
-    private static string Markdown(string task, string model, GenerationStats s, ProfileSummary? p, GpuReport? gpu)
+    /// <summary>.NET garbage collections and their pause time (all threads suspended) over a span of the process.</summary>
+    internal readonly record struct GcReport(int Gen0, int Gen1, int Gen2, double PauseMs)
+    {
+        public static GcReport Now() =>
+            new(GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalPauseDuration().TotalMilliseconds);
+
+        public static GcReport operator -(GcReport a, GcReport b) => new(a.Gen0 - b.Gen0, a.Gen1 - b.Gen1, a.Gen2 - b.Gen2, a.PauseMs - b.PauseMs);
+    }
+
+    private static string Markdown(string task, string model, GenerationStats s, ProfileSummary? p, GpuReport? gpu, GcReport gc)
     {
         var sb = new System.Text.StringBuilder();
         sb.AppendLine($"# Profile: {task} on {Path.GetFileName(model)}\n");
@@ -136,6 +150,7 @@ internal static class ProfileCommand
         sb.AppendLine("| phase | ms | share |\n|---|---|---|");
         double total = s.Phases.Values.Sum();
         foreach (var (k, v) in s.Phases) sb.AppendLine($"| {k} | {v:F2} | {v / total:P1} |");
+        sb.AppendLine($"\n.NET GC during the request: {gc.Gen0} gen0, {gc.Gen1} gen1, {gc.Gen2} gen2 collections; paused {gc.PauseMs:F2} ms.");
         if (p is not null)
         {
             sb.AppendLine("\n| op class | kernel ms | share |\n|---|---|---|");

@@ -206,11 +206,15 @@ public class CliTests
             var r = Omm("profile", "--op-classes", "false", "--warmup", "0", "--max-tokens", "4", "--out", dir);
             Assert.That(r.ExitCode, Is.Zero, r.Stderr);
             Assert.That(r.Stdout.TrimStart(), Does.Not.StartWith("{"));
+            Assert.That(r.Stdout, Does.Match(@"\.NET GC during the request: \d+ gen0, \d+ gen1, \d+ gen2 collections; paused \d+\.\d\d ms"));
             Assert.That(File.Exists(Path.Combine(dir, "profile.json")));
             var j = Omm("profile", "--op-classes", "false", "--warmup", "0", "--max-tokens", "4", "--out", dir, "--json");
             Assert.That(j.ExitCode, Is.Zero, j.Stderr);
             using var doc = JsonDocument.Parse(j.Stdout);
             Assert.That(doc.RootElement.GetProperty("task").GetString(), Is.EqualTo("text"));
+            var gc = doc.RootElement.GetProperty("gc_during_request");
+            Assert.That(gc.GetProperty("gen0").GetInt32(), Is.GreaterThanOrEqualTo(gc.GetProperty("gen1").GetInt32()), "a gen1 collection counts as gen0 too");
+            Assert.That(gc.GetProperty("pause_ms").GetDouble(), Is.GreaterThanOrEqualTo(0));
         }
         finally { Directory.Delete(dir, true); }
     }
