@@ -164,6 +164,12 @@ onnx.save(m, \"../../$to/decoder.onnx\")
         --new-tokens 358 --sections static,compile,prefill > "$out/torch-7b-fp16.json" 2> "$out/torch-7b-fp16.err")
       log "torch 7b fp16 (static, reduce-overhead): rc=$? in $((SECONDS - t0)) s: $(tail -1 "$out/torch-7b-fp16.json")"
     fi
+    # per-kernel GPU time of the fp16 step (CUPTI): 154-token prompt + 128 tokens, CUDA graph, with OmmSwiGlu
+    if want text16trace; then
+      PACKAGES="7b-fp16-e" MODES=graph KERN=$work/kb/libomm_kernels.so PROMPT_TOKENS=154 NEW_TOKENS=128 BUDGET_S=200 MAX_GZ_MB=1 \
+        bash "$repo/tools/gpu_kernel_times.sh" "$OMM" "$m" "$out/text16" > "$out/text16-trace.log" 2>&1
+      log "fp16 text trace: rc=$? $(grep -aE 'summary|kernel time' "$out/text16/kernel-times.txt" | head -3 | tr -s ' ' | tr '\n' ';')"
+    fi
     want imagine && for x in flash xqa; do
       flag=$([ $x = xqa ] && echo --xqa); v=cham-int4-ommfsq; t0=$SECONDS
       timeout 150 "$OMM" profile --provider cuda --op-classes false --model "$m/$v" --cuda-graph --task imagine $lib $flag \
