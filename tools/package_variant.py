@@ -5,7 +5,8 @@
                                     [--image-encoder-fp16]
 --qk-norm: Chameleon's per-head q/k norm as one omm.OmmQkvHeadNorm node (custom_ops.fuse_qk_norm; the package then needs
   the custom-op library); --elementwise: that and each MLP's SiLU·up as omm.OmmSwiGlu (what convert --custom-ops elementwise
-  writes); --group-norm: the image encoder's GroupNorms (+ SiLU) as omm.OmmGroupNorm (custom_ops.fuse_group_norm); --prefill: a prefill_decoder component (a sibling package's decoder runs the prompt);
+  writes); --group-norm: the image encoder's GroupNorms (+ SiLU) as omm.OmmGroupNorm (custom_ops.fuse_group_norm);
+--prefill: a prefill_decoder component (a sibling package's decoder runs the prompt);
 --image-encoder-fp16: the image encoder the export wrote beside the fp32 one (omm_export chameleon --image-encoder-fp16)."""
 import argparse
 import json

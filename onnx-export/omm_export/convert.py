@@ -309,8 +309,8 @@ def _image_encoder_ops(args, manifest: dict) -> set:
     if getattr(args, "custom_ops", "none") != "elementwise" or file is None:
         return set()
     from .custom_ops import OMM_DOMAIN, fuse_group_norm
-    from .onnx_utils import save_model
-    # the real file, beside its external data (onnx refuses external data reached through a link: --link-components)
+    # the real file, beside its external data: onnx refuses external data reached through a symbolic link (a source
+    # package made of links, such as tools/package_variant.py's)
     model = onnx.load(os.path.realpath(os.path.join(args.source, file)))
     done = fuse_group_norm(model)
     if not done["fused"]:
