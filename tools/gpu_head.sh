@@ -64,29 +64,21 @@ json.dump(man, open(os.path.join(dst, "multimodal.json"), "w"), indent=1)
 PY
         ) >> prep.out 2>&1; echo "ommfs $p rc=$?" >> status
       done
-      from=models/cham-int4-ommfs; to=models/cham-int4-ommfsq; mkdir -p $to   # + the qk-norm as OmmQkvHeadNorm
-      for f in $from/*; do case $(basename $f) in decoder.onnx) ;; decoder.onnx.data) ln -f $(readlink -f $f) $to/ ;; *) ln -sf $(readlink -f $f) $to/ ;; esac; done
-      (cd src/onnx-export && python3 -c "
-import onnx, sys
-sys.path.insert(0, \".\")
-from omm_export.custom_ops import fuse_qk_norm
-m = onnx.load(\"../../$from/decoder.onnx\", load_external_data=False)
-print(\"qk-norm\", fuse_qk_norm(m))
-onnx.save(m, \"../../$to/decoder.onnx\")
-") >> prep.out 2>&1; echo "ommfsq rc=$?" >> status
       pv() { python3 src/tools/package_variant.py "$@" >> prep.out 2>&1; local rc=$?; echo "variant $(basename $2) rc=$rc" >> status; }
-      pv models/cham-int4 models/cham-int4-vq16 --image-encoder-fp16   # the fp16 VQ encoder as the component
-      pv models/cham-int4 models/cham-int4-q --qk-norm                 # + the qk-norm as one op (prefill and decode)
-      if [ -f models/cham-fp16/multimodal.json ]; then                 # + the fp16 decoder running the prompt (prefill_decoder)
-        pv models/cham-fp16 models/cham-fp16-q --qk-norm
-        pv models/cham-int4 models/cham-int4-mixed --prefill ../cham-fp16/decoder.onnx
-        pv models/cham-int4-q models/cham-int4-q-mixed --prefill ../cham-fp16-q/decoder.onnx
-        # the image encoder GroupNorms as OmmGroupNorm; then also each MLP SiLU·up as OmmSwiGlu (both decoders)
-        pv models/cham-int4-q models/cham-int4-q-mixed-gn --prefill ../cham-fp16-q/decoder.onnx --group-norm
-        pv models/cham-fp16 models/cham-fp16-e --elementwise
-        pv models/cham-int4 models/cham-int4-e-mixed --elementwise --group-norm --prefill ../cham-fp16-e/decoder.onnx
+      [ -d models/cham-int4-ommfs ] && pv models/cham-int4-ommfs models/cham-int4-ommfsq --qk-norm   # + the qk-norm as OmmQkvHeadNorm
+      if [ -f models/cham-int4/multimodal.json ]; then
+        pv models/cham-int4 models/cham-int4-vq16 --image-encoder-fp16   # the fp16 VQ encoder as the component
+        pv models/cham-int4 models/cham-int4-q --qk-norm                 # + the qk-norm as one op (prefill and decode)
+        pv models/cham-int4 models/cham-int4-gn --group-norm             # the image encoder GroupNorms as OmmGroupNorm
+        if [ -f models/cham-fp16/multimodal.json ]; then                 # + the fp16 decoder running the prompt (prefill_decoder)
+          pv models/cham-fp16 models/cham-fp16-q --qk-norm
+          pv models/cham-int4 models/cham-int4-mixed --prefill ../cham-fp16/decoder.onnx
+          pv models/cham-int4-q models/cham-int4-q-mixed --prefill ../cham-fp16-q/decoder.onnx
+          pv models/cham-int4-q models/cham-int4-q-mixed-gn --prefill ../cham-fp16-q/decoder.onnx --group-norm
+          pv models/cham-fp16 models/cham-fp16-e --elementwise           # + each MLP SiLU·up as OmmSwiGlu (both decoders)
+          pv models/cham-int4 models/cham-int4-e-mixed --elementwise --group-norm --prefill ../cham-fp16-e/decoder.onnx
+        fi
       fi
-      [ -f models/cham-int4/multimodal.json ] && pv models/cham-int4 models/cham-int4-gn --group-norm
       [ -f models/7b-fp16/multimodal.json ] && pv models/7b-fp16 models/7b-fp16-e --elementwise   # Llama: SiLU·up as OmmSwiGlu
       echo "start done" >> status
     ' > /dev/null 2>&1 &)

@@ -104,6 +104,11 @@ class _Graph:
         self.rank = {v.name: len(v.type.tensor_type.shape.dim) for v in list(g.value_info) + list(g.input) + list(g.output)
                      if v.type.tensor_type.HasField("shape")}
 
+    def sole_reader(self, tensor: str):
+        """The one node that reads `tensor`, when exactly one does and it is no graph output; else None."""
+        readers = self.consumers.get(tensor, [])
+        return readers[0] if len(readers) == 1 and tensor not in self.graph_outputs else None
+
     def only_consumers(self, tensor: str, nodes: list) -> bool:
         """True when `tensor` is read by exactly `nodes` (each once, by identity) and is no graph output."""
         if tensor in self.graph_outputs:
@@ -374,9 +379,7 @@ def _head_norm_chain(gr: _Graph, tensor: str, width: int):
     """(output, weight, bias, epsilon, head_dim, nodes) when `tensor` [.., width = heads * D] runs only through
     fused_graph._head_norm's chain: Reshape [0, 0, heads, D] -> LayerNormalization (scale 1, bias 0, last axis) -> Mul by an initializer [heads, D]
     -> Add an initializer [heads, D] -> Reshape [0, 0, heads * D]; else (None, reason)."""
-    def only(t):
-        readers = gr.consumers.get(t, [])
-        return readers[0] if len(readers) == 1 and t not in gr.graph_outputs else None
+    only = gr.sole_reader
 
     def const(name, d):   # a small inline initializer of D values, else None (never loads external data)
         t = gr.init.get(name)
@@ -470,9 +473,7 @@ def _group_norm_chain(gr: _Graph, inorm: onnx.NodeProto, types: dict, ranks: dic
     TorchScript exporter's nn.GroupNorm: x -> Reshape [0, G, -1] -> InstanceNormalization (scale 1, bias 0) -> Reshape to
     Shape(x) -> Mul gamma -> Add beta, with gamma and beta constants of shape [C] + [1] * (rank - 2) and every intermediate
     read only along the chain; else (None, why)."""
-    def only(tensor):
-        readers = gr.consumers.get(tensor, [])
-        return readers[0] if len(readers) == 1 and tensor not in gr.graph_outputs else None
+    only = gr.sole_reader
 
     r1 = gr.producer.get(inorm.input[0])
     if r1 is None or r1.op_type != "Reshape" or _attrs(r1).get("allowzero", 0) or only(r1.output[0]) is not inorm:

@@ -62,29 +62,21 @@ internal static class BenchCommand
         cmd.Subcommands.Add(ImageBenchCommand.Create());
         cmd.SetAction((r, ct) => CliCommon.Guard(async () =>
         {
+            string taskKind = r.GetValue(task)!;
+            GenerationRequest? whole = taskKind == "text"   // caption, imagine, transcribe: whole requests on our engine
+                ? null
+                : CliCommon.TaskRequest(taskKind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio)).Request
+                  with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
             if (r.GetValue(ladder))
             {
-                Func<MultimodalPipeline, BenchResult> measure;
-                string kind = r.GetValue(task)!;
-                if (kind == "text")
-                    measure = p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, sampled: r.GetValue(sampled));
-                else
-                {
-                    var (_, _, request) = CliCommon.TaskRequest(kind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio));
-                    request = request with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
-                    measure = p => MeasureRequests(p, request, r.GetValue(runs), r.GetValue(warmup), ct);
-                }
-                return await Ladder(r, kind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), r.GetValue(int4OmmfsModel), measure,
+                Func<MultimodalPipeline, BenchResult> measure = whole is null
+                    ? p => Measure(p, r.GetValue(promptTokens), r.GetValue(newTokens), r.GetValue(runs), r.GetValue(warmup), ct, sampled: r.GetValue(sampled))
+                    : p => MeasureRequests(p, whole, r.GetValue(runs), r.GetValue(warmup), ct);
+                return await Ladder(r, taskKind, r.GetValue(fp16Model), r.GetValue(int4Model), r.GetValue(int4OmmModel), r.GetValue(int4OmmfModel), r.GetValue(int4OmmfsModel), measure,
                                     r.GetValue(json), ct);
             }
-            string taskKind = r.GetValue(task)!;
-            GenerationRequest? whole = null;   // caption, imagine, transcribe: whole requests on our engine
-            if (taskKind != "text")
-            {
-                if (r.GetValue(engines) == "genai") throw new InvalidInputException("--engine", $"--task {taskKind} runs whole requests on our engine (ort) only");
-                whole = CliCommon.TaskRequest(taskKind, CliCommon.ModelPath(r), r.GetValue(prompt)!, r.GetValue(image), r.GetValue(audio)).Request
-                        with { Sampling = Sampling(r.GetValue(newTokens), r.GetValue(sampled)) };
-            }
+            if (whole is not null && r.GetValue(engines) == "genai")
+                throw new InvalidInputException("--engine", $"--task {taskKind} runs whole requests on our engine (ort) only");
             var list = whole is not null ? ["ort"] : r.GetValue(engines) == "both" ? new[] { "ort", "genai" } : new[] { r.GetValue(engines)! };
             var results = new List<BenchResult>();
             var skipped = new List<string>();

@@ -11,11 +11,12 @@ kernel's shift) an outlier, spans of several chunks with a shorter last one, ref
 at the encoder's largest norms against torch's group_norm (+ silu) kernels. Exit status 1 on any failure.
 """
 import ctypes
-import json
 import sys
 
 import torch
 import torch.nn.functional as F
+
+from check_common import cuda_us, finish
 
 
 def main():
@@ -101,24 +102,11 @@ def main():
             return F.silu(F.group_norm(x, 32, gamma, beta, 1e-6))
 
         for name, fn in (("ours_us", ours), ("torch_group_norm_silu_us", torch_ops)):
-            for _ in range(10):
-                fn()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            for _ in range(50):
-                fn()
-            e.record()
-            torch.cuda.synchronize()
-            row[name] = round(s.elapsed_time(e) / 50 * 1000, 2)
+            row[name] = cuda_us(fn, 10, 50)
         row["ours_gb_per_s"] = round(x.numel() * 4 * 3 / (row["ours_us"] * 1e-6) / 1e9, 1)   # two reads, one write
         timings.append(row)
-    print(f"{cases} cases, {len(failures)} failures, worst {worst:.2e} (torch fp32 {torch_worst:.2e}); timings {timings}")
-    for f in failures[:20]:
-        print("FAIL", f)
-    with open(sys.argv[2], "w") as f:
-        json.dump(dict(device=torch.cuda.get_device_name(), cases=cases, failures=failures, worst=worst, torch_fp32_worst=torch_worst,
-                       timings=timings), f, indent=1)
-    sys.exit(1 if failures else 0)
+    finish(sys.argv[2], f"{cases} cases, {len(failures)} failures, worst {worst:.2e} (torch fp32 {torch_worst:.2e}); timings {timings}",
+           failures, cases=cases, worst=worst, torch_fp32_worst=torch_worst, timings=timings)
 
 
 if __name__ == "__main__":

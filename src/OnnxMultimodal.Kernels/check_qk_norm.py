@@ -9,10 +9,11 @@ order), carried through the product and the sum: at most 3 fp16 ulps of |n * w| 
 wrong head, weight, mean or variance moves values by far more. v must be bit-identical. Also times the kernel at Chameleon-7B's shape. Exit status 1 on any failure.
 """
 import ctypes
-import json
 import sys
 
 import torch
+
+from check_common import cuda_us, finish
 
 
 def reference(qkv, qw, qb, kw, kb, H, Hkv, D, eps):
@@ -72,21 +73,8 @@ def main():
         w = torch.randn(H, D, device="cuda").half()
         outs = [torch.empty(T, H * D, device="cuda", dtype=torch.half) for _ in range(3)]
         args = [ctypes.c_void_p(x.data_ptr()) for x in (qkv, w, w, w, w, *outs)] + [T, H, Hkv, D, 1e-5, ctypes.c_void_p(stream)]
-        for _ in range(20):
-            lib.omm_qkv_head_norm(*args)
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(200):
-            lib.omm_qkv_head_norm(*args)
-        e.record()
-        torch.cuda.synchronize()
-        timings.append(dict(tokens=T, us_per_call=round(s.elapsed_time(e) / 200 * 1000, 2)))
-    print(f"{cases} cases, {len(failures)} failures; timings {timings}")
-    for f in failures[:20]:
-        print("FAIL", f)
-    with open(sys.argv[2], "w") as f:
-        json.dump(dict(device=torch.cuda.get_device_name(), cases=cases, failures=failures, timings=timings), f, indent=1)
-    sys.exit(1 if failures else 0)
+        timings.append(dict(tokens=T, us_per_call=cuda_us(lambda: lib.omm_qkv_head_norm(*args), 20, 200)))
+    finish(sys.argv[2], f"{cases} cases, {len(failures)} failures; timings {timings}", failures, cases=cases, timings=timings)
 
 
 if __name__ == "__main__":

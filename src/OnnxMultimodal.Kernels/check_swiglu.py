@@ -10,11 +10,12 @@ by far more. Odd sizes and an unaligned start take the scalar path. Also times t
 the graph ran). Exit status 1 on any failure.
 """
 import ctypes
-import json
 import sys
 
 import torch
 import torch.nn.functional as F
+
+from check_common import cuda_us, finish
 
 
 def main():
@@ -62,23 +63,10 @@ def main():
 
         row = dict(rows=rows, k=k)
         for name, fn in (("ours_us", ours), ("torch_split_silu_mul_us", torch_ops)):
-            for _ in range(20):
-                fn()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            for _ in range(200):
-                fn()
-            e.record()
-            torch.cuda.synchronize()
-            row[name] = round(s.elapsed_time(e) / 200 * 1000, 2)
+            row[name] = cuda_us(fn, 20, 200)
         row["ours_gb_per_s"] = round(rows * 3 * k * 2 / (row["ours_us"] * 1e-6) / 1e9, 1)
         timings.append(row)
-    print(f"{cases} cases, {len(failures)} failures; timings {timings}")
-    for f in failures[:20]:
-        print("FAIL", f)
-    with open(sys.argv[2], "w") as f:
-        json.dump(dict(device=torch.cuda.get_device_name(), cases=cases, failures=failures, timings=timings), f, indent=1)
-    sys.exit(1 if failures else 0)
+    finish(sys.argv[2], f"{cases} cases, {len(failures)} failures; timings {timings}", failures, cases=cases, timings=timings)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ extern "C" int omm_group_norm(const void* x, void* y, const void* gamma, const v
 namespace {
 
 constexpr const char* kOpName = "OmmGroupNorm";
-uint32_t g_api_version = 0;   // the C API version RegisterCustomOps settled on
 
 OrtStatusPtr Fail(const std::string& message) { return OmmFail(kOpName, message); }
 
@@ -55,18 +54,11 @@ struct GroupNormKernel {
       if (n * groups > 65535) return Fail("at most 65535 (image, group) pairs (got " + std::to_string(n * groups) + ")");
       const size_t bytes = omm_group_norm_scratch_bytes(n, c, positions, groups);
       if (bytes == 0) return Fail("x's sizes are out of range");
-      // the partial sums live in the session's device arena until the step's kernels are queued (see sampling_head_op.cc)
-      Ort::ConstMemoryInfo where = x.GetTensorMemoryInfo();
-      const OrtMemoryInfo* info = static_cast<const OrtMemoryInfo*>(where);
-      Ort::Allocator allocator = ctx.GetAllocator(*info);
-      void* scratch = nullptr;
-      if (g_api_version >= 18) Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, info, bytes, &scratch));
-      else scratch = allocator.Alloc(bytes);
-      if (scratch == nullptr) return Fail("no device memory for the partial sums (" + std::to_string(bytes) + " bytes)");
+      OmmScratch scratch(context, x, bytes);   // the partial sums, until the kernels are queued
+      if (scratch.get() == nullptr) return Fail("no device memory for the partial sums (" + std::to_string(bytes) + " bytes)");
       const int rc = omm_group_norm(x.GetTensorRawData(), y.GetTensorMutableRawData(), ctx.GetInput(1).GetTensorRawData(),
                                     ctx.GetInput(2).GetTensorRawData(), n, c, positions, groups, eps, static_cast<int>(activation),
-                                    scratch, ctx.GetGPUComputeStream());
-      allocator.Free(scratch);
+                                    scratch.get(), ctx.GetGPUComputeStream());
       return OmmLaunchStatus(kOpName, rc);
     });
   }
@@ -103,6 +95,5 @@ struct GroupNormOp : Ort::CustomOpBase<GroupNormOp, GroupNormKernel, true> {
 void OmmAddGroupNormOp(Ort::CustomOpDomain& domain, uint32_t version) {
   static GroupNormOp op;
   op.version = version;
-  g_api_version = version;
   domain.Add(&op);
 }

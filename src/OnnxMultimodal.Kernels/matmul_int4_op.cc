@@ -177,6 +177,7 @@ extern "C" ORT_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOption
   if (api == nullptr) return nullptr;  // cannot even build a status; ORT reports the missing op at load
   ++version;
   Ort::InitApi(api);
+  OmmApiVersion() = static_cast<uint32_t>(version);
   static MatMulInt4Op<0> op;
   static MatMulInt4Op<1> silu_mul_op;
   static MatMulInt4Op<2> swiglu_op;

@@ -26,7 +26,6 @@ extern "C" int omm_sampling_head(const void* logits, const void* params, const v
 namespace {
 
 constexpr const char* kOpName = "OmmSamplingHead";
-uint32_t g_api_version = 0;   // the C API version RegisterCustomOps settled on
 
 OrtStatusPtr Fail(const std::string& message) { return OmmFail(kOpName, message); }
 
@@ -64,22 +63,13 @@ struct SamplingHeadKernel {
       Ort::UnownedValue greedy = ctx.GetOutput(1, out_shape);
       if (b == 0) return nullptr;
       const size_t bytes = omm_sampling_head_scratch_bytes(static_cast<int>(b), static_cast<int>(v));
-      // Scratch from the session's device arena, freed once the step's work is queued. KernelContext_GetScratchBuffer
-      // (C API 18+) tags the block with this run's compute stream, so the arena hands it to no other stream (a concurrent
-      // Run) before the kernels ran; a plain Alloc carries no stream, so it is the fallback for older runtimes only.
-      Ort::ConstMemoryInfo where = logits.GetTensorMemoryInfo();
-      const OrtMemoryInfo* info = static_cast<const OrtMemoryInfo*>(where);
-      Ort::Allocator allocator = ctx.GetAllocator(*info);
-      void* scratch = nullptr;
-      if (g_api_version >= 18) Ort::ThrowOnError(Ort::GetApi().KernelContext_GetScratchBuffer(context, info, bytes, &scratch));
-      else scratch = allocator.Alloc(bytes);
-      if (scratch == nullptr) return Fail("no device memory for the scratch (" + std::to_string(bytes) + " bytes)");
+      OmmScratch scratch(context, logits, bytes);   // freed once the step's work is queued
+      if (scratch.get() == nullptr) return Fail("no device memory for the scratch (" + std::to_string(bytes) + " bytes)");
       const int rc = omm_sampling_head(logits.GetTensorRawData(), ctx.GetInput(1).GetTensorRawData(), ctx.GetInput(2).GetTensorRawData(),
                                        ctx.GetInput(3).GetTensorRawData(), ctx.GetInput(4).GetTensorRawData(),
                                        ctx.GetInput(5).GetTensorRawData(), next.GetTensorMutableRawData(),
-                                       greedy.GetTensorMutableRawData(), static_cast<int>(b), static_cast<int>(v), scratch,
+                                       greedy.GetTensorMutableRawData(), static_cast<int>(b), static_cast<int>(v), scratch.get(),
                                        ctx.GetGPUComputeStream());
-      allocator.Free(scratch);
       return OmmLaunchStatus(kOpName, rc);
     });
   }
@@ -108,6 +98,5 @@ struct SamplingHeadOp : Ort::CustomOpBase<SamplingHeadOp, SamplingHeadKernel, tr
 void OmmAddSamplingHeadOp(Ort::CustomOpDomain& domain, uint32_t version) {
   static SamplingHeadOp op;
   op.version = version;
-  g_api_version = version;
   domain.Add(&op);
 }
